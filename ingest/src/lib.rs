@@ -1,1 +1,17 @@
-//! placeholder
+//! `likes-ingest`: the HTTP API that accepts likes and unlikes, appends them to
+//! Kafka (answering only once the broker acked) and serves cached counts.
+//!
+//! Routes are split the warp way: [`filters`] match requests, [`handlers`] do
+//! the work, [`recover`] turns every error into one JSON shape.
+
+mod error;
+pub mod filters;
+mod handlers;
+mod recover;
+mod request;
+mod settings;
+mod startup;
+
+pub use error::ApiError;
+pub use settings::Settings;
+pub use startup::{Application, State};

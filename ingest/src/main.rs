@@ -1,1 +1,14 @@
-fn main() {}
+//! `likes-ingest`: reads its settings and runs the API until SIGINT or SIGTERM.
+
+use likes_ingest::{Application, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    likes_infra::telemetry::init("info,likes=debug");
+    let settings = Settings::from_env()?;
+    settings.log();
+    let app = Application::build(&settings).await?;
+    app.run_until_stopped(likes_infra::telemetry::shutdown_signal())
+        .await;
+    Ok(())
+}

@@ -1,1 +1,16 @@
-//! placeholder
+//! `likes-projector`: consumes `like-events` in short batches and builds the
+//! PostgreSQL projection (`user_likes`, `counters`) exactly once — the rows and
+//! the partitions' offsets commit in one transaction, fenced by an owner epoch —
+//! then the Redis projection from the counts PostgreSQL returned.
+
+mod batch;
+mod consumer;
+mod dead_letters;
+mod error;
+mod ownership;
+mod run;
+mod settings;
+
+pub use error::ProjectorError;
+pub use run::run;
+pub use settings::Settings;

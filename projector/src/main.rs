@@ -1,1 +1,12 @@
-fn main() {}
+//! `likes-projector`: reads its settings and projects until SIGINT or SIGTERM.
+
+use likes_projector::{Settings, run};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    likes_infra::telemetry::init("info,likes=debug");
+    let settings = Settings::from_env()?;
+    settings.log();
+    run(settings, likes_infra::telemetry::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! The Redis projection: cached counts, written only after PostgreSQL committed.
+//!
+//! Each count is stored as `"<count>:<stamp>"` under `<prefix>count:<type>:<id>`,
+//! where the stamp is the log offset the count reflects. A small script refuses
+//! to replace a newer stamp with an older one, so writes may be repeated, raced
+//! or replayed in any order and the cache still converges on the newest count.
+//! Redis may lose everything at any time; nothing is true only here.
+
+use likes_domain::ItemKey;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use tracing::instrument;
+
+use crate::Error;
+
+/// Sets KEYS[1] to ARGV[1]:ARGV[2] unless it already holds a stamp >= ARGV[2].
+const SET_IF_NEWER: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local sep = string.find(current, ':', 1, true)
+  if sep and tonumber(string.sub(current, sep + 1)) >= tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2])
+return 1
+"#;
+
+/// A handle on the Redis projection; cheap to clone.
+#[derive(Clone)]
+pub struct CountCache {
+    conn: ConnectionManager,
+    prefix: String,
+    script: redis::Script,
+}
+
+impl CountCache {
+    /// Connects to `url`; every key this handle touches starts with `prefix`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, Error> {
+        let client = redis::Client::open(url).map_err(|e| Error::Setting {
+            name: "REDIS_URL",
+            message: e.to_string(),
+        })?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+            .set_response_timeout(Some(std::time::Duration::from_secs(2)))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_string(),
+            script: redis::Script::new(SET_IF_NEWER),
+        })
+    }
+
+    /// The key of an item's count.
+    pub fn count_key(&self, item: ItemKey) -> String {
+        format!(
+            "{}count:{}:{}",
+            self.prefix,
+            item.item_type.get(),
+            item.item_id.get()
+        )
+    }
+
+    /// The cached count of `item`, if Redis has it.
+    #[instrument(skip_all, fields(item = %item))]
+    pub async fn count(&self, item: ItemKey) -> Result<Option<i64>, Error> {
+        let mut conn = self.conn.clone();
+        let value: Option<String> = conn.get(self.count_key(item)).await?;
+        Ok(value.as_deref().and_then(parse_count))
+    }
+
+    /// Writes counts stamped with the offsets they reflect, in one round trip;
+    /// older stamps never overwrite newer ones.
+    #[instrument(skip_all, fields(items = updates.len()))]
+    pub async fn put_counts(&self, updates: &[(ItemKey, i64, i64)]) -> Result<(), Error> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for (item, count, stamp) in updates {
+            pipe.add_command(evalsha(&self.script, &self.count_key(*item), *count, *stamp))
+                .ignore();
+        }
+        match pipe.query_async::<()>(&mut conn).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // Redis restarted and forgot the script: load it and send again.
+                self.script.prepare_invoke().load_async(&mut conn).await?;
+                pipe.query_async::<()>(&mut conn).await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// One EVALSHA per key (not one script over many keys) keeps the writes valid on
+/// Redis Cluster, where one script may only touch one slot.
+fn evalsha(script: &redis::Script, key: &str, count: i64, stamp: i64) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(1).arg(key).arg(count).arg(stamp);
+    cmd
+}
+
+/// Reads the count part of a stored `"<count>:<stamp>"`.
+pub fn parse_count(value: &str) -> Option<i64> {
+    value.split(':').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_value_reads_back_its_count() {
+        assert_eq!(parse_count("17:4096"), Some(17));
+        assert_eq!(parse_count("garbage"), None);
+    }
+}

@@ -1,0 +1,88 @@
+//! The one error type of the adapters, with database failures mapped to what
+//! they mean for the caller (retry, fenced, bad data).
+
+/// What went wrong talking to the outside world.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is missing or malformed; names the environment variable.
+    #[error("setting {name}: {message}")]
+    Setting { name: &'static str, message: String },
+
+    /// Kafka refused or failed an operation.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+
+    /// The schema registry could not be reached or refused the request; worth retrying.
+    #[error("schema registry unavailable: {0}")]
+    RegistryUnavailable(String),
+
+    /// A record could not be decoded into a valid event; retrying will not help.
+    #[error("poison record: {0}")]
+    Poison(String),
+
+    /// An event could not be encoded with the registered schema.
+    #[error("encoding: {0}")]
+    Encode(String),
+
+    /// PostgreSQL cannot be reached right now (connection refused, shutting down, ...).
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(#[source] sqlx::Error),
+
+    /// Another projector owns the partition now: this batch must not commit.
+    #[error("fenced: partition {partition} is owned by a newer epoch")]
+    Fenced { partition: i32 },
+
+    /// Any other database error (a bug or a broken invariant, not worth retrying blindly).
+    #[error("database: {0}")]
+    Database(#[source] sqlx::Error),
+
+    /// Applying the migrations failed.
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+
+    /// Redis failed; the Redis projection is a cache, so callers may fall back.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+impl Error {
+    /// Whether the same operation may succeed if tried again later.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::RegistryUnavailable(_) | Error::DatabaseUnavailable(_) | Error::Redis(_) => {
+                true
+            }
+            Error::Kafka(e) => !matches!(e, rdkafka::error::KafkaError::MessageProduction(code)
+                if *code == rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge),
+            _ => false,
+        }
+    }
+}
+
+/// Class 08 is "connection exception", 57P is "operator intervention" (shutdown,
+/// crash recovery), 53 "insufficient resources", 40001/40P01 serialization and
+/// deadlock: all mean "try again", not "your data is wrong".
+const TRANSIENT_SQLSTATE_PREFIXES: [&str; 6] = ["08", "57P", "53", "40001", "40P01", "55P03"];
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        let transient = match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_) => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                TRANSIENT_SQLSTATE_PREFIXES
+                    .iter()
+                    .any(|p| code.starts_with(p))
+            }),
+            _ => false,
+        };
+        if transient {
+            Error::DatabaseUnavailable(e)
+        } else {
+            Error::Database(e)
+        }
+    }
+}

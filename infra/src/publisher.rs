@@ -1,0 +1,97 @@
+//! The producer of like events: encodes with the registered schema, keys by
+//! item, and reports the partition and offset only once the broker acked.
+
+use std::time::Duration;
+
+use likes_domain::LikeEvent;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use tracing::instrument;
+
+use crate::codec::EventCodec;
+use crate::{Error, kafka};
+
+/// Where the broker stored an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Ack {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Why an event was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The local queue is full: the broker is slow or away. Shed load.
+    #[error("producer queue full")]
+    QueueFull,
+    /// The broker did not ack in time or refused; the event may or may not be
+    /// stored, so the client must retry with the same event id.
+    #[error("not acknowledged: {0}")]
+    NotAcked(KafkaError),
+    /// The event could not be encoded (registry away, ...).
+    #[error(transparent)]
+    Encode(#[from] Error),
+}
+
+/// Publishes events to one topic.
+pub struct Publisher {
+    producer: FutureProducer,
+    codec: EventCodec,
+    topic: String,
+}
+
+impl Publisher {
+    /// A publisher for `topic` with its own idempotent producer.
+    pub fn new(
+        bootstrap: &str,
+        topic: &str,
+        registry_url: &str,
+        delivery_timeout: Duration,
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            producer: kafka::producer(bootstrap, delivery_timeout)?,
+            codec: EventCodec::new(registry_url, topic)?,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// The codec, for start-up registration.
+    pub fn codec(&self) -> &EventCodec {
+        &self.codec
+    }
+
+    /// Events queued locally and not yet acked: the backpressure gauge.
+    pub fn in_flight(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+
+    /// Appends `event` and waits for the broker's ack. Many calls may be in
+    /// flight at once; each awaits only its own delivery.
+    #[instrument(skip_all, fields(event_id = %event.event_id))]
+    pub async fn publish(&self, event: &LikeEvent) -> Result<Ack, PublishError> {
+        let payload = self.codec.encode(event).await?;
+        let key = kafka::item_key(event.item.item_id.get());
+        let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
+        let delivery = match self.producer.send_result(record) {
+            Ok(delivery) => delivery,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                return Err(PublishError::QueueFull);
+            }
+            Err((e, _)) => return Err(PublishError::NotAcked(e)),
+        };
+        match delivery.await {
+            Ok(Ok(delivered)) => Ok(Ack {
+                partition: delivered.partition,
+                offset: delivered.offset,
+            }),
+            Ok(Err((e, _))) => Err(PublishError::NotAcked(e)),
+            Err(_canceled) => Err(PublishError::NotAcked(KafkaError::Canceled)),
+        }
+    }
+
+    /// Waits up to `timeout` for every queued event to be acked (shutdown).
+    pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
+        Ok(self.producer.flush(timeout)?)
+    }
+}

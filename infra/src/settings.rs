@@ -1,0 +1,135 @@
+//! Reading typed settings from the environment, once, with errors that name the
+//! variable. Each binary builds its own `Settings` from these helpers.
+
+use std::str::FromStr;
+
+use crate::Error;
+
+/// The value of `name`, or `default` when it is unset. An empty value counts as unset.
+pub fn string(name: &'static str, default: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
+        _ => default.to_string(),
+    }
+}
+
+/// The value of `name` parsed as `T`, or `default` when unset; a value that does
+/// not parse is an error naming the variable.
+pub fn parse<T>(name: &'static str, default: T) -> Result<T, Error>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|e: T::Err| Error::Setting {
+            name,
+            message: format!("{e} (got {v:?})"),
+        }),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(default),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::Setting {
+            name,
+            message: "not valid unicode".into(),
+        }),
+    }
+}
+
+/// A URL setting that must use one of `schemes`.
+pub fn url(name: &'static str, default: &str, schemes: &[&str]) -> Result<String, Error> {
+    let value = string(name, default);
+    if schemes.iter().any(|s| value.starts_with(&format!("{s}://"))) {
+        Ok(value)
+    } else {
+        Err(Error::Setting {
+            name,
+            message: format!("must be a URL starting with {}://", schemes.join(":// or ")),
+        })
+    }
+}
+
+/// Removes the password from a URL before it is logged.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            redact("postgres://likes:secret@127.0.0.1:5432/likes"),
+            "postgres://likes:***@127.0.0.1:5432/likes"
+        );
+        assert_eq!(redact("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+    }
+}
+
+/// Where the shared infrastructure is: read by every binary, same names and
+/// defaults as the README's table and `docker-compose.yml`.
+#[derive(Debug, Clone)]
+pub struct StackSettings {
+    /// `KAFKA_BOOTSTRAP_SERVERS`: Kafka brokers, comma separated.
+    pub kafka_bootstrap: String,
+    /// `KAFKA_TOPIC`: the topic of like events.
+    pub topic: String,
+    /// `SCHEMA_REGISTRY_URL`: Confluent-compatible registry base URL.
+    pub schema_registry_url: String,
+    /// `DATABASE_URL`: the PostgreSQL projection.
+    pub database_url: String,
+    /// `DATABASE_MAX_CONNECTIONS`: pool size per process.
+    pub database_max_connections: u32,
+    /// `REDIS_URL`: the Redis projection.
+    pub redis_url: String,
+    /// `REDIS_KEY_PREFIX`: prefix of every Redis key written or read.
+    pub redis_key_prefix: String,
+}
+
+impl StackSettings {
+    /// Reads the shared settings; a malformed value is an error naming its variable.
+    pub fn from_env() -> Result<Self, Error> {
+        Ok(Self {
+            kafka_bootstrap: string("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
+            topic: string("KAFKA_TOPIC", "like-events"),
+            schema_registry_url: url(
+                "SCHEMA_REGISTRY_URL",
+                "http://localhost:8081/apis/ccompat/v7",
+                &["http", "https"],
+            )?,
+            database_url: url(
+                "DATABASE_URL",
+                "postgres://likes:likes@localhost:5432/likes",
+                &["postgres", "postgresql"],
+            )?,
+            database_max_connections: parse("DATABASE_MAX_CONNECTIONS", 10)?,
+            redis_url: url("REDIS_URL", "redis://localhost:6379/0", &["redis", "rediss"])?,
+            redis_key_prefix: string("REDIS_KEY_PREFIX", "likes:"),
+        })
+    }
+
+    /// Logs the values in use, without secrets.
+    pub fn log(&self) {
+        tracing::info!(
+            kafka_bootstrap = %self.kafka_bootstrap,
+            topic = %self.topic,
+            schema_registry_url = %self.schema_registry_url,
+            database_url = %redact(&self.database_url),
+            database_max_connections = self.database_max_connections,
+            redis_url = %redact(&self.redis_url),
+            redis_key_prefix = %self.redis_key_prefix,
+            "stack settings"
+        );
+    }
+
+    /// The dead-letter topic that goes with the events topic.
+    pub fn dlq_topic(&self) -> String {
+        format!("{}.dlq", self.topic)
+    }
+}

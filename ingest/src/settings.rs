@@ -1,0 +1,44 @@
+//! Settings of `likes-ingest`, read once from the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use likes_infra::Error;
+use likes_infra::settings::{self, StackSettings};
+
+/// Everything the ingest service needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Kafka, registry, PostgreSQL and Redis locations.
+    pub stack: StackSettings,
+    /// `LISTEN_ADDR`: where the HTTP API listens (port 0 picks a free one).
+    pub listen_addr: SocketAddr,
+    /// `PRODUCE_TIMEOUT_MS`: how long a like may wait for the broker's ack
+    /// before the client gets a 503 (and should retry with the same event id).
+    pub produce_timeout: Duration,
+    /// `MAX_BODY_BYTES`: the largest request body accepted.
+    pub max_body_bytes: u64,
+}
+
+impl Settings {
+    /// Reads the settings; a missing or malformed one is an error naming it.
+    pub fn from_env() -> Result<Self, Error> {
+        Ok(Self {
+            stack: StackSettings::from_env()?,
+            listen_addr: settings::parse("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)))?,
+            produce_timeout: Duration::from_millis(settings::parse("PRODUCE_TIMEOUT_MS", 5000)?),
+            max_body_bytes: settings::parse("MAX_BODY_BYTES", 64 * 1024)?,
+        })
+    }
+
+    /// Logs the values in use, without secrets.
+    pub fn log(&self) {
+        self.stack.log();
+        tracing::info!(
+            listen_addr = %self.listen_addr,
+            produce_timeout_ms = self.produce_timeout.as_millis() as u64,
+            max_body_bytes = self.max_body_bytes,
+            "ingest settings"
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! Building and running the service: connect to the stack, bind, serve until
+//! the shutdown future resolves, then flush the producer.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use likes_infra::cache::CountCache;
+use likes_infra::publisher::Publisher;
+use likes_infra::store;
+use likes_infra::store::PgPool;
+use tokio::net::TcpListener;
+
+use crate::{Settings, filters};
+
+/// What the handlers share.
+pub struct State {
+    pub publisher: Publisher,
+    pub cache: CountCache,
+    pub db: PgPool,
+}
+
+/// A bound, ready-to-serve ingest service.
+pub struct Application {
+    listener: TcpListener,
+    state: Arc<State>,
+    max_body_bytes: u64,
+}
+
+impl Application {
+    /// Connects to Kafka, the registry (registering the schema), PostgreSQL and
+    /// Redis, and binds the listen address.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let stack = &settings.stack;
+        let publisher = Publisher::new(
+            &stack.kafka_bootstrap,
+            &stack.topic,
+            &stack.schema_registry_url,
+            settings.produce_timeout,
+        )?;
+        let schema_id = publisher.codec().register().await?;
+        tracing::info!(schema_id, "schema registered");
+        let cache = CountCache::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
+        let db = store::connect_lazy(&stack.database_url, stack.database_max_connections)?;
+        let listener = TcpListener::bind(settings.listen_addr).await?;
+        Ok(Self {
+            listener,
+            state: Arc::new(State {
+                publisher,
+                cache,
+                db,
+            }),
+            max_body_bytes: settings.max_body_bytes,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, lets in-flight requests finish, then
+    /// waits for the producer to deliver what it holds.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let addr = self.local_addr().ok();
+        tracing::info!(?addr, "ingest listening");
+        let routes = filters::routes(self.state.clone(), self.max_body_bytes);
+        warp::serve(routes)
+            .incoming(self.listener)
+            .graceful(shutdown)
+            .run()
+            .await;
+        if let Err(e) = self.state.publisher.flush(Duration::from_secs(10)) {
+            tracing::error!(error = %e, "producer flush on shutdown failed");
+        }
+        tracing::info!("ingest stopped");
+    }
+}

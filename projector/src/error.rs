@@ -1,0 +1,12 @@
+//! The projector's error type.
+
+/// Why the projector stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    /// Kafka, the registry, PostgreSQL or Redis failed in a way retries cannot fix.
+    #[error(transparent)]
+    Infra(#[from] likes_infra::Error),
+    /// The Kafka client could not be built or subscribed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}

@@ -1,0 +1,49 @@
+//! Settings of `likes-projector`, read once from the environment.
+
+use std::time::Duration;
+
+use likes_infra::Error;
+use likes_infra::settings::{self, StackSettings};
+
+/// Everything the projector needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Kafka, registry, PostgreSQL and Redis locations.
+    pub stack: StackSettings,
+    /// `AGGREGATION_WINDOW_SECONDS`: how long a batch collects events (fractions allowed).
+    pub window: Duration,
+    /// `PROJECTOR_GROUP_ID`: the consumer group shared by all projector instances.
+    pub group_id: String,
+    /// `PROJECTOR_MAX_BATCH_EVENTS`: a batch closes early once it holds this many events.
+    pub max_batch_events: usize,
+}
+
+impl Settings {
+    /// Reads the settings; a missing or malformed one is an error naming it.
+    pub fn from_env() -> Result<Self, Error> {
+        let seconds: f64 = settings::parse("AGGREGATION_WINDOW_SECONDS", 1.0)?;
+        if !(seconds > 0.0 && seconds <= 60.0) {
+            return Err(Error::Setting {
+                name: "AGGREGATION_WINDOW_SECONDS",
+                message: "must be more than 0 and at most 60".into(),
+            });
+        }
+        Ok(Self {
+            stack: StackSettings::from_env()?,
+            window: Duration::from_secs_f64(seconds),
+            group_id: settings::string("PROJECTOR_GROUP_ID", "likes-projector"),
+            max_batch_events: settings::parse("PROJECTOR_MAX_BATCH_EVENTS", 200_000)?,
+        })
+    }
+
+    /// Logs the values in use, without secrets.
+    pub fn log(&self) {
+        self.stack.log();
+        tracing::info!(
+            window_ms = self.window.as_millis() as u64,
+            group_id = %self.group_id,
+            max_batch_events = self.max_batch_events,
+            "projector settings"
+        );
+    }
+}

@@ -1,0 +1,45 @@
+//! `likes-replay setup`: makes a stack ready for the services, idempotently —
+//! creates the events topic and its dead-letter topic, applies the database
+//! migrations and registers the Avro schema.
+
+use likes_infra::codec::EventCodec;
+use likes_infra::kafka::{self, RETENTION_MS, TopicSpec};
+use likes_infra::settings::StackSettings;
+use likes_infra::store;
+
+/// How the topics are laid out.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    /// Partitions of the events topic (64 for the product; fixed once chosen).
+    pub partitions: i32,
+    /// Replication factor (1 on a single dev broker).
+    pub replication: i32,
+}
+
+/// Creates what is missing; leaves what exists alone.
+pub async fn run(stack: &StackSettings, layout: Layout) -> anyhow::Result<()> {
+    let topics = [
+        TopicSpec {
+            name: stack.topic.clone(),
+            partitions: layout.partitions,
+            replication: layout.replication,
+            retention_ms: RETENTION_MS,
+        },
+        TopicSpec {
+            name: stack.dlq_topic(),
+            partitions: 1,
+            replication: layout.replication,
+            // Poison must outlive the investigation: keep it four weeks.
+            retention_ms: 4 * RETENTION_MS,
+        },
+    ];
+    kafka::ensure_topics(&stack.kafka_bootstrap, &topics).await?;
+    let pool = store::connect_lazy(&stack.database_url, 2)?;
+    store::migrate(&pool).await?;
+    pool.close().await;
+    let codec = EventCodec::new(&stack.schema_registry_url, &stack.topic)?;
+    let id = codec.register().await?;
+    tracing::info!(topic = %stack.topic, schema_id = id, "stack ready");
+    println!("ready: topic {} ({} partitions), schema id {id}", stack.topic, layout.partitions);
+    Ok(())
+}
