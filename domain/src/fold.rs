@@ -129,7 +129,13 @@ mod tests {
         let like = event(1, 7, 9, Action::Like);
         let unlike = event(2, 7, 9, Action::Unlike);
         for (i, e) in [&like, &unlike, &like].into_iter().enumerate() {
-            f.push(Position { partition: 0, offset: i as i64 }, e);
+            f.push(
+                Position {
+                    partition: 0,
+                    offset: i as i64,
+                },
+                e,
+            );
         }
         assert_eq!(f.duplicates(), 1);
         let changes = f.finish();

@@ -42,12 +42,14 @@ impl LikeState {
         match (self, action) {
             (LikeState::NotLiked, Action::Like) => (LikeState::Liked, Transition::Liked),
             (LikeState::Liked, Action::Unlike) => (LikeState::NotLiked, Transition::Unliked),
-            (LikeState::Liked, Action::Like) => {
-                (LikeState::Liked, Transition::Unchanged(NoChange::AlreadyLiked))
-            }
-            (LikeState::NotLiked, Action::Unlike) => {
-                (LikeState::NotLiked, Transition::Unchanged(NoChange::NotLiked))
-            }
+            (LikeState::Liked, Action::Like) => (
+                LikeState::Liked,
+                Transition::Unchanged(NoChange::AlreadyLiked),
+            ),
+            (LikeState::NotLiked, Action::Unlike) => (
+                LikeState::NotLiked,
+                Transition::Unchanged(NoChange::NotLiked),
+            ),
         }
     }
 
@@ -116,6 +118,9 @@ impl Projection {
 
     /// Every item with a non-zero count.
     pub fn counts(&self) -> impl Iterator<Item = (ItemKey, i64)> + '_ {
-        self.counts.iter().filter(|(_, c)| **c != 0).map(|(k, c)| (*k, *c))
+        self.counts
+            .iter()
+            .filter(|(_, c)| **c != 0)
+            .map(|(k, c)| (*k, *c))
     }
 }

@@ -81,8 +81,13 @@ impl CountCache {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for (item, count, stamp) in updates {
-            pipe.add_command(evalsha(&self.script, &self.count_key(*item), *count, *stamp))
-                .ignore();
+            pipe.add_command(evalsha(
+                &self.script,
+                &self.count_key(*item),
+                *count,
+                *stamp,
+            ))
+            .ignore();
         }
         match pipe.query_async::<()>(&mut conn).await {
             Ok(()) => Ok(()),
@@ -101,7 +106,11 @@ impl CountCache {
 /// Redis Cluster, where one script may only touch one slot.
 fn evalsha(script: &redis::Script, key: &str, count: i64, stamp: i64) -> redis::Cmd {
     let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script.get_hash()).arg(1).arg(key).arg(count).arg(stamp);
+    cmd.arg(script.get_hash())
+        .arg(1)
+        .arg(key)
+        .arg(count)
+        .arg(stamp);
     cmd
 }
 

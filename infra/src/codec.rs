@@ -201,9 +201,16 @@ mod tests {
     fn an_event_survives_the_avro_round_trip_through_the_schema() {
         let schema = apache_avro::Schema::parse_str(SCHEMA).unwrap();
         let event = sample();
-        let bytes = apache_avro::to_avro_datum(&schema, to_value(&event)).unwrap();
-        let value =
-            apache_avro::from_avro_datum(&schema, &mut bytes.as_slice(), None).unwrap();
+        let bytes = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+            .build()
+            .unwrap()
+            .write_value_to_vec(to_value(&event))
+            .unwrap();
+        let value = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+            .build()
+            .unwrap()
+            .read_value(&mut bytes.as_slice())
+            .unwrap();
         assert_eq!(from_value(value).unwrap(), event);
     }
 

@@ -49,9 +49,7 @@ impl Error {
     /// Whether the same operation may succeed if tried again later.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::RegistryUnavailable(_) | Error::DatabaseUnavailable(_) | Error::Redis(_) => {
-                true
-            }
+            Error::RegistryUnavailable(_) | Error::DatabaseUnavailable(_) | Error::Redis(_) => true,
             Error::Kafka(e) => !matches!(e, rdkafka::error::KafkaError::MessageProduction(code)
                 if *code == rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge),
             _ => false,

@@ -88,9 +88,13 @@ pub async fn ensure_topics(bootstrap: &str, topics: &[TopicSpec]) -> Result<(), 
         .iter()
         .zip(&retention)
         .map(|(t, retention)| {
-            NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication))
-                .set("retention.ms", retention)
-                .set("cleanup.policy", "delete")
+            NewTopic::new(
+                &t.name,
+                t.partitions,
+                TopicReplication::Fixed(t.replication),
+            )
+            .set("retention.ms", retention)
+            .set("cleanup.policy", "delete")
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -101,8 +105,9 @@ pub async fn ensure_topics(bootstrap: &str, topics: &[TopicSpec]) -> Result<(), 
                 tracing::debug!(topic = %name, "topic exists")
             }
             Err((name, code)) => {
-                return Err(Error::Kafka(rdkafka::error::KafkaError::AdminOp(code)))
-                    .inspect_err(|_| tracing::error!(topic = %name, %code, "topic creation failed"));
+                return Err(Error::Kafka(rdkafka::error::KafkaError::AdminOp(code))).inspect_err(
+                    |_| tracing::error!(topic = %name, %code, "topic creation failed"),
+                );
             }
         }
     }

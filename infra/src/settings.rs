@@ -36,7 +36,10 @@ where
 /// A URL setting that must use one of `schemes`.
 pub fn url(name: &'static str, default: &str, schemes: &[&str]) -> Result<String, Error> {
     let value = string(name, default);
-    if schemes.iter().any(|s| value.starts_with(&format!("{s}://"))) {
+    if schemes
+        .iter()
+        .any(|s| value.starts_with(&format!("{s}://")))
+    {
         Ok(value)
     } else {
         Err(Error::Setting {
@@ -68,7 +71,10 @@ mod tests {
             redact("postgres://likes:secret@127.0.0.1:5432/likes"),
             "postgres://likes:***@127.0.0.1:5432/likes"
         );
-        assert_eq!(redact("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+        assert_eq!(
+            redact("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
     }
 }
 
@@ -109,7 +115,11 @@ impl StackSettings {
                 &["postgres", "postgresql"],
             )?,
             database_max_connections: parse("DATABASE_MAX_CONNECTIONS", 10)?,
-            redis_url: url("REDIS_URL", "redis://localhost:6379/0", &["redis", "rediss"])?,
+            redis_url: url(
+                "REDIS_URL",
+                "redis://localhost:6379/0",
+                &["redis", "rediss"],
+            )?,
             redis_key_prefix: string("REDIS_KEY_PREFIX", "likes:"),
         })
     }

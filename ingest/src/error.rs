@@ -50,7 +50,7 @@ impl ApiError {
         match self {
             ApiError::Invalid(_) | ApiError::UnknownField(_) | ApiError::MalformedJson(_) => {
                 StatusCode::BAD_REQUEST
-            },
+            }
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

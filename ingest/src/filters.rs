@@ -14,9 +14,10 @@ pub fn routes(
     max_body_bytes: u64,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
     let likes = warp::path!("v1" / "likes");
-    let like = likes
-        .and(warp::post())
-        .and(action_body(Action::Like, state.clone(), max_body_bytes));
+    let like =
+        likes
+            .and(warp::post())
+            .and(action_body(Action::Like, state.clone(), max_body_bytes));
     let unlike_delete = likes
         .and(warp::method())
         .and_then(|m: Method| async move {

@@ -82,5 +82,8 @@ pub async fn count(
         "item_id": item.item_id,
         "count": count,
     });
-    Ok(warp::reply::with_header(warp::reply::json(&body), "x-count-source", source).into_response())
+    Ok(
+        warp::reply::with_header(warp::reply::json(&body), "x-count-source", source)
+            .into_response(),
+    )
 }

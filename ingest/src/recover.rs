@@ -15,24 +15,57 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
         if let ApiError::Internal(detail) = e {
             tracing::error!(%detail, "internal error");
         }
-        (e.status(), e.code(), e.to_string(), e.field().map(str::to_string))
+        (
+            e.status(),
+            e.code(),
+            e.to_string(),
+            e.field().map(str::to_string),
+        )
     } else if rejection.is_not_found() {
-        (StatusCode::NOT_FOUND, "not_found", "no such route".to_string(), None)
+        (
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route".to_string(),
+            None,
+        )
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         let message = "method not allowed on this route".to_string();
-        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message, None)
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            message,
+            None,
+        )
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         let message = "request body too large".to_string();
-        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message, None)
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            message,
+            None,
+        )
     } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
         let message = "a content-length header is required".to_string();
-        (StatusCode::LENGTH_REQUIRED, "length_required", message, None)
-    } else if rejection.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            message,
+            None,
+        )
+    } else if rejection
+        .find::<warp::reject::UnsupportedMediaType>()
+        .is_some()
+    {
         let e = ApiError::UnsupportedMediaType;
         (e.status(), e.code(), e.to_string(), None)
     } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
         let message = format!("invalid header {}", e.name());
-        (StatusCode::BAD_REQUEST, "invalid_header", message, Some(e.name().to_string()))
+        (
+            StatusCode::BAD_REQUEST,
+            "invalid_header",
+            message,
+            Some(e.name().to_string()),
+        )
     } else {
         tracing::error!(?rejection, "unhandled rejection");
         let message = "internal error".to_string();

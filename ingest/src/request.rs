@@ -34,7 +34,9 @@ pub fn parse_like(body: &[u8], idempotency_key: Option<&str>) -> Result<LikeRequ
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let Value::Object(map) = value else {
-        return Err(ApiError::MalformedJson("the body must be a JSON object".into()));
+        return Err(ApiError::MalformedJson(
+            "the body must be a JSON object".into(),
+        ));
     };
     if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(ApiError::UnknownField(unknown.clone()));
@@ -112,17 +114,29 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        assert_eq!(field_of(parse_like(br#"{"item_id":2,"item_type":3}"#, None)), Some("user_id".into()));
         assert_eq!(
-            field_of(parse_like(br#"{"user_id":1,"item_id":"2","item_type":3}"#, None)),
+            field_of(parse_like(br#"{"item_id":2,"item_type":3}"#, None)),
+            Some("user_id".into())
+        );
+        assert_eq!(
+            field_of(parse_like(
+                br#"{"user_id":1,"item_id":"2","item_type":3}"#,
+                None
+            )),
             Some("item_id".into())
         );
         assert_eq!(
-            field_of(parse_like(br#"{"user_id":1,"item_id":2,"item_type":0}"#, None)),
+            field_of(parse_like(
+                br#"{"user_id":1,"item_id":2,"item_type":0}"#,
+                None
+            )),
             Some("item_type".into())
         );
         assert_eq!(
-            field_of(parse_like(br#"{"user_id":1.5,"item_id":2,"item_type":3}"#, None)),
+            field_of(parse_like(
+                br#"{"user_id":1.5,"item_id":2,"item_type":3}"#,
+                None
+            )),
             Some("user_id".into())
         );
         assert_eq!(
@@ -137,11 +151,20 @@ mod tests {
     #[test]
     fn unknown_fields_and_non_objects_are_refused() {
         assert_eq!(
-            field_of(parse_like(br#"{"user_id":1,"item_id":2,"item_type":3,"x":1}"#, None)),
+            field_of(parse_like(
+                br#"{"user_id":1,"item_id":2,"item_type":3,"x":1}"#,
+                None
+            )),
             Some("x".into())
         );
-        assert!(matches!(parse_like(b"[1]", None), Err(ApiError::MalformedJson(_))));
-        assert!(matches!(parse_like(b"{", None), Err(ApiError::MalformedJson(_))));
+        assert!(matches!(
+            parse_like(b"[1]", None),
+            Err(ApiError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse_like(b"{", None),
+            Err(ApiError::MalformedJson(_))
+        ));
     }
 
     #[test]

@@ -71,7 +71,12 @@ impl Batch {
         }
         if position.offset > expected {
             // Retention, compaction or transaction markers leave gaps; nothing to do.
-            tracing::debug!(partition = position.partition, expected, got = position.offset, "offset gap");
+            tracing::debug!(
+                partition = position.partition,
+                expected,
+                got = position.offset,
+                "offset gap"
+            );
         }
         let Some(claim) = ownership.get(position.partition) else {
             return Offer::Stale;

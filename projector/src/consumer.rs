@@ -33,7 +33,10 @@ impl ProjectorContext {
         }
     }
 
-    fn claim_with_retries(&self, partitions: &[i32]) -> Option<Vec<likes_infra::store::offsets::Claim>> {
+    fn claim_with_retries(
+        &self,
+        partitions: &[i32],
+    ) -> Option<Vec<likes_infra::store::offsets::Claim>> {
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=CLAIM_ATTEMPTS {
             match self.claimer.claim(partitions.to_vec()) {
@@ -66,7 +69,10 @@ impl ConsumerContext for ProjectorContext {
                     .map(|e| e.partition())
                     .collect();
                 let Some(claims) = self.claim_with_retries(&partitions) else {
-                    tracing::error!(?partitions, "cannot claim partitions; will rejoin the group");
+                    tracing::error!(
+                        ?partitions,
+                        "cannot claim partitions; will rejoin the group"
+                    );
                     self.ownership.revoke_all();
                     self.ownership.request_rejoin();
                     let _ = consumer.unassign();

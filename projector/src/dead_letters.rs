@@ -38,10 +38,22 @@ impl DeadLetters {
             }
         }
         let headers = headers
-            .insert(Header { key: "dlq.source.topic", value: Some(message.topic()) })
-            .insert(Header { key: "dlq.source.partition", value: Some(&partition) })
-            .insert(Header { key: "dlq.source.offset", value: Some(&offset) })
-            .insert(Header { key: "dlq.error", value: Some(error) });
+            .insert(Header {
+                key: "dlq.source.topic",
+                value: Some(message.topic()),
+            })
+            .insert(Header {
+                key: "dlq.source.partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "dlq.source.offset",
+                value: Some(&offset),
+            })
+            .insert(Header {
+                key: "dlq.error",
+                value: Some(error),
+            });
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.topic).headers(headers);
         if let Some(key) = message.key() {

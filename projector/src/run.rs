@@ -58,8 +58,9 @@ pub async fn run(
     let ownership = Arc::new(Ownership::default());
     let claimer = Claimer::spawn(&stack.database_url, &stack.topic)?;
     let context = ProjectorContext::new(&stack.topic, claimer, ownership.clone());
-    let consumer: ProjectorConsumer = kafka::consumer_config(&stack.kafka_bootstrap, &settings.group_id)
-        .create_with_context(context)?;
+    let consumer: ProjectorConsumer =
+        kafka::consumer_config(&stack.kafka_bootstrap, &settings.group_id)
+            .create_with_context(context)?;
     consumer.subscribe(&[&stack.topic])?;
     let mut projector = Projector {
         codec: EventCodec::new(&stack.schema_registry_url, &stack.topic)?,
@@ -117,10 +118,11 @@ impl Projector {
                 partition: message.partition(),
                 offset: message.offset(),
             };
+            let first = batch.is_empty();
             if batch.admit(&self.ownership, position) == Offer::Stale {
                 continue;
             }
-            if batch.len() == 0 {
+            if first {
                 // The window runs from the first record, so a quiet topic does not
                 // delay the first like of a burst by a whole window.
                 deadline = tokio::time::Instant::now() + self.settings.window;
@@ -138,7 +140,8 @@ impl Projector {
                 Ok(event) => batch.push(position, &event),
                 Err(reason) => {
                     tracing::warn!(partition = position.partition, offset = position.offset, %reason, "poison record sent to the dead-letter topic");
-                    retry_forever("dead letter", || self.dead_letters.send(&message, &reason)).await;
+                    retry_forever("dead letter", || self.dead_letters.send(&message, &reason))
+                        .await;
                     batch.poison += 1;
                 }
             }
@@ -185,10 +188,18 @@ impl Projector {
                 }
                 self.after_commit(&applied, &commits).await;
                 span.record("elapsed_ms", started.elapsed().as_millis() as u64);
-                tracing::info!(liked = applied.liked, unliked = applied.unliked, counters = applied.counts.len(), "batch committed");
+                tracing::info!(
+                    liked = applied.liked,
+                    unliked = applied.unliked,
+                    counters = applied.counts.len(),
+                    "batch committed"
+                );
             }
             Err(Error::Fenced { partition }) => {
-                tracing::warn!(partition, "batch fenced by a newer owner; dropped, rejoining");
+                tracing::warn!(
+                    partition,
+                    "batch fenced by a newer owner; dropped, rejoining"
+                );
                 self.ownership.revoke_all();
                 self.ownership.request_rejoin();
             }
@@ -206,7 +217,10 @@ impl Projector {
     /// Redis and Kafka's committed offsets, both best effort after PostgreSQL.
     async fn after_commit(&mut self, applied: &Applied, commits: &[writer::OffsetCommit]) {
         for c in &applied.counts {
-            let entry = self.pending_cache.entry(c.item).or_insert((c.count, c.last_offset));
+            let entry = self
+                .pending_cache
+                .entry(c.item)
+                .or_insert((c.count, c.last_offset));
             if c.last_offset >= entry.1 {
                 *entry = (c.count, c.last_offset);
             }
@@ -218,7 +232,9 @@ impl Projector {
             .collect();
         match self.cache.put_counts(&updates).await {
             Ok(()) => self.pending_cache.clear(),
-            Err(e) => tracing::warn!(error = %e, pending = updates.len(), "redis update failed; will retry after the next batch"),
+            Err(e) => {
+                tracing::warn!(error = %e, pending = updates.len(), "redis update failed; will retry after the next batch")
+            }
         }
         // Kafka's own offsets are only for lag tooling; PostgreSQL holds the truth.
         let mut tpl = rdkafka::TopicPartitionList::new();

@@ -40,6 +40,9 @@ pub async fn run(stack: &StackSettings, layout: Layout) -> anyhow::Result<()> {
     let codec = EventCodec::new(&stack.schema_registry_url, &stack.topic)?;
     let id = codec.register().await?;
     tracing::info!(topic = %stack.topic, schema_id = id, "stack ready");
-    println!("ready: topic {} ({} partitions), schema id {id}", stack.topic, layout.partitions);
+    println!(
+        "ready: topic {} ({} partitions), schema id {id}",
+        stack.topic, layout.partitions
+    );
     Ok(())
 }

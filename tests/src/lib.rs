@@ -1,1 +1,275 @@
-//! placeholder
+//! Test harness for the integration tests: every test gets its own topic,
+//! database, consumer group and Redis key prefix on the real stack started by
+//! `dev/stack up`, and runs the services in-process on port 0.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use likes_infra::kafka::{self, RETENTION_MS, TopicSpec};
+use likes_infra::settings::StackSettings;
+use likes_infra::store::{self, PgPool};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub mod topic;
+
+/// One test's private slice of the stack.
+pub struct TestEnv {
+    pub stack: StackSettings,
+    pub db: PgPool,
+    pub redis: redis::aio::ConnectionManager,
+    pub partitions: i32,
+    pub suffix: String,
+}
+
+/// A running in-process service and the means to stop it.
+pub struct Running<T> {
+    stop: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<T>,
+}
+
+impl<T> Running<T> {
+    /// Asks the service to stop and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<T> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        Ok(tokio::time::timeout(Duration::from_secs(30), self.handle).await??)
+    }
+
+    /// Kills the task without letting it finish anything (a crash).
+    pub fn abort(self) {
+        self.handle.abort();
+    }
+}
+
+/// A running ingest service.
+pub struct Ingest {
+    pub addr: SocketAddr,
+    pub running: Running<()>,
+}
+
+impl Ingest {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+/// A fresh database with the migrations applied, for tests of the store alone.
+pub struct TestDb {
+    pub pool: PgPool,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> anyhow::Result<Self> {
+        likes_infra::telemetry::init("warn");
+        let url = fresh_database().await?;
+        let pool = store::connect_lazy(&url, 5)?;
+        store::migrate(&pool).await?;
+        Ok(Self { pool, url })
+    }
+
+    /// The count of item (type 1, `item_id`) in `counters`, 0 when absent.
+    pub async fn count(&self, item_id: i64) -> anyhow::Result<i64> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT count FROM counters WHERE item_type = 1 AND item_id = $1")
+                .bind(item_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map_or(0, |r| r.0))
+    }
+}
+
+/// Creates an empty database named after a fresh id and returns its URL.
+async fn fresh_database() -> anyhow::Result<String> {
+    let base_db = env_or(
+        "DATABASE_URL",
+        "postgres://likes:likes@127.0.0.1:5432/likes",
+    );
+    let admin = sqlx::PgPool::connect(&base_db)
+        .await
+        .context("connect to PostgreSQL: is the stack up? (dev/stack up)")?;
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let db_name = format!("likes_test_{}", &suffix[..12]);
+    // The name is ours: a fixed prefix and hex digits.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    match base_db.rfind('/') {
+        Some(i) => Ok(format!("{}/{db_name}", &base_db[..i])),
+        None => anyhow::bail!("DATABASE_URL has no database name"),
+    }
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+impl TestEnv {
+    /// Creates a fresh topic (with `partitions`) and its DLQ, a fresh database with
+    /// the migrations applied, and a fresh Redis key prefix.
+    pub async fn new(partitions: i32) -> anyhow::Result<Self> {
+        likes_infra::telemetry::init("warn,likes_projector=info");
+        let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let database_url = fresh_database().await?;
+        let stack = StackSettings {
+            kafka_bootstrap: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            topic: format!("like-events-test-{suffix}"),
+            schema_registry_url: env_or(
+                "SCHEMA_REGISTRY_URL",
+                "http://127.0.0.1:8081/apis/ccompat/v7",
+            ),
+            database_url,
+            database_max_connections: 10,
+            redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_key_prefix: format!("test:{suffix}:"),
+        };
+        kafka::ensure_topics(
+            &stack.kafka_bootstrap,
+            &[
+                TopicSpec {
+                    name: stack.topic.clone(),
+                    partitions,
+                    replication: 1,
+                    retention_ms: RETENTION_MS,
+                },
+                TopicSpec {
+                    name: stack.dlq_topic(),
+                    partitions: 1,
+                    replication: 1,
+                    retention_ms: RETENTION_MS,
+                },
+            ],
+        )
+        .await?;
+        let db = store::connect_lazy(&stack.database_url, 5)?;
+        store::migrate(&db).await?;
+        let redis =
+            redis::aio::ConnectionManager::new(redis::Client::open(stack.redis_url.as_str())?)
+                .await?;
+        Ok(Self {
+            stack,
+            db,
+            redis,
+            partitions,
+            suffix,
+        })
+    }
+
+    /// Ingest settings pointing at this test's slice, on a free port.
+    pub fn ingest_settings(&self) -> likes_ingest::Settings {
+        likes_ingest::Settings {
+            stack: self.stack.clone(),
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            produce_timeout: Duration::from_secs(5),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+
+    /// Starts an ingest service in-process.
+    pub async fn start_ingest(&self) -> anyhow::Result<Ingest> {
+        let app = likes_ingest::Application::build(&self.ingest_settings()).await?;
+        let addr = app.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Ok(Ingest {
+            addr,
+            running: Running {
+                stop: Some(stop),
+                handle,
+            },
+        })
+    }
+
+    /// Projector settings for this test's slice: a short window keeps tests quick.
+    pub fn projector_settings(&self) -> likes_projector::Settings {
+        likes_projector::Settings {
+            stack: self.stack.clone(),
+            window: Duration::from_millis(300),
+            group_id: format!("projector-{}", self.suffix),
+            max_batch_events: 10_000,
+        }
+    }
+
+    /// Starts a projector in-process.
+    pub fn start_projector(&self) -> Running<Result<(), likes_projector::ProjectorError>> {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(likes_projector::run(self.projector_settings(), async {
+            let _ = stopped.await;
+        }));
+        Running {
+            stop: Some(stop),
+            handle,
+        }
+    }
+
+    /// The sum of the high watermarks of the topic's partitions: how many records
+    /// were ever appended.
+    pub fn end_offsets(&self) -> anyhow::Result<i64> {
+        let consumer: BaseConsumer =
+            kafka::consumer_config(&self.stack.kafka_bootstrap, "watermarks").create()?;
+        let mut total = 0;
+        for p in 0..self.partitions {
+            let (_low, high) =
+                consumer.fetch_watermarks(&self.stack.topic, p, Duration::from_secs(10))?;
+            total += high;
+        }
+        Ok(total)
+    }
+
+    /// The count of an item in `counters` (0 when absent).
+    pub async fn db_count(&self, item_type: i32, item_id: i64) -> anyhow::Result<i64> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT count FROM counters WHERE item_type = $1 AND item_id = $2")
+                .bind(item_type as i16)
+                .bind(item_id)
+                .fetch_optional(&self.db)
+                .await?;
+        Ok(row.map_or(0, |r| r.0))
+    }
+
+    /// The number of `user_likes` rows of an item.
+    pub async fn db_likers(&self, item_type: i32, item_id: i64) -> anyhow::Result<i64> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM user_likes WHERE item_type = $1 AND item_id = $2")
+                .bind(item_type as i16)
+                .bind(item_id)
+                .fetch_one(&self.db)
+                .await?;
+        Ok(n)
+    }
+
+    /// The count Redis holds for an item, if any.
+    pub async fn redis_count(&self, item_type: i32, item_id: i64) -> anyhow::Result<Option<i64>> {
+        let key = format!("{}count:{item_type}:{item_id}", self.stack.redis_key_prefix);
+        let value: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut self.redis.clone())
+            .await?;
+        Ok(value.as_deref().and_then(likes_infra::cache::parse_count))
+    }
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("condition not met within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,90 @@
+//! The PostgreSQL batch writer on a real database: transitions are counted
+//! once, a redelivered batch changes nothing, and a fenced owner writes nothing.
+
+use chrono::Utc;
+use likes_domain::{Action, BatchFold, EventId, ItemKey, LikeEvent, NetChange, Position, UserId};
+use likes_infra::Error;
+use likes_infra::store::offsets;
+use likes_infra::store::writer::{OffsetCommit, apply_batch};
+use likes_tests::TestDb;
+
+fn events(list: &[(i64, i64, Action)]) -> Vec<NetChange> {
+    let mut fold = BatchFold::new();
+    for (offset, (user, item, action)) in list.iter().enumerate() {
+        let event = LikeEvent {
+            event_id: EventId::generate(),
+            user_id: UserId::parse(*user).unwrap(),
+            item: ItemKey::parse(1, *item).unwrap(),
+            action: *action,
+            timestamp: Utc::now(),
+        };
+        fold.push(
+            Position {
+                partition: 0,
+                offset: offset as i64,
+            },
+            &event,
+        );
+    }
+    fold.finish()
+}
+
+#[tokio::test]
+async fn a_redelivered_batch_changes_nothing() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let claim = offsets::claim(&db.pool, "t", &[0]).await?[0];
+    let changes = events(&[
+        (1, 10, Action::Like),
+        (2, 10, Action::Like),
+        (3, 11, Action::Unlike),
+    ]);
+    let commit = [OffsetCommit {
+        partition: 0,
+        epoch: claim.epoch,
+        next_offset: 3,
+    }];
+    let first = apply_batch(&db.pool, "t", &commit, &changes).await?;
+    assert_eq!((first.liked, first.unliked), (2, 0));
+    let again = apply_batch(&db.pool, "t", &commit, &changes).await?;
+    assert_eq!((again.liked, again.unliked, again.counts.len()), (0, 0, 0));
+    assert_eq!(db.count(10).await?, 2);
+    assert_eq!(db.count(11).await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn unlike_of_never_liked_item_changes_nothing() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let claim = offsets::claim(&db.pool, "t", &[0]).await?[0];
+    let commit = [OffsetCommit {
+        partition: 0,
+        epoch: claim.epoch,
+        next_offset: 1,
+    }];
+    let applied = apply_batch(&db.pool, "t", &commit, &events(&[(1, 10, Action::Unlike)])).await?;
+    assert_eq!(applied.unliked, 0);
+    assert!(applied.counts.is_empty());
+    assert_eq!(db.count(10).await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_owner_fenced_by_a_new_claim_writes_nothing() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let old = offsets::claim(&db.pool, "t", &[0]).await?[0];
+    let new = offsets::claim(&db.pool, "t", &[0]).await?[0];
+    assert!(new.epoch > old.epoch);
+    let commit = [OffsetCommit {
+        partition: 0,
+        epoch: old.epoch,
+        next_offset: 1,
+    }];
+    let result = apply_batch(&db.pool, "t", &commit, &events(&[(1, 10, Action::Like)])).await;
+    assert!(
+        matches!(result, Err(Error::Fenced { partition: 0 })),
+        "{result:?}"
+    );
+    assert_eq!(db.count(10).await?, 0);
+    assert_eq!(offsets::positions(&db.pool, "t").await?, vec![(0, 0)]);
+    Ok(())
+}
