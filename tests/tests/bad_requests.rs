@@ -108,7 +108,7 @@ async fn malformed_requests_are_refused_and_publish_nothing() -> anyhow::Result<
             "application/json",
             r#"{"user_id":1}"#,
             400,
-            Some("item_id"),
+            Some("item_type"),
         ),
         (
             "POST",

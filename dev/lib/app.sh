@@ -1,0 +1,35 @@
+# The project's own part of the stack: setting up topics, schema and migrations,
+# running the services, running the tests. Everything talks to 127.0.0.1.
+
+export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
+export SCHEMA_REGISTRY_URL=${SCHEMA_REGISTRY_URL:-http://127.0.0.1:8081/apis/ccompat/v7}
+export DATABASE_URL=${DATABASE_URL:-postgres://likes:likes@127.0.0.1:5432/likes}
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
+
+# Creates the 64-partition topic and its DLQ, applies migrations, registers the schema.
+app_setup() {
+  log "setting up topics, migrations and schema (likes-replay setup)"
+  (cd "$ROOT" && cargo run -q --release -p likes-replay -- setup --partitions 64)
+}
+
+# Builds and runs ingest and projector in the foreground until Ctrl-C.
+app_run() {
+  (cd "$ROOT" && cargo build -q --release -p likes-ingest -p likes-projector)
+  local pids=()
+  "$ROOT/target/release/likes-projector" & pids+=($!)
+  "$ROOT/target/release/likes-ingest" & pids+=($!)
+  log "likes-ingest on http://${LISTEN_ADDR:-127.0.0.1:8000}, likes-projector running; Ctrl-C stops them"
+  trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait; exit 0' INT TERM
+  wait -n "${pids[@]}"
+  log "a service exited; stopping the other"
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait
+  return 1
+}
+
+# The whole test suite against the running stack. Test binaries run one at a
+# time (each runs its tests in parallel) to keep a 2-core machine responsive.
+app_test() {
+  cd "$ROOT"
+  cargo test --workspace --no-fail-fast "$@" -- --test-threads=4
+}

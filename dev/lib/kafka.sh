@@ -1,0 +1,53 @@
+# Apache Kafka 4 in KRaft mode, one node, from the Maven Central jars: the
+# broker's runtime classpath is copied by dev/maven/pom.xml (profile kafka) and
+# run with `java kafka.Kafka`, exactly what bin/kafka-server-start.sh does.
+
+KAFKA_HEAP=${KAFKA_HEAP:--Xms256m -Xmx768m}
+
+kafka_libs() { echo "$STACK_DIR/dist/kafka-$(pom_property kafka.version)/libs"; }
+
+kafka_install() {
+  local libs; libs=$(kafka_libs)
+  [[ -f $libs/.complete ]] && return 0
+  log "fetching Kafka $(pom_property kafka.version) jars with Maven"
+  rm -rf "$libs"; mkdir -p "$libs"
+  mvn_stack -Pkafka dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs"
+  touch "$libs/.complete"
+}
+
+# The java command line of every Kafka class we run, in the array KAFKA_CMD.
+kafka_cmd() {
+  # shellcheck disable=SC2206 # the heap options are words on purpose
+  KAFKA_CMD=(java $KAFKA_HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
+    "-Dlog4j2.configurationFile=$DEV/config/log4j2.yaml" -cp "$(kafka_libs)/*")
+}
+
+kafka_java() { kafka_cmd; "${KAFKA_CMD[@]}" "$@"; }
+
+# Ready once the broker says it started and its listener accepts connections.
+kafka_ready() {
+  port_open 9092 && grep -q "Kafka Server started" "$(log_file kafka)"
+}
+
+kafka_start() {
+  if running_pid kafka >/dev/null; then return 0; fi
+  kafka_install
+  local data="$STACK_DIR/data/kafka" conf="$STACK_DIR/run/kafka.properties"
+  mkdir -p "$data" "$STACK_DIR/run"
+  { cat "$DEV/config/kafka.properties"; echo "log.dirs=$data"; } >"$conf"
+  if [[ ! -f $data/meta.properties ]]; then
+    log "formatting Kafka storage in $data"
+    local cluster_id; cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)
+    kafka_java kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$conf" \
+      >>"$(log_file kafka)" 2>&1 || die "kafka storage format failed (see $(log_file kafka))"
+  fi
+  log "starting Kafka"
+  : >"$(log_file kafka)"
+  kafka_cmd
+  spawn kafka "${KAFKA_CMD[@]}" kafka.Kafka "$conf"
+  wait_until kafka 120 "$(log_file kafka)" kafka_ready
+  log "Kafka ready on 127.0.0.1:9092"
+}
+
+kafka_stop() { stop_pid kafka 60; }
+kafka_restart() { kafka_stop; kafka_start; }

@@ -1,0 +1,16 @@
+# Redis 7 from Debian on 127.0.0.1:6379. It is a cache-shaped projection: no
+# persistence, so a restart behaves like the loss the design must survive.
+
+redis_start() {
+  if running_pid redis >/dev/null; then return 0; fi
+  command -v redis-server >/dev/null || { log "installing redis-server"; apt_install redis-server; }
+  mkdir -p "$STACK_DIR/data/redis"
+  log "starting Redis"
+  spawn redis redis-server --bind 127.0.0.1 --port 6379 --dir "$STACK_DIR/data/redis" \
+    --save "" --appendonly no --protected-mode yes --daemonize no --loglevel notice
+  wait_until redis 30 "$(log_file redis)" sh -c '[ "$(redis-cli -h 127.0.0.1 -p 6379 ping)" = PONG ]'
+  log "Redis ready on 127.0.0.1:6379"
+}
+
+redis_stop() { stop_pid redis 10; }
+redis_restart() { redis_stop; redis_start; }
