@@ -9,7 +9,16 @@ export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 # Creates the 64-partition topic and its DLQ, applies migrations, registers the schema.
 app_setup() {
   log "setting up topics, migrations and schema (likes-replay setup)"
-  (cd "$ROOT" && cargo run -q --release -p likes-replay -- setup --partitions 64)
+  (cd "$ROOT" && cargo build -q --release -p likes-replay)
+  local attempt
+  for attempt in 1 2 3 4 5 6; do
+    # The registry may answer 500 once while its database connections recover.
+    "$ROOT/target/release/likes-replay" setup --partitions 64 && return 0
+    log "setup attempt $attempt failed; retrying"
+    sleep 2
+  done
+  die "likes-replay setup failed"
+
 }
 
 # Builds and runs ingest and projector in the foreground until Ctrl-C.

@@ -3,7 +3,16 @@
 # project's claims are about durability.
 
 PG_BIN=/usr/lib/postgresql/15/bin
-PG_DATA() { echo "$STACK_DIR/data/postgres"; }
+
+# The data directory: under .stack when the postgres user can reach it, else
+# (a clone under /root, say) a directory of its own under /var/tmp.
+PG_DATA() {
+  local data="$STACK_DIR/data/postgres"
+  if [[ $(id -u) == 0 ]] && ! su postgres -s /bin/sh -c "test -x '$STACK_DIR/data'" 2>/dev/null; then
+    data="/var/tmp/likes-stack-$(echo "$STACK_DIR" | md5sum | cut -c1-12)/postgres"
+  fi
+  echo "$data"
+}
 
 as_postgres() {
   if [[ $(id -u) == 0 ]]; then
@@ -14,8 +23,15 @@ as_postgres() {
 }
 
 postgres_install() {
-  [[ -x $PG_BIN/postgres ]] || { log "installing postgresql-15"; apt_install postgresql-15; }
+  if [[ ! -x $PG_BIN/postgres ]]; then
+    log "installing postgresql-15"
+    apt_install postgresql-15
+    # Debian may start its own cluster on 5432 at install; ours owns that port.
+    pg_ctlcluster 15 main stop 2>/dev/null || true
+  fi
   id postgres >/dev/null 2>&1 || die "no postgres user after install"
+  port_open 5432 && die "port 5432 is taken by a PostgreSQL dev/stack did not start (stop it first)"
+  return 0
 }
 
 postgres_sql() { psql -h 127.0.0.1 -p 5432 -U postgres -d "${2:-postgres}" -v ON_ERROR_STOP=1 -qAtc "$1"; }
@@ -24,9 +40,12 @@ postgres_start() {
   if running_pid postgres >/dev/null; then return 0; fi
   postgres_install
   local data; data=$(PG_DATA)
-  mkdir -p "$data" "$STACK_DIR/logs"
+  mkdir -p "$data" "$STACK_DIR/logs" "$STACK_DIR/data"
   touch "$(log_file postgres)"
+  chmod a+rx "$STACK_DIR/data" 2>/dev/null || true
   [[ $(id -u) == 0 ]] && chown postgres "$data" "$(log_file postgres)"
+  [[ $(id -u) == 0 ]] && ! su postgres -s /bin/sh -c "test -w '$(log_file postgres)'" 2>/dev/null &&
+    ln -sf "$data/server.log" "$(log_file postgres)"
   chmod 700 "$data"
   if [[ ! -f $data/PG_VERSION ]]; then
     log "initialising PostgreSQL in $data"
@@ -34,7 +53,7 @@ postgres_start() {
     cat >>"$data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = 5432
-unix_socket_directories = '$data'
+unix_socket_directories = '/tmp'
 max_connections = 300
 shared_buffers = 512MB
 work_mem = 16MB
@@ -47,7 +66,9 @@ synchronous_commit = on
 CONF
   fi
   log "starting PostgreSQL"
-  as_postgres "$PG_BIN/pg_ctl -D '$data' -l '$(log_file postgres)' -w -t 60 start" >/dev/null
+  local pglog; pglog=$(log_file postgres)
+  [[ -L $pglog ]] && pglog="$data/server.log"
+  as_postgres "$PG_BIN/pg_ctl -D '$data' -l '$pglog' -w -t 60 start" >/dev/null
   head -n1 "$data/postmaster.pid" >"$(pid_file postgres)"
   wait_until postgres 60 "$(log_file postgres)" postgres_sql "select 1"
   # The application role and databases (the registry keeps its schemas in its own database).

@@ -3,7 +3,13 @@
 
 redis_start() {
   if running_pid redis >/dev/null; then return 0; fi
-  command -v redis-server >/dev/null || { log "installing redis-server"; apt_install redis-server; }
+  if ! command -v redis-server >/dev/null; then
+    log "installing redis-server"
+    apt_install redis-server
+    # Debian may start its own server on 6379 at install; ours owns that port.
+    service redis-server stop >/dev/null 2>&1 || true
+  fi
+  port_open 6379 && die "port 6379 is taken by a Redis dev/stack did not start (stop it first)"
   mkdir -p "$STACK_DIR/data/redis"
   log "starting Redis"
   spawn redis redis-server --bind 127.0.0.1 --port 6379 --dir "$STACK_DIR/data/redis" \

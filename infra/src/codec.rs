@@ -73,8 +73,11 @@ impl EventCodec {
             .encode_value(to_value(event), &self.strategy)
             .await
             .map_err(|e| {
-                if e.retriable {
-                    self.encoder.remove_errors_from_cache();
+                // Never let a failed registry call stick in the encoder's cache: a
+                // registry that answered 500 once (its database restarting) is fine
+                // a moment later.
+                self.encoder.remove_errors_from_cache();
+                if e.retriable || e.error.contains("schema registry") {
                     registry_error(e)
                 } else {
                     Error::Encode(e.to_string())
