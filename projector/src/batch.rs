@@ -1,11 +1,11 @@
-//! One batch in the making: the folded events and, per partition, the owner's
-//! epoch and the offset the batch reaches. Records older than what a partition
+//! One batch in the making: its events in log order and, per partition, the
+//! owner's epoch and the offset the batch reaches. Records older than what a partition
 //! already committed (redelivered after a rebalance) are skipped here.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use likes_domain::{BatchFold, LikeEvent, Position};
+use likes_domain::{LikeEvent, Position};
 use likes_infra::store::writer::OffsetCommit;
 
 use crate::ownership::Ownership;
@@ -23,7 +23,7 @@ pub enum Offer {
 pub struct Batch {
     pub generation: u64,
     pub started: Instant,
-    fold: BatchFold,
+    events: Vec<(Position, LikeEvent)>,
     partitions: BTreeMap<i32, PartitionRange>,
     pub poison: usize,
 }
@@ -41,7 +41,7 @@ impl Batch {
         Self {
             generation,
             started: Instant::now(),
-            fold: BatchFold::new(),
+            events: Vec::new(),
             partitions: BTreeMap::new(),
             poison: 0,
         }
@@ -49,7 +49,7 @@ impl Batch {
 
     /// Events plus poison records accepted.
     pub fn len(&self) -> usize {
-        self.fold.events() + self.poison
+        self.events.len() + self.poison
     }
 
     pub fn is_empty(&self) -> bool {
@@ -94,8 +94,8 @@ impl Batch {
     }
 
     /// Adds an admitted event.
-    pub fn push(&mut self, position: Position, event: &LikeEvent) {
-        self.fold.push(position, event);
+    pub fn push(&mut self, position: Position, event: LikeEvent) {
+        self.events.push((position, event));
     }
 
     /// The offsets this batch commits, one per partition it touched.
@@ -119,17 +119,13 @@ impl Batch {
             .join(",")
     }
 
-    pub fn duplicates(&self) -> usize {
-        self.fold.duplicates()
-    }
-
     pub fn events(&self) -> usize {
-        self.fold.events()
+        self.events.len()
     }
 
-    /// Ends the batch: the net changes to write.
-    pub fn finish(self) -> (Vec<OffsetCommit>, Vec<likes_domain::NetChange>) {
+    /// Ends the batch: the offsets to commit and the events to apply.
+    pub fn finish(self) -> (Vec<OffsetCommit>, Vec<(Position, LikeEvent)>) {
         let commits = self.commits();
-        (commits, self.fold.finish())
+        (commits, self.events)
     }
 }

@@ -72,6 +72,7 @@ pub async fn run(
         cache,
         pending_cache: HashMap::new(),
     };
+    let pruner = tokio::spawn(prune_forever(projector.db.clone(), settings.dedup_horizon));
     tracing::info!(topic = %settings.stack.topic, group = %settings.group_id, "projector started");
     loop {
         let batch = tokio::select! {
@@ -82,6 +83,7 @@ pub async fn run(
             projector.commit(batch).await;
         }
     }
+    pruner.abort();
     projector.consumer.unsubscribe();
     tracing::info!("projector stopped");
     Ok(())
@@ -137,7 +139,7 @@ impl Projector {
             })
             .await;
             match decoded {
-                Ok(event) => batch.push(position, &event),
+                Ok(event) => batch.push(position, event),
                 Err(reason) => {
                     tracing::warn!(partition = position.partition, offset = position.offset, %reason, "poison record sent to the dead-letter topic");
                     retry_forever("dead letter", || self.dead_letters.send(&message, &reason))
@@ -155,19 +157,18 @@ impl Projector {
             "batch",
             partitions = %batch.ranges(),
             events = batch.events(),
-            duplicates = batch.duplicates(),
             poison = batch.poison,
+            duplicates = tracing::field::Empty,
             changes = tracing::field::Empty,
             elapsed_ms = tracing::field::Empty,
         );
         let started = batch.started;
-        let (commits, changes) = batch.finish();
-        span.record("changes", changes.len());
+        let (commits, events) = batch.finish();
         let topic = self.settings.stack.topic.clone();
         let result = async {
             let mut delay = Duration::from_millis(100);
             loop {
-                match writer::apply_batch(&self.db, &topic, &commits, &changes).await {
+                match writer::apply_batch(&self.db, &topic, &commits, &events).await {
                     Ok(applied) => return Ok(applied),
                     Err(e) if e.is_transient() => {
                         tracing::warn!(error = %e, "batch write failed, retrying");
@@ -187,6 +188,8 @@ impl Projector {
                     self.ownership.advance(c.partition, c.next_offset);
                 }
                 self.after_commit(&applied, &commits).await;
+                span.record("duplicates", applied.duplicates);
+                span.record("changes", applied.changes);
                 span.record("elapsed_ms", started.elapsed().as_millis() as u64);
                 tracing::info!(
                     liked = applied.liked,
@@ -247,6 +250,20 @@ impl Projector {
         }
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             tracing::debug!(error = %e, "kafka offset commit (for tooling) failed");
+        }
+    }
+}
+
+/// Forgets applied event ids past the dedup horizon, once a minute. Every
+/// projector instance runs it; the deletes are idempotent.
+async fn prune_forever(db: PgPool, horizon: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match writer::prune_applied_events(&db, horizon.as_secs() as i64).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "applied event ids pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning applied event ids failed"),
         }
     }
 }

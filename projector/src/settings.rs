@@ -16,6 +16,9 @@ pub struct Settings {
     pub group_id: String,
     /// `PROJECTOR_MAX_BATCH_EVENTS`: a batch closes early once it holds this many events.
     pub max_batch_events: usize,
+    /// `DEDUP_HORIZON_SECONDS`: how long applied event ids are remembered; a retry
+    /// of the same event id that reaches the log later than this counts as new.
+    pub dedup_horizon: Duration,
 }
 
 impl Settings {
@@ -33,6 +36,7 @@ impl Settings {
             window: Duration::from_secs_f64(seconds),
             group_id: settings::string("PROJECTOR_GROUP_ID", "likes-projector"),
             max_batch_events: settings::parse("PROJECTOR_MAX_BATCH_EVENTS", 200_000)?,
+            dedup_horizon: Duration::from_secs(settings::parse("DEDUP_HORIZON_SECONDS", 3600)?),
         })
     }
 
@@ -43,6 +47,7 @@ impl Settings {
             window_ms = self.window.as_millis() as u64,
             group_id = %self.group_id,
             max_batch_events = self.max_batch_events,
+            dedup_horizon_s = self.dedup_horizon.as_secs(),
             "projector settings"
         );
     }

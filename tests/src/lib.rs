@@ -194,6 +194,7 @@ impl TestEnv {
             window: Duration::from_millis(300),
             group_id: format!("projector-{}", self.suffix),
             max_batch_events: 10_000,
+            dedup_horizon: Duration::from_secs(3600),
         }
     }
 

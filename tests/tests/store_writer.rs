@@ -2,31 +2,40 @@
 //! once, a redelivered batch changes nothing, and a fenced owner writes nothing.
 
 use chrono::Utc;
-use likes_domain::{Action, BatchFold, EventId, ItemKey, LikeEvent, NetChange, Position, UserId};
+use likes_domain::{Action, EventId, ItemKey, LikeEvent, Position, UserId};
 use likes_infra::Error;
 use likes_infra::store::offsets;
 use likes_infra::store::writer::{OffsetCommit, apply_batch};
 use likes_tests::TestDb;
 
-fn events(list: &[(i64, i64, Action)]) -> Vec<NetChange> {
-    let mut fold = BatchFold::new();
-    for (offset, (user, item, action)) in list.iter().enumerate() {
-        let event = LikeEvent {
-            event_id: EventId::generate(),
-            user_id: UserId::parse(*user).unwrap(),
-            item: ItemKey::parse(1, *item).unwrap(),
-            action: *action,
-            timestamp: Utc::now(),
-        };
-        fold.push(
-            Position {
-                partition: 0,
-                offset: offset as i64,
-            },
-            &event,
-        );
+fn event(user: i64, item: i64, action: Action) -> LikeEvent {
+    LikeEvent {
+        event_id: EventId::generate(),
+        user_id: UserId::parse(user).unwrap(),
+        item: ItemKey::parse(1, item).unwrap(),
+        action,
+        timestamp: Utc::now(),
     }
-    fold.finish()
+}
+
+fn at(start: i64, events: Vec<LikeEvent>) -> Vec<(Position, LikeEvent)> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            (
+                Position {
+                    partition: 0,
+                    offset: start + i as i64,
+                },
+                e,
+            )
+        })
+        .collect()
+}
+
+fn events(list: &[(i64, i64, Action)]) -> Vec<(Position, LikeEvent)> {
+    at(0, list.iter().map(|(u, i, a)| event(*u, *i, *a)).collect())
 }
 
 #[tokio::test]
@@ -86,5 +95,36 @@ async fn an_owner_fenced_by_a_new_claim_writes_nothing() -> anyhow::Result<()> {
     );
     assert_eq!(db.count(10).await?, 0);
     assert_eq!(offsets::positions(&db.pool, "t").await?, vec![(0, 0)]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_same_event_delivered_in_two_batches_far_apart_is_applied_once() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let claim = offsets::claim(&db.pool, "t", &[0]).await?[0];
+    let like = event(1, 10, Action::Like);
+    let unlike = event(1, 10, Action::Unlike);
+    let first = [OffsetCommit {
+        partition: 0,
+        epoch: claim.epoch,
+        next_offset: 1,
+    }];
+    apply_batch(&db.pool, "t", &first, &at(0, vec![like.clone()])).await?;
+    let second = [OffsetCommit {
+        partition: 0,
+        epoch: claim.epoch,
+        next_offset: 2,
+    }];
+    apply_batch(&db.pool, "t", &second, &at(1, vec![unlike])).await?;
+    assert_eq!(db.count(10).await?, 0);
+    // The client's retry of the first like reaches the log much later.
+    let third = [OffsetCommit {
+        partition: 0,
+        epoch: claim.epoch,
+        next_offset: 3,
+    }];
+    let applied = apply_batch(&db.pool, "t", &third, &at(2, vec![like])).await?;
+    assert_eq!((applied.duplicates, applied.liked), (1, 0));
+    assert_eq!(db.count(10).await?, 0);
     Ok(())
 }

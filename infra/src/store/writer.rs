@@ -1,12 +1,16 @@
 //! The batch writer: one transaction per batch that moves the partitions'
-//! offsets (fenced by epoch), applies the net (user, item) changes and folds
-//! the resulting transitions into `counters`. Only rows that really changed
-//! state move a count, so a redelivered batch or a repeated like changes nothing.
+//! offsets (fenced by epoch), drops events whose id was applied before, folds
+//! the rest to net (user, item) changes, applies them and folds the resulting
+//! transitions into `counters`. Only rows that really changed state move a
+//! count, so a redelivered batch, a retried request or a repeated like changes
+//! nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use likes_domain::{ItemId, ItemKey, ItemType, LikeState, NetChange};
+use likes_domain::{
+    BatchFold, ItemId, ItemKey, ItemType, LikeEvent, LikeState, NetChange, Position,
+};
 use sqlx::PgPool;
 use tracing::instrument;
 use uuid::Uuid;
@@ -32,19 +36,24 @@ pub struct CountUpdate {
 /// What a committed batch did.
 #[derive(Debug, Default)]
 pub struct Applied {
+    /// Events whose id had been applied before (in this batch or an earlier one).
+    pub duplicates: usize,
+    /// Net (user, item) changes written.
+    pub changes: usize,
     pub liked: usize,
     pub unliked: usize,
     pub counts: Vec<CountUpdate>,
 }
 
-/// Applies one batch atomically. Fails with [`Error::Fenced`] (and writes
-/// nothing) when any partition's epoch is no longer the one given.
-#[instrument(skip_all, fields(topic, partitions = commits.len(), changes = changes.len()))]
+/// Applies one batch of events, given in log order, atomically. Fails with
+/// [`Error::Fenced`] (and writes nothing) when any partition's epoch is no
+/// longer the one given.
+#[instrument(skip_all, fields(topic, partitions = commits.len(), events = events.len()))]
 pub async fn apply_batch(
     pool: &PgPool,
     topic: &str,
     commits: &[OffsetCommit],
-    changes: &[NetChange],
+    events: &[(Position, LikeEvent)],
 ) -> Result<Applied, Error> {
     let mut tx = pool.begin().await?;
 
@@ -76,9 +85,39 @@ pub async fn apply_batch(
         return Err(Error::Fenced { partition: fenced });
     }
 
+    // Dedup by event id: only ids this insert really adds are new to the projection.
+    let mut ids = Rows::default();
+    let mut in_batch = HashSet::with_capacity(events.len());
+    for (_, e) in events {
+        if in_batch.insert(e.event_id) {
+            ids.push_key(e.item, e.event_id);
+        }
+    }
+    let fresh: Vec<(Uuid,)> = sqlx::query_as(
+        "INSERT INTO applied_events (item_id, item_type, event_id)
+         SELECT * FROM UNNEST($1::bigint[], $2::smallint[], $3::uuid[])
+         ON CONFLICT DO NOTHING
+         RETURNING event_id",
+    )
+    .bind(&ids.item_ids)
+    .bind(&ids.item_types)
+    .bind(&ids.event_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let fresh: HashSet<Uuid> = fresh.into_iter().map(|(id,)| id).collect();
+    let mut fold = BatchFold::new();
+    for (position, e) in events {
+        if fresh.contains(e.event_id.as_uuid()) {
+            fold.push(*position, e);
+        }
+    }
+    let duplicates = events.len() - fold.events() + fold.duplicates();
+    let changes = fold.finish();
+
     let mut likes = Rows::default();
     let mut unlikes = Rows::default();
     let mut sorted: Vec<&NetChange> = changes.iter().collect();
+    let change_count = sorted.len();
     // A stable lock order keeps concurrent writers from deadlocking.
     sorted.sort_by_key(|c| (c.item.item_id, c.item.item_type, c.user_id));
     let mut last_offset: BTreeMap<ItemKey, i64> = BTreeMap::new();
@@ -125,6 +164,8 @@ pub async fn apply_batch(
     }
     deltas.retain(|_, d| *d != 0);
 
+    // Existing counters move by their delta (an UPDATE, so a negative delta never
+    // meets the CHECK (count >= 0) as a proposed row); new ones are inserted.
     let mut item_ids = Vec::with_capacity(deltas.len());
     let mut item_types = Vec::with_capacity(deltas.len());
     let mut amounts = Vec::with_capacity(deltas.len());
@@ -136,14 +177,15 @@ pub async fn apply_batch(
         amounts.push(*delta);
         offsets.push(last_offset.get(&item).copied().unwrap_or(0));
     }
-    let counted: Vec<(i64, i16, i64, i64)> = sqlx::query_as(
-        "INSERT INTO counters AS c (item_id, item_type, count, last_offset)
-         SELECT * FROM UNNEST($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[])
-         ON CONFLICT (item_id, item_type) DO UPDATE
-           SET count = c.count + EXCLUDED.count,
-               last_offset = GREATEST(c.last_offset, EXCLUDED.last_offset),
+    let mut counted: Vec<(i64, i16, i64, i64)> = sqlx::query_as(
+        "UPDATE counters AS c
+           SET count = c.count + v.delta,
+               last_offset = GREATEST(c.last_offset, v.last_offset),
                updated_at = now()
-         RETURNING item_id, item_type, count, last_offset",
+         FROM UNNEST($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[])
+              AS v(item_id, item_type, delta, last_offset)
+         WHERE c.item_id = v.item_id AND c.item_type = v.item_type
+         RETURNING c.item_id, c.item_type, c.count, c.last_offset",
     )
     .bind(&item_ids)
     .bind(&item_types)
@@ -151,6 +193,32 @@ pub async fn apply_batch(
     .bind(&offsets)
     .fetch_all(&mut *tx)
     .await?;
+    let updated: HashSet<(i64, i16)> = counted.iter().map(|r| (r.0, r.1)).collect();
+    let mut new_rows = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..item_ids.len() {
+        if !updated.contains(&(item_ids[i], item_types[i])) {
+            new_rows.0.push(item_ids[i]);
+            new_rows.1.push(item_types[i]);
+            new_rows.2.push(amounts[i]);
+            new_rows.3.push(offsets[i]);
+        }
+    }
+    if !new_rows.0.is_empty() {
+        // A negative delta here means an unlike removed a row no counter counted:
+        // the CHECK constraint rejects it and the batch fails loudly.
+        let inserted: Vec<(i64, i16, i64, i64)> = sqlx::query_as(
+            "INSERT INTO counters (item_id, item_type, count, last_offset)
+             SELECT * FROM UNNEST($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[])
+             RETURNING item_id, item_type, count, last_offset",
+        )
+        .bind(&new_rows.0)
+        .bind(&new_rows.1)
+        .bind(&new_rows.2)
+        .bind(&new_rows.3)
+        .fetch_all(&mut *tx)
+        .await?;
+        counted.extend(inserted);
+    }
 
     tx.commit().await?;
 
@@ -165,6 +233,8 @@ pub async fn apply_batch(
         })
         .collect::<Result<_, Error>>()?;
     Ok(Applied {
+        duplicates,
+        changes: change_count,
         liked: inserted.len(),
         unliked: deleted.len(),
         counts,
@@ -182,6 +252,13 @@ struct Rows {
 }
 
 impl Rows {
+    fn push_key(&mut self, item: ItemKey, event_id: likes_domain::EventId) {
+        self.item_ids.push(item.item_id.get());
+        // ItemType is 1..=i16::MAX by construction.
+        self.item_types.push(item.item_type.get() as i16);
+        self.event_ids.push(*event_id.as_uuid());
+    }
+
     fn push(&mut self, c: &NetChange) {
         self.item_ids.push(c.item.item_id.get());
         // ItemType is 1..=i16::MAX by construction.
@@ -200,4 +277,27 @@ pub(crate) fn item_key(item_id: i64, item_type: i16) -> Result<ItemKey, Error> {
             .map_err(|e| Error::Poison(format!("stored row: {e}")))?,
         item_id: ItemId::parse(item_id).map_err(|e| Error::Poison(format!("stored row: {e}")))?,
     })
+}
+
+/// Forgets applied event ids older than `horizon_seconds`, a chunk at a time so a
+/// large backlog never holds one long transaction. Returns how many went.
+#[instrument(skip_all)]
+pub async fn prune_applied_events(pool: &PgPool, horizon_seconds: i64) -> Result<u64, Error> {
+    let mut total = 0;
+    loop {
+        let done = sqlx::query(
+            "DELETE FROM applied_events WHERE ctid IN (
+               SELECT ctid FROM applied_events
+               WHERE applied_at < now() - make_interval(secs => $1)
+               LIMIT 10000)",
+        )
+        .bind(horizon_seconds as f64)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += done;
+        if done < 10_000 {
+            return Ok(total);
+        }
+    }
 }
