@@ -6,7 +6,7 @@
 //! or replayed in any order and the cache still converges on the newest count.
 //! Redis may lose everything at any time; nothing is true only here.
 
-use likes_domain::ItemKey;
+use likes_domain::{ItemKey, UserId};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use tracing::instrument;
@@ -102,6 +102,99 @@ impl CountCache {
     }
 }
 
+// Reads for the API's bulk and consistency paths, the quick-dedup memo, and the
+// shared connection other Redis projections (likers, rate limits) ride on.
+impl CountCache {
+    /// The multiplexed connection, for other Redis adapters sharing it.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The key prefix of this deployment.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether Redis answers (readiness).
+    #[instrument(skip_all)]
+    pub async fn ping(&self) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The cached count of `item` and the offset stamp it reflects.
+    #[instrument(skip_all, fields(item = %item))]
+    pub async fn count_stamped(&self, item: ItemKey) -> Result<Option<(i64, i64)>, Error> {
+        let mut conn = self.conn.clone();
+        let value: Option<String> = conn.get(self.count_key(item)).await?;
+        Ok(value.as_deref().and_then(parse_stamped))
+    }
+
+    /// The cached counts of `items` in one MGET, in the same order (`None` = miss).
+    #[instrument(skip_all, fields(items = items.len()))]
+    pub async fn counts(&self, items: &[ItemKey]) -> Result<Vec<Option<i64>>, Error> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let keys: Vec<String> = items.iter().map(|i| self.count_key(*i)).collect();
+        let values: Vec<Option<String>> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+        Ok(values
+            .iter()
+            .map(|v| v.as_deref().and_then(parse_count))
+            .collect())
+    }
+
+    /// The key of the quick-dedup memo of one user on one item; the hash tag keeps
+    /// a user's keys in one cluster slot.
+    pub fn dedup_key(&self, user: UserId, item: ItemKey) -> String {
+        format!(
+            "{}dedup:{{{}}}:{}:{}",
+            self.prefix,
+            user.get(),
+            item.item_type.get(),
+            item.item_id.get()
+        )
+    }
+
+    /// The memo of the user's last accepted action on the item, if still fresh.
+    #[instrument(skip_all, fields(item = %item))]
+    pub async fn dedup_get(&self, user: UserId, item: ItemKey) -> Result<Option<String>, Error> {
+        let mut conn = self.conn.clone();
+        Ok(conn.get(self.dedup_key(user, item)).await?)
+    }
+
+    /// Remembers the user's last accepted action on the item for `ttl`,
+    /// replacing any earlier one (so like, unlike, like is never swallowed).
+    #[instrument(skip_all, fields(item = %item))]
+    pub async fn dedup_put(
+        &self,
+        user: UserId,
+        item: ItemKey,
+        memo: &str,
+        ttl: std::time::Duration,
+    ) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        redis::cmd("SET")
+            .arg(self.dedup_key(user, item))
+            .arg(memo)
+            .arg("PX")
+            .arg(millis)
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Reads both parts of a stored `"<count>:<stamp>"`.
+pub fn parse_stamped(value: &str) -> Option<(i64, i64)> {
+    let (count, stamp) = value.split_once(':')?;
+    Some((count.parse().ok()?, stamp.parse().ok()?))
+}
+
 /// One EVALSHA per key (not one script over many keys) keeps the writes valid on
 /// Redis Cluster, where one script may only touch one slot.
 fn evalsha(script: &redis::Script, key: &str, count: i64, stamp: i64) -> redis::Cmd {
@@ -127,5 +220,12 @@ mod tests {
     fn stored_value_reads_back_its_count() {
         assert_eq!(parse_count("17:4096"), Some(17));
         assert_eq!(parse_count("garbage"), None);
+    }
+
+    #[test]
+    fn stored_value_reads_back_its_count_and_stamp() {
+        assert_eq!(parse_stamped("17:4096"), Some((17, 4096)));
+        assert_eq!(parse_stamped("17:-1"), Some((17, -1)));
+        assert_eq!(parse_stamped("17"), None);
     }
 }

@@ -31,3 +31,48 @@ pub async fn likes(pool: &PgPool, user: UserId, item: ItemKey) -> Result<bool, E
     .await?;
     Ok(row.is_some())
 }
+
+/// The counts of `items` that PostgreSQL holds, in one query; items never
+/// counted are absent from the answer.
+#[instrument(skip_all, fields(items = items.len()))]
+pub async fn counts(pool: &PgPool, items: &[ItemKey]) -> Result<Vec<(ItemKey, i64, i64)>, Error> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = items.iter().map(|i| i.item_id.get()).collect();
+    // ItemType is 1..=i16::MAX by construction.
+    let types: Vec<i16> = items.iter().map(|i| i.item_type.get() as i16).collect();
+    let rows: Vec<(i64, i16, i64, i64)> = sqlx::query_as(
+        "SELECT c.item_id, c.item_type, c.count, c.last_offset
+         FROM counters AS c
+         JOIN UNNEST($1::bigint[], $2::smallint[]) AS v(item_id, item_type)
+           ON c.item_id = v.item_id AND c.item_type = v.item_type",
+    )
+    .bind(&ids)
+    .bind(&types)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(id, ty, count, last_offset)| {
+            Ok((super::writer::item_key(id, ty)?, count, last_offset))
+        })
+        .collect()
+}
+
+/// The next offset the projection will apply in `partition` of `topic`: every
+/// event below it is committed (`None` when the partition was never claimed).
+#[instrument(skip_all, fields(topic, partition))]
+pub async fn applied_until(
+    pool: &PgPool,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<i64>, Error> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT next_offset FROM projector_offsets WHERE topic = $1 AND partition = $2",
+    )
+    .bind(topic)
+    .bind(partition)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| r.0))
+}

@@ -1,0 +1,116 @@
+//! The Redis projection of each item's most recent likers: a sorted set per
+//! item, `<prefix>likers:<type>:<id>`, member = user id, score = when the like
+//! happened (milliseconds since the epoch), trimmed to the newest `keep`.
+//!
+//! The projector writes it after each PostgreSQL commit with the batch's net
+//! changes ([`RecentLikers::apply`]); the API reads it ([`RecentLikers::recent`]).
+//! Like every Redis projection it may vanish at any time: it is a convenience
+//! view, and `user_likes` in PostgreSQL stays the truth.
+
+use likes_domain::{ItemKey, LikeState, NetChange, UserId};
+use redis::aio::ConnectionManager;
+use tracing::instrument;
+
+use crate::Error;
+
+/// How many likers are kept per item by default.
+pub const DEFAULT_KEEP: usize = 100;
+
+/// One liker of an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Liker {
+    pub user_id: i64,
+    /// When they liked it, milliseconds since the Unix epoch.
+    pub liked_at_ms: i64,
+}
+
+/// A handle on the likers projection; cheap to clone.
+#[derive(Clone)]
+pub struct RecentLikers {
+    conn: ConnectionManager,
+    prefix: String,
+    keep: usize,
+}
+
+impl RecentLikers {
+    /// A handle over `conn` keeping the newest `keep` likers per item.
+    pub fn new(conn: ConnectionManager, prefix: &str, keep: usize) -> Self {
+        Self {
+            conn,
+            prefix: prefix.to_string(),
+            keep: keep.max(1),
+        }
+    }
+
+    /// The sorted set of `item`.
+    pub fn key(&self, item: ItemKey) -> String {
+        format!(
+            "{}likers:{}:{}",
+            self.prefix,
+            item.item_type.get(),
+            item.item_id.get()
+        )
+    }
+
+    /// Applies a committed batch's net changes in one round trip: a pair left
+    /// liked is added (scored by its event time) and the set trimmed; a pair left
+    /// not liked is removed. Repeating the call is harmless.
+    #[instrument(skip_all, fields(changes = changes.len()))]
+    pub async fn apply(&self, changes: &[NetChange]) -> Result<(), Error> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let keep = i64::try_from(self.keep).unwrap_or(i64::MAX);
+        let mut pipe = redis::pipe();
+        for change in changes {
+            let key = self.key(change.item);
+            match change.state {
+                LikeState::Liked => {
+                    pipe.zadd(
+                        &key,
+                        change.user_id.get(),
+                        change.timestamp.timestamp_millis(),
+                    )
+                    .ignore();
+                    pipe.cmd("ZREMRANGEBYRANK")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(-(keep + 1))
+                        .ignore();
+                }
+                LikeState::NotLiked => {
+                    pipe.zrem(&key, change.user_id.get()).ignore();
+                }
+            }
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The newest `limit` likers of `item`, newest first.
+    #[instrument(skip_all, fields(item = %item, limit))]
+    pub async fn recent(&self, item: ItemKey, limit: usize) -> Result<Vec<Liker>, Error> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let stop = i64::try_from(limit).unwrap_or(i64::MAX) - 1;
+        let mut conn = self.conn.clone();
+        let rows: Vec<(i64, f64)> = redis::cmd("ZRANGE")
+            .arg(self.key(item))
+            .arg(0)
+            .arg(stop)
+            .arg("REV")
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|(user, _)| UserId::parse(*user).is_ok())
+            .map(|(user_id, score)| Liker {
+                user_id,
+                liked_at_ms: score as i64,
+            })
+            .collect())
+    }
+}

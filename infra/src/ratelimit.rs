@@ -1,0 +1,108 @@
+//! Per-user rate limiting in Redis, shared by every ingest instance.
+//!
+//! The algorithm is a token bucket kept in one Redis hash per user
+//! (`<prefix>rate:{<user_id>}` with fields `tokens` and `ts`). A Lua script,
+//! atomic on the server and timed by the server's own clock (`TIME`, so the
+//! instances' clocks do not matter):
+//! 1. refills the bucket by `elapsed × rate` tokens, capped at `burst`
+//!    (a user never seen starts with a full bucket);
+//! 2. grants `min(⌊tokens⌋, cost)` tokens and takes them away;
+//! 3. when it granted less than asked, answers how long until one more token
+//!    is there (the `Retry-After` of the refused part);
+//! 4. lets an idle bucket expire once it would be full again anyway.
+//!
+//! A batch asks for one token per event of the user; it may be granted part.
+
+use likes_domain::UserId;
+use redis::aio::ConnectionManager;
+use tracing::instrument;
+
+use crate::Error;
+
+/// KEYS[1]: the bucket. ARGV: rate per second, burst, cost. Returns {granted, wait_ms}.
+const TOKEN_BUCKET: &str = r#"
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+end
+local elapsed = now - ts
+if elapsed < 0 then elapsed = 0 end
+tokens = math.min(burst, tokens + elapsed * rate / 1000)
+local granted = math.min(math.floor(tokens), cost)
+tokens = tokens - granted
+local wait = 0
+if granted < cost then
+  wait = math.ceil((1 - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+return {granted, wait}
+"#;
+
+/// How much a user may send: `per_second` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// What the bucket allowed for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// Tokens granted, at most the cost asked.
+    pub granted: u32,
+    /// When fewer were granted than asked: milliseconds until the next token.
+    pub retry_after_ms: u64,
+}
+
+/// The shared limiter; cheap to clone.
+#[derive(Clone)]
+pub struct RateLimiter {
+    conn: ConnectionManager,
+    prefix: String,
+    rate: Rate,
+    script: redis::Script,
+}
+
+impl RateLimiter {
+    /// A limiter over `conn` whose keys start with `prefix`.
+    pub fn new(conn: ConnectionManager, prefix: &str, rate: Rate) -> Self {
+        Self {
+            conn,
+            prefix: prefix.to_string(),
+            rate,
+            script: redis::Script::new(TOKEN_BUCKET),
+        }
+    }
+
+    /// The bucket key of `user`; the hash tag keeps it in the user's cluster slot.
+    pub fn key(&self, user: UserId) -> String {
+        format!("{}rate:{{{}}}", self.prefix, user.get())
+    }
+
+    /// Takes up to `cost` tokens from `user`'s bucket.
+    #[instrument(skip_all, fields(cost))]
+    pub async fn acquire(&self, user: UserId, cost: u32) -> Result<Grant, Error> {
+        let mut conn = self.conn.clone();
+        let (granted, wait): (i64, i64) = self
+            .script
+            .key(self.key(user))
+            .arg(self.rate.per_second)
+            .arg(self.rate.burst)
+            .arg(cost)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(Grant {
+            granted: u32::try_from(granted.max(0)).unwrap_or(0),
+            retry_after_ms: u64::try_from(wait.max(0)).unwrap_or(0),
+        })
+    }
+}
