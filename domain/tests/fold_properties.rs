@@ -32,7 +32,13 @@ impl Store {
                 continue;
             }
             fresh_ids.insert(event.event_id);
-            fold.push(Position { partition: 0, offset: offset as i64 }, event);
+            fold.push(
+                Position {
+                    partition: 0,
+                    offset: offset as i64,
+                },
+                event,
+            );
         }
         for change in fold.finish() {
             let pair = (change.user_id, change.item);
@@ -59,7 +65,11 @@ enum Step {
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
-    let new = (1i64..5, 1i64..4, any::<bool>()).prop_map(|(user, item, like)| Step::New { user, item, like });
+    let new = (1i64..5, 1i64..4, any::<bool>()).prop_map(|(user, item, like)| Step::New {
+        user,
+        item,
+        like,
+    });
     let retry = any::<usize>().prop_map(Step::Retry);
     prop::collection::vec(prop_oneof![4 => new, 1 => retry], 0..120)
 }
@@ -94,7 +104,11 @@ fn reference(log: &[LikeEvent]) -> BTreeMap<ItemKey, i64> {
 }
 
 fn nonzero(counts: &BTreeMap<ItemKey, i64>) -> BTreeMap<ItemKey, i64> {
-    counts.iter().filter(|(_, c)| **c != 0).map(|(k, c)| (*k, *c)).collect()
+    counts
+        .iter()
+        .filter(|(_, c)| **c != 0)
+        .map(|(k, c)| (*k, *c))
+        .collect()
 }
 
 proptest! {

@@ -13,6 +13,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod figures;
+pub mod load;
+pub mod process;
 pub mod topic;
 
 /// One test's private slice of the stack.

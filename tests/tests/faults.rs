@@ -1,0 +1,279 @@
+//! Exactly once under failure, on the real stack: a steady load of likes and
+//! unlikes flows through `likes-ingest` while one thing breaks per test; at the
+//! end nothing acked is lost and nothing is counted twice. These tests restart
+//! shared services, so they run one at a time (and their binary runs alone).
+
+use std::time::{Duration, Instant};
+
+use likes_tests::figures::{api_agrees, converge};
+use likes_tests::load::{ITEM_TYPE, Load};
+use likes_tests::process::{ProjectorProcess, stack};
+use likes_tests::{TestEnv, eventually};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+fn load() -> Load {
+    Load {
+        users: 12,
+        items: (1..=6).collect(),
+        pace: Duration::from_millis(20),
+        give_up_after: Duration::from_secs(90),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_killed_mid_batch_loses_and_doubles_nothing() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new(4).await?;
+    let ingest = env.start_ingest().await?;
+    let first = ProjectorProcess::start(&env)?;
+    let load = load();
+    let running = load.start(&ingest.url(""));
+    running.wait_for_requests(400).await;
+    first.kill().await?;
+    running.wait_for_requests(300).await;
+    let second = ProjectorProcess::start(&env)?;
+    running.wait_for_requests(300).await;
+    let ledger = running.stop().await;
+    let figures = converge(&env, "projector SIGKILL", &ledger, &load.items).await?;
+    api_agrees(&env, &ingest.url(""), &ledger, &load.items).await?;
+    second.terminate().await?;
+    ingest.running.stop().await?;
+    figures.assert_exact();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalances_between_two_projectors_lose_and_double_nothing() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new(4).await?;
+    let ingest = env.start_ingest().await?;
+    let steady = ProjectorProcess::start(&env)?;
+    let flapping = ProjectorProcess::start(&env)?;
+    let load = load();
+    let running = load.start(&ingest.url(""));
+    running.wait_for_requests(300).await;
+    flapping.terminate().await?;
+    running.wait_for_requests(300).await;
+    let flapping = ProjectorProcess::start(&env)?;
+    running.wait_for_requests(300).await;
+    let ledger = running.stop().await;
+    let figures = converge(&env, "two projectors, rebalances", &ledger, &load.items).await?;
+    api_agrees(&env, &ingest.url(""), &ledger, &load.items).await?;
+    flapping.terminate().await?;
+    steady.terminate().await?;
+    ingest.running.stop().await?;
+    figures.assert_exact();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_restart_loses_no_acked_like_and_the_api_recovers() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new(4).await?;
+    let ingest = env.start_ingest().await?;
+    let projector = ProjectorProcess::start(&env)?;
+    let load = load();
+    let running = load.start(&ingest.url(""));
+    running.wait_for_requests(300).await;
+    stack(&["restart", "kafka"]).await?;
+    // The same ingest instance, never restarted, accepts likes again.
+    running.wait_for_requests(300).await;
+    let ledger = running.stop().await;
+    let figures = converge(&env, "kafka restart", &ledger, &load.items).await?;
+    api_agrees(&env, &ingest.url(""), &ledger, &load.items).await?;
+    projector.terminate().await?;
+    ingest.running.stop().await?;
+    figures.assert_exact();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_is_retried_without_skipping_or_doubling() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new(4).await?;
+    let ingest = env.start_ingest().await?;
+    let projector = ProjectorProcess::start(&env)?;
+    let load = load();
+    let running = load.start(&ingest.url(""));
+    running.wait_for_requests(300).await;
+    stack(&["restart", "postgres"]).await?;
+    running.wait_for_requests(300).await;
+    let ledger = running.stop().await;
+    let figures = converge(&env, "postgres restart", &ledger, &load.items).await?;
+    api_agrees(&env, &ingest.url(""), &ledger, &load.items).await?;
+    projector.terminate().await?;
+    ingest.running.stop().await?;
+    figures.assert_exact();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_flushall_is_repaired_and_reads_stay_right() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new(4).await?;
+    let ingest = env.start_ingest().await?;
+    let projector = env.start_projector();
+    let load = load();
+    let running = load.start(&ingest.url(""));
+    running.wait_for_requests(300).await;
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut env.redis.clone())
+        .await?;
+    running.wait_for_requests(300).await;
+    let ledger = running.stop().await;
+    let figures = converge(&env, "redis FLUSHALL", &ledger, &load.items).await?;
+    // How long after the load stops until every read over the API is right again.
+    let settled = Instant::now();
+    api_agrees(&env, &ingest.url(""), &ledger, &load.items).await?;
+    println!(
+        "FIGURES | redis FLUSHALL | reads right again {} ms after the last like",
+        settled.elapsed().as_millis()
+    );
+    // The projection in Redis itself is whole again for every item that has likes.
+    for (item, count) in ledger.expected_counts(&load.items) {
+        let cached = env.redis_count(ITEM_TYPE, item).await?;
+        assert!(
+            cached.is_none() || cached == Some(count),
+            "item {item}: {cached:?} vs {count}"
+        );
+    }
+    projector.stop().await??;
+    ingest.running.stop().await?;
+    figures.assert_exact();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_retried_many_times_is_applied_once() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new(2).await?;
+    let ingest = env.start_ingest().await?;
+    let projector = env.start_projector();
+    let http = reqwest::Client::new();
+    let like = uuid::Uuid::new_v4();
+    let body = json!({"user_id": 1, "item_id": 7, "item_type": ITEM_TYPE, "event_id": like});
+    // Ten at once, then ten in a row, and five more through the header.
+    let mut sent = 0;
+    let burst: Vec<_> = (0..10)
+        .map(|_| http.post(ingest.url("/v1/likes")).json(&body).send())
+        .collect();
+    for answer in futures::future::join_all(burst).await {
+        assert_eq!(answer?.status(), 202);
+        sent += 1;
+    }
+    for _ in 0..10 {
+        assert_eq!(
+            http.post(ingest.url("/v1/likes"))
+                .json(&body)
+                .send()
+                .await?
+                .status(),
+            202
+        );
+        sent += 1;
+    }
+    let keyed = json!({"user_id": 2, "item_id": 7, "item_type": ITEM_TYPE});
+    let key = uuid::Uuid::new_v4().to_string();
+    for _ in 0..5 {
+        let answer = http
+            .post(ingest.url("/v1/likes"))
+            .header("idempotency-key", &key)
+            .json(&keyed)
+            .send()
+            .await?;
+        assert_eq!(answer.status(), 202);
+        sent += 1;
+    }
+    // Like, unlike, and then the like's late retry: still unliked.
+    let late = uuid::Uuid::new_v4();
+    let late_like = json!({"user_id": 3, "item_id": 7, "item_type": ITEM_TYPE, "event_id": late});
+    let unlike = json!({"user_id": 3, "item_id": 7, "item_type": ITEM_TYPE});
+    assert_eq!(
+        http.post(ingest.url("/v1/likes"))
+            .json(&late_like)
+            .send()
+            .await?
+            .status(),
+        202
+    );
+    eventually(Duration::from_secs(20), || async {
+        Ok(env.db_count(ITEM_TYPE, 7).await? == 3)
+    })
+    .await?;
+    assert_eq!(
+        http.post(ingest.url("/v1/unlikes"))
+            .json(&unlike)
+            .send()
+            .await?
+            .status(),
+        202
+    );
+    eventually(Duration::from_secs(20), || async {
+        Ok(env.db_count(ITEM_TYPE, 7).await? == 2)
+    })
+    .await?;
+    assert_eq!(
+        http.post(ingest.url("/v1/likes"))
+            .json(&late_like)
+            .send()
+            .await?
+            .status(),
+        202
+    );
+    sent += 3;
+    // Let the projector see the late retry, then check nothing moved.
+    let end = env.end_offsets()?;
+    eventually(Duration::from_secs(20), || async {
+        let positions = likes_infra::store::offsets::positions(&env.db, &env.stack.topic).await?;
+        Ok(positions.iter().map(|(_, next)| next).sum::<i64>() >= end)
+    })
+    .await?;
+    let count = env.db_count(ITEM_TYPE, 7).await?;
+    println!(
+        "FIGURES | same request retried | sent {sent} | distinct events 4 | counted {count} | expected 2"
+    );
+    assert_eq!(count, 2);
+    projector.stop().await??;
+    ingest.running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_restart_keeps_schema_ids_and_old_events_decode() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new(2).await?;
+    let ingest = env.start_ingest().await?;
+    let http = reqwest::Client::new();
+    for user in 1..=5 {
+        let body = json!({"user_id": user, "item_id": 9, "item_type": ITEM_TYPE});
+        assert_eq!(
+            http.post(ingest.url("/v1/likes"))
+                .json(&body)
+                .send()
+                .await?
+                .status(),
+            202
+        );
+    }
+    ingest.running.stop().await?;
+    stack(&["restart", "registry"]).await?;
+    // A projector that has never seen the schema must fetch it by the old id.
+    let projector = env.start_projector();
+    eventually(Duration::from_secs(30), || async {
+        Ok(env.db_count(ITEM_TYPE, 9).await? == 5)
+    })
+    .await?;
+    let records = likes_tests::topic::read_all(
+        &env.stack.kafka_bootstrap,
+        &env.stack.schema_registry_url,
+        &env.stack.topic,
+        env.partitions,
+    )
+    .await?;
+    assert_eq!(records.len(), 5);
+    projector.stop().await??;
+    Ok(())
+}
