@@ -11,14 +11,23 @@ pub enum ApiError {
     #[error("{0}")]
     Invalid(#[from] ValidationError),
     /// The body has a field the API does not know (typos must not pass silently).
-    #[error("unknown field {0:?}; allowed: user_id, item_id, item_type, event_id")]
-    UnknownField(String),
+    #[error("unknown field {name:?}; allowed: {allowed}")]
+    UnknownField { name: String, allowed: &'static str },
     /// The body is not JSON (or not an object).
     #[error("malformed JSON body: {0}")]
     MalformedJson(String),
     /// The content type is not `application/json`.
     #[error("content type must be application/json")]
     UnsupportedMediaType,
+    /// A batch holds more events than allowed.
+    #[error("a batch holds at most {limit} events")]
+    BatchTooLarge { limit: usize },
+    /// The user sent more than the rate limit allows; retry after the delay.
+    #[error("rate limit exceeded; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    /// Too many events wait for the broker: shed load at once.
+    #[error("overloaded, retry later")]
+    Overloaded,
     /// The broker is slow or away; retry later with the same event id.
     #[error("{0}")]
     Unavailable(String),
@@ -48,11 +57,13 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Invalid(_) | ApiError::UnknownField(_) | ApiError::MalformedJson(_) => {
+            ApiError::Invalid(_) | ApiError::UnknownField { .. } | ApiError::MalformedJson(_) => {
                 StatusCode::BAD_REQUEST
             }
+            ApiError::BatchTooLarge { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Overloaded | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -60,9 +71,12 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Invalid(_) => "invalid_field",
-            ApiError::UnknownField(_) => "unknown_field",
+            ApiError::UnknownField { .. } => "unknown_field",
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::BatchTooLarge { .. } => "batch_too_large",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Overloaded => "overloaded",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -71,8 +85,27 @@ impl ApiError {
     pub fn field(&self) -> Option<&str> {
         match self {
             ApiError::Invalid(e) => Some(e.field),
-            ApiError::UnknownField(name) => Some(name),
+            ApiError::UnknownField { name, .. } => Some(name),
+            ApiError::BatchTooLarge { .. } => Some("events"),
             _ => None,
         }
+    }
+
+    /// The `Retry-After` (seconds) of an error worth retrying later.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
+            ApiError::Overloaded | ApiError::Unavailable(_) => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The error's JSON body: `{"code", "message", "field"?}`.
+    pub fn body(&self) -> serde_json::Value {
+        let mut error = serde_json::json!({"code": self.code(), "message": self.to_string()});
+        if let Some(field) = self.field() {
+            error["field"] = serde_json::json!(field);
+        }
+        error
     }
 }

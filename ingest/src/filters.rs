@@ -1,11 +1,14 @@
 //! Route matching: which request goes to which handler, and what it extracts.
+//! Every response, error or not, passes through [`observability::observe`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use warp::Filter;
 use warp::http::Method;
 
-use crate::{State, handlers, recover};
+use crate::handlers::{batch, ops, read, write};
+use crate::{State, observability, recover};
 use likes_domain::Action;
 
 /// Every route of the API, with errors rendered as JSON.
@@ -32,25 +35,70 @@ pub fn routes(
     let unlike_post = warp::path!("v1" / "unlikes")
         .and(warp::post())
         .and(action_body(Action::Unlike, state.clone(), max_body_bytes));
+    // The colon makes `likes:batch` one path segment, matched whole.
+    let like_batch = warp::path("v1")
+        .and(warp::path("likes:batch"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::content_length_limit(
+            state.limits.max_batch_body_bytes,
+        ))
+        .and(warp::body::bytes())
+        .and(with_state(state.clone()))
+        .and_then(batch::publish_batch);
+    let writes = like.or(unlike_delete).or(unlike_post).or(like_batch);
+
     let count = warp::path!("v1" / "items" / String / String / "count")
         .and(warp::get())
-        .and(with_state(state))
-        .and_then(handlers::count);
+        .and(params())
+        .and(with_state(state.clone()))
+        .and_then(read::count);
+    let counts = warp::path!("v1" / "counts")
+        .and(warp::get())
+        .and(params())
+        .and(with_state(state.clone()))
+        .and_then(read::counts);
+    let user_likes = warp::path!("v1" / "users" / String / "likes" / String / String)
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and_then(read::user_likes);
+    let likers = warp::path!("v1" / "items" / String / String / "likers")
+        .and(warp::get())
+        .and(params())
+        .and(with_state(state.clone()))
+        .and_then(read::likers);
+    let reads = count.or(counts).or(user_likes).or(likers);
+
     let healthz = warp::path!("healthz")
         .and(warp::get())
-        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
+        .and_then(ops::healthz);
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and_then(ops::readyz);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_state(state))
+        .and_then(ops::metrics);
+    let probes = healthz.or(readyz).or(metrics);
 
-    like.or(unlike_delete)
-        .or(unlike_post)
-        .or(count)
-        .or(healthz)
+    writes
+        .or(reads)
+        .or(probes)
         .recover(recover::recover)
+        .with(warp::log::custom(observability::observe))
 }
 
 fn with_state(
     state: Arc<State>,
 ) -> impl Filter<Extract = (Arc<State>,), Error = std::convert::Infallible> + Clone {
     warp::any().map(move || state.clone())
+}
+
+/// The query string as a map (empty when there is none).
+fn params() -> impl Filter<Extract = (HashMap<String, String>,), Error = warp::Rejection> + Clone {
+    warp::query::<HashMap<String, String>>()
 }
 
 /// The body of a like or unlike, handed to the publishing handler.
@@ -66,5 +114,5 @@ fn action_body(
         .and(warp::body::content_length_limit(max_body_bytes))
         .and(warp::body::bytes())
         .and(with_state(state))
-        .and_then(handlers::publish)
+        .and_then(write::publish)
 }

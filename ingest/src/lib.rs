@@ -4,14 +4,21 @@
 //! Routes are split the warp way: [`filters`] match requests, [`handlers`] do
 //! the work, [`recover`] turns every error into one JSON shape.
 
+mod batch;
 mod error;
 pub mod filters;
 mod handlers;
+mod limits;
+mod observability;
+mod protection;
+mod query;
+mod readiness;
 mod recover;
 mod request;
 mod settings;
 mod startup;
 
 pub use error::ApiError;
+pub use limits::Limits;
 pub use settings::Settings;
 pub use startup::{Application, State};

@@ -1,13 +1,15 @@
 //! `likes-ingest`: reads its settings and runs the API until SIGINT or SIGTERM.
 
-use likes_ingest::{Application, Settings};
+use likes_ingest::{Application, Limits, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     likes_infra::telemetry::init("info,likes=debug");
     let settings = Settings::from_env()?;
+    let limits = Limits::from_env()?;
     settings.log();
-    let app = Application::build(&settings).await?;
+    limits.log();
+    let app = Application::build_with(&settings, limits).await?;
     app.run_until_stopped(likes_infra::telemetry::shutdown_signal())
         .await;
     Ok(())

@@ -7,14 +7,16 @@ use serde_json::json;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
-use crate::ApiError;
+use crate::{ApiError, observability};
 
 /// Renders any rejection as a JSON error with the right status.
 pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible> {
+    let mut retry_after = None;
     let (status, code, message, field) = if let Some(e) = rejection.find::<ApiError>() {
         if let ApiError::Internal(detail) = e {
             tracing::error!(%detail, "internal error");
         }
+        retry_after = e.retry_after();
         (
             e.status(),
             e.code(),
@@ -66,6 +68,9 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
             message,
             Some(e.name().to_string()),
         )
+    } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
+        let message = "malformed query string".to_string();
+        (StatusCode::BAD_REQUEST, "invalid_query", message, None)
     } else {
         tracing::error!(?rejection, "unhandled rejection");
         let message = "internal error".to_string();
@@ -79,9 +84,15 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
         warp::reply::with_status(warp::reply::json(&json!({ "error": error })), status)
             .into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
+        retry_after = retry_after.or(Some(1));
+    }
+    if let Some(seconds) = retry_after {
         response
             .headers_mut()
-            .insert("retry-after", warp::http::HeaderValue::from_static("1"));
+            .insert("retry-after", warp::http::HeaderValue::from(seconds));
+    }
+    if status.is_client_error() || status.is_server_error() {
+        observability::rejected(code);
     }
     Ok(response)
 }

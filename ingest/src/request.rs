@@ -31,23 +31,9 @@ pub fn require_json(content_type: Option<&str>) -> Result<(), ApiError> {
 
 /// Parses a like/unlike body; `idempotency_key` is the header of that name.
 pub fn parse_like(body: &[u8], idempotency_key: Option<&str>) -> Result<LikeRequest, ApiError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    let Value::Object(map) = value else {
-        return Err(ApiError::MalformedJson(
-            "the body must be a JSON object".into(),
-        ));
-    };
-    if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::UnknownField(unknown.clone()));
-    }
-    let user_id = UserId::parse(integer(&map, "user_id")?)?;
-    let item = ItemKey::parse(integer(&map, "item_type")?, integer(&map, "item_id")?)?;
-    let body_id = match map.get("event_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(EventId::parse(s)?),
-        Some(_) => return Err(ApiError::wrong_type("event_id", "a UUID string")),
-    };
+    let map = json_object(body)?;
+    reject_unknown(&map, &FIELDS, "user_id, item_id, item_type, event_id")?;
+    let request = like_fields(&map)?;
     let header_id = idempotency_key
         .map(|k| {
             EventId::parse(k).map_err(|_| {
@@ -58,7 +44,7 @@ pub fn parse_like(body: &[u8], idempotency_key: Option<&str>) -> Result<LikeRequ
             })
         })
         .transpose()?;
-    let event_id = match (body_id, header_id) {
+    let event_id = match (request.event_id, header_id) {
         (Some(b), Some(h)) if b != h => {
             return Err(ApiError::Invalid(likes_domain::ValidationError {
                 field: "event_id",
@@ -66,6 +52,49 @@ pub fn parse_like(body: &[u8], idempotency_key: Option<&str>) -> Result<LikeRequ
             }));
         }
         (b, h) => b.or(h),
+    };
+    Ok(LikeRequest {
+        event_id,
+        ..request
+    })
+}
+
+/// Parses `body` as a JSON object.
+pub fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(ApiError::MalformedJson(
+            "the body must be a JSON object".into(),
+        )),
+    }
+}
+
+/// Refuses the first key of `map` that is not in `allowed` (`listed` names them).
+pub fn reject_unknown(
+    map: &Map<String, Value>,
+    allowed: &[&str],
+    listed: &'static str,
+) -> Result<(), ApiError> {
+    match map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError::UnknownField {
+            name: unknown.clone(),
+            allowed: listed,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Reads `user_id`, `item_type`, `item_id` and the optional `event_id` of an
+/// object whose keys were already checked.
+pub fn like_fields(map: &Map<String, Value>) -> Result<LikeRequest, ApiError> {
+    let user_id = UserId::parse(integer(map, "user_id")?)?;
+    let item = ItemKey::parse(integer(map, "item_type")?, integer(map, "item_id")?)?;
+    let event_id = match map.get("event_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(EventId::parse(s)?),
+        Some(_) => return Err(ApiError::wrong_type("event_id", "a UUID string")),
     };
     Ok(LikeRequest {
         user_id,

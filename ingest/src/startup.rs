@@ -7,18 +7,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use likes_infra::cache::CountCache;
+use likes_infra::likers::{self, RecentLikers};
 use likes_infra::publisher::Publisher;
 use likes_infra::store;
 use likes_infra::store::PgPool;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::{Settings, filters};
+use crate::protection::Protection;
+use crate::readiness::Readiness;
+use crate::{Limits, Settings, filters, observability};
 
 /// What the handlers share.
 pub struct State {
     pub publisher: Publisher,
     pub cache: CountCache,
     pub db: PgPool,
+    /// The events topic (read-your-writes looks up its projected offsets).
+    pub topic: String,
+    pub likers: RecentLikers,
+    pub protection: Protection,
+    pub limits: Limits,
+    pub readiness: Readiness,
+    /// `None` when another metrics recorder owns the process.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 /// A bound, ready-to-serve ingest service.
@@ -29,9 +41,16 @@ pub struct Application {
 }
 
 impl Application {
+    /// [`Application::build_with`] without rate limiting or quick dedup (the
+    /// walking skeleton's behaviour, which harnesses building [`Settings`] by
+    /// hand rely on); the binary passes [`Limits::from_env`] instead.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, Limits::unprotected()).await
+    }
+
     /// Connects to Kafka, the registry (registering the schema), PostgreSQL and
     /// Redis, and binds the listen address.
-    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+    pub async fn build_with(settings: &Settings, limits: Limits) -> anyhow::Result<Self> {
         let stack = &settings.stack;
         let publisher = Publisher::new(
             &stack.kafka_bootstrap,
@@ -44,12 +63,27 @@ impl Application {
         let cache = CountCache::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
         let db = store::connect_lazy(&stack.database_url, stack.database_max_connections)?;
         let listener = TcpListener::bind(settings.listen_addr).await?;
+        let readiness = Readiness::new(
+            &stack.kafka_bootstrap,
+            &stack.topic,
+            &stack.schema_registry_url,
+        )?;
         Ok(Self {
             listener,
             state: Arc::new(State {
                 publisher,
+                likers: RecentLikers::new(
+                    cache.connection(),
+                    &stack.redis_key_prefix,
+                    likers::DEFAULT_KEEP,
+                ),
+                protection: Protection::new(cache.clone(), &limits),
                 cache,
                 db,
+                topic: stack.topic.clone(),
+                limits,
+                readiness,
+                metrics: observability::install(),
             }),
             max_body_bytes: settings.max_body_bytes,
         })

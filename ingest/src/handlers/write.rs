@@ -1,0 +1,141 @@
+//! A single like or unlike: validate, protect, publish, answer 202 once the
+//! broker acked, with a read-your-writes token and the optimistic count.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use likes_domain::{Action, EventId, ItemKey, LikeEvent, UserId};
+use likes_infra::store;
+use serde_json::json;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{json, with_header};
+use crate::protection::{Memo, publish_error};
+use crate::query::Token;
+use crate::request::{parse_like, require_json};
+use crate::{ApiError, State, observability};
+
+/// How long the optimistic count may take before the answer goes without it.
+const OPTIMISTIC_BUDGET: Duration = Duration::from_millis(250);
+
+/// POST/DELETE a like.
+pub async fn publish(
+    action: Action,
+    content_type: Option<String>,
+    idempotency_key: Option<String>,
+    body: Bytes,
+    state: Arc<State>,
+) -> Result<Response, warp::Rejection> {
+    require_json(content_type.as_deref())?;
+    let request = parse_like(&body, idempotency_key.as_deref())?;
+    let (user, item) = (request.user_id, request.item);
+    state
+        .protection
+        .backpressure(state.publisher.in_flight(), 1)?;
+    let ((granted, limited), memo) = tokio::join!(
+        state.protection.admit(user, 1),
+        state.protection.recall(user, item, action)
+    );
+    if let (0, Some(e)) = (granted, limited) {
+        return Err(e.into());
+    }
+    let event_id = request.event_id.unwrap_or_else(EventId::generate);
+    let (written, seen) = tokio::join!(
+        write(&state, action, user, item, event_id, memo),
+        projected(&state, user, item)
+    );
+    let (memo, deduplicated) = written?;
+    let mut body = json!({
+        "event_id": memo.event_id,
+        "partition": memo.ack.partition,
+        "offset": memo.ack.offset,
+        "token": Token { partition: memo.ack.partition, offset: memo.ack.offset }.to_string(),
+        "deduplicated": deduplicated,
+    });
+    if let Some((count, liked)) = seen {
+        body["count"] = json!(optimistic(action, count, liked));
+    }
+    let response = json(&body, StatusCode::ACCEPTED);
+    Ok(with_header(
+        response,
+        "x-deduplicated",
+        if deduplicated { "true" } else { "false" },
+    ))
+}
+
+/// Publishes the event, unless the same action was just answered.
+async fn write(
+    state: &State,
+    action: Action,
+    user: UserId,
+    item: ItemKey,
+    event_id: EventId,
+    memo: Option<Memo>,
+) -> Result<(Memo, bool), ApiError> {
+    if let Some(memo) = memo {
+        observability::deduplicated();
+        return Ok((memo, true));
+    }
+    let event = LikeEvent {
+        event_id,
+        user_id: user,
+        item,
+        action,
+        timestamp: chrono::Utc::now(),
+    };
+    let ack = state.publisher.publish(&event).await.map_err(|e| {
+        tracing::warn!(error = %e, event_id = %event.event_id, "publish failed");
+        publish_error(e)
+    })?;
+    observability::accepted(action, 1);
+    let memo = Memo { event_id, ack };
+    state.protection.remember(user, item, action, memo).await;
+    Ok((memo, false))
+}
+
+/// The projection's view before this write: the item's count and whether the
+/// user likes it. Best effort and bounded; `None` leaves `count` out.
+async fn projected(state: &State, user: UserId, item: ItemKey) -> Option<(i64, bool)> {
+    let lookup = async {
+        let count = async {
+            match state.cache.count(item).await {
+                Ok(Some(count)) => Ok(count),
+                _ => store::reads::count(&state.db, item)
+                    .await
+                    .map(|c| c.map_or(0, |(count, _)| count)),
+            }
+        };
+        let (count, liked) = tokio::join!(count, store::reads::likes(&state.db, user, item));
+        Some((count.ok()?, liked.ok()?))
+    };
+    tokio::time::timeout(OPTIMISTIC_BUDGET, lookup)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The count the user should see now: the projected count with their own
+/// pending change applied. Never written anywhere.
+pub fn optimistic(action: Action, count: i64, liked: bool) -> i64 {
+    match (action, liked) {
+        (Action::Like, false) => count + 1,
+        (Action::Unlike, true) => (count - 1).max(0),
+        _ => count,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_optimistic_count_moves_only_on_a_change_of_state() {
+        assert_eq!(optimistic(Action::Like, 5, false), 6);
+        assert_eq!(optimistic(Action::Like, 5, true), 5);
+        assert_eq!(optimistic(Action::Unlike, 5, true), 4);
+        assert_eq!(optimistic(Action::Unlike, 5, false), 5);
+        assert_eq!(optimistic(Action::Unlike, 0, true), 0);
+    }
+}

@@ -1,0 +1,108 @@
+//! The protection and size limits of the API (`RATE_LIMIT_*`, `DEDUP_WINDOW_MS`,
+//! `MAX_BATCH_*`, `MAX_IN_FLIGHT`, `READ_YOUR_WRITES_TIMEOUT_MS`), read once
+//! from the environment beside [`crate::Settings`].
+
+use std::time::Duration;
+
+use likes_infra::Error;
+use likes_infra::ratelimit::Rate;
+use likes_infra::settings;
+
+/// Limits and protections of one ingest instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// `RATE_LIMIT_PER_SECOND` / `RATE_LIMIT_BURST`: the per-user token bucket;
+    /// `None` (a rate of 0) turns rate limiting off.
+    pub rate: Option<Rate>,
+    /// `DEDUP_WINDOW_MS`: how long a repeated identical action is answered
+    /// without producing; `None` (0) turns quick dedup off.
+    pub dedup_window: Option<Duration>,
+    /// `MAX_BATCH_EVENTS`: the most events one batch may hold.
+    pub max_batch_events: usize,
+    /// `MAX_BATCH_BODY_BYTES`: the largest batch body (413 above).
+    pub max_batch_body_bytes: u64,
+    /// `MAX_IN_FLIGHT`: events queued in the producer beyond which new writes
+    /// are shed with 503 at once.
+    pub max_in_flight: usize,
+    /// `READ_YOUR_WRITES_TIMEOUT_MS`: how long a count waits for a token's
+    /// offset to be projected.
+    pub read_your_writes_timeout: Duration,
+}
+
+impl Default for Limits {
+    /// The documented defaults (the README's settings table).
+    fn default() -> Self {
+        Self {
+            rate: Some(Rate {
+                per_second: 20.0,
+                burst: 40,
+            }),
+            dedup_window: Some(Duration::from_millis(2000)),
+            max_batch_events: 1000,
+            max_batch_body_bytes: 1024 * 1024,
+            max_in_flight: 100_000,
+            read_your_writes_timeout: Duration::from_millis(2000),
+        }
+    }
+}
+
+impl Limits {
+    /// Reads the limits; a malformed one is an error naming its variable.
+    pub fn from_env() -> Result<Self, Error> {
+        let d = Self::default();
+        let d_rate = d.rate.unwrap_or(Rate {
+            per_second: 0.0,
+            burst: 0,
+        });
+        let per_second: f64 = settings::parse("RATE_LIMIT_PER_SECOND", d_rate.per_second)?;
+        let burst: u32 = settings::parse("RATE_LIMIT_BURST", d_rate.burst)?;
+        if !per_second.is_finite() || per_second < 0.0 {
+            return Err(Error::Setting {
+                name: "RATE_LIMIT_PER_SECOND",
+                message: "must be a number >= 0 (0 turns the limit off)".into(),
+            });
+        }
+        if per_second > 0.0 && burst == 0 {
+            return Err(Error::Setting {
+                name: "RATE_LIMIT_BURST",
+                message: "must be >= 1 while RATE_LIMIT_PER_SECOND > 0".into(),
+            });
+        }
+        let dedup_ms: u64 = settings::parse("DEDUP_WINDOW_MS", 2000)?;
+        Ok(Self {
+            rate: (per_second > 0.0).then_some(Rate { per_second, burst }),
+            dedup_window: (dedup_ms > 0).then(|| Duration::from_millis(dedup_ms)),
+            max_batch_events: settings::parse("MAX_BATCH_EVENTS", d.max_batch_events)?,
+            max_batch_body_bytes: settings::parse("MAX_BATCH_BODY_BYTES", d.max_batch_body_bytes)?,
+            max_in_flight: settings::parse("MAX_IN_FLIGHT", d.max_in_flight)?,
+            read_your_writes_timeout: Duration::from_millis(settings::parse(
+                "READ_YOUR_WRITES_TIMEOUT_MS",
+                2000,
+            )?),
+        })
+    }
+
+    /// The skeleton's behaviour: sizes and timeouts as documented, but neither
+    /// rate limiting nor quick dedup (what [`crate::Application::build`] runs).
+    pub fn unprotected() -> Self {
+        Self {
+            rate: None,
+            dedup_window: None,
+            ..Self::default()
+        }
+    }
+
+    /// Logs the values in use.
+    pub fn log(&self) {
+        tracing::info!(
+            rate_per_second = self.rate.map_or(0.0, |r| r.per_second),
+            rate_burst = self.rate.map_or(0, |r| r.burst),
+            dedup_window_ms = self.dedup_window.map_or(0, |d| d.as_millis() as u64),
+            max_batch_events = self.max_batch_events,
+            max_batch_body_bytes = self.max_batch_body_bytes,
+            max_in_flight = self.max_in_flight,
+            read_your_writes_timeout_ms = self.read_your_writes_timeout.as_millis() as u64,
+            "ingest limits"
+        );
+    }
+}

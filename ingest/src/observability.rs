@@ -1,0 +1,156 @@
+//! Prometheus metrics: request counts and latency per route template, method
+//! and status (never per user or item id), producer queue depth, rejections by
+//! reason. One recorder per process, shared by every instance in it.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Latency buckets in seconds: 1 ms to 10 s.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Installs the process-wide recorder once; `None` if another recorder owns
+/// the process (then `/metrics` answers 503).
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("likes_ingest_request_duration_seconds".into()),
+                    &BUCKETS,
+                )
+                .ok()?;
+            let handle = builder.install_recorder().ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(
+        "likes_ingest_requests_total",
+        "HTTP requests answered, by route template, method and status"
+    );
+    describe_histogram!(
+        "likes_ingest_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "time from request to response, by route template, method and status"
+    );
+    describe_counter!(
+        "likes_ingest_rejected_total",
+        "requests or batch events refused, by reason (the error code)"
+    );
+    describe_counter!(
+        "likes_ingest_deduplicated_total",
+        "repeated identical actions answered from the dedup memo without producing"
+    );
+    describe_counter!(
+        "likes_ingest_protection_unavailable_total",
+        "protection checks skipped because Redis failed (rate_limit, dedup)"
+    );
+    describe_gauge!(
+        "likes_ingest_producer_queue_depth",
+        "events handed to the producer and not yet acked"
+    );
+    describe_counter!(
+        "likes_ingest_events_accepted_total",
+        "events acked by the broker, by action"
+    );
+}
+
+/// Records one answered request (called by the server for every response).
+pub fn observe(info: warp::log::Info<'_>) {
+    let route = route_label(info.path());
+    let method = method_label(info.method());
+    let status = info.status().as_u16().to_string();
+    counter!("likes_ingest_requests_total", "route" => route, "method" => method, "status" => status.clone())
+        .increment(1);
+    histogram!("likes_ingest_request_duration_seconds", "route" => route, "method" => method, "status" => status)
+        .record(info.elapsed().as_secs_f64());
+}
+
+/// Counts a refused request or batch event.
+pub fn rejected(reason: &'static str) {
+    counter!("likes_ingest_rejected_total", "reason" => reason).increment(1);
+}
+
+/// Counts an action answered from the dedup memo.
+pub fn deduplicated() {
+    counter!("likes_ingest_deduplicated_total").increment(1);
+}
+
+/// Counts a protection skipped because Redis failed.
+pub fn protection_unavailable(which: &'static str) {
+    counter!("likes_ingest_protection_unavailable_total", "protection" => which).increment(1);
+}
+
+/// Counts acked events.
+pub fn accepted(action: likes_domain::Action, n: u64) {
+    let action = match action {
+        likes_domain::Action::Like => "like",
+        likes_domain::Action::Unlike => "unlike",
+    };
+    counter!("likes_ingest_events_accepted_total", "action" => action).increment(n);
+}
+
+/// Sets the producer queue depth gauge.
+pub fn queue_depth(in_flight: i32) {
+    gauge!("likes_ingest_producer_queue_depth").set(f64::from(in_flight));
+}
+
+/// The route template of a path: a fixed, small set of label values.
+pub fn route_label(path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["v1", "likes"] => "/v1/likes",
+        ["v1", "unlikes"] => "/v1/unlikes",
+        ["v1", "likes:batch"] => "/v1/likes:batch",
+        ["v1", "counts"] => "/v1/counts",
+        ["v1", "items", _, _, "count"] => "/v1/items/{item_type}/{item_id}/count",
+        ["v1", "items", _, _, "likers"] => "/v1/items/{item_type}/{item_id}/likers",
+        ["v1", "users", _, "likes", _, _] => "/v1/users/{user_id}/likes/{item_type}/{item_id}",
+        ["healthz"] => "/healthz",
+        ["readyz"] => "/readyz",
+        ["metrics"] => "/metrics",
+        _ => "unmatched",
+    }
+}
+
+fn method_label(method: &warp::http::Method) -> &'static str {
+    use warp::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_never_become_label_values() {
+        assert_eq!(
+            route_label("/v1/items/1/123456/count"),
+            "/v1/items/{item_type}/{item_id}/count"
+        );
+        assert_eq!(
+            route_label("/v1/users/42/likes/1/7"),
+            "/v1/users/{user_id}/likes/{item_type}/{item_id}"
+        );
+        assert_eq!(route_label("/v1/whatever/99"), "unmatched");
+        assert_eq!(route_label("/v1/likes:batch"), "/v1/likes:batch");
+    }
+}

@@ -1,0 +1,89 @@
+//! `GET /readyz`: is each dependency of a write reachable right now? Kafka
+//! (topic metadata), the schema registry and Redis, each checked with a short
+//! timeout, all at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use likes_infra::cache::CountCache;
+use likes_infra::kafka;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tracing::instrument;
+
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The probes of one instance.
+pub struct Readiness {
+    kafka: Arc<BaseConsumer>,
+    topic: String,
+    http: reqwest::Client,
+    registry_url: String,
+}
+
+/// One dependency's state: `None` when reachable, else why not.
+pub type Check = (&'static str, Option<String>);
+
+impl Readiness {
+    pub fn new(bootstrap: &str, topic: &str, registry_url: &str) -> anyhow::Result<Self> {
+        // Never subscribes: the client is only asked for metadata.
+        let kafka: BaseConsumer =
+            kafka::consumer_config(bootstrap, "likes-ingest-readiness").create()?;
+        Ok(Self {
+            kafka: Arc::new(kafka),
+            topic: topic.to_string(),
+            http: reqwest::Client::builder().timeout(TIMEOUT).build()?,
+            registry_url: registry_url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// Probes Kafka, the registry and Redis concurrently.
+    #[instrument(skip_all)]
+    pub async fn check(&self, cache: &CountCache) -> Vec<Check> {
+        let (kafka, registry, redis) =
+            tokio::join!(self.kafka(), self.registry(), self.redis(cache));
+        vec![
+            ("kafka", kafka),
+            ("schema_registry", registry),
+            ("redis", redis),
+        ]
+    }
+
+    async fn kafka(&self) -> Option<String> {
+        let client = self.kafka.clone();
+        let topic = self.topic.clone();
+        let probe = tokio::task::spawn_blocking(move || {
+            let metadata = client.fetch_metadata(Some(&topic), TIMEOUT)?;
+            Ok::<usize, rdkafka::error::KafkaError>(
+                metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.error().is_none())
+                    .map(|t| t.partitions().len())
+                    .sum(),
+            )
+        });
+        match probe.await {
+            Ok(Ok(0)) => Some(format!("topic {} has no partitions", self.topic)),
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    async fn registry(&self) -> Option<String> {
+        let url = format!("{}/subjects", self.registry_url);
+        match self.http.get(url).send().await {
+            Ok(r) if r.status().is_success() => None,
+            Ok(r) => Some(format!("registry answered {}", r.status())),
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    async fn redis(&self, cache: &CountCache) -> Option<String> {
+        match tokio::time::timeout(TIMEOUT, cache.ping()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("timed out".into()),
+        }
+    }
+}
