@@ -5,7 +5,7 @@ use chrono::Utc;
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, Position, UserId};
 use likes_infra::Error;
 use likes_infra::store::offsets;
-use likes_infra::store::writer::{OffsetCommit, apply_batch};
+use likes_infra::store::writer::{OffsetCommit, apply_batch, apply_in};
 use likes_tests::TestDb;
 
 fn event(user: i64, item: i64, action: Action) -> LikeEvent {
@@ -126,5 +126,98 @@ async fn the_same_event_delivered_in_two_batches_far_apart_is_applied_once() -> 
     let applied = apply_batch(&db.pool, "t", &third, &at(2, vec![like])).await?;
     assert_eq!((applied.duplicates, applied.liked), (1, 0));
     assert_eq!(db.count(10).await?, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_holding_its_transaction_cannot_commit_after_a_takeover() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let zombie = offsets::claim(&db.pool, "t", &[0]).await?[0];
+    // The old owner is inside its batch transaction, not yet committed...
+    let mut tx = db.pool.begin().await?;
+    let commit = [OffsetCommit {
+        partition: 0,
+        epoch: zombie.epoch,
+        next_offset: 1,
+    }];
+    apply_in(
+        &mut tx,
+        "t",
+        &commit,
+        &at(0, vec![event(1, 10, Action::Like)]),
+    )
+    .await?;
+    // ...when a new owner claims the partition: the claim waits on the batch's row lock.
+    let pool = db.pool.clone();
+    let takeover = tokio::spawn(async move { offsets::claim(&pool, "t", &[0]).await });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !takeover.is_finished(),
+        "the claim must wait for the open batch"
+    );
+    tx.commit().await?;
+    // The new owner starts right after the batch that got in: nothing replays twice.
+    let new = takeover.await??[0];
+    assert_eq!((new.epoch, new.next_offset), (zombie.epoch + 1, 1));
+    // The old owner's next batch is refused and writes nothing.
+    let next = [OffsetCommit {
+        partition: 0,
+        epoch: zombie.epoch,
+        next_offset: 2,
+    }];
+    let late = apply_batch(
+        &db.pool,
+        "t",
+        &next,
+        &at(1, vec![event(2, 10, Action::Like)]),
+    )
+    .await;
+    assert!(
+        matches!(late, Err(Error::Fenced { partition: 0 })),
+        "{late:?}"
+    );
+    assert_eq!(db.count(10).await?, 1);
+    assert_eq!(offsets::positions(&db.pool, "t").await?, vec![(0, 1)]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_that_resumes_after_a_takeover_is_fenced() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let zombie = offsets::claim(&db.pool, "t", &[0]).await?[0];
+    // The new owner claims while the old one is paused between batches...
+    let new = offsets::claim(&db.pool, "t", &[0]).await?[0];
+    // ...and the old one wakes up inside a transaction and tries to write.
+    let mut tx = db.pool.begin().await?;
+    let commit = [OffsetCommit {
+        partition: 0,
+        epoch: zombie.epoch,
+        next_offset: 1,
+    }];
+    let result = apply_in(
+        &mut tx,
+        "t",
+        &commit,
+        &at(0, vec![event(1, 10, Action::Like)]),
+    )
+    .await;
+    assert!(
+        matches!(result, Err(Error::Fenced { partition: 0 })),
+        "{result:?}"
+    );
+    tx.rollback().await?;
+    let mine = [OffsetCommit {
+        partition: 0,
+        epoch: new.epoch,
+        next_offset: 1,
+    }];
+    apply_batch(
+        &db.pool,
+        "t",
+        &mine,
+        &at(0, vec![event(1, 10, Action::Like)]),
+    )
+    .await?;
+    assert_eq!(db.count(10).await?, 1);
     Ok(())
 }

@@ -56,7 +56,27 @@ pub async fn apply_batch(
     events: &[(Position, LikeEvent)],
 ) -> Result<Applied, Error> {
     let mut tx = pool.begin().await?;
+    match apply_in(&mut tx, topic, commits, events).await {
+        Ok(applied) => {
+            tx.commit().await?;
+            Ok(applied)
+        }
+        Err(e) => {
+            // Dropping the transaction rolls it back; say so explicitly when we can.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
 
+/// The body of [`apply_batch`] inside a transaction the caller commits: tests use
+/// it to hold a batch open while another owner claims the partition.
+pub async fn apply_in(
+    tx: &mut sqlx::PgConnection,
+    topic: &str,
+    commits: &[OffsetCommit],
+    events: &[(Position, LikeEvent)],
+) -> Result<Applied, Error> {
     // Offsets first: the row locks taken here serialise us against a new owner's
     // claim, so either our commit lands before the claim reads the offset, or the
     // claim's epoch bump makes this update match nothing.
@@ -81,7 +101,6 @@ pub async fn apply_batch(
             .find(|p| !moved.iter().any(|(m,)| m == *p))
             .copied()
             .unwrap_or(-1);
-        tx.rollback().await?;
         return Err(Error::Fenced { partition: fenced });
     }
 
@@ -219,8 +238,6 @@ pub async fn apply_batch(
         .await?;
         counted.extend(inserted);
     }
-
-    tx.commit().await?;
 
     let counts = counted
         .into_iter()
