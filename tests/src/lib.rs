@@ -13,6 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod api;
 pub mod figures;
 pub mod load;
 pub mod process;
