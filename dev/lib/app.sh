@@ -9,11 +9,12 @@ export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 # Creates the 64-partition topic and its DLQ, applies migrations, registers the schema.
 app_setup() {
   log "setting up topics, migrations and schema (likes-replay setup)"
-  (cd "$ROOT" && cargo build -q --release -p likes-replay)
+  # The debug build: the tests build the same profile, so CI compiles once.
+  (cd "$ROOT" && cargo build -q -p likes-replay)
   local attempt
   for attempt in 1 2 3 4 5 6; do
     # The registry may answer 500 once while its database connections recover.
-    "$ROOT/target/release/likes-replay" setup --partitions 64 && return 0
+    "$ROOT/target/debug/likes-replay" setup --partitions 64 && return 0
     log "setup attempt $attempt failed; retrying"
     sleep 2
   done
@@ -36,9 +37,12 @@ app_run() {
   return 1
 }
 
-# The whole test suite against the running stack. Test binaries run one at a
-# time (each runs its tests in parallel) to keep a 2-core machine responsive.
+# The whole test suite against the running stack. Cargo runs the test binaries
+# one at a time (each runs its own tests in parallel); the fault tests, which
+# restart services, are one binary and take turns inside it. They also SIGKILL
+# the real projector binary, so the binaries are built first.
 app_test() {
   cd "$ROOT"
+  cargo build -q --bins
   cargo test --workspace --no-fail-fast "$@" -- --test-threads=4
 }
