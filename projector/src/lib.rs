@@ -7,6 +7,7 @@ mod batch;
 mod consumer;
 mod dead_letters;
 mod error;
+pub mod metrics;
 mod ownership;
 mod run;
 mod settings;

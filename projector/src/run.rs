@@ -72,6 +72,10 @@ pub async fn run(
         cache,
         pending_cache: HashMap::new(),
     };
+    let metrics_server = match (settings.metrics_addr, crate::metrics::install()) {
+        (Some(addr), Some(handle)) => Some(tokio::spawn(crate::metrics::serve(addr, handle))),
+        _ => None,
+    };
     let pruner = tokio::spawn(prune_forever(projector.db.clone(), settings.dedup_horizon));
     tracing::info!(topic = %settings.stack.topic, group = %settings.group_id, "projector started");
     loop {
@@ -84,6 +88,9 @@ pub async fn run(
         }
     }
     pruner.abort();
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     projector.consumer.unsubscribe();
     tracing::info!("projector stopped");
     Ok(())
@@ -144,6 +151,7 @@ impl Projector {
                     tracing::warn!(partition = position.partition, offset = position.offset, %reason, "poison record sent to the dead-letter topic");
                     retry_forever("dead letter", || self.dead_letters.send(&message, &reason))
                         .await;
+                    metrics::counter!(crate::metrics::POISON).increment(1);
                     batch.poison += 1;
                 }
             }
@@ -171,6 +179,7 @@ impl Projector {
                 match writer::apply_batch(&self.db, &topic, &commits, &events).await {
                     Ok(applied) => return Ok(applied),
                     Err(e) if e.is_transient() => {
+                        metrics::counter!(crate::metrics::WRITE_RETRIES).increment(1);
                         tracing::warn!(error = %e, "batch write failed, retrying");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(5));
@@ -191,6 +200,11 @@ impl Projector {
                 span.record("duplicates", applied.duplicates);
                 span.record("changes", applied.changes);
                 span.record("elapsed_ms", started.elapsed().as_millis() as u64);
+                metrics::counter!(crate::metrics::BATCHES).increment(1);
+                metrics::counter!(crate::metrics::EVENTS).increment(events.len() as u64);
+                metrics::counter!(crate::metrics::DUPLICATES).increment(applied.duplicates as u64);
+                metrics::histogram!(crate::metrics::BATCH_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
                 tracing::info!(
                     liked = applied.liked,
                     unliked = applied.unliked,
@@ -199,6 +213,7 @@ impl Projector {
                 );
             }
             Err(Error::Fenced { partition }) => {
+                metrics::counter!(crate::metrics::FENCED).increment(1);
                 tracing::warn!(
                     partition,
                     "batch fenced by a newer owner; dropped, rejoining"
@@ -236,6 +251,7 @@ impl Projector {
         match self.cache.put_counts(&updates).await {
             Ok(()) => self.pending_cache.clear(),
             Err(e) => {
+                metrics::counter!(crate::metrics::REDIS_FAILURES).increment(1);
                 tracing::warn!(error = %e, pending = updates.len(), "redis update failed; will retry after the next batch")
             }
         }

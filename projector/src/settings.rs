@@ -1,5 +1,6 @@
 //! Settings of `likes-projector`, read once from the environment.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use likes_infra::Error;
@@ -19,6 +20,8 @@ pub struct Settings {
     /// `DEDUP_HORIZON_SECONDS`: how long applied event ids are remembered; a retry
     /// of the same event id that reaches the log later than this counts as new.
     pub dedup_horizon: Duration,
+    /// `PROJECTOR_METRICS_ADDR`: where Prometheus text is served; empty or `off` disables.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -37,6 +40,15 @@ impl Settings {
             group_id: settings::string("PROJECTOR_GROUP_ID", "likes-projector"),
             max_batch_events: settings::parse("PROJECTOR_MAX_BATCH_EVENTS", 200_000)?,
             dedup_horizon: Duration::from_secs(settings::parse("DEDUP_HORIZON_SECONDS", 3600)?),
+            metrics_addr: match settings::string("PROJECTOR_METRICS_ADDR", "127.0.0.1:9101")
+                .as_str()
+            {
+                "off" => None,
+                addr => Some(addr.parse().map_err(|e| Error::Setting {
+                    name: "PROJECTOR_METRICS_ADDR",
+                    message: format!("{e} (got {addr:?})"),
+                })?),
+            },
         })
     }
 
@@ -48,6 +60,7 @@ impl Settings {
             group_id = %self.group_id,
             max_batch_events = self.max_batch_events,
             dedup_horizon_s = self.dedup_horizon.as_secs(),
+            metrics_addr = ?self.metrics_addr,
             "projector settings"
         );
     }

@@ -199,6 +199,7 @@ impl TestEnv {
             group_id: format!("projector-{}", self.suffix),
             max_batch_events: 10_000,
             dedup_horizon: Duration::from_secs(3600),
+            metrics_addr: None,
         }
     }
 

@@ -71,6 +71,7 @@ impl ProjectorProcess {
                 "AGGREGATION_WINDOW_SECONDS",
                 s.window.as_secs_f64().to_string(),
             )
+            .env("PROJECTOR_METRICS_ADDR", "off")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

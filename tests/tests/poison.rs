@@ -128,6 +128,21 @@ async fn poison_records_go_to_the_dead_letter_topic_and_counting_goes_on() -> an
         dead[2].4
     );
 
+    // ...and a metric counts them (test processes share one recorder, so the
+    // ingest's /metrics shows the in-process projector's counters too).
+    let metrics = http
+        .get(ingest.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("likes_projector_poison_records_total") && l.ends_with(" 3")),
+        "{metrics}"
+    );
+
     projector.stop().await??;
     ingest.running.stop().await?;
     Ok(())
