@@ -1,0 +1,119 @@
+//! `openapi.yaml` stays true: it documents exactly the routes the service
+//! serves, and each operation, called well and called badly, answers with a
+//! status the spec lists for it (errors in the one documented shape).
+
+use std::collections::BTreeSet;
+
+use likes_tests::TestEnv;
+use likes_tests::api::{Operation, operations, quiet_limits, send, spec_text, start_ingest};
+use serde_json::json;
+
+/// Every (method, path) the router serves.
+const SERVED: [(&str, &str); 11] = [
+    ("POST", "/v1/likes"),
+    ("DELETE", "/v1/likes"),
+    ("POST", "/v1/unlikes"),
+    ("POST", "/v1/likes:batch"),
+    ("GET", "/v1/counts"),
+    ("GET", "/v1/items/{item_type}/{item_id}/count"),
+    ("GET", "/v1/items/{item_type}/{item_id}/likers"),
+    ("GET", "/v1/users/{user_id}/likes/{item_type}/{item_id}"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+];
+
+#[test]
+fn the_spec_documents_exactly_the_routes_served() -> anyhow::Result<()> {
+    let ops = operations(&spec_text()?);
+    let documented: BTreeSet<(String, String)> = ops
+        .iter()
+        .map(|o| (o.method.clone(), o.path.clone()))
+        .collect();
+    let served: BTreeSet<(String, String)> = SERVED
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, served);
+    for op in &ops {
+        assert!(!op.statuses.is_empty(), "{op:?} documents no status");
+    }
+    Ok(())
+}
+
+/// A well-formed and an ill-formed call of `op`: (path and query, body).
+fn calls(op: &Operation) -> [(String, Option<serde_json::Value>); 2] {
+    let path = |t: &str, i: &str, u: &str| {
+        op.path
+            .replace("{item_type}", t)
+            .replace("{item_id}", i)
+            .replace("{user_id}", u)
+    };
+    let like = json!({"user_id": 1, "item_id": 1, "item_type": 1});
+    match (op.method.as_str(), op.path.as_str()) {
+        ("POST", "/v1/likes:batch") => [
+            (
+                op.path.clone(),
+                Some(
+                    json!({"events": [{"action": "like", "user_id": 1, "item_id": 1, "item_type": 1}]}),
+                ),
+            ),
+            (op.path.clone(), Some(json!({"events": "all"}))),
+        ],
+        ("POST" | "DELETE", _) => [
+            (op.path.clone(), Some(like)),
+            (op.path.clone(), Some(json!({"user_id": -1}))),
+        ],
+        (_, "/v1/counts") => [
+            ("/v1/counts?items=1:1,2:2".into(), None),
+            ("/v1/counts?items=1:0".into(), None),
+        ],
+        (_, p) if p.contains('{') => [(path("1", "1", "1"), None), (path("0", "1", "0"), None)],
+        _ => [(op.path.clone(), None), (op.path.clone(), None)],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_operation_answers_with_a_documented_status() -> anyhow::Result<()> {
+    let env = TestEnv::new(2).await?;
+    let ingest = start_ingest(&env, quiet_limits()).await?;
+    let http = reqwest::Client::new();
+    let ops = operations(&spec_text()?);
+    assert!(ops.len() >= SERVED.len());
+    for op in &ops {
+        let mut seen = Vec::new();
+        for (path, body) in calls(op) {
+            let method = reqwest::Method::from_bytes(op.method.as_bytes())?;
+            let mut request = http.request(method, ingest.url(&path));
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let answer = send(request).await?;
+            assert!(
+                op.statuses.contains(&answer.status),
+                "{} {path} answered {} (documented {:?}): {}",
+                op.method,
+                answer.status,
+                op.statuses,
+                answer.body
+            );
+            if answer.status >= 400 && path != "/readyz" {
+                assert!(
+                    answer.body["error"]["code"].is_string(),
+                    "{} {path}: {}",
+                    op.method,
+                    answer.body
+                );
+            }
+            seen.push(answer.status);
+        }
+        assert!(
+            seen.iter().any(|s| *s < 300),
+            "{} {} never succeeded: {seen:?}",
+            op.method,
+            op.path
+        );
+    }
+    ingest.running.stop().await?;
+    Ok(())
+}
