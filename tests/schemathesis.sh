@@ -56,6 +56,9 @@ for _ in $(seq 1 100); do
   sleep 0.3
 done
 
+SPEC="$(realpath "$SPEC")"
+# schemathesis keeps state in ./.schemathesis: keep it under target/.
+cd "$ROOT/target"
 "$VENV/bin/st" run "$SPEC" \
   --url "http://127.0.0.1:$PORT" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
