@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 
 use crate::{Ingest, Running, TestEnv};
 
-/// Limits with protections off and a short read-your-writes wait; tests turn
+/// Limits with protections off and a generous read-your-writes wait; tests turn
 /// on what they exercise.
 pub fn quiet_limits() -> Limits {
     Limits {

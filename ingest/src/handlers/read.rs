@@ -32,6 +32,7 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> ApiError {
 /// GET an item's count: Redis first, PostgreSQL on a miss (refilling Redis).
 /// With `after=<token>`, first waits (bounded) until the projector applied
 /// that offset and then reads PostgreSQL, the committed truth.
+#[tracing::instrument(skip_all, fields(%item_type, %item_id))]
 pub async fn count(
     item_type: String,
     item_id: String,
@@ -101,6 +102,7 @@ async fn wait_applied(state: &State, token: Token) -> Result<bool, ApiError> {
 }
 
 /// GET many counts: one MGET, one PostgreSQL query for the misses, misses refilled.
+#[tracing::instrument(skip_all)]
 pub async fn counts(
     params: HashMap<String, String>,
     state: Arc<State>,
@@ -156,6 +158,7 @@ pub async fn counts(
 }
 
 /// GET whether a user likes an item, from PostgreSQL.
+#[tracing::instrument(skip_all, fields(%item_type, %item_id))]
 pub async fn user_likes(
     user_id: String,
     item_type: String,
@@ -177,6 +180,7 @@ pub async fn user_likes(
 }
 
 /// GET an item's most recent likers, newest first, from Redis.
+#[tracing::instrument(skip_all, fields(%item_type, %item_id))]
 pub async fn likers(
     item_type: String,
     item_id: String,

@@ -21,6 +21,7 @@ use crate::{ApiError, State, observability};
 const OPTIMISTIC_BUDGET: Duration = Duration::from_millis(250);
 
 /// POST/DELETE a like.
+#[tracing::instrument(skip_all, fields(action = ?action))]
 pub async fn publish(
     action: Action,
     content_type: Option<String>,
