@@ -40,9 +40,18 @@ app_run() {
 # The whole test suite against the running stack. Cargo runs the test binaries
 # one at a time (each runs its own tests in parallel); the fault tests, which
 # restart services, are one binary and take turns inside it. They also SIGKILL
-# the real projector binary, so the binaries are built first.
+# the real projector binary, so the binaries are built first. Then schemathesis
+# fuzzes the API from openapi.yaml. The last line sums up every runner.
 app_test() {
   cd "$ROOT"
   cargo build -q --bins
-  cargo test --workspace --no-fail-fast "$@" -- --test-threads=4
+  local log="$ROOT/target/test-output.log" status=0 fuzz="fuzz: not run"
+  cargo test --workspace --no-fail-fast "$@" -- --test-threads=4 2>&1 | tee "$log" || status=$?
+  if "$ROOT/tests/schemathesis.sh"; then fuzz="fuzz: schemathesis passed"; else status=1; fuzz="fuzz: schemathesis FAILED"; fi
+  local passed failed
+  passed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+  failed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+  echo "$fuzz"
+  echo "suite: $passed passed, $failed failed"
+  return "$status"
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use likes_domain::{ItemKey, Position};
 use likes_infra::cache::CountCache;
 use likes_infra::codec::EventCodec;
+use likes_infra::likers::RecentLikers;
 use likes_infra::store::writer::{self, Applied};
 use likes_infra::store::{self, PgPool};
 use likes_infra::{Error, kafka};
@@ -32,6 +33,7 @@ struct Projector {
     codec: EventCodec,
     db: PgPool,
     cache: CountCache,
+    likers: RecentLikers,
     dead_letters: DeadLetters,
     /// Redis writes that failed, retried after the next batch (newest stamp wins).
     pending_cache: HashMap<ItemKey, (i64, i64)>,
@@ -69,6 +71,11 @@ pub async fn run(
         consumer,
         ownership,
         db,
+        likers: RecentLikers::new(
+            cache.connection(),
+            &stack.redis_key_prefix,
+            likes_infra::likers::DEFAULT_KEEP,
+        ),
         cache,
         pending_cache: HashMap::new(),
     };
@@ -198,7 +205,7 @@ impl Projector {
                 }
                 self.after_commit(&applied, &commits).await;
                 span.record("duplicates", applied.duplicates);
-                span.record("changes", applied.changes);
+                span.record("changes", applied.changes.len());
                 span.record("elapsed_ms", started.elapsed().as_millis() as u64);
                 metrics::counter!(crate::metrics::BATCHES).increment(1);
                 metrics::counter!(crate::metrics::EVENTS).increment(events.len() as u64);
@@ -254,6 +261,11 @@ impl Projector {
                 metrics::counter!(crate::metrics::REDIS_FAILURES).increment(1);
                 tracing::warn!(error = %e, pending = updates.len(), "redis update failed; will retry after the next batch")
             }
+        }
+        // Recent likers are user experience only: a failure is logged, never retried.
+        if let Err(e) = self.likers.apply(&applied.changes).await {
+            metrics::counter!(crate::metrics::REDIS_FAILURES).increment(1);
+            tracing::warn!(error = %e, "recent likers update failed");
         }
         // Kafka's own offsets are only for lag tooling; PostgreSQL holds the truth.
         let mut tpl = rdkafka::TopicPartitionList::new();

@@ -104,6 +104,20 @@ async fn likes_from_several_users_converge_to_exact_counts_everywhere() -> anyho
         assert_eq!(body["count"].as_i64(), Some(*count), "GET count of {item}");
     }
 
+    // The projector keeps the recent likers of each item in Redis.
+    let body: serde_json::Value = http
+        .get(ingest.url(&format!("/v1/items/{ITEM_TYPE}/100/likers")))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut likers: Vec<i64> = body["likers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|l| l["user_id"].as_i64()).collect())
+        .unwrap_or_default();
+    likers.sort();
+    assert_eq!(likers, vec![1, 3], "{body}");
+
     // Every record on the topic decodes with the schema the registry holds
     // under the id in its header, and says what the API was asked.
     let records = topic::read_all(

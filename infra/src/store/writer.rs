@@ -38,8 +38,8 @@ pub struct CountUpdate {
 pub struct Applied {
     /// Events whose id had been applied before (in this batch or an earlier one).
     pub duplicates: usize,
-    /// Net (user, item) changes written.
-    pub changes: usize,
+    /// The net (user, item) changes the batch came to, after dedup.
+    pub changes: Vec<NetChange>,
     pub liked: usize,
     pub unliked: usize,
     pub counts: Vec<CountUpdate>,
@@ -136,7 +136,6 @@ pub async fn apply_in(
     let mut likes = Rows::default();
     let mut unlikes = Rows::default();
     let mut sorted: Vec<&NetChange> = changes.iter().collect();
-    let change_count = sorted.len();
     // A stable lock order keeps concurrent writers from deadlocking.
     sorted.sort_by_key(|c| (c.item.item_id, c.item.item_type, c.user_id));
     let mut last_offset: BTreeMap<ItemKey, i64> = BTreeMap::new();
@@ -251,7 +250,7 @@ pub async fn apply_in(
         .collect::<Result<_, Error>>()?;
     Ok(Applied {
         duplicates,
-        changes: change_count,
+        changes,
         liked: inserted.len(),
         unliked: deleted.len(),
         counts,
