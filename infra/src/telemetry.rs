@@ -1,6 +1,32 @@
-//! Logging set-up shared by the binaries: `tracing` to stderr, filtered by `RUST_LOG`.
+//! Logging and metrics set-up shared by the binaries: `tracing` to stderr,
+//! filtered by `RUST_LOG`, and one Prometheus recorder per process.
 
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Latency buckets in seconds for every `*_seconds` histogram: 1 ms to 10 s.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// The process's Prometheus recorder, installed on first call. Ingest and
+/// projector share it when they run in one process (the tests); `None` only if
+/// some other recorder was installed first.
+pub fn prometheus() -> Option<PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
+        .clone()
+}
 
 /// Installs the global subscriber once; later calls (tests) are no-ops.
 pub fn init(default_filter: &str) {

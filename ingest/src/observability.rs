@@ -5,31 +5,16 @@
 use std::sync::OnceLock;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
-static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+static DESCRIBED: OnceLock<()> = OnceLock::new();
 
-/// Latency buckets in seconds: 1 ms to 10 s.
-const BUCKETS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
-];
-
-/// Installs the process-wide recorder once; `None` if another recorder owns
-/// the process (then `/metrics` answers 503).
+/// Installs the process-wide recorder once (shared with an in-process projector);
+/// `None` if another recorder owns the process (then `/metrics` answers 503).
 pub fn install() -> Option<PrometheusHandle> {
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("likes_ingest_request_duration_seconds".into()),
-                    &BUCKETS,
-                )
-                .ok()?;
-            let handle = builder.install_recorder().ok()?;
-            describe();
-            Some(handle)
-        })
-        .clone()
+    let handle = likes_infra::telemetry::prometheus();
+    DESCRIBED.get_or_init(describe);
+    handle
 }
 
 fn describe() {
