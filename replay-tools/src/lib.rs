@@ -1,6 +1,14 @@
 //! `likes-replay`: tools for data engineers and auditors over the `like-events`
-//! topic. Today it prepares a stack (`setup`); rebuilds, snapshots and audits
-//! come next and will read the topic with their own consumers, never joining
-//! the live projector's group.
+//! topic: preparing a stack (`setup`), reading an item's or a user's history,
+//! explaining a count and reconciling the projections. Every read of the topic
+//! uses its own consumer with assigned partitions ([`reader`]), never joining
+//! or committing for the live projector's group.
 
+pub mod cli;
+pub mod history;
+pub mod merge;
+pub mod output;
+pub mod partitioner;
+pub mod progress;
+pub mod reader;
 pub mod setup;

@@ -1,10 +1,21 @@
-//! `likes-replay`: command-line entry point.
+//! `likes-replay`: command-line entry point. Parsing and dispatch only; each
+//! command lives in its own module of the library.
 
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use likes_infra::settings::StackSettings;
+use likes_replay::cli::{self, parse_time};
+use likes_replay::history::{self, HistoryPrinter, HistoryQuery, Subject};
+use likes_replay::output::Format;
 use likes_replay::setup::{self, Layout};
 
 /// Replay and audit tools for the likes event log.
+///
+/// Every read of the topic uses its own consumer with assigned partitions; it
+/// never joins or commits for the live projector's group.
 #[derive(Parser)]
 #[command(name = "likes-replay", version, about)]
 struct Cli {
@@ -23,36 +34,83 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         replication: i32,
     },
+    /// Decoded events of an item or a user, oldest first, with the running count.
+    History {
+        #[command(subcommand)]
+        subject: HistorySubject,
+        /// Start at the first event at or after this time (RFC 3339); running
+        /// counts then start from zero there.
+        #[arg(long, global = true, value_parser = parse_time)]
+        since: Option<DateTime<Utc>>,
+        /// Stop after this time (RFC 3339).
+        #[arg(long, global = true, value_parser = parse_time)]
+        until: Option<DateTime<Utc>>,
+        /// Output: an aligned table, or JSON Lines (one event per line).
+        #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum HistorySubject {
+    /// One item's events (reads only the item's partition).
+    Item { item_type: i64, item_id: i64 },
+    /// One user's events (reads every partition).
+    User { user_id: i64 },
 }
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     likes_infra::telemetry::init("warn");
     let cli = Cli::parse();
-    let result = async {
-        let stack = StackSettings::from_env()?;
-        match cli.command {
-            Command::Setup {
-                partitions,
-                replication,
-            } => {
-                setup::run(
-                    &stack,
-                    Layout {
-                        partitions,
-                        replication,
-                    },
-                )
-                .await
-            }
-        }
-    }
-    .await;
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    match run(cli).await {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("likes-replay: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let stack = StackSettings::from_env()?;
+    match cli.command {
+        Command::Setup {
+            partitions,
+            replication,
+        } => {
+            setup::run(
+                &stack,
+                Layout {
+                    partitions,
+                    replication,
+                },
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History {
+            subject,
+            since,
+            until,
+            format,
+        } => {
+            let subject = match subject {
+                HistorySubject::Item { item_type, item_id } => {
+                    Subject::Item(cli::item(item_type, item_id)?)
+                }
+                HistorySubject::User { user_id } => Subject::User(cli::user(user_id)?),
+            };
+            let query = HistoryQuery {
+                subject,
+                since,
+                until,
+            };
+            let mut printer = HistoryPrinter::new(std::io::stdout().lock(), format);
+            let summary =
+                history::run(&stack, &query, &HashMap::new(), |row| printer.print(&row)).await?;
+            printer.finish(&summary)?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -1,0 +1,314 @@
+//! `likes-replay history`: the decoded events of one item or one user, oldest
+//! first, each with where it sits in the log, what it did and the running
+//! count. An item's history reads only the item's partition; a user's reads
+//! them all and merges them by time. Records stream through: memory holds the
+//! like state of the subject, never the events.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+use likes_domain::{Action, ItemKey, LikeEvent, NoChange, Projection, Transition, UserId};
+use likes_infra::settings::StackSettings;
+use serde::Serialize;
+
+use crate::merge::TimeMerge;
+use crate::output::{Format, json_line, table_row};
+use crate::partitioner::partition_for_item;
+use crate::reader::{Span, TopicHandle};
+
+/// Whose history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    Item(ItemKey),
+    User(UserId),
+}
+
+/// A history request.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub subject: Subject,
+    /// Read from the first record at or after this broker time (offsets_for_times).
+    pub since: Option<DateTime<Utc>>,
+    /// Stop each partition at its first record after this broker time.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// What one event did to the count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    /// Count + 1.
+    Liked,
+    /// Count - 1.
+    Unliked,
+    /// An event id seen before: ignored.
+    Duplicate,
+    /// A like by a user who already liked the item.
+    AlreadyLiked,
+    /// An unlike by a user who did not like the item.
+    NotLiked,
+}
+
+impl Effect {
+    /// The effect of a transition of the reference model.
+    pub fn of(transition: Transition) -> Self {
+        match transition {
+            Transition::Liked => Effect::Liked,
+            Transition::Unliked => Effect::Unliked,
+            Transition::Unchanged(NoChange::Duplicate) => Effect::Duplicate,
+            Transition::Unchanged(NoChange::AlreadyLiked) => Effect::AlreadyLiked,
+            Transition::Unchanged(NoChange::NotLiked) => Effect::NotLiked,
+        }
+    }
+
+    /// Words for the table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Liked => "liked",
+            Effect::Unliked => "unliked",
+            Effect::Duplicate => "duplicate",
+            Effect::AlreadyLiked => "already liked",
+            Effect::NotLiked => "not liked",
+        }
+    }
+
+    /// Whether the event moved the count.
+    pub fn changed(self) -> bool {
+        matches!(self, Effect::Liked | Effect::Unliked)
+    }
+}
+
+/// One event of a history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryRow {
+    pub partition: i32,
+    pub offset: i64,
+    /// When the service accepted the event.
+    pub timestamp: DateTime<Utc>,
+    pub event_id: String,
+    pub user_id: i64,
+    pub item_type: i32,
+    pub item_id: i64,
+    pub action: Action,
+    pub effect: Effect,
+    /// After this event: the item's count (item history) or how many items the
+    /// user likes (user history).
+    pub count: i64,
+}
+
+/// What a history read covered.
+#[derive(Debug, Clone, Default)]
+pub struct HistorySummary {
+    pub spans: Vec<Span>,
+    /// Events of the subject.
+    pub events: u64,
+    /// Records of the partitions read that could not be decoded.
+    pub poison: u64,
+    /// Running counts start from an empty state at a point after the log's
+    /// beginning (`--since`, or retention dropped the start): they are relative.
+    pub relative: bool,
+}
+
+/// Streams the subject's events to `sink`, oldest first; `limits` caps the
+/// end offset of partitions (empty: read to the current end).
+pub async fn run(
+    stack: &StackSettings,
+    query: &HistoryQuery,
+    limits: &HashMap<i32, i64>,
+    mut sink: impl FnMut(HistoryRow) -> anyhow::Result<()>,
+) -> anyhow::Result<HistorySummary> {
+    let handle = TopicHandle::open(stack)?;
+    let partitions: Vec<i32> = match query.subject {
+        Subject::Item(item) => vec![partition_for_item(
+            item.item_id.get(),
+            handle.partition_count()?,
+        )],
+        Subject::User(_) => (0..handle.partition_count()?).collect(),
+    };
+    let spans = handle.plan(&partitions, query.since, limits)?;
+    let relative = query.since.is_some() || spans.iter().any(|s| s.log_start > 0);
+    let mut reader = handle.read(stack, &spans, "history")?;
+    let mut merge = TimeMerge::new(
+        spans
+            .iter()
+            .filter(|s| s.end > s.start)
+            .map(|s| s.partition),
+    );
+    let mut summary = HistorySummary {
+        spans,
+        relative,
+        ..HistorySummary::default()
+    };
+    let mut model = Projection::default();
+    let mut user_count = 0i64;
+    let mut emit = |(partition, offset, event): (i32, i64, LikeEvent)| {
+        let effect = Effect::of(model.apply(&event));
+        let count = match query.subject {
+            Subject::Item(item) => model.count(item),
+            Subject::User(_) => {
+                if effect == Effect::Liked {
+                    user_count += 1;
+                } else if effect == Effect::Unliked {
+                    user_count -= 1;
+                }
+                user_count
+            }
+        };
+        sink(HistoryRow {
+            partition,
+            offset,
+            timestamp: event.timestamp,
+            event_id: event.event_id.to_string(),
+            user_id: event.user_id.get(),
+            item_type: event.item.item_type.get(),
+            item_id: event.item.item_id.get(),
+            action: event.action,
+            effect,
+            count,
+        })
+    };
+    while let Some(record) = reader.next().await? {
+        let p = record.partition;
+        let millis = record
+            .record_time
+            .or_else(|| record.event.as_ref().ok().map(|e| e.timestamp))
+            .map_or(0, |t| t.timestamp_millis());
+        if let (Some(until), Some(time)) = (query.until, record.record_time)
+            && time > until
+        {
+            reader.finish_partition(p);
+            merge.finish(p);
+        } else {
+            let matching = match record.event {
+                Ok(event) if matches(query.subject, &event) => Some(event),
+                Ok(_) => None,
+                Err(reason) => {
+                    summary.poison += 1;
+                    tracing::warn!(partition = p, offset = record.offset, %reason, "poison record");
+                    None
+                }
+            };
+            if matching.is_some() {
+                summary.events += 1;
+            }
+            merge.push(p, millis, matching.map(|e| (p, record.offset, e)));
+            if !reader.is_active(p) {
+                merge.finish(p);
+            }
+        }
+        while let Some(next) = merge.pop() {
+            emit(next)?;
+        }
+    }
+    for span in &summary.spans {
+        merge.finish(span.partition);
+    }
+    while let Some(next) = merge.pop() {
+        emit(next)?;
+    }
+    Ok(summary)
+}
+
+fn matches(subject: Subject, event: &LikeEvent) -> bool {
+    match subject {
+        Subject::Item(item) => event.item == item,
+        Subject::User(user) => event.user_id == user,
+    }
+}
+
+/// Prints history rows as they come, in `format`.
+pub struct HistoryPrinter<W: Write> {
+    out: W,
+    format: Format,
+    header_done: bool,
+}
+
+const WIDTHS: [usize; 9] = [4, 8, 24, 36, 10, 14, 6, 13, 5];
+
+impl<W: Write> HistoryPrinter<W> {
+    pub fn new(out: W, format: Format) -> Self {
+        Self {
+            out,
+            format,
+            header_done: false,
+        }
+    }
+
+    /// Prints one row (the table header before the first).
+    pub fn print(&mut self, row: &HistoryRow) -> anyhow::Result<()> {
+        match self.format {
+            Format::Json => json_line(&mut self.out, row),
+            Format::Table => {
+                if !self.header_done {
+                    self.header_done = true;
+                    let header = [
+                        "part",
+                        "offset",
+                        "timestamp",
+                        "event_id",
+                        "user",
+                        "item",
+                        "action",
+                        "effect",
+                        "count",
+                    ];
+                    table_row(&mut self.out, &WIDTHS, &header.map(String::from))?;
+                }
+                let cells = [
+                    row.partition.to_string(),
+                    row.offset.to_string(),
+                    row.timestamp.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+                    row.event_id.clone(),
+                    row.user_id.to_string(),
+                    format!("{}:{}", row.item_type, row.item_id),
+                    row.action.symbol().to_lowercase(),
+                    row.effect.as_str().to_string(),
+                    row.count.to_string(),
+                ];
+                table_row(&mut self.out, &WIDTHS, &cells)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Says what the read covered, on stderr (stdout stays pure data).
+    pub fn finish(mut self, summary: &HistorySummary) -> anyhow::Result<()> {
+        self.out.flush()?;
+        if self.format == Format::Table && !self.header_done {
+            eprintln!("no events");
+        }
+        if summary.relative {
+            eprintln!(
+                "note: the read starts after the log's beginning (--since or retention); \
+                 running counts start from zero there"
+            );
+        }
+        if summary.poison > 0 {
+            eprintln!(
+                "note: {} undecodable records skipped (see the dead-letter topic)",
+                summary.poison
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_words() {
+        assert_eq!(Effect::of(Transition::Liked).as_str(), "liked");
+        assert_eq!(
+            Effect::of(Transition::Unchanged(NoChange::NotLiked)).as_str(),
+            "not liked"
+        );
+        assert!(!Effect::AlreadyLiked.changed());
+        assert_eq!(
+            serde_json::to_string(&Effect::AlreadyLiked).unwrap(),
+            "\"already_liked\""
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! Progress of long reads: an indicatif bar (events/s, ETA) when stderr is a
+//! terminal, and a plain line every few seconds when it is not (logs, CI), so
+//! an operator always sees that a long replay is moving. Always on stderr:
+//! stdout carries the data.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// How often the plain progress line is printed.
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
+/// Reports how many of `total` events were read.
+pub struct Progress {
+    label: String,
+    total: u64,
+    done: u64,
+    started: Instant,
+    last_line: Instant,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    /// Starts reporting `label` for `total` events (0 when unknown).
+    pub fn new(label: &str, total: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            // A template that fails to parse only loses the styling, never the run.
+            if let Ok(style) = ProgressStyle::with_template(
+                "{msg} [{bar:30}] {human_pos}/{human_len} events, {per_sec}, ETA {eta}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_message(label.to_string());
+            bar
+        });
+        let now = Instant::now();
+        Self {
+            label: label.to_string(),
+            total,
+            done: 0,
+            started: now,
+            last_line: now,
+            bar,
+        }
+    }
+
+    /// Counts `n` more events read.
+    pub fn inc(&mut self, n: u64) {
+        self.done += n;
+        match &self.bar {
+            Some(bar) => bar.inc(n),
+            None if self.last_line.elapsed() >= LINE_EVERY => {
+                self.last_line = Instant::now();
+                eprintln!("{}", self.line());
+            }
+            None => {}
+        }
+    }
+
+    /// Ends the report; the plain form prints a last line only for reads long
+    /// enough to have printed one before.
+    pub fn finish(&mut self) {
+        match self.bar.take() {
+            Some(bar) => bar.finish_and_clear(),
+            None if self.started.elapsed() >= LINE_EVERY => eprintln!("{}", self.line()),
+            None => {}
+        }
+    }
+
+    fn line(&self) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = self.done as f64 / secs;
+        format!(
+            "{}: {}/{} events, {rate:.0} events/s",
+            self.label, self.done, self.total
+        )
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
