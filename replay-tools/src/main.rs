@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use likes_infra::settings::StackSettings;
 use likes_replay::cli::{self, parse_time};
+use likes_replay::explain;
 use likes_replay::history::{self, HistoryPrinter, HistoryQuery, Subject};
 use likes_replay::output::Format;
 use likes_replay::setup::{self, Layout};
@@ -47,6 +48,16 @@ enum Command {
         until: Option<DateTime<Utc>>,
         /// Output: an aligned table, or JSON Lines (one event per line).
         #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// How an item's count is derived from its events, compared with PostgreSQL.
+    ///
+    /// Exits non-zero when the derived count differs from `counters`.
+    Explain {
+        item_type: i64,
+        item_id: i64,
+        /// Output: readable text, or one JSON document.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
 }
@@ -111,6 +122,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 history::run(&stack, &query, &HashMap::new(), |row| printer.print(&row)).await?;
             printer.finish(&summary)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain {
+            item_type,
+            item_id,
+            format,
+        } => {
+            let x = explain::run(&stack, cli::item(item_type, item_id)?).await?;
+            explain::print(&mut std::io::stdout().lock(), &x, format)?;
+            Ok(match x.verdict {
+                explain::Verdict::Differs => ExitCode::from(2),
+                _ => ExitCode::SUCCESS,
+            })
         }
     }
 }

@@ -1,0 +1,176 @@
+//! `likes-replay explain`: how an item's current count is derived. Replays the
+//! item's partition from the log's start up to the offset the projector has
+//! applied (so both sides describe the same prefix of the log), counts what
+//! each event did, lists the events that changed nothing and why, and compares
+//! the derived count with `counters` in PostgreSQL.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use likes_domain::ItemKey;
+use likes_infra::settings::StackSettings;
+use likes_infra::store;
+use serde::Serialize;
+
+use crate::history::{self, Effect, HistoryPrinter, HistoryQuery, HistoryRow, Subject};
+use crate::output::Format;
+use crate::partitioner::partition_for_item;
+use crate::reader::TopicHandle;
+
+/// At most this many unchanged events are listed (all are counted).
+pub const MAX_LISTED: usize = 1000;
+
+/// Whether the derivation agrees with PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The events give exactly the stored count.
+    Matches,
+    /// They do not: the projection drifted (or kept an event past its dedup horizon).
+    Differs,
+    /// Retention dropped the partition's first events: the derivation is partial.
+    Incomplete,
+}
+
+/// How an item's count comes about.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub item_type: i32,
+    pub item_id: i64,
+    pub partition: i32,
+    /// First retained offset of the partition (0 when nothing was dropped).
+    pub log_start: i64,
+    /// Events were read up to (not including) this offset.
+    pub read_until: i64,
+    /// The projector's next offset in the partition, if it ever claimed it.
+    pub projector_offset: Option<i64>,
+    /// No snapshot support yet: the derivation always starts at the log start.
+    pub snapshot: Option<String>,
+    pub events: u64,
+    pub liked: u64,
+    pub unliked: u64,
+    pub duplicate: u64,
+    pub already_liked: u64,
+    pub not_liked: u64,
+    pub derived_count: i64,
+    /// `counters.count` (`None`: no row, i.e. 0).
+    pub stored_count: Option<i64>,
+    pub stored_last_offset: Option<i64>,
+    pub verdict: Verdict,
+    /// The events that changed nothing, oldest first (at most [`MAX_LISTED`]).
+    pub unchanged: Vec<HistoryRow>,
+}
+
+/// Derives `item`'s count from the log and compares it with PostgreSQL.
+pub async fn run(stack: &StackSettings, item: ItemKey) -> anyhow::Result<Explanation> {
+    let pool = store::connect_lazy(&stack.database_url, 2)?;
+    let handle = TopicHandle::open(stack)?;
+    let partition = partition_for_item(item.item_id.get(), handle.partition_count()?);
+    let (log_start, high) = handle.watermarks(partition)?;
+    drop(handle);
+    let projector_offset = store::reads::applied_until(&pool, &stack.topic, partition).await?;
+    let stored = store::reads::count(&pool, item).await?;
+    pool.close().await;
+    // Up to where PostgreSQL stands; a partition never claimed has nothing
+    // projected, so the whole log is what the projection still has to apply.
+    let read_until = projector_offset.unwrap_or(high).min(high);
+    let limits = HashMap::from([(partition, read_until)]);
+    let query = HistoryQuery {
+        subject: Subject::Item(item),
+        since: None,
+        until: None,
+    };
+    let mut x = Explanation {
+        item_type: item.item_type.get(),
+        item_id: item.item_id.get(),
+        partition,
+        log_start,
+        read_until,
+        projector_offset,
+        snapshot: None,
+        events: 0,
+        liked: 0,
+        unliked: 0,
+        duplicate: 0,
+        already_liked: 0,
+        not_liked: 0,
+        derived_count: 0,
+        stored_count: stored.map(|s| s.0),
+        stored_last_offset: stored.map(|s| s.1),
+        verdict: Verdict::Matches,
+        unchanged: Vec::new(),
+    };
+    history::run(stack, &query, &limits, |row| {
+        x.events += 1;
+        *match row.effect {
+            Effect::Liked => &mut x.liked,
+            Effect::Unliked => &mut x.unliked,
+            Effect::Duplicate => &mut x.duplicate,
+            Effect::AlreadyLiked => &mut x.already_liked,
+            Effect::NotLiked => &mut x.not_liked,
+        } += 1;
+        x.derived_count = row.count;
+        if !row.effect.changed() && x.unchanged.len() < MAX_LISTED {
+            x.unchanged.push(row);
+        }
+        Ok(())
+    })
+    .await?;
+    x.verdict = if log_start > 0 {
+        Verdict::Incomplete
+    } else if x.derived_count == x.stored_count.unwrap_or(0) {
+        Verdict::Matches
+    } else {
+        Verdict::Differs
+    };
+    Ok(x)
+}
+
+/// Prints an explanation in `format`.
+pub fn print(out: &mut impl Write, x: &Explanation, format: Format) -> anyhow::Result<()> {
+    if format == Format::Json {
+        serde_json::to_writer_pretty(&mut *out, x)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let until = match x.projector_offset {
+        Some(_) => "the projector's position",
+        None => "the end: the projector never claimed this partition",
+    };
+    writeln!(
+        out,
+        "item {}:{}  partition {}  offsets {}..{} ({until})",
+        x.item_type, x.item_id, x.partition, x.log_start, x.read_until
+    )?;
+    writeln!(
+        out,
+        "snapshot: none (derived from the log's first retained event)"
+    )?;
+    writeln!(
+        out,
+        "events {}: liked {}, unliked {}, duplicate {}, already liked {}, not liked {}",
+        x.events, x.liked, x.unliked, x.duplicate, x.already_liked, x.not_liked
+    )?;
+    let stored = match (x.stored_count, x.stored_last_offset) {
+        (Some(c), Some(o)) => format!("{c} (last offset {o})"),
+        _ => "no row (0)".to_string(),
+    };
+    let verdict = match x.verdict {
+        Verdict::Matches => "matches",
+        Verdict::Differs => "DIFFERS",
+        Verdict::Incomplete => "incomplete: retention dropped the partition's start",
+    };
+    writeln!(
+        out,
+        "derived count {}; counters {stored}: {verdict}",
+        x.derived_count
+    )?;
+    if !x.unchanged.is_empty() {
+        writeln!(out, "\nevents that changed nothing:")?;
+        let mut printer = HistoryPrinter::new(&mut *out, Format::Table);
+        for row in &x.unchanged {
+            printer.print(row)?;
+        }
+    }
+    Ok(())
+}
