@@ -46,6 +46,67 @@ fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The environment that points a service binary at this test's slice of the stack.
+fn service_env(command: &mut Command, env: &TestEnv) {
+    let s = &env.stack;
+    command
+        .env("KAFKA_BOOTSTRAP_SERVERS", &s.kafka_bootstrap)
+        .env("KAFKA_TOPIC", &s.topic)
+        .env("SCHEMA_REGISTRY_URL", &s.schema_registry_url)
+        .env("DATABASE_URL", &s.database_url)
+        .env("REDIS_URL", &s.redis_url)
+        .env("REDIS_KEY_PREFIX", &s.redis_key_prefix);
+}
+
+/// An ingest service running as its own OS process, on a port of its own.
+pub struct IngestProcess {
+    child: Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl IngestProcess {
+    /// Starts `likes-ingest` and waits until it answers `/healthz`.
+    pub async fn start(env: &TestEnv) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut command = Command::new(binary("likes-ingest")?);
+        service_env(&mut command, env);
+        let child = command
+            .env("LISTEN_ADDR", addr.to_string())
+            .env("RATE_LIMIT_PER_SECOND", "0")
+            .env("DEDUP_WINDOW_MS", "0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let http = reqwest::Client::new();
+        crate::eventually(Duration::from_secs(30), || async {
+            Ok(http
+                .get(format!("http://{addr}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success()))
+        })
+        .await?;
+        Ok(Self { child, addr })
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub async fn terminate(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await?;
+        }
+        Ok(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??)
+    }
+}
+
 /// A projector running as its own OS process.
 pub struct ProjectorProcess {
     child: Child,
@@ -59,13 +120,9 @@ impl ProjectorProcess {
             .create(true)
             .append(true)
             .open(std::env::temp_dir().join(format!("projector-{}.log", env.suffix)))?;
-        let child = Command::new(binary("likes-projector")?)
-            .env("KAFKA_BOOTSTRAP_SERVERS", &s.stack.kafka_bootstrap)
-            .env("KAFKA_TOPIC", &s.stack.topic)
-            .env("SCHEMA_REGISTRY_URL", &s.stack.schema_registry_url)
-            .env("DATABASE_URL", &s.stack.database_url)
-            .env("REDIS_URL", &s.stack.redis_url)
-            .env("REDIS_KEY_PREFIX", &s.stack.redis_key_prefix)
+        let mut command = Command::new(binary("likes-projector")?);
+        service_env(&mut command, env);
+        let child = command
             .env("PROJECTOR_GROUP_ID", &s.group_id)
             .env(
                 "AGGREGATION_WINDOW_SECONDS",
