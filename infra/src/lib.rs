@@ -5,6 +5,7 @@
 //! environment and logs the same way.
 
 pub mod cache;
+pub mod cache_repair;
 pub mod codec;
 mod error;
 pub mod kafka;

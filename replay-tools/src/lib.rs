@@ -13,3 +13,4 @@ pub mod partitioner;
 pub mod progress;
 pub mod reader;
 pub mod setup;
+pub mod verify;

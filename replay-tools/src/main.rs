@@ -12,6 +12,7 @@ use likes_replay::explain;
 use likes_replay::history::{self, HistoryPrinter, HistoryQuery, Subject};
 use likes_replay::output::Format;
 use likes_replay::setup::{self, Layout};
+use likes_replay::verify::{self, VerifyOptions};
 
 /// Replay and audit tools for the likes event log.
 ///
@@ -57,6 +58,20 @@ enum Command {
         item_type: i64,
         item_id: i64,
         /// Output: readable text, or one JSON document.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Reconcile Redis counts, `counters` and `COUNT(*)` of `user_likes`, per item.
+    ///
+    /// Prints the items that drift; exits non-zero when drift remains.
+    Verify {
+        /// Rewrite drifted Redis counts from PostgreSQL (stamped with `counters.last_offset`).
+        #[arg(long)]
+        repair: bool,
+        /// Check this many random items of `counters` instead of all.
+        #[arg(long)]
+        sample: Option<u64>,
+        /// Output: a table and a summary line, or one JSON document.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -133,6 +148,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(match x.verdict {
                 explain::Verdict::Differs => ExitCode::from(2),
                 _ => ExitCode::SUCCESS,
+            })
+        }
+        Command::Verify {
+            repair,
+            sample,
+            format,
+        } => {
+            let report = verify::run(&stack, VerifyOptions { sample, repair }).await?;
+            verify::print(&mut std::io::stdout().lock(), &report, format)?;
+            Ok(if report.has_drift() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
             })
         }
     }

@@ -1,0 +1,139 @@
+//! Repairing the Redis counts from PostgreSQL, for the operator tools.
+//!
+//! The normal write path ([`crate::cache::CountCache::put_counts`]) refuses a
+//! stamp that is not newer than the stored one, which is right for the
+//! projector but keeps a wrong value with a high (or equal) stamp forever. A
+//! repair therefore replaces a value only if it is still exactly the wrong
+//! value the tool saw: if the projector wrote in between, its value came from a
+//! newer PostgreSQL commit and is kept.
+
+use likes_domain::ItemKey;
+use tracing::instrument;
+
+use crate::Error;
+use crate::cache::CountCache;
+
+/// Replaces KEYS[1] by ARGV[2]:ARGV[3] (or deletes it when ARGV[2] is empty)
+/// only while it still holds ARGV[1] ('' meaning absent).
+const REPLACE_IF_UNCHANGED: &str = r#"
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then
+  return 0
+end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2] .. ':' .. ARGV[3])
+end
+return 1
+"#;
+
+/// One count to put right.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountRepair {
+    pub item: ItemKey,
+    /// The raw value the tool saw and judged wrong (`None`: absent).
+    pub seen: Option<String>,
+    /// The right count and the offset it reflects (`None`: delete the key,
+    /// PostgreSQL has no counter for the item).
+    pub count: Option<(i64, i64)>,
+}
+
+/// The raw stored values (`"<count>:<stamp>"`) of `items`, in order, in one MGET.
+#[instrument(skip_all, fields(items = items.len()))]
+pub async fn raw_counts(
+    cache: &CountCache,
+    items: &[ItemKey],
+) -> Result<Vec<Option<String>>, Error> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = items.iter().map(|i| cache.count_key(*i)).collect();
+    let mut conn = cache.connection();
+    Ok(redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?)
+}
+
+/// Applies `repairs`, each only if its key still holds what was seen; returns
+/// how many were written.
+#[instrument(skip_all, fields(repairs = repairs.len()))]
+pub async fn replace_counts(cache: &CountCache, repairs: &[CountRepair]) -> Result<u64, Error> {
+    let script = redis::Script::new(REPLACE_IF_UNCHANGED);
+    let mut conn = cache.connection();
+    let mut written = 0;
+    for repair in repairs {
+        let (count, stamp) = match repair.count {
+            Some((count, stamp)) => (count.to_string(), stamp.to_string()),
+            None => (String::new(), String::new()),
+        };
+        // One key per script call: valid on Redis Cluster too.
+        let done: i64 = script
+            .key(cache.count_key(repair.item))
+            .arg(repair.seen.as_deref().unwrap_or(""))
+            .arg(count)
+            .arg(stamp)
+            .invoke_async(&mut conn)
+            .await?;
+        written += u64::try_from(done).unwrap_or(0);
+    }
+    Ok(written)
+}
+
+/// Deletes every cached count of this deployment's prefix (SCAN, never KEYS,
+/// so Redis keeps serving); returns how many keys went.
+#[instrument(skip_all)]
+pub async fn delete_all_counts(cache: &CountCache) -> Result<u64, Error> {
+    let mut conn = cache.connection();
+    let pattern = format!("{}count:*", escape_glob(cache.prefix()));
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            // UNLINK frees memory off the main thread; one key per command keeps
+            // it valid on a cluster, pipelined into one round trip.
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("UNLINK").arg(key);
+            }
+            let removed: Vec<i64> = pipe.query_async(&mut conn).await?;
+            deleted += removed
+                .iter()
+                .map(|n| u64::try_from(*n).unwrap_or(0))
+                .sum::<u64>();
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
+
+/// Escapes the glob characters of a literal key prefix for SCAN MATCH.
+fn escape_glob(literal: &str) -> String {
+    let mut out = String::with_capacity(literal.len());
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_in_a_prefix_match_only_themselves() {
+        assert_eq!(escape_glob("likes:"), "likes:");
+        assert_eq!(escape_glob("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+}

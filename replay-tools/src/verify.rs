@@ -1,0 +1,284 @@
+//! `likes-replay verify`: three-way reconciliation of the projections, per
+//! item: the Redis count vs `counters.count` vs `COUNT(*)` of `user_likes`.
+//! Items stream from PostgreSQL in chunks (one statement, so `counters` and
+//! `user_likes` are compared in one snapshot) and Redis is read with one MGET
+//! per chunk. A Redis mismatch is re-read once before it is called drift, since
+//! the projector writes Redis just after its commit. A Redis miss is not drift
+//! (the API falls back to PostgreSQL). `--repair` rewrites the drifted Redis
+//! counts from PostgreSQL, except for items whose `counters` disagree with
+//! `user_likes`: those need a rebuild and are only reported.
+
+use std::io::Write;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use likes_domain::ItemKey;
+use likes_infra::cache::{CountCache, parse_stamped};
+use likes_infra::cache_repair::{self, CountRepair};
+use likes_infra::settings::StackSettings;
+use likes_infra::store::{self, PgPool};
+use serde::Serialize;
+
+use crate::output::{Format, table_row};
+use crate::progress::Progress;
+
+/// Items compared per round trip.
+const CHUNK: usize = 500;
+/// At most this many drifted items are kept for the report (all are counted).
+pub const MAX_LISTED: usize = 10_000;
+
+/// What to check.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyOptions {
+    /// Check this many random items of `counters` instead of all.
+    pub sample: Option<u64>,
+    /// Rewrite drifted Redis counts from PostgreSQL.
+    pub repair: bool,
+}
+
+/// One item whose three counts disagree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    pub item_type: i32,
+    pub item_id: i64,
+    /// Redis count and stamp (`None`: not cached).
+    pub redis: Option<i64>,
+    pub redis_stamp: Option<i64>,
+    /// `counters.count` and `last_offset` (`None`: no row).
+    pub counters: Option<i64>,
+    pub last_offset: Option<i64>,
+    /// `COUNT(*)` of the item's `user_likes` rows.
+    pub likers: i64,
+    /// Redis holds a count other than `counters`.
+    pub redis_drift: bool,
+    /// `counters` disagrees with `user_likes`.
+    pub counters_drift: bool,
+    /// The Redis side was rewritten by `--repair`.
+    pub repaired: bool,
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub checked: u64,
+    pub redis_missing: u64,
+    pub redis_drift: u64,
+    pub counters_drift: u64,
+    pub repaired: u64,
+    pub drift: Vec<Drift>,
+}
+
+impl VerifyReport {
+    /// Whether drift remains (after any repair).
+    pub fn has_drift(&self) -> bool {
+        self.counters_drift > 0 || self.redis_drift > self.repaired
+    }
+}
+
+type Row = (i64, i16, Option<i64>, Option<i64>, i64);
+
+const ALL: &str = "SELECT COALESCE(c.item_id, u.item_id), COALESCE(c.item_type, u.item_type),
+        c.count, c.last_offset, COALESCE(u.n, 0)
+   FROM counters AS c
+   FULL OUTER JOIN (SELECT item_id, item_type, COUNT(*) AS n
+                      FROM user_likes GROUP BY item_id, item_type) AS u
+     ON c.item_id = u.item_id AND c.item_type = u.item_type";
+
+const SAMPLE: &str = "SELECT s.item_id, s.item_type, s.count, s.last_offset,
+        (SELECT COUNT(*) FROM user_likes AS u
+          WHERE u.item_id = s.item_id AND u.item_type = s.item_type)
+   FROM (SELECT item_id, item_type, count, last_offset FROM counters
+          ORDER BY random() LIMIT $1) AS s";
+
+/// Reconciles the projections of `stack`.
+pub async fn run(stack: &StackSettings, options: VerifyOptions) -> anyhow::Result<VerifyReport> {
+    let pool = store::connect_lazy(&stack.database_url, 2)?;
+    let cache = CountCache::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
+    let total: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM counters")
+        .fetch_one(&pool)
+        .await?;
+    let total = u64::try_from(total.0)?;
+    let mut progress = Progress::new("verify", options.sample.map_or(total, |s| s.min(total)));
+    let mut report = VerifyReport::default();
+    let mut suspects = Vec::new();
+    {
+        let mut rows = match options.sample {
+            Some(n) => sqlx::query_as::<_, Row>(SAMPLE)
+                .bind(i64::try_from(n)?)
+                .fetch(&pool),
+            None => sqlx::query_as::<_, Row>(ALL).fetch(&pool),
+        };
+        let mut chunk = Vec::with_capacity(CHUNK);
+        while let Some(row) = rows.try_next().await? {
+            chunk.push(row);
+            if chunk.len() == CHUNK {
+                check(&cache, &chunk, &mut report, &mut suspects).await?;
+                progress.inc(chunk.len() as u64);
+                chunk.clear();
+            }
+        }
+        check(&cache, &chunk, &mut report, &mut suspects).await?;
+        progress.inc(chunk.len() as u64);
+        progress.finish();
+    }
+    recheck(&pool, &cache, suspects, options.repair, &mut report).await?;
+    pool.close().await;
+    Ok(report)
+}
+
+/// Compares one chunk; Redis mismatches become suspects to re-read.
+async fn check(
+    cache: &CountCache,
+    rows: &[Row],
+    report: &mut VerifyReport,
+    suspects: &mut Vec<Drift>,
+) -> anyhow::Result<()> {
+    let mut items = Vec::with_capacity(rows.len());
+    for &(id, ty, ..) in rows {
+        items.push(ItemKey::parse(ty.into(), id)?);
+    }
+    let cached = cache_repair::raw_counts(cache, &items).await?;
+    for ((item, row), raw) in items.iter().zip(rows).zip(cached) {
+        let &(_, _, counters, last_offset, likers) = row;
+        report.checked += 1;
+        let stamped = raw.as_deref().and_then(parse_stamped);
+        if raw.is_none() {
+            report.redis_missing += 1;
+        }
+        let drift = Drift {
+            item_type: item.item_type.get(),
+            item_id: item.item_id.get(),
+            redis: stamped.map(|s| s.0),
+            redis_stamp: stamped.map(|s| s.1),
+            counters,
+            last_offset,
+            likers,
+            // A cached value that does not even parse is drift too.
+            redis_drift: raw.is_some() && stamped.map(|s| s.0) != Some(counters.unwrap_or(0)),
+            counters_drift: counters.unwrap_or(0) != likers,
+            repaired: false,
+        };
+        if drift.redis_drift {
+            suspects.push(drift);
+        } else if drift.counters_drift {
+            report.counters_drift += 1;
+            push(report, drift);
+        }
+    }
+    Ok(())
+}
+
+/// Re-reads the Redis suspects after the projector had time to write; keeps
+/// (and with `repair` fixes) those that still disagree.
+async fn recheck(
+    pool: &PgPool,
+    cache: &CountCache,
+    suspects: Vec<Drift>,
+    repair: bool,
+    report: &mut VerifyReport,
+) -> anyhow::Result<()> {
+    if suspects.is_empty() {
+        return Ok(());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for chunk in suspects.chunks(CHUNK) {
+        let mut items = Vec::with_capacity(chunk.len());
+        for d in chunk {
+            items.push(ItemKey::parse(d.item_type.into(), d.item_id)?);
+        }
+        let cached = cache_repair::raw_counts(cache, &items).await?;
+        let stored = store::reads::counts(pool, &items).await?;
+        let mut repairs = Vec::new();
+        for ((item, mut d), raw) in items.iter().zip(chunk.iter().cloned()).zip(cached) {
+            let now = stored.iter().find(|s| s.0 == *item).map(|s| (s.1, s.2));
+            let stamped = raw.as_deref().and_then(parse_stamped);
+            d.redis = stamped.map(|s| s.0);
+            d.redis_stamp = stamped.map(|s| s.1);
+            d.counters = now.map(|n| n.0);
+            d.last_offset = now.map(|n| n.1);
+            d.redis_drift = raw.is_some() && d.redis != Some(d.counters.unwrap_or(0));
+            if d.counters_drift {
+                report.counters_drift += 1;
+            }
+            if d.redis_drift {
+                report.redis_drift += 1;
+            }
+            // PostgreSQL that disagrees with itself is no source to copy from:
+            // such an item needs a rebuild, and keeps its Redis value meanwhile.
+            if d.redis_drift && !d.counters_drift {
+                repairs.push(CountRepair {
+                    item: *item,
+                    seen: raw,
+                    count: now,
+                });
+            }
+            if d.redis_drift || d.counters_drift {
+                push(report, d);
+            }
+        }
+        if repair && !repairs.is_empty() {
+            report.repaired += cache_repair::replace_counts(cache, &repairs).await?;
+            for r in &repairs {
+                if let Some(d) = report.drift.iter_mut().find(|d| {
+                    d.item_type == r.item.item_type.get() && d.item_id == r.item.item_id.get()
+                }) {
+                    d.repaired = true;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn push(report: &mut VerifyReport, drift: Drift) {
+    if report.drift.len() < MAX_LISTED {
+        report.drift.push(drift);
+    }
+}
+
+/// Prints a report in `format`.
+pub fn print(out: &mut impl Write, report: &VerifyReport, format: Format) -> anyhow::Result<()> {
+    if format == Format::Json {
+        serde_json::to_writer_pretty(&mut *out, report)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if !report.drift.is_empty() {
+        let widths = [14, 12, 12, 10, 6];
+        let header = ["item", "redis", "counters", "user_likes", "drift"];
+        table_row(out, &widths, &header.map(String::from))?;
+        for d in &report.drift {
+            let opt = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+            let mut kinds = Vec::new();
+            if d.redis_drift {
+                kinds.push(if d.repaired {
+                    "redis (repaired)"
+                } else {
+                    "redis"
+                });
+            }
+            if d.counters_drift {
+                kinds.push("counters");
+            }
+            let cells = [
+                format!("{}:{}", d.item_type, d.item_id),
+                opt(d.redis),
+                opt(d.counters),
+                d.likers.to_string(),
+                kinds.join(", "),
+            ];
+            table_row(out, &widths, &cells)?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "checked {} items: {} not cached, {} Redis drift ({} repaired), {} counters drift",
+        report.checked,
+        report.redis_missing,
+        report.redis_drift,
+        report.repaired,
+        report.counters_drift
+    )?;
+    Ok(())
+}
