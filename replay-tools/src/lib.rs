@@ -12,5 +12,6 @@ pub mod output;
 pub mod partitioner;
 pub mod progress;
 pub mod reader;
+pub mod rebuild_redis;
 pub mod setup;
 pub mod verify;

@@ -2,6 +2,7 @@
 //! command lives in its own module of the library.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
@@ -10,7 +11,8 @@ use likes_infra::settings::StackSettings;
 use likes_replay::cli::{self, parse_time};
 use likes_replay::explain;
 use likes_replay::history::{self, HistoryPrinter, HistoryQuery, Subject};
-use likes_replay::output::Format;
+use likes_replay::output::{self, Format};
+use likes_replay::rebuild_redis;
 use likes_replay::setup::{self, Layout};
 use likes_replay::verify::{self, VerifyOptions};
 
@@ -72,6 +74,23 @@ enum Command {
         #[arg(long)]
         sample: Option<u64>,
         /// Output: a table and a summary line, or one JSON document.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Rebuild a projection.
+    Rebuild {
+        #[command(subcommand)]
+        target: RebuildTarget,
+    },
+}
+
+#[derive(Subcommand)]
+enum RebuildTarget {
+    /// Rewrite every Redis count from PostgreSQL `counters` (stamped with their
+    /// offsets), dropping cached counts PostgreSQL does not back. Safe while the
+    /// API and the projector run.
+    Redis {
+        /// Output: a summary line, or one JSON document.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -149,6 +168,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 explain::Verdict::Differs => ExitCode::from(2),
                 _ => ExitCode::SUCCESS,
             })
+        }
+        Command::Rebuild {
+            target: RebuildTarget::Redis { format },
+        } => {
+            let done = rebuild_redis::run(&stack).await?;
+            let mut out = std::io::stdout().lock();
+            match format {
+                Format::Json => output::json_line(&mut out, &done)?,
+                Format::Table => writeln!(
+                    out,
+                    "redis rebuilt: {} cached counts dropped, {} written from PostgreSQL",
+                    done.deleted, done.written
+                )?,
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Verify {
             repair,

@@ -1,0 +1,64 @@
+//! `likes-replay rebuild redis`: rebuilds the Redis counts exactly from
+//! PostgreSQL, while the API keeps serving. Every cached count of the prefix is
+//! dropped first (wrong values with any stamp, and counts of items PostgreSQL
+//! does not know), then `counters` is streamed and written back stamped with
+//! each row's `last_offset` through the normal stamp-checked write. Reads in
+//! between miss and fall back to PostgreSQL; a projector commit in between
+//! writes a newer stamp that the rebuild's older one can never overwrite.
+//! Events past the stored offsets are the live projector's to apply.
+
+use futures::TryStreamExt;
+use likes_domain::ItemKey;
+use likes_infra::cache::CountCache;
+use likes_infra::cache_repair;
+use likes_infra::settings::StackSettings;
+use likes_infra::store;
+use serde::Serialize;
+
+use crate::progress::Progress;
+
+/// Counts written per round trip.
+const CHUNK: usize = 1000;
+
+/// What a Redis rebuild did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RedisRebuild {
+    /// Cached counts dropped before the rebuild.
+    pub deleted: u64,
+    /// Counts written from `counters`.
+    pub written: u64,
+}
+
+/// Rebuilds the Redis counts of `stack` from PostgreSQL.
+pub async fn run(stack: &StackSettings) -> anyhow::Result<RedisRebuild> {
+    let pool = store::connect_lazy(&stack.database_url, 2)?;
+    let cache = CountCache::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
+    let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM counters")
+        .fetch_one(&pool)
+        .await?;
+    let deleted = cache_repair::delete_all_counts(&cache).await?;
+    let mut progress = Progress::new("rebuild redis", u64::try_from(total)?);
+    let mut written = 0u64;
+    {
+        let mut rows = sqlx::query_as::<_, (i64, i16, i64, i64)>(
+            "SELECT item_id, item_type, count, last_offset FROM counters",
+        )
+        .fetch(&pool);
+        let mut chunk: Vec<(ItemKey, i64, i64)> = Vec::with_capacity(CHUNK);
+        while let Some((id, ty, count, last_offset)) = rows.try_next().await? {
+            chunk.push((ItemKey::parse(ty.into(), id)?, count, last_offset));
+            if chunk.len() == CHUNK {
+                cache.put_counts(&chunk).await?;
+                written += chunk.len() as u64;
+                progress.inc(chunk.len() as u64);
+                chunk.clear();
+            }
+        }
+        cache.put_counts(&chunk).await?;
+        written += chunk.len() as u64;
+        progress.inc(chunk.len() as u64);
+        progress.finish();
+    }
+    pool.close().await;
+    Ok(RedisRebuild { deleted, written })
+}
