@@ -5,6 +5,7 @@
 //! or committing for the live projector's group.
 
 pub mod cli;
+pub mod count;
 pub mod explain;
 pub mod history;
 pub mod merge;

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use likes_infra::settings::StackSettings;
 use likes_replay::cli::{self, parse_time};
+use likes_replay::count;
 use likes_replay::explain;
 use likes_replay::history::{self, HistoryPrinter, HistoryQuery, Subject};
 use likes_replay::output::{self, Format};
@@ -74,6 +75,17 @@ enum Command {
         #[arg(long)]
         sample: Option<u64>,
         /// Output: a table and a summary line, or one JSON document.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// An item's count computed from its events, now or as of a past time.
+    Count {
+        item_type: i64,
+        item_id: i64,
+        /// Count the events up to this time (RFC 3339, broker time); default now.
+        #[arg(long, value_parser = parse_time)]
+        at: Option<DateTime<Utc>>,
+        /// Output: the count, or one JSON document.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -181,6 +193,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "redis rebuilt: {} cached counts dropped, {} written from PostgreSQL",
                     done.deleted, done.written
                 )?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Count {
+            item_type,
+            item_id,
+            at,
+            format,
+        } => {
+            let c = count::run(&stack, cli::item(item_type, item_id)?, at).await?;
+            let mut out = std::io::stdout().lock();
+            match format {
+                Format::Json => output::json_line(&mut out, &c)?,
+                Format::Table => writeln!(out, "{}", c.count)?,
             }
             Ok(ExitCode::SUCCESS)
         }
