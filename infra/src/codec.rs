@@ -53,18 +53,32 @@ impl EventCodec {
     }
 
     /// Registers the schema (idempotent) and returns its id. Call at start-up so a
-    /// registry problem shows before the first request.
+    /// registry problem shows before the first request. A registry that fails
+    /// once (say, while its own database connections recover from a restart) is
+    /// asked again a few times before this gives up.
     pub async fn register(&self) -> Result<u32, Error> {
         let subject = self.strategy.get_subject().map_err(registry_error)?;
-        let schema = self
-            .encoder
-            .get_schema_and_id(&subject, self.strategy.clone())
-            .await
-            .map_err(|e| {
-                self.encoder.remove_errors_from_cache();
-                registry_error(e)
-            })?;
-        Ok(schema.id)
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            match self
+                .encoder
+                .get_schema_and_id(&subject, self.strategy.clone())
+                .await
+            {
+                Ok(schema) => return Ok(schema.id),
+                Err(e) => {
+                    self.encoder.remove_errors_from_cache();
+                    if attempt == 5 {
+                        return Err(registry_error(e));
+                    }
+                    tracing::warn!(error = %e, attempt, "schema registration failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+            }
+        }
     }
 
     /// The Confluent-framed Avro bytes of `event`.

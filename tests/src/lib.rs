@@ -174,21 +174,10 @@ impl TestEnv {
         }
     }
 
-    /// Starts an ingest service in-process.
+    /// Starts an ingest service in-process (no rate limit or quick dedup, so every
+    /// request is produced).
     pub async fn start_ingest(&self) -> anyhow::Result<Ingest> {
-        let app = likes_ingest::Application::build(&self.ingest_settings()).await?;
-        let addr = app.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
-        Ok(Ingest {
-            addr,
-            running: Running {
-                stop: Some(stop),
-                handle,
-            },
-        })
+        api::start_with(self.ingest_settings(), likes_ingest::Limits::unprotected()).await
     }
 
     /// Projector settings for this test's slice: a short window keeps tests quick.

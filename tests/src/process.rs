@@ -95,15 +95,8 @@ impl IngestProcess {
     }
 
     /// Sends SIGTERM and returns the exit status.
-    pub async fn terminate(mut self) -> anyhow::Result<std::process::ExitStatus> {
-        if let Some(pid) = self.child.id() {
-            Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .await?;
-        }
-        Ok(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??)
+    pub async fn terminate(self) -> anyhow::Result<std::process::ExitStatus> {
+        sigterm(self.child).await
     }
 }
 
@@ -144,16 +137,21 @@ impl ProjectorProcess {
     }
 
     /// SIGTERM and wait for a clean exit.
-    pub async fn terminate(mut self) -> anyhow::Result<()> {
-        if let Some(pid) = self.child.id() {
-            Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .await?;
-        }
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
+    pub async fn terminate(self) -> anyhow::Result<()> {
+        let status = sigterm(self.child).await?;
         anyhow::ensure!(status.success(), "projector exited with {status}");
         Ok(())
     }
+}
+
+/// Sends SIGTERM to `child` and waits (bounded) for it to exit.
+async fn sigterm(mut child: Child) -> anyhow::Result<std::process::ExitStatus> {
+    if let Some(pid) = child.id() {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await?;
+    }
+    Ok(tokio::time::timeout(Duration::from_secs(30), child.wait()).await??)
 }

@@ -3,12 +3,13 @@
 //! end nothing acked is lost and nothing is counted twice. These tests restart
 //! shared services, so they run one at a time (and their binary runs alone).
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
-use likes_tests::figures::{api_agrees, converge};
+use likes_tests::figures::{Figures, api_agrees, converge};
 use likes_tests::load::{ITEM_TYPE, Load};
 use likes_tests::process::{ProjectorProcess, stack};
-use likes_tests::{TestEnv, eventually};
+use likes_tests::{Ingest, TestEnv, eventually};
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -23,26 +24,58 @@ fn load() -> Load {
     }
 }
 
+/// Runs the load, breaks something in the middle of it, lets the load go on,
+/// then waits for convergence and measures. `fault` returns the projector
+/// processes it started, which are stopped cleanly at the end.
+async fn under_load<F, Fut>(
+    scenario: &'static str,
+    env: &TestEnv,
+    ingest: &Ingest,
+    fault: F,
+) -> anyhow::Result<(Figures, Vec<ProjectorProcess>)>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = anyhow::Result<Vec<ProjectorProcess>>>,
+{
+    let load = load();
+    let running = load.start(&ingest.url(""));
+    running.wait_for_requests(400).await;
+    let started = fault().await?;
+    running.wait_for_requests(400).await;
+    let ledger = running.stop().await;
+    let figures = converge(env, scenario, &ledger, &load.items).await?;
+    api_agrees(env, &ingest.url(""), &ledger, &load.items).await?;
+    Ok((figures, started))
+}
+
+/// Stops the processes and the ingest, then checks the figures.
+async fn finish(
+    figures: Figures,
+    processes: Vec<ProjectorProcess>,
+    ingest: Ingest,
+) -> anyhow::Result<()> {
+    for p in processes {
+        p.terminate().await?;
+    }
+    ingest.running.stop().await?;
+    figures.assert_exact();
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_killed_mid_batch_loses_and_doubles_nothing() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
     let env = TestEnv::new(4).await?;
     let ingest = env.start_ingest().await?;
     let first = ProjectorProcess::start(&env)?;
-    let load = load();
-    let running = load.start(&ingest.url(""));
-    running.wait_for_requests(400).await;
-    first.kill().await?;
-    running.wait_for_requests(300).await;
-    let second = ProjectorProcess::start(&env)?;
-    running.wait_for_requests(300).await;
-    let ledger = running.stop().await;
-    let figures = converge(&env, "projector SIGKILL", &ledger, &load.items).await?;
-    api_agrees(&env, &ingest.url(""), &ledger, &load.items).await?;
-    second.terminate().await?;
-    ingest.running.stop().await?;
-    figures.assert_exact();
-    Ok(())
+    let (figures, started) = under_load("projector SIGKILL", &env, &ingest, || async {
+        first.kill().await?;
+        // Likes keep coming while no projector runs.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(vec![ProjectorProcess::start(&env)?])
+    })
+    .await?;
+    finish(figures, started, ingest).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,42 +85,29 @@ async fn rebalances_between_two_projectors_lose_and_double_nothing() -> anyhow::
     let ingest = env.start_ingest().await?;
     let steady = ProjectorProcess::start(&env)?;
     let flapping = ProjectorProcess::start(&env)?;
-    let load = load();
-    let running = load.start(&ingest.url(""));
-    running.wait_for_requests(300).await;
-    flapping.terminate().await?;
-    running.wait_for_requests(300).await;
-    let flapping = ProjectorProcess::start(&env)?;
-    running.wait_for_requests(300).await;
-    let ledger = running.stop().await;
-    let figures = converge(&env, "two projectors, rebalances", &ledger, &load.items).await?;
-    api_agrees(&env, &ingest.url(""), &ledger, &load.items).await?;
-    flapping.terminate().await?;
-    steady.terminate().await?;
-    ingest.running.stop().await?;
-    figures.assert_exact();
-    Ok(())
+    let scenario = "two projectors, rebalances";
+    let (figures, started) = under_load(scenario, &env, &ingest, || async {
+        flapping.terminate().await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(vec![ProjectorProcess::start(&env)?, steady])
+    })
+    .await?;
+    finish(figures, started, ingest).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kafka_restart_loses_no_acked_like_and_the_api_recovers() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
     let env = TestEnv::new(4).await?;
+    // The same ingest instance, never restarted, must accept likes again.
     let ingest = env.start_ingest().await?;
     let projector = ProjectorProcess::start(&env)?;
-    let load = load();
-    let running = load.start(&ingest.url(""));
-    running.wait_for_requests(300).await;
-    stack(&["restart", "kafka"]).await?;
-    // The same ingest instance, never restarted, accepts likes again.
-    running.wait_for_requests(300).await;
-    let ledger = running.stop().await;
-    let figures = converge(&env, "kafka restart", &ledger, &load.items).await?;
-    api_agrees(&env, &ingest.url(""), &ledger, &load.items).await?;
-    projector.terminate().await?;
-    ingest.running.stop().await?;
-    figures.assert_exact();
-    Ok(())
+    let (figures, started) = under_load("kafka restart", &env, &ingest, || async {
+        stack(&["restart", "kafka"]).await?;
+        Ok(vec![projector])
+    })
+    .await?;
+    finish(figures, started, ingest).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,18 +116,12 @@ async fn a_postgres_restart_is_retried_without_skipping_or_doubling() -> anyhow:
     let env = TestEnv::new(4).await?;
     let ingest = env.start_ingest().await?;
     let projector = ProjectorProcess::start(&env)?;
-    let load = load();
-    let running = load.start(&ingest.url(""));
-    running.wait_for_requests(300).await;
-    stack(&["restart", "postgres"]).await?;
-    running.wait_for_requests(300).await;
-    let ledger = running.stop().await;
-    let figures = converge(&env, "postgres restart", &ledger, &load.items).await?;
-    api_agrees(&env, &ingest.url(""), &ledger, &load.items).await?;
-    projector.terminate().await?;
-    ingest.running.stop().await?;
-    figures.assert_exact();
-    Ok(())
+    let (figures, started) = under_load("postgres restart", &env, &ingest, || async {
+        stack(&["restart", "postgres"]).await?;
+        Ok(vec![projector])
+    })
+    .await?;
+    finish(figures, started, ingest).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
