@@ -23,6 +23,8 @@ pub struct Ledger {
     pub acked: u64,
     /// Answers that refused a request (5xx) or failed in transport; each was retried.
     pub refused: u64,
+    /// The event ids that were refused at least once before being accepted.
+    pub refused_ids: BTreeSet<uuid::Uuid>,
     /// Events still not accepted when the clients gave up.
     pub unresolved: u64,
     /// Pairs (user, item) whose last accepted action is a like.
@@ -126,6 +128,7 @@ impl Load {
                     }
                     _ => {
                         ledger.refused += 1;
+                        ledger.refused_ids.insert(event_id);
                         if tokio::time::Instant::now() > deadline {
                             break false;
                         }
@@ -161,6 +164,7 @@ impl Running {
             total.sent += ledger.sent;
             total.acked += ledger.acked;
             total.refused += ledger.refused;
+            total.refused_ids.extend(ledger.refused_ids);
             total.unresolved += ledger.unresolved;
             total.liked.extend(ledger.liked);
         }
