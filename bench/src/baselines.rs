@@ -1,0 +1,124 @@
+//! The baseline servers: the best a bare warp handler can do on this machine
+//! (POST answering 204 after parsing the same body, GET answering a count), and
+//! the naive design a user would write instead (one synchronous PostgreSQL
+//! transaction per like: the user_likes row, then `count = count + 1`).
+
+use std::net::SocketAddr;
+
+use likes_infra::store::PgPool;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use warp::Filter;
+use warp::http::StatusCode;
+
+use crate::env::Service;
+
+/// The body of a like, parsed the minimal way.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Like {
+    user_id: i64,
+    item_id: i64,
+    item_type: i16,
+}
+
+async fn serve<F>(routes: F) -> anyhow::Result<Service>
+where
+    F: Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        warp::serve(routes)
+            .incoming(listener)
+            .graceful(async {
+                let _ = stopped.await;
+            })
+            .run()
+            .await;
+    });
+    Ok(Service::new(addr, stop, handle))
+}
+
+/// `POST /v1/likes`: parses the JSON body and answers 204; no Kafka, no Redis.
+pub async fn bare_post() -> anyhow::Result<Service> {
+    let route = warp::post()
+        .and(warp::path!("v1" / "likes"))
+        .and(warp::body::json())
+        .map(|like: Like| {
+            std::hint::black_box(like);
+            StatusCode::NO_CONTENT
+        });
+    serve(route).await
+}
+
+/// `GET /v1/items/{type}/{id}/count`: answers a JSON count without any lookup.
+pub async fn bare_get() -> anyhow::Result<Service> {
+    let route = warp::get()
+        .and(warp::path!("v1" / "items" / i32 / i64 / "count"))
+        .map(|item_type: i32, item_id: i64| {
+            warp::reply::json(&serde_json::json!({
+                "item_type": item_type, "item_id": item_id, "count": 0
+            }))
+        });
+    serve(route).await
+}
+
+/// `POST /v1/likes` the naive way: per request, one transaction that inserts
+/// the user_likes row and, when it is new, `UPDATE counters SET count = count + 1`
+/// (inserting the counter row the first time). 204 after the commit.
+pub async fn naive(db: PgPool) -> anyhow::Result<Service> {
+    let route = warp::post()
+        .and(warp::path!("v1" / "likes"))
+        .and(warp::body::json())
+        .then(move |like: Like| {
+            let db = db.clone();
+            async move {
+                match naive_like(&db, &like).await {
+                    Ok(()) => StatusCode::NO_CONTENT,
+                    Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+                }
+            }
+        });
+    serve(route).await
+}
+
+async fn naive_like(db: &PgPool, like: &Like) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO user_likes (item_id, item_type, user_id, liked_at, event_id) \
+         VALUES ($1, $2, $3, now(), $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(like.item_id)
+    .bind(like.item_type)
+    .bind(like.user_id)
+    .bind(uuid::Uuid::new_v4())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        let updated = sqlx::query(
+            "UPDATE counters SET count = count + 1, updated_at = now() \
+             WHERE item_id = $1 AND item_type = $2",
+        )
+        .bind(like.item_id)
+        .bind(like.item_type)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            sqlx::query(
+                "INSERT INTO counters (item_id, item_type, count, last_offset) VALUES ($1, $2, 1, 0) \
+                 ON CONFLICT (item_id, item_type) DO UPDATE SET count = counters.count + 1",
+            )
+            .bind(like.item_id)
+            .bind(like.item_type)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await
+}

@@ -1,0 +1,140 @@
+//! The bench's private slice of the running stack, modelled on the test
+//! harness: a fresh topic, a fresh database with the migrations applied and a
+//! fresh Redis key prefix per scenario, and the services run in-process on
+//! port 0. Nothing the live services use is touched.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use likes_infra::kafka::{self, RETENTION_MS, TopicSpec};
+use likes_infra::settings::StackSettings;
+use likes_infra::store::{self, PgPool};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// One scenario's slice of the stack.
+pub struct BenchEnv {
+    pub stack: StackSettings,
+    pub db: PgPool,
+    pub suffix: String,
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+/// Creates an empty database with a fresh name and returns its URL.
+pub async fn fresh_database() -> anyhow::Result<String> {
+    let base = env_or(
+        "DATABASE_URL",
+        "postgres://likes:likes@127.0.0.1:5432/likes",
+    );
+    let admin = sqlx::PgPool::connect(&base)
+        .await
+        .context("connect to PostgreSQL: is the stack up? (dev/stack up)")?;
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let name = format!("likes_bench_{}", &suffix[..12]);
+    // The name is ours: a fixed prefix and hex digits.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    match base.rfind('/') {
+        Some(i) => Ok(format!("{}/{name}", &base[..i])),
+        None => anyhow::bail!("DATABASE_URL has no database name"),
+    }
+}
+
+impl BenchEnv {
+    /// A fresh topic with `partitions`, its DLQ, a migrated database and a prefix.
+    pub async fn new(partitions: i32) -> anyhow::Result<Self> {
+        let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let database_url = fresh_database().await?;
+        let stack = StackSettings {
+            kafka_bootstrap: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            topic: format!("like-events-bench-{suffix}"),
+            schema_registry_url: env_or(
+                "SCHEMA_REGISTRY_URL",
+                "http://127.0.0.1:8081/apis/ccompat/v7",
+            ),
+            database_url,
+            database_max_connections: 10,
+            redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_key_prefix: format!("bench:{suffix}:"),
+        };
+        let topic = |name: String, partitions| TopicSpec {
+            name,
+            partitions,
+            replication: 1,
+            retention_ms: RETENTION_MS,
+        };
+        kafka::ensure_topics(
+            &stack.kafka_bootstrap,
+            &[
+                topic(stack.topic.clone(), partitions),
+                topic(stack.dlq_topic(), 1),
+            ],
+        )
+        .await?;
+        let db = store::connect_lazy(&stack.database_url, 10)?;
+        store::migrate(&db).await?;
+        Ok(Self { stack, db, suffix })
+    }
+
+    /// Starts an ingest in-process with protections off (every request produced).
+    pub async fn start_ingest(&self) -> anyhow::Result<Service> {
+        let settings = likes_ingest::Settings {
+            stack: self.stack.clone(),
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            produce_timeout: Duration::from_secs(5),
+            max_body_bytes: 64 * 1024,
+        };
+        let app =
+            likes_ingest::Application::build_with(&settings, likes_ingest::Limits::unprotected())
+                .await?;
+        let addr = app.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Ok(Service { addr, stop, handle })
+    }
+
+    /// Projector settings for this slice with a fresh consumer group.
+    pub fn projector_settings(&self) -> likes_projector::Settings {
+        likes_projector::Settings {
+            stack: self.stack.clone(),
+            window: Duration::from_millis(1000),
+            group_id: format!("projector-bench-{}", self.suffix),
+            max_batch_events: 10_000,
+            dedup_horizon: Duration::from_secs(3600),
+            metrics_addr: None,
+        }
+    }
+}
+
+/// A server running in-process and the means to stop it.
+pub struct Service {
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    handle: JoinHandle<()>,
+}
+
+impl Service {
+    /// A server from a task that serves until `stopped` resolves.
+    pub fn new(addr: SocketAddr, stop: oneshot::Sender<()>, handle: JoinHandle<()>) -> Self {
+        Self { addr, stop, handle }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Asks the server to stop and waits (30 s at most).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), self.handle).await??;
+        Ok(())
+    }
+}

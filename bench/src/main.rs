@@ -1,0 +1,92 @@
+//! `likes-bench`: runs every scenario next to its baseline in the same run on
+//! the same machine and writes `<out>/<date>.json` and `<out>/<date>.md`.
+//! Needs the stack up (`dev/stack up`); creates its own topics, databases and
+//! Redis prefixes and never touches the live services' data.
+
+mod baselines;
+mod env;
+mod http;
+mod keys;
+mod load;
+mod report;
+mod scenarios;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::report::Report;
+use crate::scenarios::Config;
+
+/// Benchmarks with baselines measured side by side.
+#[derive(Debug, Parser)]
+#[command(name = "likes-bench")]
+struct Args {
+    /// Small sizes and short runs (well under 5 minutes).
+    #[arg(long)]
+    quick: bool,
+    /// Where the results files go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Run only these scenarios (numbers 1, 3, 5, 6); all when empty.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<u32>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    likes_infra::telemetry::init("error");
+    let cfg = Config::new(args.quick);
+    let started = chrono::Utc::now();
+    let mut report = Report {
+        started_at: started.to_rfc3339(),
+        mode: if cfg.quick { "quick" } else { "full" }.into(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        ..Report::default()
+    };
+    report.notes.push(format!(
+        "{} items (Zipf s = {}), {} uniform users; fixed-rate runs of {:?}; open loop, latency from the intended send time",
+        cfg.items, cfg.zipf_exponent, cfg.users, cfg.step
+    ));
+    let wants = |n: u32| args.only.is_empty() || args.only.contains(&n);
+    let mut ours_max = None;
+    if wants(1) || wants(6) {
+        match scenarios::api::single_like(&cfg, &mut report).await {
+            Ok(max) => ours_max = Some(max),
+            Err(e) => report
+                .failures
+                .push(("1 single-like".into(), format!("{e:#}"))),
+        }
+    }
+    if wants(3)
+        && let Err(e) = scenarios::drain::drain(&cfg, &mut report).await
+    {
+        report
+            .failures
+            .push(("3 projector drain".into(), format!("{e:#}")));
+    }
+    if wants(5)
+        && let Err(e) = scenarios::api::cached_read(&cfg, &mut report).await
+    {
+        report
+            .failures
+            .push(("5 cached read".into(), format!("{e:#}")));
+    }
+    if wants(6)
+        && let Some(max) = ours_max
+        && let Err(e) = scenarios::naive::naive(&cfg, &mut report, max).await
+    {
+        report.failures.push(("6 naive".into(), format!("{e:#}")));
+    }
+    let stamp = started.format("%Y-%m-%dT%H-%M-%S").to_string();
+    let (json, md) = report.write(&args.out, &stamp)?;
+    println!("wrote {} and {}", json.display(), md.display());
+    if !report.failures.is_empty() {
+        for (name, error) in &report.failures {
+            eprintln!("scenario {name} failed: {error}");
+        }
+        anyhow::bail!("{} scenario(s) failed", report.failures.len());
+    }
+    Ok(())
+}

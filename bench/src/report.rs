@@ -1,0 +1,120 @@
+//! The results: one row per figure with its baseline measured in the same run
+//! and the ratio ours ÷ baseline, written as `<date>.json` and `<date>.md`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::load::Summary;
+
+/// One figure next to its baseline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub scenario: String,
+    pub metric: String,
+    pub ours: f64,
+    pub baseline: f64,
+    /// ours ÷ baseline.
+    pub ratio: f64,
+    /// "higher is better" or "lower is better".
+    pub better: &'static str,
+    pub baseline_name: String,
+}
+
+impl Row {
+    pub fn new(
+        scenario: &str,
+        metric: &str,
+        ours: f64,
+        baseline: f64,
+        higher_is_better: bool,
+        baseline_name: &str,
+    ) -> Self {
+        let row = Self {
+            scenario: scenario.into(),
+            metric: metric.into(),
+            ours,
+            baseline,
+            ratio: if baseline > 0.0 { ours / baseline } else { 0.0 },
+            better: if higher_is_better { "higher" } else { "lower" },
+            baseline_name: baseline_name.into(),
+        };
+        println!(
+            "[{}] {}: ours {:.2}, baseline {:.2} ({}), ratio {:.3} ({} is better)",
+            row.scenario,
+            row.metric,
+            row.ours,
+            row.baseline,
+            row.baseline_name,
+            row.ratio,
+            row.better
+        );
+        row
+    }
+}
+
+/// Everything one run measured.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub started_at: String,
+    pub mode: String,
+    pub command: String,
+    pub rows: Vec<Row>,
+    /// Every fixed-rate run, by scenario and side.
+    pub runs: Vec<(String, String, Summary)>,
+    /// Scenarios that failed, with the error.
+    pub failures: Vec<(String, String)>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn runs(&mut self, scenario: &str, side: &str, summaries: &[Summary]) {
+        for s in summaries {
+            self.runs.push((scenario.into(), side.into(), s.clone()));
+        }
+    }
+
+    /// Writes `<out>/<stamp>.json` and `<out>/<stamp>.md`; answers their paths.
+    pub fn write(&self, out: &Path, stamp: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+        std::fs::create_dir_all(out)?;
+        let json = out.join(format!("{stamp}.json"));
+        std::fs::write(&json, serde_json::to_string_pretty(self)?)?;
+        let md = out.join(format!("{stamp}.md"));
+        std::fs::write(&md, self.markdown())?;
+        Ok((json, md))
+    }
+
+    fn markdown(&self) -> String {
+        let mut s = format!(
+            "# likes-bench {} run, {}\n\n`{}`\n\nRatios are ours ÷ the baseline measured in the same run on the same machine.\n\n",
+            self.mode, self.started_at, self.command
+        );
+        s.push_str("| scenario | metric | ours | baseline | ratio | better | baseline is |\n|---|---|---:|---:|---:|---|---|\n");
+        for r in &self.rows {
+            s.push_str(&format!(
+                "| {} | {} | {:.2} | {:.2} | {:.3} | {} | {} |\n",
+                r.scenario, r.metric, r.ours, r.baseline, r.ratio, r.better, r.baseline_name
+            ));
+        }
+        s.push_str("\n## Fixed-rate runs\n\n| scenario | side | target/s | achieved/s | ok | errors | P50 ms | P99 ms | P99.9 ms | max ms |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for (scenario, side, r) in &self.runs {
+            s.push_str(&format!(
+                "| {scenario} | {side} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+                r.target_rate, r.achieved_rate, r.ok, r.errors, r.p50_ms, r.p99_ms, r.p999_ms, r.max_ms
+            ));
+        }
+        if !self.failures.is_empty() {
+            s.push_str("\n## Failed scenarios\n\n");
+            for (name, error) in &self.failures {
+                s.push_str(&format!("- {name}: {error}\n"));
+            }
+        }
+        if !self.notes.is_empty() {
+            s.push_str("\n## Notes\n\n");
+            for n in &self.notes {
+                s.push_str(&format!("- {n}\n"));
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,143 @@
+//! Scenario 1 (single-like API vs a bare warp POST returning 204 with the same
+//! body) and scenario 5 (cached `GET` count vs a bare warp GET), both against
+//! an in-process ingest on port 0 with its own topic, database and prefix.
+
+use crate::baselines;
+use crate::env::{BenchEnv, Service};
+use crate::http::{self, get_counts, max_sustainable, post_likes};
+use crate::keys::{ITEM_TYPE, Keys};
+use crate::report::{Report, Row};
+use crate::scenarios::Config;
+
+/// The P99 bound of "sustainable" for writes.
+pub const WRITE_P99_MS: f64 = 20.0;
+/// The P99 bound of "sustainable" for cached reads.
+pub const READ_P99_MS: f64 = 2.0;
+
+/// Runs scenario 1; answers our max sustainable likes/s (for scenario 6).
+pub async fn single_like(cfg: &Config, report: &mut Report) -> anyhow::Result<f64> {
+    const NAME: &str = "1 single-like";
+    let env = BenchEnv::new(8).await?;
+    let ingest = env.start_ingest().await?;
+    let bare = baselines::bare_post().await?;
+    let client = http::client()?;
+    let mut keys = Keys::new(cfg.items, cfg.zipf_exponent, cfg.users, 1)?;
+    let (ours_url, bare_url) = (ingest.url("/v1/likes"), bare.url("/v1/likes"));
+    // Warm both: connections, schema, producer metadata.
+    post_likes(&client, &ours_url, &mut keys, 200.0, cfg.step / 4).await?;
+    post_likes(&client, &bare_url, &mut keys, 200.0, cfg.step / 4).await?;
+    for &rate in &cfg.fixed_rates {
+        let ours = post_likes(&client, &ours_url, &mut keys, rate, cfg.step).await?;
+        let base = post_likes(&client, &bare_url, &mut keys, rate, cfg.step).await?;
+        latency_rows(report, NAME, rate, &ours, &base, "bare warp POST 204");
+        report.runs(NAME, "ours", &[ours]);
+        report.runs(NAME, "bare warp POST", &[base]);
+    }
+    let (ours_max, ours_runs) = max_sustainable(
+        cfg.search_start,
+        cfg.search_max,
+        WRITE_P99_MS,
+        async |rate| post_likes(&client, &ours_url, &mut keys, rate, cfg.step).await,
+    )
+    .await?;
+    let (base_max, base_runs) = max_sustainable(
+        cfg.search_start,
+        cfg.search_max,
+        WRITE_P99_MS,
+        async |rate| post_likes(&client, &bare_url, &mut keys, rate, cfg.step).await,
+    )
+    .await?;
+    report.runs(NAME, "ours (search)", &ours_runs);
+    report.runs(NAME, "bare warp POST (search)", &base_runs);
+    report.rows.push(Row::new(
+        NAME,
+        "max sustainable likes/s (P99 < 20 ms)",
+        ours_max,
+        base_max,
+        true,
+        "bare warp POST 204",
+    ));
+    stop(ingest, bare).await?;
+    Ok(ours_max)
+}
+
+/// Runs scenario 5: reads of counts cached in Redis (warmed first).
+pub async fn cached_read(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
+    const NAME: &str = "5 cached read";
+    let env = BenchEnv::new(1).await?;
+    let ingest = env.start_ingest().await?;
+    let bare = baselines::bare_get().await?;
+    let client = http::client()?;
+    warm_cache(&client, &ingest, cfg.items.min(20_000)).await?;
+    let mut keys = Keys::new(cfg.items.min(20_000), cfg.zipf_exponent, cfg.users, 5)?;
+    let (ours_base, bare_base) = (ingest.url(""), bare.url(""));
+    for &rate in &cfg.fixed_rates {
+        let ours = get_counts(&client, &ours_base, &mut keys, rate, cfg.step).await?;
+        let base = get_counts(&client, &bare_base, &mut keys, rate, cfg.step).await?;
+        latency_rows(report, NAME, rate, &ours, &base, "bare warp GET");
+        report.runs(NAME, "ours", &[ours]);
+        report.runs(NAME, "bare warp GET", &[base]);
+    }
+    let (ours_max, ours_runs) = max_sustainable(
+        cfg.search_start,
+        cfg.search_max,
+        READ_P99_MS,
+        async |rate| get_counts(&client, &ours_base, &mut keys, rate, cfg.step).await,
+    )
+    .await?;
+    let (base_max, base_runs) = max_sustainable(
+        cfg.search_start,
+        cfg.search_max,
+        READ_P99_MS,
+        async |rate| get_counts(&client, &bare_base, &mut keys, rate, cfg.step).await,
+    )
+    .await?;
+    report.runs(NAME, "ours (search)", &ours_runs);
+    report.runs(NAME, "bare warp GET (search)", &base_runs);
+    report.rows.push(Row::new(
+        NAME,
+        "max sustainable reads/s (P99 < 2 ms)",
+        ours_max,
+        base_max,
+        true,
+        "bare warp GET",
+    ));
+    stop(ingest, bare).await
+}
+
+/// Fills Redis with every item's count through the bulk endpoint (misses refilled).
+async fn warm_cache(client: &reqwest::Client, ingest: &Service, items: u64) -> anyhow::Result<()> {
+    let ids: Vec<u64> = (1..=items).collect();
+    for chunk in ids.chunks(1000) {
+        let list: Vec<String> = chunk.iter().map(|i| format!("{ITEM_TYPE}:{i}")).collect();
+        let url = ingest.url(&format!("/v1/counts?items={}", list.join(",")));
+        let status = client.get(url).send().await?.status();
+        anyhow::ensure!(status.is_success(), "warming the cache: {status}");
+    }
+    Ok(())
+}
+
+fn latency_rows(
+    report: &mut Report,
+    name: &str,
+    rate: f64,
+    ours: &crate::load::Summary,
+    base: &crate::load::Summary,
+    baseline: &str,
+) {
+    for (label, o, b) in [
+        ("P50", ours.p50_ms, base.p50_ms),
+        ("P99", ours.p99_ms, base.p99_ms),
+        ("P99.9", ours.p999_ms, base.p999_ms),
+    ] {
+        let metric = format!("{label} ms at {rate:.0}/s");
+        report
+            .rows
+            .push(Row::new(name, &metric, o, b, false, baseline));
+    }
+}
+
+async fn stop(ingest: Service, bare: Service) -> anyhow::Result<()> {
+    ingest.stop().await?;
+    bare.stop().await
+}

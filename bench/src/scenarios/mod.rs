@@ -1,0 +1,57 @@
+//! The scenarios, each measured next to its baseline in the same run.
+
+pub mod api;
+pub mod drain;
+pub mod events;
+pub mod naive;
+
+use std::time::Duration;
+
+/// How big and long a run is.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub quick: bool,
+    /// Fixed rates at which P50/P99/P99.9 are compared.
+    pub fixed_rates: Vec<f64>,
+    /// Length of one fixed-rate run.
+    pub step: Duration,
+    /// The search for the max sustainable rate starts here and doubles.
+    pub search_start: f64,
+    pub search_max: f64,
+    /// Items (Zipf ranked) and users (uniform).
+    pub items: u64,
+    pub users: i64,
+    pub zipf_exponent: f64,
+    /// Events pre-filled for the projector drain.
+    pub drain_events: u64,
+}
+
+impl Config {
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                quick,
+                fixed_rates: vec![500.0, 2000.0],
+                step: Duration::from_secs(4),
+                search_start: 1000.0,
+                search_max: 64_000.0,
+                items: 10_000,
+                users: 1_000_000,
+                zipf_exponent: 1.0,
+                drain_events: 200_000,
+            }
+        } else {
+            Self {
+                quick,
+                fixed_rates: vec![1000.0, 5000.0, 10_000.0],
+                step: Duration::from_secs(20),
+                search_start: 1000.0,
+                search_max: 256_000.0,
+                items: 1_000_000,
+                users: 10_000_000,
+                zipf_exponent: 1.0,
+                drain_events: 5_000_000,
+            }
+        }
+    }
+}
