@@ -3,6 +3,7 @@
 //! the partitions' offsets commit in one transaction, fenced by an owner epoch —
 //! then the Redis projection from the counts PostgreSQL returned.
 
+mod background;
 mod batch;
 mod consumer;
 mod dead_letters;

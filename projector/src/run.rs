@@ -19,6 +19,7 @@ use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer};
 use tracing::Instrument;
 
+use crate::background::{prune_forever, retry_forever};
 use crate::batch::{Batch, Offer};
 use crate::consumer::{ProjectorConsumer, ProjectorContext};
 use crate::dead_letters::DeadLetters;
@@ -278,39 +279,6 @@ impl Projector {
         }
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             tracing::debug!(error = %e, "kafka offset commit (for tooling) failed");
-        }
-    }
-}
-
-/// Forgets applied event ids past the dedup horizon, once a minute. Every
-/// projector instance runs it; the deletes are idempotent.
-async fn prune_forever(db: PgPool, horizon: Duration) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        tick.tick().await;
-        match writer::prune_applied_events(&db, horizon.as_secs() as i64).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(pruned = n, "applied event ids pruned"),
-            Err(e) => tracing::warn!(error = %e, "pruning applied event ids failed"),
-        }
-    }
-}
-
-/// Runs `op` until it succeeds, backing off between transient failures.
-async fn retry_forever<T, F, Fut>(what: &str, mut op: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
-{
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match op().await {
-            Ok(value) => return value,
-            Err(e) => {
-                tracing::warn!(error = %e, what, "retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
         }
     }
 }
