@@ -1,6 +1,6 @@
 //! `likes-replay`: tools for data engineers and auditors over the `like-events`
 //! topic: preparing a stack (`setup`), reading an item's or a user's history,
-//! explaining a count and reconciling the projections. Every read of the topic
+//! explaining a count, reconciling the projections, snapshots and rebuilds. Every read of the topic
 //! uses its own consumer with assigned partitions ([`reader`]), never joining
 //! or committing for the live projector's group.
 
@@ -13,6 +13,9 @@ pub mod output;
 pub mod partitioner;
 pub mod progress;
 pub mod reader;
+pub mod rebuild_postgres;
 pub mod rebuild_redis;
 pub mod setup;
+pub mod shadow;
+pub mod snapshot;
 pub mod verify;

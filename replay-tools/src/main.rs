@@ -13,8 +13,10 @@ use likes_replay::count;
 use likes_replay::explain;
 use likes_replay::history::{self, HistoryPrinter, HistoryQuery, Subject};
 use likes_replay::output::{self, Format};
+use likes_replay::rebuild_postgres::{self, RebuildFrom};
 use likes_replay::rebuild_redis;
 use likes_replay::setup::{self, Layout};
+use likes_replay::snapshot::{self, SnapshotCommand};
 use likes_replay::verify::{self, VerifyOptions};
 
 /// Replay and audit tools for the likes event log.
@@ -94,6 +96,11 @@ enum Command {
         #[command(subcommand)]
         target: RebuildTarget,
     },
+    /// Consistent snapshots of the PostgreSQL projection with the offsets they reflect.
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,6 +110,20 @@ enum RebuildTarget {
     /// API and the projector run.
     Redis {
         /// Output: a summary line, or one JSON document.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Rebuild user_likes and counters into shadow tables from the topic (or a
+    /// snapshot plus the topic), verify, and swap them in atomically. Safe while
+    /// the projector runs; refuses when retention deleted events it needs.
+    Postgres {
+        /// `earliest` (the whole topic) or `snapshot:<id>` (a snapshot plus its tail).
+        #[arg(long, default_value = "earliest")]
+        from: RebuildFrom,
+        /// Build and verify, but leave the live tables as they are.
+        #[arg(long)]
+        dry_run: bool,
+        /// Output: a summary, or one JSON document.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -194,6 +215,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     done.deleted, done.written
                 )?,
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rebuild {
+            target:
+                RebuildTarget::Postgres {
+                    from,
+                    dry_run,
+                    format,
+                },
+        } => {
+            let done = rebuild_postgres::run(&stack, from, dry_run).await?;
+            rebuild_postgres::print(&mut std::io::stdout().lock(), &done, format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Snapshot { action } => {
+            snapshot::command(&stack, action).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Count {
