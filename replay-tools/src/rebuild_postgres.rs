@@ -240,7 +240,9 @@ async fn catch_up(
     limits: &HashMap<i32, i64>,
     own_tx: bool,
 ) -> anyhow::Result<()> {
+    let pass = Instant::now();
     let spans = plan(stack, &build.positions, limits)?;
+    let planned = pass.elapsed();
     let mut reader = TopicHandle::open(stack)?.read(stack, &spans, "rebuild postgres")?;
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(record) = reader.next().await? {
@@ -261,6 +263,7 @@ async fn catch_up(
         }
     }
     flush(conn, &mut batch, own_tx).await?;
+    tracing::info!(?planned, elapsed = ?pass.elapsed(), events = build.events, "rebuild pass");
     for span in spans {
         build.positions.insert(span.partition, span.end);
     }

@@ -1,0 +1,176 @@
+//! `likes-replay rebuild postgres`: builds shadow tables from the topic (or a
+//! snapshot plus its tail) while the projector runs, swaps them in atomically,
+//! leaves the live tables alone on a dry run, and refuses a start that retention
+//! deleted.
+
+use std::time::Duration;
+
+use likes_replay::rebuild_postgres::{self, RebuildFrom};
+use likes_replay::snapshot;
+use likes_tests::load::{ITEM_TYPE, Load};
+use likes_tests::{TestEnv, eventually};
+use rdkafka::TopicPartitionList;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use serde_json::json;
+
+/// An item no client touches, given a wrong count in the live `counters`.
+const BOGUS_ITEM: i64 = 999;
+
+async fn inject_bogus_counter(env: &TestEnv) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO counters (item_id, item_type, count, last_offset) VALUES ($1, 1, 5, 0)",
+    )
+    .bind(BOGUS_ITEM)
+    .execute(&env.db)
+    .await?;
+    Ok(())
+}
+
+/// Waits until the projector has applied every record of the topic.
+async fn projected_everything(env: &TestEnv) -> anyhow::Result<()> {
+    eventually(Duration::from_secs(60), || async {
+        let stored = likes_infra::store::offsets::positions(&env.db, &env.stack.topic).await?;
+        Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
+    })
+    .await
+}
+
+async fn tables(env: &TestEnv) -> anyhow::Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()
+         AND tablename LIKE ANY (ARRAY['user_likes%', 'counters%']) ORDER BY 1",
+    )
+    .fetch_all(&env.db)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+async fn post_like(url: &str, user: i64, item: i64) -> anyhow::Result<()> {
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(&json!({"user_id": user, "item_id": item, "item_type": ITEM_TYPE}))
+        .send()
+        .await?;
+    anyhow::ensure!(response.status() == 202, "{}", response.text().await?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_while_likes_flow_swaps_in_counts_equal_to_a_full_recount() -> anyhow::Result<()>
+{
+    let env = TestEnv::new(2).await?;
+    let ingest = env.start_ingest().await?;
+    let projector = env.start_projector();
+    let items: Vec<i64> = (1..=5).collect();
+    let load = Load {
+        users: 20,
+        items: items.clone(),
+        pace: Duration::from_millis(5),
+        give_up_after: Duration::from_secs(30),
+    }
+    .start(&ingest.url(""));
+    load.wait_for_requests(300).await;
+    inject_bogus_counter(&env).await?;
+
+    let done = rebuild_postgres::run(&env.stack, RebuildFrom::Earliest, false).await?;
+    eprintln!(
+        "rebuild: {} events ({} in the locked tail) at {:.0} events/s",
+        done.events, done.tail_events, done.events_per_second
+    );
+
+    load.wait_for_requests(300).await; // the projector keeps writing into the new tables
+    let ledger = load.stop().await;
+    projected_everything(&env).await?;
+    projector.stop().await??;
+    ingest.running.stop().await?;
+    assert!(done.swapped && done.events >= 300, "{done:?}");
+    assert_eq!(done.inconsistent, 0);
+    assert_eq!(done.live_differences, 1, "{:?}", done.listed_differences);
+    assert_eq!(done.listed_differences[0].item_id, BOGUS_ITEM);
+    assert_eq!(ledger.unresolved, 0);
+    for (item, expected) in ledger.expected_counts(&items) {
+        assert_eq!(
+            env.db_count(ITEM_TYPE, item).await?,
+            expected,
+            "item {item}"
+        );
+        assert_eq!(
+            env.db_likers(ITEM_TYPE, item).await?,
+            expected,
+            "item {item}"
+        );
+    }
+    assert_eq!(env.db_count(ITEM_TYPE, BOGUS_ITEM).await?, 0);
+    assert_eq!(tables(&env).await?, ["counters", "user_likes"]);
+    let (pkeys,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM pg_indexes WHERE indexname IN
+         ('user_likes_pkey', 'user_likes_by_user', 'counters_pkey')",
+    )
+    .fetch_one(&env.db)
+    .await?;
+    assert_eq!(pkeys, 3, "the swapped-in tables carry the live index names");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_reports_the_differences_and_leaves_the_live_tables_untouched()
+-> anyhow::Result<()> {
+    let env = TestEnv::new(2).await?;
+    let ingest = env.start_ingest().await?;
+    let projector = env.start_projector();
+    for (user, item) in [(1, 10), (2, 10), (1, 11)] {
+        post_like(&ingest.url("/v1/likes"), user, item).await?;
+    }
+    projected_everything(&env).await?;
+    inject_bogus_counter(&env).await?;
+
+    let done = rebuild_postgres::run(&env.stack, RebuildFrom::Earliest, true).await?;
+
+    projector.stop().await??;
+    ingest.running.stop().await?;
+    assert!(!done.swapped, "{done:?}");
+    assert_eq!((done.events, done.live_differences), (3, 1));
+    assert_eq!(env.db_count(ITEM_TYPE, BOGUS_ITEM).await?, 5);
+    assert_eq!(env.db_count(ITEM_TYPE, 10).await?, 2);
+    assert_eq!(tables(&env).await?, ["counters", "user_likes"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_that_needs_deleted_events_refuses_and_a_newer_snapshot_still_works()
+-> anyhow::Result<()> {
+    let env = TestEnv::new(1).await?;
+    let ingest = env.start_ingest().await?;
+    let projector = env.start_projector();
+    for (user, item) in [(1, 10), (2, 10), (1, 11)] {
+        post_like(&ingest.url("/v1/likes"), user, item).await?;
+    }
+    projected_everything(&env).await?;
+    let snap = snapshot::create(&env.db, &env.stack.topic, None).await?;
+    post_like(&ingest.url("/v1/likes"), 3, 10).await?;
+    projected_everything(&env).await?;
+    // Retention: everything before the snapshot's offset 3 is gone.
+    let admin: AdminClient<DefaultClientContext> =
+        likes_infra::kafka::consumer_config(&env.stack.kafka_bootstrap, "admin").create()?;
+    let mut upto = TopicPartitionList::new();
+    upto.add_partition_offset(&env.stack.topic, 0, rdkafka::Offset::Offset(3))?;
+    admin.delete_records(&upto, &AdminOptions::new()).await?;
+    inject_bogus_counter(&env).await?;
+
+    let refused = rebuild_postgres::run(&env.stack, RebuildFrom::Earliest, false).await;
+    let from_snapshot =
+        rebuild_postgres::run(&env.stack, RebuildFrom::Snapshot(snap.id), false).await;
+
+    projector.stop().await??;
+    ingest.running.stop().await?;
+    let message = format!("{:#}", refused.err().ok_or(anyhow::anyhow!("not refused"))?);
+    assert!(message.contains("retention deleted"), "{message}");
+    let done = from_snapshot?;
+    assert!(done.swapped, "{done:?}");
+    assert_eq!((done.events, done.live_differences), (1, 1));
+    assert_eq!(env.db_count(ITEM_TYPE, 10).await?, 3);
+    assert_eq!(env.db_count(ITEM_TYPE, 11).await?, 1);
+    assert_eq!(env.db_count(ITEM_TYPE, BOGUS_ITEM).await?, 0);
+    Ok(())
+}
