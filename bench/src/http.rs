@@ -58,29 +58,38 @@ pub async fn get_counts(
     .await
 }
 
-/// Doubles the rate from `start` while a run keeps P99 under `p99_limit_ms`,
-/// no errors, and at least 95 % of the rate asked; then answers the best
-/// achieved rate that passed (0 when none did) and every run.
+/// What the rate search found.
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    /// The best achieved rate of a run with no error, P99 under the bound and at
+    /// least 95 % of the rate asked (0 when none passed).
+    pub sustainable: f64,
+    /// The best achieved rate of any run (saturation throughput).
+    pub peak: f64,
+    pub runs: Vec<Summary>,
+}
+
+/// Doubles the rate from `start` up to `max_rate` until a run saturates (under
+/// 90 % of the rate asked, or over 1 % errors).
 pub async fn max_sustainable(
     start: f64,
     max_rate: f64,
     p99_limit_ms: f64,
     mut run: impl AsyncFnMut(f64) -> anyhow::Result<Summary>,
-) -> anyhow::Result<(f64, Vec<Summary>)> {
-    let (mut rate, mut best, mut runs) = (start, 0.0f64, Vec::new());
+) -> anyhow::Result<Search> {
+    let (mut rate, mut found) = (start, Search::default());
     while rate <= max_rate {
-        let summary = run(rate).await?;
-        let passed = summary.errors == 0
-            && summary.p99_ms < p99_limit_ms
-            && summary.achieved_rate >= 0.95 * rate;
-        if passed {
-            best = best.max(summary.achieved_rate);
+        let s = run(rate).await?;
+        if s.errors == 0 && s.p99_ms < p99_limit_ms && s.achieved_rate >= 0.95 * rate {
+            found.sustainable = found.sustainable.max(s.achieved_rate);
         }
-        runs.push(summary);
-        if !passed {
+        found.peak = found.peak.max(s.achieved_rate);
+        let saturated = s.achieved_rate < 0.9 * rate || s.errors * 100 > s.sent;
+        found.runs.push(s);
+        if saturated {
             break;
         }
         rate *= 2.0;
     }
-    Ok((best, runs))
+    Ok(found)
 }

@@ -36,7 +36,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    likes_infra::telemetry::init("error");
+    likes_infra::telemetry::init("error,warp::server=off");
     let cfg = Config::new(args.quick);
     let started = chrono::Utc::now();
     let mut report = Report {
@@ -74,8 +74,8 @@ async fn main() -> anyhow::Result<()> {
             .push(("5 cached read".into(), format!("{e:#}")));
     }
     if wants(6)
-        && let Some(max) = ours_max
-        && let Err(e) = scenarios::naive::naive(&cfg, &mut report, max).await
+        && let Some(ours) = &ours_max
+        && let Err(e) = scenarios::naive::naive(&cfg, &mut report, ours).await
     {
         report.failures.push(("6 naive".into(), format!("{e:#}")));
     }

@@ -4,7 +4,7 @@
 
 use crate::baselines;
 use crate::env::{BenchEnv, Service};
-use crate::http::{self, get_counts, max_sustainable, post_likes};
+use crate::http::{self, Search, get_counts, max_sustainable, post_likes};
 use crate::keys::{ITEM_TYPE, Keys};
 use crate::report::{Report, Row};
 use crate::scenarios::Config;
@@ -14,8 +14,8 @@ pub const WRITE_P99_MS: f64 = 20.0;
 /// The P99 bound of "sustainable" for cached reads.
 pub const READ_P99_MS: f64 = 2.0;
 
-/// Runs scenario 1; answers our max sustainable likes/s (for scenario 6).
-pub async fn single_like(cfg: &Config, report: &mut Report) -> anyhow::Result<f64> {
+/// Runs scenario 1; answers our rate search (for scenario 6).
+pub async fn single_like(cfg: &Config, report: &mut Report) -> anyhow::Result<Search> {
     const NAME: &str = "1 single-like";
     let env = BenchEnv::new(8).await?;
     let ingest = env.start_ingest().await?;
@@ -33,32 +33,31 @@ pub async fn single_like(cfg: &Config, report: &mut Report) -> anyhow::Result<f6
         report.runs(NAME, "ours", &[ours]);
         report.runs(NAME, "bare warp POST", &[base]);
     }
-    let (ours_max, ours_runs) = max_sustainable(
+    let ours = max_sustainable(
         cfg.search_start,
         cfg.search_max,
         WRITE_P99_MS,
         async |rate| post_likes(&client, &ours_url, &mut keys, rate, cfg.step).await,
     )
     .await?;
-    let (base_max, base_runs) = max_sustainable(
+    let base = max_sustainable(
         cfg.search_start,
         cfg.search_max,
         WRITE_P99_MS,
         async |rate| post_likes(&client, &bare_url, &mut keys, rate, cfg.step).await,
     )
     .await?;
-    report.runs(NAME, "ours (search)", &ours_runs);
-    report.runs(NAME, "bare warp POST (search)", &base_runs);
-    report.rows.push(Row::new(
+    search_rows(
+        report,
         NAME,
-        "max sustainable likes/s (P99 < 20 ms)",
-        ours_max,
-        base_max,
-        true,
+        "likes/s",
+        "20 ms",
+        &ours,
+        &base,
         "bare warp POST 204",
-    ));
+    );
     stop(ingest, bare).await?;
-    Ok(ours_max)
+    Ok(ours)
 }
 
 /// Runs scenario 5: reads of counts cached in Redis (warmed first).
@@ -78,30 +77,29 @@ pub async fn cached_read(cfg: &Config, report: &mut Report) -> anyhow::Result<()
         report.runs(NAME, "ours", &[ours]);
         report.runs(NAME, "bare warp GET", &[base]);
     }
-    let (ours_max, ours_runs) = max_sustainable(
+    let ours = max_sustainable(
         cfg.search_start,
         cfg.search_max,
         READ_P99_MS,
         async |rate| get_counts(&client, &ours_base, &mut keys, rate, cfg.step).await,
     )
     .await?;
-    let (base_max, base_runs) = max_sustainable(
+    let base = max_sustainable(
         cfg.search_start,
         cfg.search_max,
         READ_P99_MS,
         async |rate| get_counts(&client, &bare_base, &mut keys, rate, cfg.step).await,
     )
     .await?;
-    report.runs(NAME, "ours (search)", &ours_runs);
-    report.runs(NAME, "bare warp GET (search)", &base_runs);
-    report.rows.push(Row::new(
+    search_rows(
+        report,
         NAME,
-        "max sustainable reads/s (P99 < 2 ms)",
-        ours_max,
-        base_max,
-        true,
+        "reads/s",
+        "2 ms",
+        &ours,
+        &base,
         "bare warp GET",
-    ));
+    );
     stop(ingest, bare).await
 }
 
@@ -135,6 +133,35 @@ fn latency_rows(
             .rows
             .push(Row::new(name, &metric, o, b, false, baseline));
     }
+}
+
+/// The two rows of a rate search (sustainable under the P99 bound, and peak)
+/// and its runs.
+pub fn search_rows(
+    report: &mut Report,
+    name: &str,
+    unit: &str,
+    bound: &str,
+    ours: &Search,
+    base: &Search,
+    baseline: &str,
+) {
+    let sustainable = format!("max sustainable {unit} (P99 < {bound})");
+    let row = Row::new(
+        name,
+        &sustainable,
+        ours.sustainable,
+        base.sustainable,
+        true,
+        baseline,
+    );
+    report.rows.push(row);
+    let peak = format!("peak {unit} (saturation)");
+    report
+        .rows
+        .push(Row::new(name, &peak, ours.peak, base.peak, true, baseline));
+    report.runs(name, "ours (search)", &ours.runs);
+    report.runs(name, &format!("{baseline} (search)"), &base.runs);
 }
 
 async fn stop(ingest: Service, bare: Service) -> anyhow::Result<()> {

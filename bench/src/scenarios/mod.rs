@@ -33,7 +33,7 @@ impl Config {
                 quick,
                 fixed_rates: vec![500.0, 2000.0],
                 step: Duration::from_secs(4),
-                search_start: 1000.0,
+                search_start: 250.0,
                 search_max: 64_000.0,
                 items: 10_000,
                 users: 1_000_000,

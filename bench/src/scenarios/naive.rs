@@ -6,14 +6,14 @@ use likes_infra::store;
 
 use crate::baselines;
 use crate::env::fresh_database;
-use crate::http::{self, max_sustainable, post_likes};
+use crate::http::{self, Search, max_sustainable, post_likes};
 use crate::keys::Keys;
-use crate::report::{Report, Row};
+use crate::report::Report;
 use crate::scenarios::Config;
-use crate::scenarios::api::WRITE_P99_MS;
+use crate::scenarios::api::{WRITE_P99_MS, search_rows};
 
-/// Runs scenario 6 against `ours_max` (scenario 1's figure, same run).
-pub async fn naive(cfg: &Config, report: &mut Report, ours_max: f64) -> anyhow::Result<()> {
+/// Runs scenario 6 against `ours`, scenario 1's rate search in the same run.
+pub async fn naive(cfg: &Config, report: &mut Report, ours: &Search) -> anyhow::Result<()> {
     const NAME: &str = "6 vs naive UPDATE";
     let url = fresh_database().await?;
     let db = store::connect_lazy(&url, 10)?;
@@ -23,22 +23,15 @@ pub async fn naive(cfg: &Config, report: &mut Report, ours_max: f64) -> anyhow::
     let mut keys = Keys::new(cfg.items, cfg.zipf_exponent, cfg.users, 6)?;
     let like_url = server.url("/v1/likes");
     post_likes(&client, &like_url, &mut keys, 200.0, cfg.step / 4).await?;
-    let (naive_max, runs) = max_sustainable(
+    let naive = max_sustainable(
         cfg.search_start / 4.0,
         cfg.search_max,
         WRITE_P99_MS,
         async |rate| post_likes(&client, &like_url, &mut keys, rate, cfg.step).await,
     )
     .await?;
-    report.runs(NAME, "naive", &runs);
-    report.rows.push(Row::new(
-        NAME,
-        "max sustainable likes/s (P99 < 20 ms)",
-        ours_max,
-        naive_max,
-        true,
-        "naive per-like UPDATE counters",
-    ));
+    let baseline = "naive per-like UPDATE counters";
+    search_rows(report, NAME, "likes/s", "20 ms", ours, &naive, baseline);
     server.stop().await?;
     db.close().await;
     Ok(())
