@@ -28,7 +28,7 @@ struct Args {
     /// Where the results files go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
-    /// Run only these scenarios (numbers 1, 3, 5, 6); all when empty.
+    /// Run only these scenarios (numbers 1, 2, 3, 5, 6); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u32>,
 }
@@ -58,6 +58,13 @@ async fn main() -> anyhow::Result<()> {
                 .failures
                 .push(("1 single-like".into(), format!("{e:#}"))),
         }
+    }
+    if wants(2)
+        && let Err(e) = scenarios::batch::batch(&cfg, &mut report).await
+    {
+        report
+            .failures
+            .push(("2 batch API".into(), format!("{e:#}")));
     }
     if wants(3)
         && let Err(e) = scenarios::drain::drain(&cfg, &mut report).await

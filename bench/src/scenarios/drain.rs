@@ -52,7 +52,7 @@ pub async fn drain(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
 }
 
 /// Encodes every event once, then produces them many in flight; answers events/s.
-async fn fill(env: &BenchEnv, events: &[likes_domain::LikeEvent]) -> anyhow::Result<f64> {
+pub async fn fill(env: &BenchEnv, events: &[likes_domain::LikeEvent]) -> anyhow::Result<f64> {
     let codec = EventCodec::new(&env.stack.schema_registry_url, &env.stack.topic)?;
     codec.register().await?;
     let mut encoded = Vec::with_capacity(events.len());

@@ -1,6 +1,7 @@
 //! The scenarios, each measured next to its baseline in the same run.
 
 pub mod api;
+pub mod batch;
 pub mod drain;
 pub mod events;
 pub mod naive;
