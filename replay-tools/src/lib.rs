@@ -15,6 +15,7 @@ pub mod progress;
 pub mod reader;
 pub mod rebuild_postgres;
 pub mod rebuild_redis;
+pub mod rebuild_report;
 pub mod setup;
 pub mod shadow;
 pub mod snapshot;

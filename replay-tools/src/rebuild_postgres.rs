@@ -16,65 +16,18 @@ use anyhow::{Context, bail};
 use likes_domain::Position;
 use likes_infra::settings::StackSettings;
 use likes_infra::store::{self, PgPool};
-use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::reader::{Span, TopicHandle};
-use crate::shadow::{self, CountDiff};
+pub use crate::rebuild_report::{PostgresRebuild, RebuildFrom, print};
+use crate::shadow;
 use crate::snapshot;
 
 /// Events applied to the shadow tables per statement batch.
 const BATCH: usize = 10_000;
 /// Differences from the live counts listed in the report (all are counted).
 const MAX_LISTED: i64 = 100;
-
-/// Where a rebuild starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum RebuildFrom {
-    /// The topic from offset 0 of every partition.
-    Earliest,
-    /// A snapshot's rows, then the topic from the snapshot's offsets.
-    Snapshot(i64),
-}
-
-impl std::str::FromStr for RebuildFrom {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.strip_prefix("snapshot:") {
-            None if s == "earliest" => Ok(Self::Earliest),
-            Some(id) => id
-                .parse()
-                .map(Self::Snapshot)
-                .map_err(|_| format!("snapshot:<id> needs a numeric id, got {id:?}")),
-            None => Err(format!("expected earliest or snapshot:<id>, got {s:?}")),
-        }
-    }
-}
-
-/// What a rebuild did.
-#[derive(Debug, Clone, Serialize)]
-pub struct PostgresRebuild {
-    pub from: RebuildFrom,
-    pub dry_run: bool,
-    /// Events read from the topic (all passes), and how many were duplicates.
-    pub events: u64,
-    pub duplicates: u64,
-    /// Undecodable records skipped (the projector sends them to the DLQ).
-    pub poison: u64,
-    /// Events applied inside the swap transaction (the final tail).
-    pub tail_events: u64,
-    /// Seconds and events/s of reading and applying the log (all passes).
-    pub seconds: f64,
-    pub events_per_second: f64,
-    /// Shadow items whose count differs from `COUNT(*)` of shadow `user_likes`.
-    pub inconsistent: i64,
-    /// Items whose rebuilt count differs from the live one at the same offsets.
-    pub live_differences: i64,
-    pub listed_differences: Vec<CountDiff>,
-    /// Whether the shadow tables replaced the live ones.
-    pub swapped: bool,
-}
 
 /// The state of a build in progress: where the shadow stands per partition.
 struct Build {
@@ -286,45 +239,5 @@ async fn flush(
         shadow::apply(conn, batch).await?;
     }
     batch.clear();
-    Ok(())
-}
-
-/// Prints a rebuild's report: a few lines, or one JSON document.
-pub fn print(
-    out: &mut impl std::io::Write,
-    done: &PostgresRebuild,
-    format: crate::output::Format,
-) -> anyhow::Result<()> {
-    if format == crate::output::Format::Json {
-        return crate::output::json_line(out, done);
-    }
-    writeln!(
-        out,
-        "read {} events ({} duplicates, {} poison, {} in the final tail) in {:.1} s: {:.0} events/s",
-        done.events,
-        done.duplicates,
-        done.poison,
-        done.tail_events,
-        done.seconds,
-        done.events_per_second
-    )?;
-    writeln!(
-        out,
-        "rebuilt counts vs live at the same offsets: {} items differ",
-        done.live_differences
-    )?;
-    for d in &done.listed_differences {
-        writeln!(
-            out,
-            "  item {}:{}  live {}  rebuilt {}",
-            d.item_type, d.item_id, d.live, d.rebuilt
-        )?;
-    }
-    let verdict = match (done.dry_run, done.swapped) {
-        (true, _) => "dry run: live tables untouched, shadow tables dropped",
-        (false, true) => "swapped: the rebuilt tables are live",
-        (false, false) => "not swapped",
-    };
-    writeln!(out, "{verdict}")?;
     Ok(())
 }
