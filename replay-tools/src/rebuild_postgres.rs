@@ -26,6 +26,10 @@ use crate::snapshot;
 
 /// Events applied to the shadow tables per statement batch.
 const BATCH: usize = 10_000;
+/// Unlocked catch-up passes at most, and the tail that is short enough to
+/// apply while the projector waits.
+const MAX_PASSES: usize = 5;
+const SHORT_TAIL: i64 = 1_000;
 /// Differences from the live counts listed in the report (all are counted).
 const MAX_LISTED: i64 = 100;
 
@@ -94,12 +98,21 @@ async fn rebuild(
         shadow::seed(&mut conn, id).await?;
     }
     let started = Instant::now();
-    // Two passes without locks: the second shortens the tail the swap must apply.
-    for _ in 0..2 {
+    // Passes without locks until the tail left for the swap (which holds the
+    // projector's commits) is short.
+    for pass in 0..MAX_PASSES {
         let live: HashMap<i32, i64> = store::offsets::positions(pool, &stack.topic)
             .await?
             .into_iter()
             .collect();
+        let pending: i64 = live
+            .iter()
+            .map(|(p, end)| end - build.positions.get(p).copied().unwrap_or(0))
+            .filter(|n| *n > 0)
+            .sum();
+        if pass > 0 && pending <= SHORT_TAIL {
+            break;
+        }
         catch_up(stack, &mut conn, &mut build, &live, true).await?;
     }
 
