@@ -246,6 +246,11 @@ pub async fn live_differences(
 /// tables, renames them (and their indexes) to `*_old`, and gives the shadows
 /// the live names and index names. The caller commits, then drops the old ones.
 pub async fn swap(conn: &mut PgConnection) -> anyhow::Result<()> {
+    // A long reader of the live tables fails the swap rather than stalling the
+    // projector (waiting on the offsets' row locks) for as long as it reads.
+    sqlx::query("SET LOCAL lock_timeout = '10s'")
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("LOCK TABLE user_likes, counters IN ACCESS EXCLUSIVE MODE")
         .execute(&mut *conn)
         .await?;
