@@ -118,3 +118,62 @@ pub fn net_batches(events: &[LikeEvent], batch: usize) -> Vec<NetBatch> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(user: i64, item: i64, action: Action) -> LikeEvent {
+        LikeEvent {
+            event_id: EventId::generate(),
+            user_id: UserId::parse(user).expect("user"),
+            item: ItemKey::parse(ITEM_TYPE.into(), item).expect("item"),
+            action,
+            timestamp: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn net_batches_write_only_transitions() {
+        let events = vec![
+            event(1, 10, Action::Like),
+            event(2, 10, Action::Like),
+            event(2, 10, Action::Unlike), // like then unlike in one batch: nothing
+            event(3, 20, Action::Unlike), // unlike of a not-liked pair: nothing
+            event(1, 10, Action::Unlike), // next batch: 1 unlikes 10
+            event(4, 20, Action::Like),
+        ];
+        let nets = net_batches(&events, 4);
+        assert_eq!(nets.len(), 2);
+        assert_eq!(
+            (nets[0].like_items.clone(), nets[0].like_users.clone()),
+            (vec![10], vec![1])
+        );
+        assert!(nets[0].unlike_items.is_empty());
+        assert_eq!(
+            (nets[0].up_items.clone(), nets[0].up_deltas.clone()),
+            (vec![10], vec![1])
+        );
+        assert_eq!(
+            (nets[1].unlike_items.clone(), nets[1].unlike_users.clone()),
+            (vec![10], vec![1])
+        );
+        assert_eq!(
+            (nets[1].down_items.clone(), nets[1].down_deltas.clone()),
+            (vec![10], vec![-1])
+        );
+        assert_eq!(
+            (nets[1].up_items.clone(), nets[1].up_deltas.clone()),
+            (vec![20], vec![1])
+        );
+    }
+
+    #[test]
+    fn generated_unlikes_follow_likes() {
+        let mut keys = Keys::new(100, 1.0, 1000, 7).expect("keys");
+        let events = generate(&mut keys, 2000).expect("events");
+        assert_eq!(events.len(), 2000);
+        let unlikes = events.iter().filter(|e| e.action == Action::Unlike).count();
+        assert!(unlikes > 0 && unlikes < 400, "{unlikes} unlikes");
+    }
+}
