@@ -244,38 +244,19 @@ async fn a_request_retried_many_times_is_applied_once() -> anyhow::Result<()> {
     let late = uuid::Uuid::new_v4();
     let late_like = json!({"user_id": 3, "item_id": 7, "item_type": ITEM_TYPE, "event_id": late});
     let unlike = json!({"user_id": 3, "item_id": 7, "item_type": ITEM_TYPE});
-    assert_eq!(
-        http.post(ingest.url("/v1/likes"))
-            .json(&late_like)
-            .send()
-            .await?
-            .status(),
-        202
-    );
-    eventually(Duration::from_secs(20), || async {
-        Ok(env.db_count(ITEM_TYPE, 7).await? == 3)
-    })
-    .await?;
-    assert_eq!(
-        http.post(ingest.url("/v1/unlikes"))
-            .json(&unlike)
-            .send()
-            .await?
-            .status(),
-        202
-    );
-    eventually(Duration::from_secs(20), || async {
-        Ok(env.db_count(ITEM_TYPE, 7).await? == 2)
-    })
-    .await?;
-    assert_eq!(
-        http.post(ingest.url("/v1/likes"))
-            .json(&late_like)
-            .send()
-            .await?
-            .status(),
-        202
-    );
+    let post = |path: &'static str, body: serde_json::Value| {
+        let request = http.post(ingest.url(path)).json(&body);
+        async move { anyhow::Ok(request.send().await?.status()) }
+    };
+    let count_is = |n: i64| {
+        let env = &env;
+        move || async move { Ok(env.db_count(ITEM_TYPE, 7).await? == n) }
+    };
+    assert_eq!(post("/v1/likes", late_like.clone()).await?, 202);
+    eventually(Duration::from_secs(20), count_is(3)).await?;
+    assert_eq!(post("/v1/unlikes", unlike).await?, 202);
+    eventually(Duration::from_secs(20), count_is(2)).await?;
+    assert_eq!(post("/v1/likes", late_like).await?, 202);
     sent += 3;
     // Let the projector see the late retry, then check nothing moved.
     let end = env.end_offsets()?;
