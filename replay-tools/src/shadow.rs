@@ -4,13 +4,10 @@
 //! offsets and `applied_events`: the rebuild dedups event ids in memory), then
 //! checked and swapped in by renaming inside one transaction.
 
-use std::collections::{BTreeMap, HashSet};
-
 use anyhow::bail;
-use chrono::{DateTime, Utc};
-use likes_domain::{BatchFold, LikeEvent, LikeState, NetChange, Position};
+use likes_domain::{BatchFold, LikeEvent, Position};
+use likes_infra::store::writer::{self, Tables};
 use sqlx::{AssertSqlSafe, PgConnection};
-use uuid::Uuid;
 
 /// Drops any leftover shadow or `*_old` tables and creates empty shadows.
 pub async fn recreate(conn: &mut PgConnection) -> anyhow::Result<()> {
@@ -69,124 +66,13 @@ pub async fn apply(
     for (position, event) in events {
         fold.push(*position, event);
     }
-    let mut changes = fold.finish();
-    // A stable order, as the writer uses, keeps row locks in one order.
-    changes.sort_by_key(|c| (c.item.item_id, c.item.item_type, c.user_id));
-    let mut likes = Cols::default();
-    let mut unlikes = Cols::default();
-    let mut last_offset: BTreeMap<(i64, i16), i64> = BTreeMap::new();
-    for c in &changes {
-        let seen = last_offset.entry(key(c)).or_insert(c.position.offset);
-        *seen = (*seen).max(c.position.offset);
-        match c.state {
-            LikeState::Liked => likes.push(c),
-            LikeState::NotLiked => unlikes.push(c),
-        }
-    }
-    let inserted: Vec<(i64, i16)> = sqlx::query_as(
-        "INSERT INTO user_likes_rebuild (item_id, item_type, user_id, liked_at, event_id)
-         SELECT * FROM UNNEST($1::bigint[], $2::smallint[], $3::bigint[], $4::timestamptz[], $5::uuid[])
-         ON CONFLICT DO NOTHING
-         RETURNING item_id, item_type",
-    )
-    .bind(&likes.item_ids)
-    .bind(&likes.item_types)
-    .bind(&likes.user_ids)
-    .bind(&likes.at)
-    .bind(&likes.event_ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    let deleted: Vec<(i64, i16)> = sqlx::query_as(
-        "DELETE FROM user_likes_rebuild AS u
-         USING UNNEST($1::bigint[], $2::smallint[], $3::bigint[]) AS v(item_id, item_type, user_id)
-         WHERE u.item_id = v.item_id AND u.item_type = v.item_type AND u.user_id = v.user_id
-         RETURNING u.item_id, u.item_type",
-    )
-    .bind(&unlikes.item_ids)
-    .bind(&unlikes.item_types)
-    .bind(&unlikes.user_ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut deltas: BTreeMap<(i64, i16), i64> = BTreeMap::new();
-    for k in &inserted {
-        *deltas.entry(*k).or_default() += 1;
-    }
-    for k in &deleted {
-        *deltas.entry(*k).or_default() -= 1;
-    }
-    deltas.retain(|_, d| *d != 0);
-    let (mut ids, mut types, mut amounts, mut offsets) = (vec![], vec![], vec![], vec![]);
-    for (k, delta) in &deltas {
-        ids.push(k.0);
-        types.push(k.1);
-        amounts.push(*delta);
-        offsets.push(last_offset.get(k).copied().unwrap_or(0));
-    }
-    let updated: Vec<(i64, i16)> = sqlx::query_as(
-        "UPDATE counters_rebuild AS c
-           SET count = c.count + v.delta,
-               last_offset = GREATEST(c.last_offset, v.last_offset),
-               updated_at = now()
-         FROM UNNEST($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[])
-              AS v(item_id, item_type, delta, last_offset)
-         WHERE c.item_id = v.item_id AND c.item_type = v.item_type
-         RETURNING c.item_id, c.item_type",
-    )
-    .bind(&ids)
-    .bind(&types)
-    .bind(&amounts)
-    .bind(&offsets)
-    .fetch_all(&mut *conn)
-    .await?;
-    let updated: HashSet<(i64, i16)> = updated.into_iter().collect();
-    let fresh: Vec<usize> = (0..ids.len())
-        .filter(|&i| !updated.contains(&(ids[i], types[i])))
-        .collect();
-    if !fresh.is_empty() {
-        let pick = |v: &Vec<i64>| fresh.iter().map(|&i| v[i]).collect::<Vec<_>>();
-        let fresh_types: Vec<i16> = fresh.iter().map(|&i| types[i]).collect();
-        // CHECK (count >= 0) rejects an unlike no counter counted: fail loudly.
-        sqlx::query(
-            "INSERT INTO counters_rebuild (item_id, item_type, count, last_offset)
-             SELECT * FROM UNNEST($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[])",
-        )
-        .bind(pick(&ids))
-        .bind(fresh_types)
-        .bind(pick(&amounts))
-        .bind(pick(&offsets))
-        .execute(&mut *conn)
-        .await?;
-    }
+    let changes = fold.finish();
+    // The same counting SQL as the projector's batches, aimed at the shadow tables.
+    let moved = writer::apply_changes(conn, Tables::REBUILD, &changes).await?;
     Ok(ShadowApplied {
-        liked: inserted.len() as u64,
-        unliked: deleted.len() as u64,
+        liked: moved.liked as u64,
+        unliked: moved.unliked as u64,
     })
-}
-
-fn key(c: &NetChange) -> (i64, i16) {
-    // ItemType is 1..=i16::MAX by construction.
-    (c.item.item_id.get(), c.item.item_type.get() as i16)
-}
-
-/// Column arrays for one UNNEST statement.
-#[derive(Default)]
-struct Cols {
-    item_ids: Vec<i64>,
-    item_types: Vec<i16>,
-    user_ids: Vec<i64>,
-    at: Vec<DateTime<Utc>>,
-    event_ids: Vec<Uuid>,
-}
-
-impl Cols {
-    fn push(&mut self, c: &NetChange) {
-        let (item_id, item_type) = key(c);
-        self.item_ids.push(item_id);
-        self.item_types.push(item_type);
-        self.user_ids.push(c.user_id.get());
-        self.at.push(c.timestamp);
-        self.event_ids.push(*c.event_id.as_uuid());
-    }
 }
 
 /// Items whose shadow count disagrees with `COUNT(*)` of shadow `user_likes`.

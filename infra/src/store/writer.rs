@@ -133,6 +133,55 @@ pub async fn apply_in(
     let duplicates = events.len() - fold.events() + fold.duplicates();
     let changes = fold.finish();
 
+    let moved = apply_changes(&mut *tx, Tables::LIVE, &changes).await?;
+    Ok(Applied {
+        duplicates,
+        changes,
+        liked: moved.liked,
+        unliked: moved.unliked,
+        counts: moved.counts,
+    })
+}
+
+/// Which pair of projection tables a batch of changes goes to: the live ones, or
+/// the shadow tables `likes-replay rebuild postgres` builds before its swap.
+#[derive(Debug, Clone, Copy)]
+pub struct Tables {
+    pub user_likes: &'static str,
+    pub counters: &'static str,
+}
+
+impl Tables {
+    pub const LIVE: Tables = Tables {
+        user_likes: "user_likes",
+        counters: "counters",
+    };
+    pub const REBUILD: Tables = Tables {
+        user_likes: "user_likes_rebuild",
+        counters: "counters_rebuild",
+    };
+}
+
+/// What a set of net changes did to the tables.
+#[derive(Debug, Default)]
+pub struct Moved {
+    pub liked: usize,
+    pub unliked: usize,
+    pub counts: Vec<CountUpdate>,
+}
+
+/// Applies net (user, item) changes: inserts the newly liked and deletes the
+/// newly unliked rows, and moves each item's counter by the transitions that
+/// really happened. The one home of the counting SQL, live or shadow.
+pub async fn apply_changes(
+    tx: &mut sqlx::PgConnection,
+    tables: Tables,
+    changes: &[NetChange],
+) -> Result<Moved, Error> {
+    let Tables {
+        user_likes,
+        counters,
+    } = tables;
     let mut likes = Rows::default();
     let mut unlikes = Rows::default();
     let mut sorted: Vec<&NetChange> = changes.iter().collect();
@@ -148,11 +197,10 @@ pub async fn apply_in(
         }
     }
 
-    let inserted: Vec<(i64, i16)> = sqlx::query_as(
-        "INSERT INTO user_likes (item_id, item_type, user_id, liked_at, event_id)
+    let inserted: Vec<(i64, i16)> = sqlx::query_as(sqlx::AssertSqlSafe(format!("INSERT INTO {user_likes} (item_id, item_type, user_id, liked_at, event_id)
          SELECT * FROM UNNEST($1::bigint[], $2::smallint[], $3::bigint[], $4::timestamptz[], $5::uuid[])
          ON CONFLICT DO NOTHING
-         RETURNING item_id, item_type",
+         RETURNING item_id, item_type")),
     )
     .bind(&likes.item_ids)
     .bind(&likes.item_types)
@@ -161,12 +209,12 @@ pub async fn apply_in(
     .bind(&likes.event_ids)
     .fetch_all(&mut *tx)
     .await?;
-    let deleted: Vec<(i64, i16)> = sqlx::query_as(
-        "DELETE FROM user_likes AS u
+    let deleted: Vec<(i64, i16)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {user_likes} AS u
          USING UNNEST($1::bigint[], $2::smallint[], $3::bigint[]) AS v(item_id, item_type, user_id)
          WHERE u.item_id = v.item_id AND u.item_type = v.item_type AND u.user_id = v.user_id
-         RETURNING u.item_id, u.item_type",
-    )
+         RETURNING u.item_id, u.item_type"
+    )))
     .bind(&unlikes.item_ids)
     .bind(&unlikes.item_types)
     .bind(&unlikes.user_ids)
@@ -195,16 +243,16 @@ pub async fn apply_in(
         amounts.push(*delta);
         offsets.push(last_offset.get(&item).copied().unwrap_or(0));
     }
-    let mut counted: Vec<(i64, i16, i64, i64)> = sqlx::query_as(
-        "UPDATE counters AS c
+    let mut counted: Vec<(i64, i16, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE {counters} AS c
            SET count = c.count + v.delta,
                last_offset = GREATEST(c.last_offset, v.last_offset),
                updated_at = now()
          FROM UNNEST($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[])
               AS v(item_id, item_type, delta, last_offset)
          WHERE c.item_id = v.item_id AND c.item_type = v.item_type
-         RETURNING c.item_id, c.item_type, c.count, c.last_offset",
-    )
+         RETURNING c.item_id, c.item_type, c.count, c.last_offset"
+    )))
     .bind(&item_ids)
     .bind(&item_types)
     .bind(&amounts)
@@ -224,11 +272,11 @@ pub async fn apply_in(
     if !new_rows.0.is_empty() {
         // A negative delta here means an unlike removed a row no counter counted:
         // the CHECK constraint rejects it and the batch fails loudly.
-        let inserted: Vec<(i64, i16, i64, i64)> = sqlx::query_as(
-            "INSERT INTO counters (item_id, item_type, count, last_offset)
+        let inserted: Vec<(i64, i16, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {counters} (item_id, item_type, count, last_offset)
              SELECT * FROM UNNEST($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[])
-             RETURNING item_id, item_type, count, last_offset",
-        )
+             RETURNING item_id, item_type, count, last_offset"
+        )))
         .bind(&new_rows.0)
         .bind(&new_rows.1)
         .bind(&new_rows.2)
@@ -248,9 +296,7 @@ pub async fn apply_in(
             })
         })
         .collect::<Result<_, Error>>()?;
-    Ok(Applied {
-        duplicates,
-        changes,
+    Ok(Moved {
         liked: inserted.len(),
         unliked: deleted.len(),
         counts,
