@@ -1,6 +1,7 @@
 //! The PostgreSQL projection: connecting, migrating, partition ownership and
 //! offsets ([`offsets`]), the batch writer ([`writer`]) and reads ([`reads`]).
 
+mod changes;
 pub mod offsets;
 pub mod reads;
 pub mod writer;
