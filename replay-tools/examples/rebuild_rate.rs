@@ -1,8 +1,14 @@
-//! Measures `rebuild postgres` on a pre-filled topic: creates a fresh topic
-//! (8 partitions) and database, produces `EVENTS` (default 1,000,000) likes and
-//! unlikes through the product's publisher, marks them as projected (offsets at
-//! the high watermarks, tables empty), then rebuilds from `earliest` and prints
-//! the rate. Run against the local stack:
+//! Measures `rebuild postgres` next to the live projector on the same events:
+//! creates a fresh topic (8 partitions), database and Redis prefix, produces
+//! `EVENTS` (default 1,000,000) likes and unlikes through the product's
+//! publisher, then
+//! 1. runs the projector library (a fresh group) until its stored offsets reach
+//!    the end of every partition: the live drain rate, start-up included;
+//! 2. rebuilds from `earliest` with one worker (`--dry-run`), then with the
+//!    default workers (swapping in): the rebuild rates, and the check that the
+//!    rebuilt counts equal the projector's.
+//!
+//! Run against the local stack:
 //! `EVENTS=1000000 cargo run --release -p likes-replay --example rebuild_rate`.
 
 use std::time::{Duration, Instant};
@@ -12,16 +18,19 @@ use likes_domain::{Action, EventId, ItemKey, LikeEvent, UserId};
 use likes_infra::kafka::{self, RETENTION_MS, TopicSpec};
 use likes_infra::publisher::Publisher;
 use likes_infra::settings::StackSettings;
-use likes_infra::store;
-use likes_replay::reader::TopicHandle;
-use likes_replay::rebuild_postgres::{self, RebuildFrom};
+use likes_infra::store::{self, PgPool};
+use likes_replay::rebuild_postgres::{self, PostgresRebuild, RebuildFrom, RebuildOptions};
+use tokio::sync::oneshot;
+
+const PARTITIONS: i32 = 8;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let events: u64 = std::env::var("EVENTS").map_or(Ok(1_000_000), |v| v.parse())?;
     let mut stack = StackSettings::from_env()?;
-    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..12];
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     stack.topic = format!("like-events-rate-{suffix}");
+    stack.redis_key_prefix = format!("rate:{suffix}:");
     let admin = store::connect_lazy(&stack.database_url, 1)?;
     let db_name = format!("likes_rate_{suffix}");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
@@ -33,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
         &stack.kafka_bootstrap,
         &[TopicSpec {
             name: stack.topic.clone(),
-            partitions: 8,
+            partitions: PARTITIONS,
             replication: 1,
             retention_ms: RETENTION_MS,
         }],
@@ -42,6 +51,39 @@ async fn main() -> anyhow::Result<()> {
     let pool = store::connect_lazy(&stack.database_url, 2)?;
     store::migrate(&pool).await?;
 
+    let total = fill(&stack, events).await?;
+    let drain = drain(&stack, &pool, total).await?;
+    println!(
+        "projector drain:  {events} events in {:.1} s = {:.0} events/s \
+         (from start, group join included; {:.0} events/s from its first commit)",
+        drain.0,
+        events as f64 / drain.0,
+        events as f64 / drain.1
+    );
+    let single = rebuild(&stack, Some(1), true).await?;
+    let parallel = rebuild(&stack, None, false).await?;
+    for (label, done) in [
+        ("rebuild, 1 worker:", &single),
+        ("rebuild, default:", &parallel),
+    ] {
+        println!(
+            "{label:<18}{} events in {:.1} s = {:.0} events/s ({} workers; {:.2}x the drain rate; \
+             {} items differ from the projector's)",
+            done.events,
+            done.seconds,
+            done.events_per_second,
+            done.parallel,
+            done.events_per_second / (events as f64 / drain.0),
+            done.live_differences
+        );
+    }
+    pool.close().await;
+    cleanup(&stack, &admin, &db_name).await
+}
+
+/// Produces `events` likes and unlikes (3 in 4 likes, 50,000 users, 5,000
+/// items); returns how many records the topic holds.
+async fn fill(stack: &StackSettings, events: u64) -> anyhow::Result<i64> {
     let publisher = Publisher::new(
         &stack.kafka_bootstrap,
         &stack.topic,
@@ -74,37 +116,101 @@ async fn main() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("publish: {e:?}"))?;
         produced += chunk;
     }
-    let fill_secs = filled.elapsed().as_secs_f64();
+    let secs = filled.elapsed().as_secs_f64();
     eprintln!(
-        "filled {events} events in {fill_secs:.1} s ({:.0} events/s)",
-        events as f64 / fill_secs
+        "filled {events} events in {secs:.1} s ({:.0} events/s)",
+        events as f64 / secs
     );
-
-    let handle = TopicHandle::open(&stack)?;
-    for partition in 0..handle.partition_count()? {
-        let (_, high) = handle.watermarks(partition)?;
-        sqlx::query(
-            "INSERT INTO projector_offsets (topic, partition, next_offset, epoch) VALUES ($1, $2, $3, 1)",
-        )
-        .bind(&stack.topic)
-        .bind(partition)
-        .bind(high)
-        .execute(&pool)
-        .await?;
+    let handle = likes_replay::reader::TopicHandle::open(stack)?;
+    let mut total = 0;
+    for partition in 0..PARTITIONS {
+        total += handle.watermarks(partition)?.1;
     }
-    let done = rebuild_postgres::run(&stack, RebuildFrom::Earliest, false).await?;
-    println!(
-        "rebuild postgres: {} events in {:.1} s = {:.0} events/s ({} items rebuilt vs empty live tables)",
-        done.events, done.seconds, done.events_per_second, done.live_differences
-    );
-    pool.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db_name}")))
-        .execute(&admin)
-        .await?;
+    Ok(total)
+}
+
+/// Runs the live projector (library, fresh group) until its offsets reach
+/// `total`; returns the seconds from start and from its first commit.
+async fn drain(stack: &StackSettings, pool: &PgPool, total: i64) -> anyhow::Result<(f64, f64)> {
+    let settings = likes_projector::Settings {
+        stack: stack.clone(),
+        group_id: format!("rate-projector-{}", stack.topic),
+        metrics_addr: None,
+        ..likes_projector::Settings::from_env()?
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let started = Instant::now();
+    let projector = tokio::spawn(likes_projector::run(settings, async {
+        let _ = stopped.await;
+    }));
+    let mut first_commit = None;
+    loop {
+        let stored = store::offsets::positions(pool, &stack.topic).await?;
+        let applied: i64 = stored.iter().map(|p| p.1).sum();
+        if applied > 0 && first_commit.is_none() {
+            first_commit = Some(Instant::now());
+        }
+        if applied >= total {
+            break;
+        }
+        anyhow::ensure!(
+            !projector.is_finished(),
+            "the projector stopped before draining"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let steady = first_commit.map_or(secs, |t| t.elapsed().as_secs_f64());
+    let _ = stop.send(());
+    projector.await??;
+    Ok((secs, steady))
+}
+
+async fn rebuild(
+    stack: &StackSettings,
+    parallel: Option<usize>,
+    dry_run: bool,
+) -> anyhow::Result<PostgresRebuild> {
+    let options = RebuildOptions {
+        parallel,
+        dry_run,
+        ..RebuildOptions::new(RebuildFrom::Earliest)
+    };
+    rebuild_postgres::run(stack, &options).await
+}
+
+/// Drops what the run created: the database, the topic, the Redis keys.
+async fn cleanup(stack: &StackSettings, admin: &PgPool, db_name: &str) -> anyhow::Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {db_name} WITH (FORCE)"
+    )))
+    .execute(admin)
+    .await?;
     let kafka_admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
         kafka::consumer_config(&stack.kafka_bootstrap, "rate-admin").create()?;
     kafka_admin
         .delete_topics(&[&stack.topic], &rdkafka::admin::AdminOptions::new())
         .await?;
-    Ok(())
+    let mut redis = redis::Client::open(stack.redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    // SCAN, not KEYS: the Redis is shared and must not stall on this.
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}*", stack.redis_key_prefix))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut redis)
+            .await?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut redis).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
 }

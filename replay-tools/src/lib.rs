@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod count;
+pub mod dedup;
 pub mod explain;
 pub mod history;
 pub mod merge;
@@ -14,8 +15,12 @@ pub mod partitioner;
 pub mod progress;
 pub mod reader;
 pub mod rebuild_postgres;
+pub mod rebuild_progress;
 pub mod rebuild_redis;
 pub mod rebuild_report;
+pub mod rebuild_start;
+pub mod rebuild_warmup;
+pub mod rebuild_worker;
 pub mod setup;
 pub mod shadow;
 pub mod snapshot;

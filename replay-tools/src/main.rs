@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
@@ -13,7 +14,7 @@ use likes_replay::count;
 use likes_replay::explain;
 use likes_replay::history::{self, HistoryPrinter, HistoryQuery, Subject};
 use likes_replay::output::{self, Format};
-use likes_replay::rebuild_postgres::{self, RebuildFrom};
+use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
 use likes_replay::rebuild_redis;
 use likes_replay::setup::{self, Layout};
 use likes_replay::snapshot::{self, SnapshotCommand};
@@ -114,12 +115,38 @@ enum RebuildTarget {
         format: Format,
     },
     /// Rebuild user_likes and counters into shadow tables from the topic (or a
-    /// snapshot plus the topic), verify, and swap them in atomically. Safe while
-    /// the projector runs; refuses when retention deleted events it needs.
+    /// snapshot plus the topic), verify, and swap them in atomically.
+    ///
+    /// Safe while the projector runs: partitions are read by parallel workers
+    /// with their own assigned consumers, the last tail is applied while the
+    /// projector's offset rows are locked, and the live tables change only in
+    /// the swap's transaction. Every batch records its partitions' offsets with
+    /// its shadow rows, so a rebuild that was interrupted resumes where it
+    /// stopped when re-run with the same start (`--restart` begins clean).
+    /// Refuses (exit 1) when retention deleted events it needs: it never
+    /// produces short counts.
     Postgres {
-        /// `earliest` (the whole topic) or `snapshot:<id>` (a snapshot plus its tail).
-        #[arg(long, default_value = "earliest")]
+        /// Where the replay starts. `earliest`: the whole topic.
+        /// `snapshot:<id>`: that snapshot's rows plus the topic past its offsets.
+        /// An RFC 3339 time (2026-11-29T12:00:00Z): the newest snapshot taken at
+        /// or before that time plus the topic past it; with no such snapshot, the
+        /// whole topic if retention has deleted nothing yet, else a refusal.
+        /// Whatever the start, the result is the projection now.
+        #[arg(long, default_value = "earliest", verbatim_doc_comment)]
         from: RebuildFrom,
+        /// Workers, each reading a disjoint set of partitions into the shadow
+        /// tables on its own connection [default: the cores, at most the partitions].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        parallel: Option<u32>,
+        /// Records per shadow transaction (each also records the progress).
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+        batch_events: u32,
+        /// Discard a half-done build instead of resuming it.
+        #[arg(long)]
+        restart: bool,
+        /// How long an event id is remembered for dedup: set it like the projector's.
+        #[arg(long, env = "DEDUP_HORIZON_SECONDS", default_value_t = 3600)]
+        dedup_horizon_seconds: u64,
         /// Build and verify, but leave the live tables as they are.
         #[arg(long)]
         dry_run: bool,
@@ -221,11 +248,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target:
                 RebuildTarget::Postgres {
                     from,
+                    parallel,
+                    batch_events,
+                    restart,
+                    dedup_horizon_seconds,
                     dry_run,
                     format,
                 },
         } => {
-            let done = rebuild_postgres::run(&stack, from, dry_run).await?;
+            let options = RebuildOptions {
+                dry_run,
+                parallel: parallel.map(usize::try_from).transpose()?,
+                batch_events: usize::try_from(batch_events)?,
+                restart,
+                dedup_horizon: Duration::from_secs(dedup_horizon_seconds),
+                ..RebuildOptions::new(from)
+            };
+            let done = rebuild_postgres::run(&stack, &options).await?;
             rebuild_postgres::print(&mut std::io::stdout().lock(), &done, format)?;
             Ok(ExitCode::SUCCESS)
         }

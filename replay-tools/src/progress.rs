@@ -1,9 +1,11 @@
 //! Progress of long reads: an indicatif bar (events/s, ETA) when stderr is a
 //! terminal, and a plain line every few seconds when it is not (logs, CI), so
 //! an operator always sees that a long replay is moving. Always on stderr:
-//! stdout carries the data.
+//! stdout carries the data. Clones share one report, so parallel readers of a
+//! rebuild move a single bar; it ends when the last clone is dropped.
 
 use std::io::IsTerminal;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -12,7 +14,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 const LINE_EVERY: Duration = Duration::from_secs(5);
 
 /// Reports how many of `total` events were read.
+#[derive(Clone)]
 pub struct Progress {
+    inner: Arc<Mutex<Inner>>,
+}
+
+struct Inner {
     label: String,
     total: u64,
     done: u64,
@@ -36,39 +43,41 @@ impl Progress {
             bar
         });
         let now = Instant::now();
-        Self {
+        let inner = Inner {
             label: label.to_string(),
             total,
             done: 0,
             started: now,
             last_line: now,
             bar,
+        };
+        Self {
+            inner: Arc::new(Mutex::new(inner)),
         }
     }
 
     /// Counts `n` more events read.
-    pub fn inc(&mut self, n: u64) {
-        self.done += n;
-        match &self.bar {
+    pub fn inc(&self, n: u64) {
+        // A reader that panicked mid-update leaves a count that is still usable.
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.done += n;
+        match &inner.bar {
             Some(bar) => bar.inc(n),
-            None if self.last_line.elapsed() >= LINE_EVERY => {
-                self.last_line = Instant::now();
-                eprintln!("{}", self.line());
+            None if inner.last_line.elapsed() >= LINE_EVERY => {
+                inner.last_line = Instant::now();
+                eprintln!("{}", inner.line());
             }
             None => {}
         }
     }
 
-    /// Ends the report; the plain form prints a last line only for reads long
-    /// enough to have printed one before.
-    pub fn finish(&mut self) {
-        match self.bar.take() {
-            Some(bar) => bar.finish_and_clear(),
-            None if self.started.elapsed() >= LINE_EVERY => eprintln!("{}", self.line()),
-            None => {}
-        }
+    /// Ends this handle's part of the report (the report ends with the last clone).
+    pub fn finish(self) {
+        drop(self);
     }
+}
 
+impl Inner {
     fn line(&self) -> String {
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         let rate = self.done as f64 / secs;
@@ -79,10 +88,14 @@ impl Progress {
     }
 }
 
-impl Drop for Progress {
+impl Drop for Inner {
+    /// Ends the report; the plain form prints a last line only for reads long
+    /// enough to have printed one before.
     fn drop(&mut self) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
+        match self.bar.take() {
+            Some(bar) => bar.finish_and_clear(),
+            None if self.started.elapsed() >= LINE_EVERY => eprintln!("{}", self.line()),
+            None => {}
         }
     }
 }

@@ -139,20 +139,31 @@ impl TopicHandle {
         Ok(spans)
     }
 
-    /// Starts reading `spans`; empty spans are skipped.
+    /// Starts reading `spans` with a progress report of its own; empty spans
+    /// are skipped.
     pub fn read(
         self,
         stack: &StackSettings,
         spans: &[Span],
         label: &str,
     ) -> anyhow::Result<LogReader> {
+        let progress = Progress::new(label, span_total(spans));
+        self.read_with(stack, spans, progress)
+    }
+
+    /// Starts reading `spans`, counting records on a shared `progress` (parallel
+    /// readers of one job move one report).
+    pub fn read_with(
+        self,
+        stack: &StackSettings,
+        spans: &[Span],
+        progress: Progress,
+    ) -> anyhow::Result<LogReader> {
         let mut tpl = TopicPartitionList::new();
         let mut remaining = HashMap::new();
-        let mut total = 0u64;
         for span in spans.iter().filter(|s| s.end > s.start) {
             tpl.add_partition_offset(&self.topic, span.partition, Offset::Offset(span.start))?;
             remaining.insert(span.partition, span.end);
-            total += u64::try_from(span.end - span.start)?;
         }
         if !remaining.is_empty() {
             // assign, never subscribe: no group membership, no rebalance, no commit.
@@ -162,9 +173,17 @@ impl TopicHandle {
             consumer: self.consumer,
             codec: EventCodec::new(&stack.schema_registry_url, &stack.topic)?,
             remaining,
-            progress: Progress::new(label, total),
+            progress,
         })
     }
+}
+
+/// How many records `spans` cover.
+pub fn span_total(spans: &[Span]) -> u64 {
+    spans
+        .iter()
+        .map(|s| u64::try_from(s.end - s.start).unwrap_or(0))
+        .sum()
 }
 
 /// Yields the records of the planned spans, per partition in offset order.
@@ -180,7 +199,6 @@ impl LogReader {
     pub async fn next(&mut self) -> anyhow::Result<Option<LogRecord>> {
         loop {
             if self.remaining.is_empty() {
-                self.progress.finish();
                 return Ok(None);
             }
             let message = tokio::time::timeout(STALL_TIMEOUT, self.consumer.recv())

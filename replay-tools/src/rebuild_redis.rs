@@ -37,7 +37,7 @@ pub async fn run(stack: &StackSettings) -> anyhow::Result<RedisRebuild> {
         .fetch_one(&pool)
         .await?;
     let deleted = cache_repair::delete_all_counts(&cache).await?;
-    let mut progress = Progress::new("rebuild redis", u64::try_from(total)?);
+    let progress = Progress::new("rebuild redis", u64::try_from(total)?);
     let mut written = 0u64;
     {
         let mut rows = sqlx::query_as::<_, (i64, i16, i64, i64)>(

@@ -1,20 +1,29 @@
-//! What `rebuild postgres` is asked ([`RebuildFrom`]) and what it reports
-//! ([`PostgresRebuild`], printed as a few lines or one JSON document).
+//! What `rebuild postgres` is asked ([`RebuildFrom`], [`RebuildOptions`]) and
+//! what it reports ([`PostgresRebuild`], printed as a few lines or one JSON
+//! document).
 
 use std::io::Write;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::output::{Format, json_line};
 use crate::shadow::CountDiff;
 
-/// Where a rebuild starts.
+/// Where a rebuild starts. Whatever the start, the rebuilt tables end at the
+/// live projector's offsets: the start only says which state the replay builds on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RebuildFrom {
     /// The topic from offset 0 of every partition.
     Earliest,
     /// A snapshot's rows, then the topic from the snapshot's offsets.
     Snapshot(i64),
+    /// The newest snapshot taken at or before this time, then the topic from its
+    /// offsets; with no such snapshot, the whole topic if retention has deleted
+    /// nothing yet, else a refusal (the state before the time is not rebuildable).
+    Time(DateTime<Utc>),
 }
 
 impl std::str::FromStr for RebuildFrom {
@@ -26,7 +35,45 @@ impl std::str::FromStr for RebuildFrom {
                 .parse()
                 .map(Self::Snapshot)
                 .map_err(|_| format!("snapshot:<id> needs a numeric id, got {id:?}")),
-            None => Err(format!("expected earliest or snapshot:<id>, got {s:?}")),
+            None => crate::cli::parse_time(s).map(Self::Time).map_err(|_| {
+                format!(
+                    "expected earliest, snapshot:<id> or an RFC 3339 time \
+                     (2026-11-29T12:00:00Z), got {s:?}"
+                )
+            }),
+        }
+    }
+}
+
+/// How a rebuild runs.
+#[derive(Debug, Clone)]
+pub struct RebuildOptions {
+    pub from: RebuildFrom,
+    /// Build and verify, but leave the live tables as they are.
+    pub dry_run: bool,
+    /// Workers reading disjoint sets of partitions (`None`: the machine's cores,
+    /// at most one per partition).
+    pub parallel: Option<usize>,
+    /// Records per shadow transaction (and per progress row update).
+    pub batch_events: usize,
+    /// Discard a half-done build instead of resuming it.
+    pub restart: bool,
+    /// How long an event id is remembered for dedup: the projector's
+    /// `DEDUP_HORIZON_SECONDS`, so both count a late retry the same way.
+    pub dedup_horizon: Duration,
+}
+
+impl RebuildOptions {
+    /// The defaults: swap, resume, a worker per core, 10,000-record batches,
+    /// the projector's default dedup horizon of an hour.
+    pub fn new(from: RebuildFrom) -> Self {
+        Self {
+            from,
+            dry_run: false,
+            parallel: None,
+            batch_events: 10_000,
+            restart: false,
+            dedup_horizon: Duration::from_secs(3600),
         }
     }
 }
@@ -35,7 +82,15 @@ impl std::str::FromStr for RebuildFrom {
 #[derive(Debug, Clone, Serialize)]
 pub struct PostgresRebuild {
     pub from: RebuildFrom,
+    /// What the start resolved to: `earliest` or `snapshot:<id>`.
+    pub source: String,
     pub dry_run: bool,
+    /// Workers used for the unlocked passes.
+    pub parallel: usize,
+    /// Whether a half-done build was resumed, and how many records its shadow
+    /// tables already reflected past the start (not read again).
+    pub resumed: bool,
+    pub resumed_records: i64,
     /// Events read from the topic (all passes), and how many were duplicates.
     pub events: u64,
     pub duplicates: u64,
@@ -60,6 +115,19 @@ pub fn print(out: &mut impl Write, done: &PostgresRebuild, format: Format) -> an
     if format == Format::Json {
         return json_line(out, done);
     }
+    let resumed = if done.resumed {
+        format!(
+            ", resumed a half-done build ({} records already in the shadow tables)",
+            done.resumed_records
+        )
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "from {}, {} workers{resumed}",
+        done.source, done.parallel
+    )?;
     writeln!(
         out,
         "read {} events ({} duplicates, {} poison, {} in the final tail) in {:.1} s: {:.0} events/s",
@@ -101,5 +169,13 @@ mod tests {
         assert_eq!("snapshot:12".parse(), Ok(RebuildFrom::Snapshot(12)));
         assert!("snapshot:x".parse::<RebuildFrom>().is_err());
         assert!("latest".parse::<RebuildFrom>().is_err());
+    }
+
+    #[test]
+    fn a_start_may_be_a_time() {
+        let Ok(RebuildFrom::Time(t)) = "2026-11-29T12:00:00Z".parse() else {
+            panic!("a time is a start");
+        };
+        assert_eq!(t.timestamp(), 1_795_953_600);
     }
 }

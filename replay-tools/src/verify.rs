@@ -98,7 +98,7 @@ pub async fn run(stack: &StackSettings, options: VerifyOptions) -> anyhow::Resul
         .fetch_one(&pool)
         .await?;
     let total = u64::try_from(total.0)?;
-    let mut progress = Progress::new("verify", options.sample.map_or(total, |s| s.min(total)));
+    let progress = Progress::new("verify", options.sample.map_or(total, |s| s.min(total)));
     let mut report = VerifyReport::default();
     let mut suspects = Vec::new();
     {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use likes_replay::rebuild_postgres::{self, RebuildFrom};
+use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
 use likes_replay::snapshot;
 use likes_tests::load::{ITEM_TYPE, Load};
 use likes_tests::{TestEnv, eventually};
@@ -13,6 +13,17 @@ use rdkafka::TopicPartitionList;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use serde_json::json;
+
+fn from(start: RebuildFrom) -> RebuildOptions {
+    RebuildOptions::new(start)
+}
+
+fn dry_run(start: RebuildFrom) -> RebuildOptions {
+    RebuildOptions {
+        dry_run: true,
+        ..RebuildOptions::new(start)
+    }
+}
 
 /// An item no client touches, given a wrong count in the live `counters`.
 const BOGUS_ITEM: i64 = 999;
@@ -73,7 +84,7 @@ async fn a_rebuild_while_likes_flow_swaps_in_counts_equal_to_a_full_recount() ->
     load.wait_for_requests(300).await;
     inject_bogus_counter(&env).await?;
 
-    let done = rebuild_postgres::run(&env.stack, RebuildFrom::Earliest, false).await?;
+    let done = rebuild_postgres::run(&env.stack, &from(RebuildFrom::Earliest)).await?;
     eprintln!(
         "rebuild: {} events ({} in the locked tail) at {:.0} events/s",
         done.events, done.tail_events, done.events_per_second
@@ -125,7 +136,7 @@ async fn a_dry_run_reports_the_differences_and_leaves_the_live_tables_untouched(
     projected_everything(&env).await?;
     inject_bogus_counter(&env).await?;
 
-    let done = rebuild_postgres::run(&env.stack, RebuildFrom::Earliest, true).await?;
+    let done = rebuild_postgres::run(&env.stack, &dry_run(RebuildFrom::Earliest)).await?;
 
     projector.stop().await??;
     ingest.running.stop().await?;
@@ -158,9 +169,9 @@ async fn a_rebuild_that_needs_deleted_events_refuses_and_a_newer_snapshot_still_
     admin.delete_records(&upto, &AdminOptions::new()).await?;
     inject_bogus_counter(&env).await?;
 
-    let refused = rebuild_postgres::run(&env.stack, RebuildFrom::Earliest, false).await;
+    let refused = rebuild_postgres::run(&env.stack, &from(RebuildFrom::Earliest)).await;
     let from_snapshot =
-        rebuild_postgres::run(&env.stack, RebuildFrom::Snapshot(snap.id), false).await;
+        rebuild_postgres::run(&env.stack, &from(RebuildFrom::Snapshot(snap.id))).await;
 
     projector.stop().await??;
     ingest.running.stop().await?;
@@ -195,7 +206,7 @@ async fn a_rebuild_after_an_interrupted_one_starts_clean() -> anyhow::Result<()>
     drop(conn);
     let live_before = env.db_count(ITEM_TYPE, 10).await?;
 
-    let done = rebuild_postgres::run(&env.stack, RebuildFrom::Earliest, false).await?;
+    let done = rebuild_postgres::run(&env.stack, &from(RebuildFrom::Earliest)).await?;
 
     projector.stop().await??;
     ingest.running.stop().await?;

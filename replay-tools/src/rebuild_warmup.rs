@@ -1,0 +1,86 @@
+//! Refilling the dedup windows of a rebuild that does not start at the log's
+//! beginning (a resumed build, or a snapshot's offsets). The projector would
+//! still have remembered the ids applied within the dedup horizon before that
+//! point, so a retry just after it must count as a duplicate here too: each
+//! partition's window is filled with the ids of the records from one horizon
+//! before its start up to the start (only as far back as retention kept).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use likes_infra::settings::StackSettings;
+
+use crate::dedup::DedupWindow;
+use crate::reader::{LogRecord, Span, TopicHandle};
+use crate::rebuild_worker::Windows;
+
+/// Fills `windows` with the ids seen within `horizon` before each partition's
+/// position; returns how many records were read for it.
+pub async fn warm(
+    stack: &StackSettings,
+    positions: &HashMap<i32, i64>,
+    windows: &mut Windows,
+    horizon: Duration,
+) -> anyhow::Result<u64> {
+    // The last record before each position says where the horizon ends.
+    let handle = TopicHandle::open(stack)?;
+    let mut lasts = Vec::new();
+    for (&partition, &position) in positions {
+        let (low, _) = handle.watermarks(partition)?;
+        if position > low {
+            lasts.push(Span {
+                partition,
+                start: position - 1,
+                end: position,
+                log_start: low,
+            });
+        }
+    }
+    if lasts.is_empty() {
+        return Ok(0);
+    }
+    let mut times = HashMap::new();
+    let mut reader = handle.read(stack, &lasts, "rebuild postgres: dedup horizon")?;
+    while let Some(record) = reader.next().await? {
+        times.insert(record.partition, millis(&record));
+    }
+    drop(reader);
+
+    let handle = TopicHandle::open(stack)?;
+    let mut spans = Vec::new();
+    for last in lasts {
+        let Some(&newest) = times.get(&last.partition) else {
+            continue;
+        };
+        let since = chrono::DateTime::from_timestamp_millis(
+            newest.saturating_sub(i64::try_from(horizon.as_millis())?),
+        )
+        .unwrap_or_default();
+        let start = handle.offset_at(last.partition, since)?.max(last.log_start);
+        spans.push(Span {
+            start: start.min(last.end),
+            ..last
+        });
+    }
+    let mut read = 0;
+    let mut reader = handle.read(stack, &spans, "rebuild postgres: dedup horizon")?;
+    while let Some(record) = reader.next().await? {
+        read += 1;
+        let at = millis(&record);
+        if let Ok(event) = &record.event {
+            windows
+                .entry(record.partition)
+                .or_insert_with(|| DedupWindow::new(horizon))
+                .first_sight(*event.event_id.as_uuid(), at);
+        }
+    }
+    Ok(read)
+}
+
+/// A record's broker time, else its event's time.
+pub fn millis(record: &LogRecord) -> i64 {
+    record
+        .record_time
+        .or_else(|| record.event.as_ref().ok().map(|e| e.timestamp))
+        .map_or(0, |t| t.timestamp_millis())
+}
