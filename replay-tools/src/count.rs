@@ -1,7 +1,9 @@
 //! `likes-replay count`: an item's count computed from its events, now or as of
-//! a past time (the broker time of the records). With no snapshots yet, the
-//! computation starts at the log's first retained event; when retention already
-//! dropped older events the answer is refused rather than short.
+//! a past time (the broker time of the records). The computation starts at the
+//! log's first event; when retention already deleted some, it starts from the
+//! newest snapshot taken by then whose offset the log still holds (its count,
+//! then the events after it), and with no such snapshot the answer is refused
+//! rather than short.
 
 use std::collections::HashMap;
 
@@ -9,9 +11,13 @@ use anyhow::bail;
 use chrono::{DateTime, Utc};
 use likes_domain::ItemKey;
 use likes_infra::settings::StackSettings;
+use likes_infra::store;
 use serde::Serialize;
 
-use crate::history::{self, HistoryQuery, Subject};
+use crate::history::{self, HistoryQuery, Seed, Subject};
+use crate::partitioner::partition_for_item;
+use crate::reader::TopicHandle;
+use crate::snapshot_base;
 
 /// An item's count at a point of the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -21,8 +27,10 @@ pub struct PointCount {
     /// The time asked for (`None`: now).
     pub at: Option<DateTime<Utc>>,
     pub count: i64,
-    /// Events of the item up to that time.
+    /// Events of the item up to that time (after the snapshot, when one is used).
     pub events: u64,
+    /// The snapshot the count starts from, when retention required one.
+    pub snapshot: Option<i64>,
 }
 
 /// Counts `item` from its events up to `at` (inclusive; `None`: the current end).
@@ -31,30 +39,55 @@ pub async fn run(
     item: ItemKey,
     at: Option<DateTime<Utc>>,
 ) -> anyhow::Result<PointCount> {
+    let handle = TopicHandle::open(stack)?;
+    let partition = partition_for_item(item.item_id.get(), handle.partition_count()?);
+    let (log_start, high) = handle.watermarks(partition)?;
+    drop(handle);
+    let seed = if log_start > 0 {
+        let pool = store::connect_lazy(&stack.database_url, 1)?;
+        let usable =
+            snapshot_base::newest_usable(&pool, &stack.topic, partition, log_start, high, at)
+                .await?;
+        let base = match usable {
+            Some(found) => Some(snapshot_base::load(&pool, found, item).await?),
+            None => None,
+        };
+        pool.close().await;
+        let Some((base, model)) = base else {
+            bail!(
+                "partition {partition} starts at offset {log_start}: retention deleted the \
+                 events before it and no snapshot taken by then covers them, so a count from \
+                 the log would be short; refusing"
+            );
+        };
+        Some((
+            base.id,
+            Seed {
+                model,
+                starts: HashMap::from([(partition, base.offset)]),
+            },
+        ))
+    } else {
+        None
+    };
     let query = HistoryQuery {
         subject: Subject::Item(item),
         since: None,
         until: at,
     };
-    let mut count = 0;
-    let summary = history::run(stack, &query, &HashMap::new(), |row| {
+    let (snapshot, seed) = seed.map_or((None, Seed::default()), |(id, s)| (Some(id), s));
+    let mut count = seed.model.count(item);
+    let summary = history::run_seeded(stack, &query, &HashMap::new(), seed, |row| {
         count = row.count;
         Ok(())
     })
     .await?;
-    if let Some(span) = summary.spans.iter().find(|s| s.log_start > 0) {
-        bail!(
-            "partition {} starts at offset {}: retention deleted the events before it, \
-             so a count from the log would be short; refusing",
-            span.partition,
-            span.log_start
-        );
-    }
     Ok(PointCount {
         item_type: item.item_type.get(),
         item_id: item.item_id.get(),
         at,
         count,
         events: summary.events,
+        snapshot,
     })
 }

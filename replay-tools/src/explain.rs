@@ -2,7 +2,10 @@
 //! item's partition from the log's start up to the offset the projector has
 //! applied (so both sides describe the same prefix of the log), counts what
 //! each event did, lists the events that changed nothing and why, and compares
-//! the derived count with `counters` in PostgreSQL.
+//! the derived count with `counters` in PostgreSQL. When retention has deleted
+//! the partition's first events, the derivation starts from the newest snapshot
+//! whose offset the log still holds: the snapshot's count, then the events
+//! after it.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -12,10 +15,11 @@ use likes_infra::settings::StackSettings;
 use likes_infra::store;
 use serde::Serialize;
 
-use crate::history::{self, Effect, HistoryPrinter, HistoryQuery, HistoryRow, Subject};
+use crate::history::{self, Effect, HistoryPrinter, HistoryQuery, HistoryRow, Seed, Subject};
 use crate::output::Format;
 use crate::partitioner::partition_for_item;
 use crate::reader::TopicHandle;
+use crate::snapshot_base::{self, SnapshotBase};
 
 /// At most this many unchanged events are listed (all are counted).
 pub const MAX_LISTED: usize = 1000;
@@ -28,7 +32,8 @@ pub enum Verdict {
     Matches,
     /// They do not: the projection drifted (or kept an event past its dedup horizon).
     Differs,
-    /// Retention dropped the partition's first events: the derivation is partial.
+    /// Retention dropped the partition's first events and no snapshot covers
+    /// them: the derivation is partial.
     Incomplete,
 }
 
@@ -44,8 +49,10 @@ pub struct Explanation {
     pub read_until: i64,
     /// The projector's next offset in the partition, if it ever claimed it.
     pub projector_offset: Option<i64>,
-    /// No snapshot support yet: the derivation always starts at the log start.
-    pub snapshot: Option<String>,
+    /// The snapshot the derivation starts from (only when retention deleted
+    /// the partition's first events); `None`: from the log's first event.
+    pub snapshot: Option<SnapshotBase>,
+    /// Events after the start (the snapshot's offset, else the log's start).
     pub events: u64,
     pub liked: u64,
     pub unliked: u64,
@@ -70,15 +77,39 @@ pub async fn run(stack: &StackSettings, item: ItemKey) -> anyhow::Result<Explana
     drop(handle);
     let projector_offset = store::reads::applied_until(&pool, &stack.topic, partition).await?;
     let stored = store::reads::count(&pool, item).await?;
-    pool.close().await;
     // Up to where PostgreSQL stands; a partition never claimed has nothing
     // projected, so the whole log is what the projection still has to apply.
     let read_until = projector_offset.unwrap_or(high).min(high);
+    let base = if log_start > 0 {
+        let usable = snapshot_base::newest_usable(
+            &pool,
+            &stack.topic,
+            partition,
+            log_start,
+            read_until,
+            None,
+        )
+        .await?;
+        match usable {
+            Some(found) => Some(snapshot_base::load(&pool, found, item).await?),
+            None => None,
+        }
+    } else {
+        None
+    };
+    pool.close().await;
     let limits = HashMap::from([(partition, read_until)]);
     let query = HistoryQuery {
         subject: Subject::Item(item),
         since: None,
         until: None,
+    };
+    let (snapshot, seed) = match base {
+        Some((base, model)) => {
+            let starts = HashMap::from([(partition, base.offset)]);
+            (Some(base), Seed { model, starts })
+        }
+        None => (None, Seed::default()),
     };
     let mut x = Explanation {
         item_type: item.item_type.get(),
@@ -87,20 +118,20 @@ pub async fn run(stack: &StackSettings, item: ItemKey) -> anyhow::Result<Explana
         log_start,
         read_until,
         projector_offset,
-        snapshot: None,
         events: 0,
         liked: 0,
         unliked: 0,
         duplicate: 0,
         already_liked: 0,
         not_liked: 0,
-        derived_count: 0,
+        derived_count: seed.model.count(item),
+        snapshot,
         stored_count: stored.map(|s| s.0),
         stored_last_offset: stored.map(|s| s.1),
         verdict: Verdict::Matches,
         unchanged: Vec::new(),
     };
-    history::run(stack, &query, &limits, |row| {
+    history::run_seeded(stack, &query, &limits, seed, |row| {
         x.events += 1;
         *match row.effect {
             Effect::Liked => &mut x.liked,
@@ -116,7 +147,7 @@ pub async fn run(stack: &StackSettings, item: ItemKey) -> anyhow::Result<Explana
         Ok(())
     })
     .await?;
-    x.verdict = if log_start > 0 {
+    x.verdict = if log_start > 0 && x.snapshot.is_none() {
         Verdict::Incomplete
     } else if x.derived_count == x.stored_count.unwrap_or(0) {
         Verdict::Matches
@@ -137,15 +168,27 @@ pub fn print(out: &mut impl Write, x: &Explanation, format: Format) -> anyhow::R
         Some(_) => "the projector's position",
         None => "the end: the projector never claimed this partition",
     };
+    let from = x.snapshot.as_ref().map_or(x.log_start, |s| s.offset);
     writeln!(
         out,
-        "item {}:{}  partition {}  offsets {}..{} ({until})",
-        x.item_type, x.item_id, x.partition, x.log_start, x.read_until
+        "item {}:{}  partition {}  offsets {from}..{} ({until})",
+        x.item_type, x.item_id, x.partition, x.read_until
     )?;
-    writeln!(
-        out,
-        "snapshot: none (derived from the log's first retained event)"
-    )?;
+    match &x.snapshot {
+        Some(s) => writeln!(
+            out,
+            "snapshot {} (taken {}): count {} at offset {}; the events after it:",
+            s.id,
+            s.created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            s.count,
+            s.offset
+        )?,
+        None => writeln!(
+            out,
+            "snapshot: none (derived from the log's first retained event)"
+        )?,
+    }
     writeln!(
         out,
         "events {}: liked {}, unliked {}, duplicate {}, already liked {}, not liked {}",
@@ -158,7 +201,9 @@ pub fn print(out: &mut impl Write, x: &Explanation, format: Format) -> anyhow::R
     let verdict = match x.verdict {
         Verdict::Matches => "matches",
         Verdict::Differs => "DIFFERS",
-        Verdict::Incomplete => "incomplete: retention dropped the partition's start",
+        Verdict::Incomplete => {
+            "incomplete: retention dropped the partition's start and no snapshot covers it"
+        }
     };
     writeln!(
         out,

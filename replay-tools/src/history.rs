@@ -5,15 +5,14 @@
 //! like state of the subject, never the events.
 
 use std::collections::HashMap;
-use std::io::Write;
 
 use chrono::{DateTime, Utc};
 use likes_domain::{Action, ItemKey, LikeEvent, NoChange, Projection, Transition, UserId};
 use likes_infra::settings::StackSettings;
 use serde::Serialize;
 
+pub use crate::history_print::HistoryPrinter;
 use crate::merge::TimeMerge;
-use crate::output::{Format, json_line, table_row};
 use crate::partitioner::partition_for_item;
 use crate::reader::{Span, TopicHandle};
 
@@ -110,12 +109,32 @@ pub struct HistorySummary {
     pub relative: bool,
 }
 
+/// A state to start from instead of the log's beginning: the reference model
+/// as a snapshot left it, and per partition the offset the snapshot reflects.
+#[derive(Debug, Clone, Default)]
+pub struct Seed {
+    pub model: Projection,
+    pub starts: HashMap<i32, i64>,
+}
+
 /// Streams the subject's events to `sink`, oldest first; `limits` caps the
 /// end offset of partitions (empty: read to the current end).
 pub async fn run(
     stack: &StackSettings,
     query: &HistoryQuery,
     limits: &HashMap<i32, i64>,
+    sink: impl FnMut(HistoryRow) -> anyhow::Result<()>,
+) -> anyhow::Result<HistorySummary> {
+    run_seeded(stack, query, limits, Seed::default(), sink).await
+}
+
+/// Like [`run`], but starting from `seed`: its partitions are read from its
+/// offsets, and running counts continue from its model.
+pub async fn run_seeded(
+    stack: &StackSettings,
+    query: &HistoryQuery,
+    limits: &HashMap<i32, i64>,
+    seed: Seed,
     mut sink: impl FnMut(HistoryRow) -> anyhow::Result<()>,
 ) -> anyhow::Result<HistorySummary> {
     let handle = TopicHandle::open(stack)?;
@@ -126,8 +145,17 @@ pub async fn run(
         )],
         Subject::User(_) => (0..handle.partition_count()?).collect(),
     };
-    let spans = handle.plan(&partitions, query.since, limits)?;
-    let relative = query.since.is_some() || spans.iter().any(|s| s.log_start > 0);
+    let mut spans = handle.plan(&partitions, query.since, limits)?;
+    for span in &mut spans {
+        if let Some(&start) = seed.starts.get(&span.partition) {
+            span.start = span.start.max(start);
+            span.end = span.end.max(span.start);
+        }
+    }
+    let relative = query.since.is_some()
+        || spans
+            .iter()
+            .any(|s| s.log_start > 0 && !seed.starts.contains_key(&s.partition));
     let mut reader = handle.read(stack, &spans, "history")?;
     let mut merge = TimeMerge::new(
         spans
@@ -140,7 +168,7 @@ pub async fn run(
         relative,
         ..HistorySummary::default()
     };
-    let mut model = Projection::default();
+    let mut model = seed.model;
     let mut user_count = 0i64;
     let mut emit = |(partition, offset, event): (i32, i64, LikeEvent)| {
         let effect = Effect::of(model.apply(&event));
@@ -214,83 +242,6 @@ fn matches(subject: Subject, event: &LikeEvent) -> bool {
     match subject {
         Subject::Item(item) => event.item == item,
         Subject::User(user) => event.user_id == user,
-    }
-}
-
-/// Prints history rows as they come, in `format`.
-pub struct HistoryPrinter<W: Write> {
-    out: W,
-    format: Format,
-    header_done: bool,
-}
-
-const WIDTHS: [usize; 9] = [4, 8, 24, 36, 10, 14, 6, 13, 5];
-
-impl<W: Write> HistoryPrinter<W> {
-    pub fn new(out: W, format: Format) -> Self {
-        Self {
-            out,
-            format,
-            header_done: false,
-        }
-    }
-
-    /// Prints one row (the table header before the first).
-    pub fn print(&mut self, row: &HistoryRow) -> anyhow::Result<()> {
-        match self.format {
-            Format::Json => json_line(&mut self.out, row),
-            Format::Table => {
-                if !self.header_done {
-                    self.header_done = true;
-                    let header = [
-                        "part",
-                        "offset",
-                        "timestamp",
-                        "event_id",
-                        "user",
-                        "item",
-                        "action",
-                        "effect",
-                        "count",
-                    ];
-                    table_row(&mut self.out, &WIDTHS, &header.map(String::from))?;
-                }
-                let cells = [
-                    row.partition.to_string(),
-                    row.offset.to_string(),
-                    row.timestamp.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-                    row.event_id.clone(),
-                    row.user_id.to_string(),
-                    format!("{}:{}", row.item_type, row.item_id),
-                    row.action.symbol().to_lowercase(),
-                    row.effect.as_str().to_string(),
-                    row.count.to_string(),
-                ];
-                table_row(&mut self.out, &WIDTHS, &cells)?;
-                Ok(())
-            }
-        }
-    }
-
-    /// Says what the read covered, on stderr (stdout stays pure data).
-    pub fn finish(mut self, summary: &HistorySummary) -> anyhow::Result<()> {
-        self.out.flush()?;
-        if self.format == Format::Table && !self.header_done {
-            eprintln!("no events");
-        }
-        if summary.relative {
-            eprintln!(
-                "note: the read starts after the log's beginning (--since or retention); \
-                 running counts start from zero there"
-            );
-        }
-        if summary.poison > 0 {
-            eprintln!(
-                "note: {} undecodable records skipped (see the dead-letter topic)",
-                summary.poison
-            );
-        }
-        Ok(())
     }
 }
 
