@@ -17,7 +17,9 @@ pub mod api;
 pub mod figures;
 pub mod load;
 pub mod process;
+pub mod replay;
 pub mod topic;
+pub mod watch;
 
 /// One test's private slice of the stack.
 pub struct TestEnv {

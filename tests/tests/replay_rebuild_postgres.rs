@@ -8,7 +8,8 @@ use std::time::Duration;
 use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
 use likes_replay::snapshot;
 use likes_tests::load::{ITEM_TYPE, Load};
-use likes_tests::{TestEnv, eventually};
+use likes_tests::watch::{Settled, Watch};
+use likes_tests::{Ingest, TestEnv, eventually};
 use rdkafka::TopicPartitionList;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
@@ -57,22 +58,45 @@ async fn tables(env: &TestEnv) -> anyhow::Result<Vec<String>> {
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
-async fn post_like(url: &str, user: i64, item: i64) -> anyhow::Result<()> {
+/// Likes `item` as `user`; returns the write's token (`partition:offset`).
+async fn post_like(url: &str, user: i64, item: i64) -> anyhow::Result<String> {
     let response = reqwest::Client::new()
         .post(url)
         .json(&json!({"user_id": user, "item_id": item, "item_type": ITEM_TYPE}))
         .send()
         .await?;
     anyhow::ensure!(response.status() == 202, "{}", response.text().await?);
-    Ok(())
+    let answer: serde_json::Value = response.json().await?;
+    Ok(answer["token"].as_str().unwrap_or_default().to_string())
+}
+
+/// Items 101.. liked by `n` users each and projected, then never touched again.
+async fn settle(env: &TestEnv, ingest: &Ingest, counts: &[i64]) -> anyhow::Result<Vec<Settled>> {
+    let mut settled = Vec::new();
+    for (i, &count) in counts.iter().enumerate() {
+        let item_id = 101 + i as i64;
+        let mut token = String::new();
+        for user in 1..=count {
+            token = post_like(&ingest.url("/v1/likes"), user, item_id).await?;
+        }
+        settled.push(Settled {
+            item_type: ITEM_TYPE,
+            item_id,
+            count,
+            token,
+        });
+    }
+    projected_everything(env).await?;
+    Ok(settled)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_rebuild_while_likes_flow_swaps_in_counts_equal_to_a_full_recount() -> anyhow::Result<()>
-{
+async fn a_rebuild_while_likes_flow_swaps_in_a_full_recount_and_the_api_reads_settled_counts_throughout()
+-> anyhow::Result<()> {
     let env = TestEnv::new(2).await?;
     let ingest = env.start_ingest().await?;
     let projector = env.start_projector();
+    let settled = settle(&env, &ingest, &[3, 1, 4]).await?;
     let items: Vec<i64> = (1..=5).collect();
     let load = Load {
         users: 20,
@@ -84,10 +108,14 @@ async fn a_rebuild_while_likes_flow_swaps_in_counts_equal_to_a_full_recount() ->
     load.wait_for_requests(300).await;
     inject_bogus_counter(&env).await?;
 
+    let watch = Watch::start(&ingest.url(""), settled);
+
     let done = rebuild_postgres::run(&env.stack, &from(RebuildFrom::Earliest)).await?;
+
+    let reads = watch.stop().await?;
     eprintln!(
-        "rebuild: {} events ({} in the locked tail) at {:.0} events/s",
-        done.events, done.tail_events, done.events_per_second
+        "rebuild: {} events ({} in the locked tail) at {:.0} events/s; {} API reads meanwhile",
+        done.events, done.tail_events, done.events_per_second, reads.total
     );
 
     load.wait_for_requests(300).await; // the projector keeps writing into the new tables
@@ -96,6 +124,15 @@ async fn a_rebuild_while_likes_flow_swaps_in_counts_equal_to_a_full_recount() ->
     projector.stop().await??;
     ingest.running.stop().await?;
     assert!(done.swapped && done.events >= 300, "{done:?}");
+    assert!(
+        reads.wrong.is_empty(),
+        "settled counts misread: {:?}",
+        reads.wrong
+    );
+    assert!(
+        reads.from_database >= 10,
+        "PostgreSQL was read throughout: {reads:?}"
+    );
     assert_eq!(done.inconsistent, 0);
     assert_eq!(done.live_differences, 1, "{:?}", done.listed_differences);
     assert_eq!(done.listed_differences[0].item_id, BOGUS_ITEM);
