@@ -25,7 +25,7 @@ use crate::dedup::DedupWindow;
 use crate::progress::Progress;
 use crate::reader::{Span, TopicHandle, span_total};
 pub use crate::rebuild_report::{PostgresRebuild, RebuildFrom, RebuildOptions, print};
-use crate::rebuild_worker::{Tally, Windows, apply_spans, parallel_pass};
+use crate::rebuild_worker::{Crew, Tally, Windows, apply_spans, parallel_pass};
 use crate::{rebuild_progress, rebuild_start, rebuild_warmup, shadow};
 
 /// Unlocked catch-up passes at most, and the tail that is short enough to
@@ -92,6 +92,11 @@ async fn rebuild(
         .map(|p| (p, DedupWindow::new(horizon)))
         .collect();
     rebuild_warmup::warm(stack, &positions, &mut windows, horizon).await?;
+    let crew = Crew {
+        workers,
+        batch_events: options.batch_events,
+        horizon,
+    };
     let mut tally = Tally::default();
     // Passes without locks until the tail left for the swap (which holds the
     // projector's commits) is short.
@@ -104,17 +109,7 @@ async fn rebuild(
         }
         let progress = Progress::new("rebuild postgres", span_total(&spans));
         let pass_started = Instant::now();
-        tally += parallel_pass(
-            stack,
-            pool,
-            &spans,
-            &mut windows,
-            workers,
-            options.batch_events,
-            &progress,
-            horizon,
-        )
-        .await?;
+        tally += parallel_pass(stack, pool, &spans, &mut windows, crew, &progress).await?;
         tracing::info!(pass, pending, elapsed = ?pass_started.elapsed(), "rebuild pass");
         advance(&mut positions, &spans);
     }

@@ -41,26 +41,37 @@ impl std::ops::AddAssign for Tally {
 /// Per partition: the ids seen recently.
 pub type Windows = HashMap<i32, DedupWindow>;
 
-/// A pass over `spans` split among `workers` parallel workers; each partition's
-/// dedup window travels with it to its worker and back into `windows`.
-#[allow(clippy::too_many_arguments)]
+/// How the workers of a pass run.
+#[derive(Debug, Clone, Copy)]
+pub struct Crew {
+    /// Parallel workers (at most one per partition with records to read).
+    pub workers: usize,
+    /// Records per shadow transaction.
+    pub batch_events: usize,
+    /// The dedup horizon of a partition's new window.
+    pub horizon: std::time::Duration,
+}
+
+/// A pass over `spans` split among the crew's workers; each partition's dedup
+/// window travels with it to its worker and back into `windows`.
 pub async fn parallel_pass(
     stack: &StackSettings,
     pool: &PgPool,
     spans: &[Span],
     windows: &mut Windows,
-    workers: usize,
-    batch_events: usize,
+    crew: Crew,
     progress: &Progress,
-    horizon: std::time::Duration,
 ) -> anyhow::Result<Tally> {
     let mut tasks = JoinSet::new();
-    for share in assign(spans, workers) {
+    for share in assign(spans, crew.workers) {
         let mut own: Windows = share
             .iter()
             .map(|s| {
                 let w = windows.remove(&s.partition);
-                (s.partition, w.unwrap_or_else(|| DedupWindow::new(horizon)))
+                (
+                    s.partition,
+                    w.unwrap_or_else(|| DedupWindow::new(crew.horizon)),
+                )
             })
             .collect();
         let (stack, pool, progress) = (stack.clone(), pool.clone(), progress.clone());
@@ -71,7 +82,7 @@ pub async fn parallel_pass(
                 &mut conn,
                 &share,
                 &mut own,
-                batch_events,
+                crew.batch_events,
                 true,
                 &progress,
             )

@@ -4,7 +4,9 @@
 //! offsets and `applied_events`: the rebuild dedups event ids in memory), then
 //! checked and swapped in by renaming inside one transaction.
 
-use anyhow::bail;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
 use likes_domain::{BatchFold, LikeEvent, Position};
 use likes_infra::store::writer::{self, Tables};
 use sqlx::{AssertSqlSafe, PgConnection};
@@ -132,14 +134,7 @@ pub async fn live_differences(
 /// tables, renames them (and their indexes) to `*_old`, and gives the shadows
 /// the live names and index names. The caller commits, then drops the old ones.
 pub async fn swap(conn: &mut PgConnection) -> anyhow::Result<()> {
-    // A long reader of the live tables fails the swap rather than stalling the
-    // projector (waiting on the offsets' row locks) for as long as it reads.
-    sqlx::query("SET LOCAL lock_timeout = '10s'")
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("LOCK TABLE user_likes, counters IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *conn)
-        .await?;
+    lock_live(conn).await?;
     for table in ["user_likes", "counters"] {
         let live = indexes(conn, table).await?;
         let shadow = indexes(conn, &format!("{table}_rebuild")).await?;
@@ -160,11 +155,64 @@ pub async fn swap(conn: &mut PgConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Drops the tables a swap replaced.
-pub async fn drop_old(conn: &mut PgConnection) -> anyhow::Result<()> {
-    sqlx::query("DROP TABLE IF EXISTS user_likes_old, counters_old")
-        .execute(conn)
+/// Takes both live tables exclusively, in short tries. One `LOCK` of two
+/// tables holds the first while it waits for the second, and a reader that
+/// holds the second and waits for the first (a join of both) closes a
+/// deadlock; a try that times out (well before the deadlock check) rolls back
+/// to its savepoint, releasing the first, and the reader goes on. A long
+/// reader fails the swap after [`LOCK_DEADLINE`] rather than stalling the
+/// projector (waiting on the offsets' row locks) for as long as it reads.
+async fn lock_live(conn: &mut PgConnection) -> anyhow::Result<()> {
+    sqlx::query("SET LOCAL lock_timeout = '200ms'")
+        .execute(&mut *conn)
         .await?;
+    let deadline = Instant::now() + LOCK_DEADLINE;
+    loop {
+        sqlx::query("SAVEPOINT lock_live")
+            .execute(&mut *conn)
+            .await?;
+        let locked = sqlx::query("LOCK TABLE user_likes, counters IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *conn)
+            .await;
+        match locked {
+            Ok(_) => {
+                sqlx::query("RELEASE SAVEPOINT lock_live")
+                    .execute(&mut *conn)
+                    .await?;
+                return Ok(());
+            }
+            Err(e) if is_lock_wait(&e) && Instant::now() < deadline => {
+                sqlx::query("ROLLBACK TO SAVEPOINT lock_live")
+                    .execute(&mut *conn)
+                    .await?;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => {
+                return Err(e).context("lock the live tables for the swap; not swapping");
+            }
+        }
+    }
+}
+
+/// How long the swap keeps trying to take the live tables.
+const LOCK_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A lock wait that timed out (55P03) or was chosen as a deadlock victim (40P01).
+fn is_lock_wait(e: &sqlx::Error) -> bool {
+    let code = e.as_database_error().and_then(|d| d.code());
+    matches!(code.as_deref(), Some("55P03" | "40P01"))
+}
+
+/// Drops the tables a swap replaced, one per statement: a reader whose cached
+/// plan still names both old tables may hold one while it asks for the other,
+/// so the drop must never hold one while waiting for the other.
+pub async fn drop_old(conn: &mut PgConnection) -> anyhow::Result<()> {
+    for sql in [
+        "DROP TABLE IF EXISTS user_likes_old",
+        "DROP TABLE IF EXISTS counters_old",
+    ] {
+        sqlx::query(sql).execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
