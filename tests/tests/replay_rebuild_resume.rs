@@ -1,7 +1,8 @@
 //! `likes-replay rebuild postgres` killed half way: the live tables are
 //! untouched at that point, and a re-run resumes from the progress recorded
 //! with the shadow rows to a result equal to a full recount of the topic and to
-//! the live projector's tables. Needs the binary: `cargo build -p likes-replay`.
+//! the live projector's tables; and two rebuilds never interleave in one
+//! database. Needs the binary: `cargo build -p likes-replay`.
 
 use std::time::Duration;
 
@@ -136,6 +137,25 @@ async fn a_rebuild_killed_half_way_leaves_live_tables_alone_and_a_rerun_resumes_
         shadow_progress(&env).await?,
         0,
         "a swapped build is forgotten"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_rebuild_refuses_while_another_holds_the_database() -> anyhow::Result<()> {
+    let env = TestEnv::new(1).await?;
+    let mut running = env.db.acquire().await?;
+    likes_replay::rebuild_progress::lock(&mut running).await?;
+
+    let second =
+        rebuild_postgres::run(&env.stack, &RebuildOptions::new(RebuildFrom::Earliest)).await;
+
+    let message = format!("{:#}", second.err().ok_or(anyhow::anyhow!("not refused"))?);
+    assert!(message.contains("another `rebuild postgres`"), "{message}");
+    assert_eq!(
+        tables(&env).await?,
+        ["counters", "user_likes"],
+        "nothing begun"
     );
     Ok(())
 }
