@@ -9,6 +9,7 @@ mod error;
 pub mod filters;
 mod handlers;
 mod limits;
+mod lookups;
 mod observability;
 mod protection;
 mod query;

@@ -14,6 +14,7 @@ use likes_infra::store::PgPool;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
+use crate::lookups::Lookups;
 use crate::protection::Protection;
 use crate::readiness::Readiness;
 use crate::{Limits, Settings, filters, observability};
@@ -23,6 +24,8 @@ pub struct State {
     pub publisher: Publisher,
     pub cache: CountCache,
     pub db: PgPool,
+    /// Batched projection lookups for the optimistic count.
+    pub lookups: Lookups,
     /// The events topic (read-your-writes looks up its projected offsets).
     pub topic: String,
     pub likers: RecentLikers,
@@ -79,6 +82,7 @@ impl Application {
                 ),
                 protection: Protection::new(cache.clone(), &limits),
                 cache,
+                lookups: Lookups::spawn(db.clone()),
                 db,
                 topic: stack.topic.clone(),
                 limits,

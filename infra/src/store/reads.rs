@@ -76,3 +76,43 @@ pub async fn applied_until(
     .await?;
     Ok(row.map(|r| r.0))
 }
+
+/// For each `(user, item)`: the item's projected count (0 when never counted)
+/// and whether the user likes it, in input order, from one query. The write
+/// path asks this for many concurrent requests at once (see the ingest's
+/// lookup batcher), so PostgreSQL sees one statement per batch, not two per like.
+#[instrument(skip_all, fields(pairs = pairs.len()))]
+pub async fn states(pool: &PgPool, pairs: &[(UserId, ItemKey)]) -> Result<Vec<(i64, bool)>, Error> {
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let users: Vec<i64> = pairs.iter().map(|(u, _)| u.get()).collect();
+    let ids: Vec<i64> = pairs.iter().map(|(_, i)| i.item_id.get()).collect();
+    // ItemType is 1..=i16::MAX by construction.
+    let types: Vec<i16> = pairs
+        .iter()
+        .map(|(_, i)| i.item_type.get() as i16)
+        .collect();
+    let rows: Vec<(i64, i64, bool)> = sqlx::query_as(
+        "SELECT v.ord, COALESCE(c.count, 0), u.user_id IS NOT NULL
+         FROM UNNEST($1::bigint[], $2::smallint[], $3::bigint[])
+              WITH ORDINALITY AS v(item_id, item_type, user_id, ord)
+         LEFT JOIN counters AS c
+           ON c.item_id = v.item_id AND c.item_type = v.item_type
+         LEFT JOIN user_likes AS u
+           ON u.item_id = v.item_id AND u.item_type = v.item_type AND u.user_id = v.user_id",
+    )
+    .bind(&ids)
+    .bind(&types)
+    .bind(&users)
+    .fetch_all(pool)
+    .await?;
+    let mut out = vec![(0, false); pairs.len()];
+    for (ord, count, liked) in rows {
+        // ORDINALITY counts from 1; every input row yields exactly one output row.
+        if let Some(slot) = usize::try_from(ord - 1).ok().and_then(|i| out.get_mut(i)) {
+            *slot = (count, liked);
+        }
+    }
+    Ok(out)
+}

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, UserId};
-use likes_infra::store;
 use serde_json::json;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -97,21 +96,11 @@ async fn write(
 }
 
 /// The projection's view before this write: the item's count and whether the
-/// user likes it. Best effort and bounded; `None` leaves `count` out.
+/// user likes it, from PostgreSQL (never older than Redis, which is written
+/// after PostgreSQL commits) through the lookup batcher. Best effort and
+/// bounded; `None` leaves `count` out.
 async fn projected(state: &State, user: UserId, item: ItemKey) -> Option<(i64, bool)> {
-    let lookup = async {
-        let count = async {
-            match state.cache.count(item).await {
-                Ok(Some(count)) => Ok(count),
-                _ => store::reads::count(&state.db, item)
-                    .await
-                    .map(|c| c.map_or(0, |(count, _)| count)),
-            }
-        };
-        let (count, liked) = tokio::join!(count, store::reads::likes(&state.db, user, item));
-        Some((count.ok()?, liked.ok()?))
-    };
-    tokio::time::timeout(OPTIMISTIC_BUDGET, lookup)
+    tokio::time::timeout(OPTIMISTIC_BUDGET, state.lookups.state(user, item))
         .await
         .ok()
         .flatten()
