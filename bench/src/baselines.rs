@@ -55,7 +55,8 @@ pub async fn bare_post() -> anyhow::Result<Service> {
     serve(route).await
 }
 
-/// `GET /v1/items/{type}/{id}/count`: answers a JSON count without any lookup.
+/// `GET /v1/items/{type}/{id}/count`: answers a JSON count without any lookup;
+/// also serves the bulk read's floor.
 pub async fn bare_get() -> anyhow::Result<Service> {
     let route = warp::get()
         .and(warp::path!("v1" / "items" / i32 / i64 / "count"))
@@ -64,7 +65,24 @@ pub async fn bare_get() -> anyhow::Result<Service> {
                 "item_type": item_type, "item_id": item_id, "count": 0
             }))
         });
-    serve(route).await
+    serve(route.or(bare_bulk_get())).await
+}
+
+/// `GET /v1/counts?items=t:i,…`: answers a JSON count per listed item without
+/// any lookup (the bulk read's floor).
+fn bare_bulk_get() -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
+    warp::get()
+        .and(warp::path!("v1" / "counts"))
+        .and(warp::query::raw())
+        .map(|query: String| {
+            let items = query.strip_prefix("items=").unwrap_or_default();
+            let counts: Vec<serde_json::Value> = items
+                .split(',')
+                .filter_map(|key| key.split_once(':'))
+                .map(|(t, i)| serde_json::json!({"item_type": t, "item_id": i, "count": 0}))
+                .collect();
+            warp::reply::json(&serde_json::json!({ "counts": counts }))
+        })
 }
 
 /// `POST /v1/likes` the naive way: per request, one transaction that inserts

@@ -1,15 +1,33 @@
-//! The open-loop load generator: requests start at a fixed rate whatever the
-//! server does, and each latency is measured from the request's *intended* send
-//! time, so a stalled server shows up in the tail instead of slowing the load
-//! (no coordinated omission). Latencies go into an HDR histogram.
-
-use std::future::Future;
-use std::time::Duration;
+//! What a fixed-rate run measured: every request's latency from its *intended*
+//! send time (no coordinated omission) folded into an HDR histogram, plus a
+//! per-second series for the plots.
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+
+use crate::cpu::CpuUse;
+
+/// One request's outcome, as the generator recorded it.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// When the answer came, in microseconds since the run's start.
+    pub done_us: u64,
+    /// Microseconds from the intended send time to the answer.
+    pub latency_us: u64,
+    pub ok: bool,
+}
+
+/// One second of a run, for the plots.
+#[derive(Debug, Clone, Serialize)]
+pub struct Second {
+    /// Seconds since the run's start.
+    pub t: u32,
+    /// Successful answers in this second.
+    pub ok: u64,
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
 
 /// What one fixed-rate run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +43,37 @@ pub struct Summary {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+    /// CPU used during the run, by part of the stack.
+    pub cpu: CpuUse,
+    /// Per second: answers and latency percentiles.
+    pub series: Vec<Second>,
+}
+
+impl Summary {
+    /// CPU microseconds of the service under test per successful request.
+    pub fn service_us_per_request(&self) -> f64 {
+        per(self.cpu.service_s, self.ok)
+    }
+
+    /// How busy the whole machine was (100 % = every core), neighbours included.
+    pub fn machine_busy_percent(&self) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let wall = self.sent as f64 / self.target_rate.max(1e-9);
+        100.0 * self.cpu.machine_s / (wall * cores).max(1e-9)
+    }
+
+    /// CPU microseconds of service + PostgreSQL + Kafka + Redis per request.
+    pub fn stack_us_per_request(&self) -> f64 {
+        per(self.cpu.stack_s(), self.ok)
+    }
+}
+
+fn per(seconds: f64, n: u64) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        seconds * 1e6 / n as f64
+    }
 }
 
 /// A latency histogram in microseconds, 1 µs to 60 s, 3 significant digits.
@@ -37,63 +86,86 @@ pub fn ms_at(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
-/// Runs `make(i)` for `i` in `0..rate × duration`, request `i` intended at
-/// `start + i / rate`. Each future answers whether its request succeeded.
-pub async fn open_loop<F, Fut>(
-    rate: f64,
-    duration: Duration,
-    mut make: F,
-) -> anyhow::Result<Summary>
-where
-    F: FnMut(u64) -> Fut,
-    Fut: Future<Output = bool> + Send + 'static,
-{
-    let total = (rate * duration.as_secs_f64()).round() as u64;
-    let start = Instant::now() + Duration::from_millis(20);
-    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, bool, Instant)>();
-    let mut hist = histogram()?;
-    let collector = tokio::spawn(async move {
-        let (mut ok, mut errors, mut last) = (0u64, 0u64, start);
-        while let Some((micros, success, done)) = rx.recv().await {
-            last = last.max(done);
-            if success {
-                ok += 1;
-                hist.saturating_record(micros.max(1));
-            } else {
-                errors += 1;
-            }
+/// Folds the samples of a run of `sent` requests asked at `rate`.
+pub fn summarize(rate: f64, sent: u64, samples: &[Sample]) -> anyhow::Result<Summary> {
+    let mut all = histogram()?;
+    let mut seconds: Vec<(Histogram<u64>, u64, u64)> = Vec::new();
+    let (mut ok, mut errors, mut last_us) = (0u64, 0u64, 0u64);
+    for s in samples {
+        last_us = last_us.max(s.done_us);
+        let t = (s.done_us / 1_000_000) as usize;
+        while seconds.len() <= t {
+            seconds.push((histogram()?, 0, 0));
         }
-        (hist, ok, errors, last)
-    });
-    for i in 0..total {
-        let intended = start + Duration::from_secs_f64(i as f64 / rate);
-        if intended > Instant::now() {
-            tokio::time::sleep_until(intended).await;
+        if s.ok {
+            ok += 1;
+            all.saturating_record(s.latency_us.max(1));
+            seconds[t].0.saturating_record(s.latency_us.max(1));
+            seconds[t].1 += 1;
+        } else {
+            errors += 1;
+            seconds[t].2 += 1;
         }
-        let request = make(i);
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let success = request.await;
-            let done = Instant::now();
-            let micros = done.saturating_duration_since(intended).as_micros() as u64;
-            let _ = tx.send((micros, success, done));
-        });
     }
-    drop(tx);
-    let (hist, ok, errors, last) = collector.await?;
-    let elapsed = last
-        .saturating_duration_since(start)
-        .as_secs_f64()
-        .max(1e-9);
+    let elapsed = (last_us as f64 / 1e6).max(1e-9);
+    let series = seconds
+        .iter()
+        .enumerate()
+        .map(|(t, (h, ok, errors))| Second {
+            t: t as u32,
+            ok: *ok,
+            errors: *errors,
+            p50_ms: ms_at(h, 0.50),
+            p99_ms: ms_at(h, 0.99),
+        })
+        .collect();
     Ok(Summary {
         target_rate: rate,
         achieved_rate: ok as f64 / elapsed,
-        sent: total,
+        sent,
         ok,
         errors,
-        p50_ms: ms_at(&hist, 0.50),
-        p99_ms: ms_at(&hist, 0.99),
-        p999_ms: ms_at(&hist, 0.999),
-        max_ms: hist.max() as f64 / 1000.0,
+        p50_ms: ms_at(&all, 0.50),
+        p99_ms: ms_at(&all, 0.99),
+        p999_ms: ms_at(&all, 0.999),
+        max_ms: all.max() as f64 / 1000.0,
+        cpu: CpuUse::default(),
+        series,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_counts_errors_apart_and_buckets_by_second() -> anyhow::Result<()> {
+        let samples = [
+            Sample {
+                done_us: 100_000,
+                latency_us: 1_000,
+                ok: true,
+            },
+            Sample {
+                done_us: 1_500_000,
+                latency_us: 3_000,
+                ok: true,
+            },
+            Sample {
+                done_us: 2_000_000,
+                latency_us: 9_000,
+                ok: false,
+            },
+        ];
+        let s = summarize(1.5, 3, &samples)?;
+        assert_eq!((s.ok, s.errors, s.sent), (2, 1, 3));
+        assert!((s.achieved_rate - 1.0).abs() < 1e-9);
+        assert_eq!(s.series.len(), 3);
+        assert_eq!(
+            (s.series[0].ok, s.series[1].ok, s.series[2].errors),
+            (1, 1, 1)
+        );
+        assert!((s.max_ms - 3.0).abs() < 0.01);
+        Ok(())
+    }
 }

@@ -4,10 +4,12 @@
 //! Redis prefixes and never touches the live services' data.
 
 mod baselines;
+mod cpu;
 mod env;
 mod http;
 mod keys;
 mod load;
+mod plots;
 mod report;
 mod scenarios;
 
@@ -28,7 +30,7 @@ struct Args {
     /// Where the results files go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
-    /// Run only these scenarios (numbers 1, 2, 3, 5, 6); all when empty.
+    /// Run only these scenarios (numbers 1 to 6); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u32>,
 }
@@ -59,6 +61,19 @@ async fn main() -> anyhow::Result<()> {
                 .push(("1 single-like".into(), format!("{e:#}"))),
         }
     }
+    if wants(4) {
+        // At scenario 1's sustainable rate when it ran and found one.
+        let rate = ours_max
+            .as_ref()
+            .map(|s| s.sustainable)
+            .filter(|r| *r > 0.0)
+            .unwrap_or(cfg.fixed_rates[0]);
+        if let Err(e) = scenarios::convergence::convergence(&cfg, &mut report, rate).await {
+            report
+                .failures
+                .push(("4 convergence".into(), format!("{e:#}")));
+        }
+    }
     if wants(2)
         && let Err(e) = scenarios::batch::batch(&cfg, &mut report).await
     {
@@ -87,8 +102,18 @@ async fn main() -> anyhow::Result<()> {
         report.failures.push(("6 naive".into(), format!("{e:#}")));
     }
     let stamp = started.format("%Y-%m-%dT%H-%M-%S").to_string();
+    std::fs::create_dir_all(&args.out)?;
+    match plots::write(&report, &args.out, &stamp) {
+        Ok(files) => report.plots = files,
+        Err(e) => report.notes.push(format!("plots not written: {e:#}")),
+    }
     let (json, md) = report.write(&args.out, &stamp)?;
-    println!("wrote {} and {}", json.display(), md.display());
+    println!(
+        "wrote {}, {} and {} plots",
+        json.display(),
+        md.display(),
+        report.plots.len()
+    );
     if !report.failures.is_empty() {
         for (name, error) in &report.failures {
             eprintln!("scenario {name} failed: {error}");

@@ -65,6 +65,8 @@ pub struct Report {
     /// Scenarios that failed, with the error.
     pub failures: Vec<(String, String)>,
     pub notes: Vec<String>,
+    /// The PNG plots written next to the results (file names).
+    pub plots: Vec<String>,
 }
 
 impl Report {
@@ -96,17 +98,33 @@ impl Report {
                 r.scenario, r.metric, r.ours, r.baseline, r.ratio, r.better, r.baseline_name
             ));
         }
-        s.push_str("\n## Fixed-rate runs\n\n| scenario | side | target/s | achieved/s | ok | errors | P50 ms | P99 ms | P99.9 ms | max ms |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("\n## Fixed-rate runs\n\n| scenario | side | target/s | achieved/s | ok | errors | P50 ms | P99 ms | P99.9 ms | max ms | service CPU µs/req | stack CPU µs/req | machine busy % |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for (scenario, side, r) in &self.runs {
             s.push_str(&format!(
-                "| {scenario} | {side} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
-                r.target_rate, r.achieved_rate, r.ok, r.errors, r.p50_ms, r.p99_ms, r.p999_ms, r.max_ms
+                "| {scenario} | {side} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |\n",
+                r.target_rate,
+                r.achieved_rate,
+                r.ok,
+                r.errors,
+                r.p50_ms,
+                r.p99_ms,
+                r.p999_ms,
+                r.max_ms,
+                r.service_us_per_request(),
+                r.stack_us_per_request(),
+                r.machine_busy_percent(),
             ));
         }
         if !self.failures.is_empty() {
             s.push_str("\n## Failed scenarios\n\n");
             for (name, error) in &self.failures {
                 s.push_str(&format!("- {name}: {error}\n"));
+            }
+        }
+        if !self.plots.is_empty() {
+            s.push_str("\n## Plots\n\n");
+            for p in &self.plots {
+                s.push_str(&format!("![{p}]({p})\n"));
             }
         }
         if !self.notes.is_empty() {

@@ -41,17 +41,25 @@ app_run() {
 # one at a time (each runs its own tests in parallel); the fault tests, which
 # restart services, are one binary and take turns inside it. They also SIGKILL
 # the real projector binary, so the binaries are built first. Then schemathesis
-# fuzzes the API from openapi.yaml. The last line sums up every runner.
+# fuzzes the API from openapi.yaml, and the benchmark harness runs its quick
+# mode as a smoke test (debug build, results under target/: it fails only when
+# a scenario errors; speed is never asserted). The last line sums up every runner.
 app_test() {
   cd "$ROOT"
   cargo build -q --bins
-  local log="$ROOT/target/test-output.log" status=0 fuzz="fuzz: not run"
+  local log="$ROOT/target/test-output.log" status=0 fuzz="fuzz: not run" bench="bench: not run"
   cargo test --workspace --no-fail-fast "$@" -- --test-threads=4 2>&1 | tee "$log" || status=$?
   if "$ROOT/tests/schemathesis.sh"; then fuzz="fuzz: schemathesis passed"; else status=1; fuzz="fuzz: schemathesis FAILED"; fi
+  if "$ROOT/target/debug/likes-bench" --quick --out "$ROOT/target/bench-smoke"; then
+    bench="bench: quick smoke passed"
+  else
+    status=1; bench="bench: quick smoke FAILED"
+  fi
   local passed failed
   passed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
   failed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
   echo "$fuzz"
+  echo "$bench"
   echo "suite: $passed passed, $failed failed"
   return "$status"
 }

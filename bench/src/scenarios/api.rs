@@ -4,7 +4,7 @@
 
 use crate::baselines;
 use crate::env::{BenchEnv, Service};
-use crate::http::{self, Search, get_counts, max_sustainable, post_likes};
+use crate::http::{self, Http, Search, max_sustainable};
 use crate::keys::{ITEM_TYPE, Keys};
 use crate::report::{Report, Row};
 use crate::scenarios::Config;
@@ -13,6 +13,8 @@ use crate::scenarios::Config;
 pub const WRITE_P99_MS: f64 = 20.0;
 /// The P99 bound of "sustainable" for cached reads.
 pub const READ_P99_MS: f64 = 2.0;
+/// Items per bulk count request.
+const BULK_ITEMS: usize = 100;
 
 /// Runs scenario 1; answers our rate search (for scenario 6).
 pub async fn single_like(cfg: &Config, report: &mut Report) -> anyhow::Result<Search> {
@@ -20,31 +22,37 @@ pub async fn single_like(cfg: &Config, report: &mut Report) -> anyhow::Result<Se
     let env = BenchEnv::new(8).await?;
     let ingest = env.start_ingest().await?;
     let bare = baselines::bare_post().await?;
-    let client = http::client()?;
+    let load = Http {
+        connections: cfg.connections,
+    };
     let mut keys = Keys::new(cfg.items, cfg.zipf_exponent, cfg.users, 1)?;
-    let (ours_url, bare_url) = (ingest.url("/v1/likes"), bare.url("/v1/likes"));
+    let (ours_at, bare_at) = (ingest.addr, bare.addr);
     // Warm both: connections, schema, producer metadata.
-    post_likes(&client, &ours_url, &mut keys, 200.0, cfg.step / 4).await?;
-    post_likes(&client, &bare_url, &mut keys, 200.0, cfg.step / 4).await?;
+    load.post_likes(ours_at, &mut keys, 500.0, cfg.step / 4)
+        .await?;
+    load.post_likes(bare_at, &mut keys, 500.0, cfg.step / 4)
+        .await?;
     for &rate in &cfg.fixed_rates {
-        let ours = post_likes(&client, &ours_url, &mut keys, rate, cfg.step).await?;
-        let base = post_likes(&client, &bare_url, &mut keys, rate, cfg.step).await?;
+        let ours = load.post_likes(ours_at, &mut keys, rate, cfg.step).await?;
+        let base = load.post_likes(bare_at, &mut keys, rate, cfg.step).await?;
         latency_rows(report, NAME, rate, &ours, &base, "bare warp POST 204");
         report.runs(NAME, "ours", &[ours]);
         report.runs(NAME, "bare warp POST", &[base]);
     }
     let ours = max_sustainable(
         cfg.search_start,
+        cfg.search_factor,
         cfg.search_max,
         WRITE_P99_MS,
-        async |rate| post_likes(&client, &ours_url, &mut keys, rate, cfg.step).await,
+        async |rate| load.post_likes(ours_at, &mut keys, rate, cfg.step).await,
     )
     .await?;
     let base = max_sustainable(
         cfg.search_start,
+        cfg.search_factor,
         cfg.search_max,
         WRITE_P99_MS,
-        async |rate| post_likes(&client, &bare_url, &mut keys, rate, cfg.step).await,
+        async |rate| load.post_likes(bare_at, &mut keys, rate, cfg.step).await,
     )
     .await?;
     search_rows(
@@ -66,29 +74,33 @@ pub async fn cached_read(cfg: &Config, report: &mut Report) -> anyhow::Result<()
     let env = BenchEnv::new(1).await?;
     let ingest = env.start_ingest().await?;
     let bare = baselines::bare_get().await?;
-    let client = http::client()?;
-    warm_cache(&client, &ingest, cfg.items.min(20_000)).await?;
+    warm_cache(&http::client()?, &ingest, cfg.items.min(20_000)).await?;
+    let load = Http {
+        connections: cfg.connections,
+    };
     let mut keys = Keys::new(cfg.items.min(20_000), cfg.zipf_exponent, cfg.users, 5)?;
-    let (ours_base, bare_base) = (ingest.url(""), bare.url(""));
+    let (ours_at, bare_at) = (ingest.addr, bare.addr);
     for &rate in &cfg.fixed_rates {
-        let ours = get_counts(&client, &ours_base, &mut keys, rate, cfg.step).await?;
-        let base = get_counts(&client, &bare_base, &mut keys, rate, cfg.step).await?;
+        let ours = load.get_counts(ours_at, &mut keys, rate, cfg.step).await?;
+        let base = load.get_counts(bare_at, &mut keys, rate, cfg.step).await?;
         latency_rows(report, NAME, rate, &ours, &base, "bare warp GET");
         report.runs(NAME, "ours", &[ours]);
         report.runs(NAME, "bare warp GET", &[base]);
     }
     let ours = max_sustainable(
         cfg.search_start,
+        cfg.search_factor,
         cfg.search_max,
         READ_P99_MS,
-        async |rate| get_counts(&client, &ours_base, &mut keys, rate, cfg.step).await,
+        async |rate| load.get_counts(ours_at, &mut keys, rate, cfg.step).await,
     )
     .await?;
     let base = max_sustainable(
         cfg.search_start,
+        cfg.search_factor,
         cfg.search_max,
         READ_P99_MS,
-        async |rate| get_counts(&client, &bare_base, &mut keys, rate, cfg.step).await,
+        async |rate| load.get_counts(bare_at, &mut keys, rate, cfg.step).await,
     )
     .await?;
     search_rows(
@@ -100,6 +112,26 @@ pub async fn cached_read(cfg: &Config, report: &mut Report) -> anyhow::Result<()
         &base,
         "bare warp GET",
     );
+    // Bulk reads: BULK_ITEMS counts per request, at a tenth of the first rate.
+    let rate = cfg.fixed_rates[0] / 10.0;
+    let side = |s| format!("{s} (bulk, {BULK_ITEMS} items)");
+    let ours = load
+        .get_bulk_counts(ours_at, &mut keys, BULK_ITEMS, rate, cfg.step)
+        .await?;
+    let base = load
+        .get_bulk_counts(bare_at, &mut keys, BULK_ITEMS, rate, cfg.step)
+        .await?;
+    for (label, o, b) in [
+        ("P50", ours.p50_ms, base.p50_ms),
+        ("P99", ours.p99_ms, base.p99_ms),
+    ] {
+        let metric = format!("bulk {BULK_ITEMS} items: {label} ms at {rate:.0} requests/s");
+        report
+            .rows
+            .push(Row::new(NAME, &metric, o, b, false, "bare warp GET"));
+    }
+    report.runs(NAME, &side("ours"), &[ours]);
+    report.runs(NAME, &side("bare warp GET"), &[base]);
     stop(ingest, bare).await
 }
 
@@ -133,6 +165,16 @@ fn latency_rows(
             .rows
             .push(Row::new(name, &metric, o, b, false, baseline));
     }
+    let metric = format!("service CPU µs per request at {rate:.0}/s");
+    let (o, b) = (ours.service_us_per_request(), base.service_us_per_request());
+    report
+        .rows
+        .push(Row::new(name, &metric, o, b, false, baseline));
+    let metric = format!("stack CPU µs per request at {rate:.0}/s (service+PG+Kafka+Redis)");
+    let (o, b) = (ours.stack_us_per_request(), base.stack_us_per_request());
+    report
+        .rows
+        .push(Row::new(name, &metric, o, b, false, baseline));
 }
 
 /// The two rows of a rate search (sustainable under the P99 bound, and peak)

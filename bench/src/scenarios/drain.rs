@@ -14,6 +14,7 @@ use rdkafka::producer::FutureRecord;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::cpu;
 use crate::env::{BenchEnv, fresh_database};
 use crate::keys::Keys;
 use crate::report::{Report, Row};
@@ -34,12 +35,25 @@ pub async fn drain(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
     ));
     let settings = env.projector_settings();
     let batch = settings.max_batch_events;
+    let before = cpu::snapshot();
     let (ours, overall) = project(&env, settings, events.len() as i64).await?;
+    let used = cpu::snapshot().since(&before);
     report.notes.push(format!(
-        "3: projector {overall:.0} events/s from start (group join included), {ours:.0} events/s from its first commit"
+        "3: projector {overall:.0} events/s from start (group join included), {ours:.0} events/s from its first commit; CPU per event: projector {:.1} µs, PostgreSQL {:.1} µs, Redis {:.1} µs, Kafka {:.1} µs",
+        per_event(used.service_s, events.len()),
+        per_event(used.postgres_s, events.len()),
+        per_event(used.redis_s, events.len()),
+        per_event(used.kafka_s, events.len()),
     ));
     let nets = events::net_batches(&events, batch);
+    let before = cpu::snapshot();
     let base = unnest_baseline(&nets, events.len()).await?;
+    let used = cpu::snapshot().since(&before);
+    report.notes.push(format!(
+        "3: raw UNNEST baseline CPU per event: bench process {:.1} µs, PostgreSQL {:.1} µs",
+        per_event(used.service_s, events.len()),
+        per_event(used.postgres_s, events.len()),
+    ));
     report.rows.push(Row::new(
         NAME,
         "events/s (from first commit)",
@@ -49,6 +63,10 @@ pub async fn drain(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
         "raw UNNEST upserts of the same net rows",
     ));
     Ok(())
+}
+
+fn per_event(seconds: f64, events: usize) -> f64 {
+    seconds * 1e6 / events.max(1) as f64
 }
 
 /// Encodes every event once, then produces them many in flight; answers events/s.

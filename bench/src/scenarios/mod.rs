@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod convergence;
 pub mod drain;
 pub mod events;
 pub mod naive;
@@ -18,7 +19,11 @@ pub struct Config {
     pub step: Duration,
     /// The search for the max sustainable rate starts here and doubles.
     pub search_start: f64,
+    /// Each step of the search multiplies the rate by this.
+    pub search_factor: f64,
     pub search_max: f64,
+    /// Keep-alive connections of the HTTP load generator.
+    pub connections: usize,
     /// Items (Zipf ranked) and users (uniform).
     pub items: u64,
     pub users: i64,
@@ -34,8 +39,10 @@ impl Config {
                 quick,
                 fixed_rates: vec![500.0, 2000.0],
                 step: Duration::from_secs(4),
-                search_start: 250.0,
+                search_start: 1000.0,
+                search_factor: 2.0,
                 search_max: 64_000.0,
+                connections: 64,
                 items: 10_000,
                 users: 1_000_000,
                 zipf_exponent: 1.0,
@@ -45,9 +52,11 @@ impl Config {
             Self {
                 quick,
                 fixed_rates: vec![1000.0, 5000.0, 10_000.0],
-                step: Duration::from_secs(20),
-                search_start: 1000.0,
+                step: Duration::from_secs(10),
+                search_start: 2000.0,
+                search_factor: 1.5,
                 search_max: 256_000.0,
+                connections: 128,
                 items: 1_000_000,
                 users: 10_000_000,
                 zipf_exponent: 1.0,

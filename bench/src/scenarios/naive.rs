@@ -6,7 +6,7 @@ use likes_infra::store;
 
 use crate::baselines;
 use crate::env::fresh_database;
-use crate::http::{self, Search, max_sustainable, post_likes};
+use crate::http::{Http, Search, max_sustainable};
 use crate::keys::Keys;
 use crate::report::Report;
 use crate::scenarios::Config;
@@ -19,15 +19,18 @@ pub async fn naive(cfg: &Config, report: &mut Report, ours: &Search) -> anyhow::
     let db = store::connect_lazy(&url, 10)?;
     store::migrate(&db).await?;
     let server = baselines::naive(db.clone()).await?;
-    let client = http::client()?;
+    let load = Http {
+        connections: cfg.connections,
+    };
     let mut keys = Keys::new(cfg.items, cfg.zipf_exponent, cfg.users, 6)?;
-    let like_url = server.url("/v1/likes");
-    post_likes(&client, &like_url, &mut keys, 200.0, cfg.step / 4).await?;
+    let at = server.addr;
+    load.post_likes(at, &mut keys, 200.0, cfg.step / 4).await?;
     let naive = max_sustainable(
-        cfg.search_start / 4.0,
+        cfg.search_start / 8.0,
+        cfg.search_factor,
         cfg.search_max,
         WRITE_P99_MS,
-        async |rate| post_likes(&client, &like_url, &mut keys, rate, cfg.step).await,
+        async |rate| load.post_likes(at, &mut keys, rate, cfg.step).await,
     )
     .await?;
     let baseline = "naive per-like UPDATE counters";
