@@ -5,12 +5,24 @@ use std::time::Duration;
 
 use likes_domain::LikeEvent;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use tracing::instrument;
 
 use crate::codec::EventCodec;
 use crate::{Error, kafka};
+
+/// Waits for the broker's answer on one record.
+async fn acked(delivery: DeliveryFuture) -> Result<Ack, PublishError> {
+    match delivery.await {
+        Ok(Ok(delivered)) => Ok(Ack {
+            partition: delivered.partition,
+            offset: delivered.offset,
+        }),
+        Ok(Err((e, _))) => Err(PublishError::NotAcked(e)),
+        Err(_canceled) => Err(PublishError::NotAcked(KafkaError::Canceled)),
+    }
+}
 
 /// Where the broker stored an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -71,22 +83,51 @@ impl Publisher {
     #[instrument(skip_all, fields(event_id = %event.event_id))]
     pub async fn publish(&self, event: &LikeEvent) -> Result<Ack, PublishError> {
         let payload = self.codec.encode(event).await?;
+        acked(self.enqueue(event, &payload)?).await
+    }
+
+    /// Appends every event, all in flight at once, and waits for their acks;
+    /// one result per event, in order. The records are handed to the producer
+    /// in one synchronous pass (no task per event), then the acks are awaited
+    /// together: the batch API's path.
+    #[instrument(skip_all, fields(events = events.len()))]
+    pub async fn publish_many(&self, events: &[LikeEvent]) -> Vec<Result<Ack, PublishError>> {
+        if let Some(first) = events.first()
+            && self.codec.encode_now(first).is_none()
+            && let Err(e) = self.codec.register().await
+        {
+            let message = e.to_string();
+            return events
+                .iter()
+                .map(|_| {
+                    Err(PublishError::Encode(Error::RegistryUnavailable(
+                        message.clone(),
+                    )))
+                })
+                .collect();
+        }
+        let pending: Vec<Result<DeliveryFuture, PublishError>> = events
+            .iter()
+            .map(|event| match self.codec.encode_now(event) {
+                Some(payload) => self.enqueue(event, &payload),
+                None => Err(PublishError::Encode(Error::RegistryUnavailable(
+                    "schema not registered".into(),
+                ))),
+            })
+            .collect();
+        futures::future::join_all(pending.into_iter().map(|p| async move { acked(p?).await })).await
+    }
+
+    /// Hands one encoded record to the producer's queue.
+    fn enqueue(&self, event: &LikeEvent, payload: &[u8]) -> Result<DeliveryFuture, PublishError> {
         let key = kafka::item_key(event.item.item_id.get());
-        let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
-        let delivery = match self.producer.send_result(record) {
-            Ok(delivery) => delivery,
+        let record = FutureRecord::to(&self.topic).key(&key).payload(payload);
+        match self.producer.send_result(record) {
+            Ok(delivery) => Ok(delivery),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                return Err(PublishError::QueueFull);
+                Err(PublishError::QueueFull)
             }
-            Err((e, _)) => return Err(PublishError::NotAcked(e)),
-        };
-        match delivery.await {
-            Ok(Ok(delivered)) => Ok(Ack {
-                partition: delivered.partition,
-                offset: delivered.offset,
-            }),
-            Ok(Err((e, _))) => Err(PublishError::NotAcked(e)),
-            Err(_canceled) => Err(PublishError::NotAcked(KafkaError::Canceled)),
+            Err((e, _)) => Err(PublishError::NotAcked(e)),
         }
     }
 

@@ -1,9 +1,14 @@
 //! The Avro codec of `like-events`: the schema in `schemas/like_event.avsc`,
 //! registered under the topic's value subject, and the Confluent wire format
-//! (magic byte 0, 4-byte schema id, Avro binary). Schemas are fetched and
-//! resolved once per id and reused for every record (schema_registry_converter
-//! caches both); nothing here resolves a schema per record.
+//! (magic byte 0, 4-byte schema id, Avro binary). The writer schema is
+//! registered once and its id kept; each record is then written directly in
+//! that schema's layout ([`binary`]), never resolved per record. Decoding
+//! fetches and resolves each writer schema once per id (schema_registry_converter
+//! caches both), so events written by other schema versions still decode.
 
+mod binary;
+
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use apache_avro::types::Value;
@@ -18,10 +23,12 @@ use schema_registry_converter::schema_registry_common::{
 use crate::Error;
 
 /// The writer schema this build produces events with.
-pub const SCHEMA: &str = include_str!("../../schemas/like_event.avsc");
+pub const SCHEMA: &str = include_str!("../../../schemas/like_event.avsc");
 
 /// Encodes and decodes like events through the schema registry.
 pub struct EventCodec {
+    /// The registered id of [`SCHEMA`], once known.
+    schema_id: OnceLock<u32>,
     encoder: AvroEncoder,
     decoder: AvroDecoder,
     strategy: SubjectNameStrategy,
@@ -42,6 +49,7 @@ impl EventCodec {
         };
         let supplied = SuppliedSchema::new(None, SchemaType::Avro, SCHEMA.to_string());
         Ok(Self {
+            schema_id: OnceLock::new(),
             encoder: AvroEncoder::new(settings()?),
             decoder: AvroDecoder::new(settings()?),
             strategy: SubjectNameStrategy::TopicNameStrategyWithSchema(
@@ -66,7 +74,10 @@ impl EventCodec {
                 .get_schema_and_id(&subject, self.strategy.clone())
                 .await
             {
-                Ok(schema) => return Ok(schema.id),
+                Ok(schema) => {
+                    let _ = self.schema_id.set(schema.id);
+                    return Ok(schema.id);
+                }
                 Err(e) => {
                     self.encoder.remove_errors_from_cache();
                     if attempt == 5 {
@@ -81,22 +92,20 @@ impl EventCodec {
         }
     }
 
-    /// The Confluent-framed Avro bytes of `event`.
+    /// The Confluent-framed Avro bytes of `event` without any await, once the
+    /// schema id is known (after [`EventCodec::register`]); `None` before.
+    pub fn encode_now(&self, event: &LikeEvent) -> Option<Vec<u8>> {
+        self.schema_id.get().map(|id| binary::framed(*id, event))
+    }
+
+    /// The Confluent-framed Avro bytes of `event`. The first call registers
+    /// the schema if [`EventCodec::register`] was not called yet.
     pub async fn encode(&self, event: &LikeEvent) -> Result<Vec<u8>, Error> {
-        self.encoder
-            .encode_value(to_value(event), &self.strategy)
-            .await
-            .map_err(|e| {
-                // Never let a failed registry call stick in the encoder's cache: a
-                // registry that answered 500 once (its database restarting) is fine
-                // a moment later.
-                self.encoder.remove_errors_from_cache();
-                if e.retriable || e.error.contains("schema registry") {
-                    registry_error(e)
-                } else {
-                    Error::Encode(e.to_string())
-                }
-            })
+        let id = match self.schema_id.get() {
+            Some(id) => *id,
+            None => self.register().await?,
+        };
+        Ok(binary::framed(id, event))
     }
 
     /// Decodes a Confluent-framed record into a validated event.
@@ -141,6 +150,9 @@ fn registry_error(e: SRCError) -> Error {
     Error::RegistryUnavailable(e.to_string())
 }
 
+/// The event as a generic Avro value (the reference the direct encoding is
+/// tested against).
+#[cfg(test)]
 fn to_value(event: &LikeEvent) -> Value {
     let (index, symbol) = match event.action {
         Action::Like => (0, "LIKE"),
