@@ -9,11 +9,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::join_all;
 use likes_domain::{EventId, LikeEvent, UserId};
-use serde_json::{Value, json};
-use warp::http::StatusCode;
+use likes_infra::publisher::{Ack, PublishError};
+use serde::Serialize;
+use serde_json::Value;
 use warp::reply::Response;
 
-use super::json;
 use crate::batch::{BatchEvent, parse_batch};
 use crate::protection::publish_error;
 use crate::query::Token;
@@ -34,40 +34,109 @@ pub async fn publish_batch(
         .protection
         .backpressure(state.publisher.in_flight(), valid)?;
     let admitted = admit(&state, parsed).await;
-    let results = join_all(admitted.into_iter().map(|event| {
-        let state = state.clone();
-        async move {
-            match event {
-                Ok(event) => produce(&state, event).await,
-                Err(e) => Err(e),
-            }
-        }
-    }))
-    .await;
+    // Every admitted event goes to the producer in one pass; the rest keep
+    // their error. `slots` remembers which result answers which index.
+    let mut events = Vec::new();
+    let mut slots: Vec<Result<usize, ApiError>> = Vec::with_capacity(admitted.len());
+    for event in admitted {
+        slots.push(event.map(|event| {
+            events.push(LikeEvent {
+                event_id: event.request.event_id.unwrap_or_else(EventId::generate),
+                user_id: event.request.user_id,
+                item: event.request.item,
+                action: event.action,
+                timestamp: chrono::Utc::now(),
+            });
+            events.len() - 1
+        }));
+    }
+    let acks = state.publisher.publish_many(&events).await;
+    let mut acks: Vec<Option<Result<Ack, PublishError>>> = acks.into_iter().map(Some).collect();
     let mut accepted = 0;
-    let results: Vec<Value> = results
+    let results: Vec<Outcome> = slots
         .into_iter()
         .enumerate()
-        .map(|(index, result)| {
-            let mut body = match result {
-                Ok(body) => {
+        .map(|(index, slot)| {
+            let produced = slot.and_then(|i| {
+                let event = &events[i];
+                match acks[i].take() {
+                    Some(Ok(ack)) => Ok((event, ack)),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, event_id = %event.event_id, "batch publish failed");
+                        Err(publish_error(e))
+                    }
+                    None => Err(ApiError::Unavailable("no delivery result".into())),
+                }
+            });
+            match produced {
+                Ok((event, ack)) => {
                     accepted += 1;
-                    body
+                    observability::accepted(event.action, 1);
+                    Outcome::Accepted {
+                        status: 202,
+                        event_id: event.event_id.to_string(),
+                        partition: ack.partition,
+                        offset: ack.offset,
+                        token: Token {
+                            partition: ack.partition,
+                            offset: ack.offset,
+                        }
+                        .to_string(),
+                        index,
+                    }
                 }
                 Err(e) => {
                     observability::rejected(e.code());
-                    json!({"status": e.status().as_u16(), "error": e.body()})
+                    Outcome::Rejected {
+                        status: e.status().as_u16(),
+                        error: e.body(),
+                        index,
+                    }
                 }
-            };
-            body["index"] = json!(index);
-            body
+            }
         })
         .collect();
-    let rejected = results.len() - accepted;
-    Ok(json(
-        &json!({"accepted": accepted, "rejected": rejected, "results": results}),
-        StatusCode::OK,
-    ))
+    let answer = Answer {
+        accepted,
+        rejected: results.len() - accepted,
+        results,
+    };
+    let body = serde_json::to_vec(&answer)
+        .map_err(|e| ApiError::Unavailable(format!("cannot render the answer: {e}")))?;
+    let mut response = Response::new(body.into());
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// The answer of a batch: counts and one outcome per event, in request order.
+#[derive(Serialize)]
+struct Answer {
+    accepted: usize,
+    rejected: usize,
+    results: Vec<Outcome>,
+}
+
+/// One event's outcome (serialized straight to bytes: building a
+/// `serde_json::Value` per event was a tenth of the batch API's CPU).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Outcome {
+    Accepted {
+        status: u16,
+        event_id: String,
+        partition: i32,
+        offset: i64,
+        token: String,
+        index: usize,
+    },
+    Rejected {
+        status: u16,
+        error: Value,
+        index: usize,
+    },
 }
 
 /// Applies the per-user rate limit: one token per event, asked once per user;
@@ -103,28 +172,4 @@ async fn admit(
             }
         })
         .collect()
-}
-
-/// Publishes one event and renders its accepted result.
-async fn produce(state: &State, event: BatchEvent) -> Result<Value, ApiError> {
-    let event_id = event.request.event_id.unwrap_or_else(EventId::generate);
-    let record = LikeEvent {
-        event_id,
-        user_id: event.request.user_id,
-        item: event.request.item,
-        action: event.action,
-        timestamp: chrono::Utc::now(),
-    };
-    let ack = state.publisher.publish(&record).await.map_err(|e| {
-        tracing::warn!(error = %e, %event_id, "batch publish failed");
-        publish_error(e)
-    })?;
-    observability::accepted(event.action, 1);
-    Ok(json!({
-        "status": 202,
-        "event_id": event_id,
-        "partition": ack.partition,
-        "offset": ack.offset,
-        "token": Token { partition: ack.partition, offset: ack.offset }.to_string(),
-    }))
 }
