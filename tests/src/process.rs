@@ -30,7 +30,7 @@ pub async fn stack(args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// Where cargo put the workspace's binaries for this build profile.
-fn binary(name: &str) -> anyhow::Result<PathBuf> {
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
     let dir = exe

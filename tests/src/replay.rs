@@ -4,18 +4,17 @@
 //! running the real `likes-replay` binary as a child process that can be killed.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::Context;
 use futures::future::try_join_all;
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, Projection, UserId};
 use likes_infra::publisher::Publisher;
 use likes_replay::reader::TopicHandle;
 use tokio::process::{Child, Command};
 
-use crate::TestEnv;
+use crate::process::binary;
+use crate::{Ingest, TestEnv, eventually};
 
 /// Events published concurrently; chunks are published one after the other,
 /// so events in different chunks keep their order in the log.
@@ -162,19 +161,45 @@ impl ReplayProcess {
     }
 }
 
-/// Where cargo put the workspace's binaries for this build profile.
-fn binary(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("no target directory")?;
-    let path = dir.join(name);
-    anyhow::ensure!(
-        path.exists(),
-        "{} is missing: build it first (cargo build -p likes-replay)",
-        path.display()
-    );
-    Ok(path)
+/// Posts one like (or unlike) of `item` by `user` through the API and waits
+/// until the projector has applied everything on the topic.
+pub async fn write_and_settle(
+    env: &TestEnv,
+    ingest: &Ingest,
+    like: bool,
+    user: i64,
+    item: i64,
+) -> anyhow::Result<()> {
+    let path = if like { "/v1/likes" } else { "/v1/unlikes" };
+    let response = reqwest::Client::new()
+        .post(ingest.url(path))
+        .json(&serde_json::json!({"user_id": user, "item_id": item, "item_type": crate::load::ITEM_TYPE}))
+        .send()
+        .await?;
+    anyhow::ensure!(response.status() == 202, "{}", response.text().await?);
+    eventually(Duration::from_secs(60), || async {
+        let stored = likes_infra::store::offsets::positions(&env.db, &env.stack.topic).await?;
+        Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
+    })
+    .await
+}
+
+/// A time strictly between the records before it and those after (snapshot
+/// and record times are micro- and milliseconds).
+pub async fn a_moment() -> chrono::DateTime<chrono::Utc> {
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let t = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    t
+}
+
+/// The live and shadow projection tables in the test's schema, by name.
+pub async fn tables(env: &TestEnv) -> anyhow::Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()
+         AND tablename LIKE ANY (ARRAY['user_likes%', 'counters%']) ORDER BY 1",
+    )
+    .fetch_all(&env.db)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
 }

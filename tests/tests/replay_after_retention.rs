@@ -4,45 +4,22 @@
 //! snapshot taken by then. Without a usable snapshot they say the derivation is
 //! incomplete (`explain`) or refuse (`count`), never a short count.
 
-use std::time::Duration;
-
-use chrono::{DateTime, Utc};
 use likes_domain::ItemKey;
 use likes_replay::explain::{self, Verdict};
 use likes_replay::history::Effect;
 use likes_replay::output::Format;
 use likes_replay::{count, snapshot};
 use likes_tests::load::ITEM_TYPE;
-use likes_tests::{Ingest, TestEnv, eventually};
+use likes_tests::replay::{a_moment, write_and_settle};
+use likes_tests::{Ingest, TestEnv};
 use rdkafka::TopicPartitionList;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use serde_json::json;
 
 const ITEM: i64 = 10;
 
-/// Likes (or unlikes) `ITEM` as `user` and waits until the projector applied it.
 async fn write(env: &TestEnv, ingest: &Ingest, like: bool, user: i64) -> anyhow::Result<()> {
-    let path = if like { "/v1/likes" } else { "/v1/unlikes" };
-    let response = reqwest::Client::new()
-        .post(ingest.url(path))
-        .json(&json!({"user_id": user, "item_id": ITEM, "item_type": ITEM_TYPE}))
-        .send()
-        .await?;
-    anyhow::ensure!(response.status() == 202, "{}", response.text().await?);
-    eventually(Duration::from_secs(60), || async {
-        let stored = likes_infra::store::offsets::positions(&env.db, &env.stack.topic).await?;
-        Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
-    })
-    .await
-}
-
-/// A time strictly between the records before it and those after.
-async fn a_moment() -> DateTime<Utc> {
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let t = Utc::now();
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    t
+    write_and_settle(env, ingest, like, user, ITEM).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

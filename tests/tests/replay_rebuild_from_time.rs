@@ -2,39 +2,18 @@
 //! before that time (not a newer one); with none, it replays the whole topic
 //! while retention has deleted nothing, and refuses once it has.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
 use likes_replay::snapshot;
 use likes_tests::load::ITEM_TYPE;
-use likes_tests::{Ingest, TestEnv, eventually};
+use likes_tests::replay::{a_moment, write_and_settle};
+use likes_tests::{Ingest, TestEnv};
 use rdkafka::TopicPartitionList;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use serde_json::json;
 
-/// Likes `item` as `user` and waits until the projector applied it.
 async fn like(env: &TestEnv, ingest: &Ingest, user: i64, item: i64) -> anyhow::Result<()> {
-    let response = reqwest::Client::new()
-        .post(ingest.url("/v1/likes"))
-        .json(&json!({"user_id": user, "item_id": item, "item_type": ITEM_TYPE}))
-        .send()
-        .await?;
-    anyhow::ensure!(response.status() == 202, "{}", response.text().await?);
-    eventually(Duration::from_secs(60), || async {
-        let stored = likes_infra::store::offsets::positions(&env.db, &env.stack.topic).await?;
-        Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
-    })
-    .await
-}
-
-/// A time strictly after everything before it (snapshot times are microseconds).
-async fn a_moment() -> DateTime<Utc> {
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let t = Utc::now();
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    t
+    write_and_settle(env, ingest, true, user, item).await
 }
 
 fn from_time(time: DateTime<Utc>, dry_run: bool) -> RebuildOptions {

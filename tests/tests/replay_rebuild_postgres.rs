@@ -9,6 +9,7 @@ use std::time::Duration;
 use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
 use likes_replay::snapshot;
 use likes_tests::load::{ITEM_TYPE, Load};
+use likes_tests::replay::tables;
 use likes_tests::watch::{Settled, Watch};
 use likes_tests::{Ingest, TestEnv, eventually};
 use rdkafka::TopicPartitionList;
@@ -47,16 +48,6 @@ async fn projected_everything(env: &TestEnv) -> anyhow::Result<()> {
         Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
     })
     .await
-}
-
-async fn tables(env: &TestEnv) -> anyhow::Result<Vec<String>> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()
-         AND tablename LIKE ANY (ARRAY['user_likes%', 'counters%']) ORDER BY 1",
-    )
-    .fetch_all(&env.db)
-    .await?;
-    Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
 /// Likes `item` as `user`; returns the write's token (`partition:offset`).

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
-use likes_tests::replay::{self, ReplayProcess};
+use likes_tests::replay::{self, ReplayProcess, tables};
 use likes_tests::{TestEnv, eventually};
 
 const EVENTS: usize = 40_000;
@@ -22,16 +22,6 @@ async fn shadow_progress(env: &TestEnv) -> anyhow::Result<i64> {
             .fetch_one(&env.db)
             .await?;
     Ok(n.unwrap_or(0))
-}
-
-async fn tables(env: &TestEnv) -> anyhow::Result<Vec<String>> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()
-         AND tablename LIKE ANY (ARRAY['user_likes%', 'counters%']) ORDER BY 1",
-    )
-    .fetch_all(&env.db)
-    .await?;
-    Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
