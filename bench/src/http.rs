@@ -101,13 +101,11 @@ impl Http {
         rate: f64,
         duration: Duration,
     ) -> anyhow::Result<Summary> {
-        let calls = (0..count(rate, duration))
-            .map(|_| Call {
-                method: Method::POST,
-                path: "/v1/likes".into(),
-                body: Bytes::from(keys.next_body()),
-            })
-            .collect();
+        let calls = calls(rate, duration, || Call {
+            method: Method::POST,
+            path: "/v1/likes".into(),
+            body: Bytes::from(keys.next_body()),
+        });
         self.run(addr, calls, rate, None).await
     }
 
@@ -119,13 +117,12 @@ impl Http {
         rate: f64,
         duration: Duration,
     ) -> anyhow::Result<Summary> {
-        let calls = (0..count(rate, duration))
-            .map(|_| Call {
-                method: Method::GET,
-                path: format!("/v1/items/{ITEM_TYPE}/{}/count", keys.next_pair().1),
-                body: Bytes::new(),
-            })
-            .collect();
+        let calls = calls(rate, duration, || {
+            get(format!(
+                "/v1/items/{ITEM_TYPE}/{}/count",
+                keys.next_pair().1
+            ))
+        });
         self.run(addr, calls, rate, None).await
     }
 
@@ -138,19 +135,28 @@ impl Http {
         rate: f64,
         duration: Duration,
     ) -> anyhow::Result<Summary> {
-        let calls = (0..count(rate, duration))
-            .map(|_| {
-                let items: Vec<String> = (0..per)
-                    .map(|_| format!("{ITEM_TYPE}:{}", keys.next_pair().1))
-                    .collect();
-                Call {
-                    method: Method::GET,
-                    path: format!("/v1/counts?items={}", items.join(",")),
-                    body: Bytes::new(),
-                }
-            })
-            .collect();
+        let calls = calls(rate, duration, || {
+            let items: Vec<String> = (0..per)
+                .map(|_| format!("{ITEM_TYPE}:{}", keys.next_pair().1))
+                .collect();
+            get(format!("/v1/counts?items={}", items.join(",")))
+        });
         self.run(addr, calls, rate, None).await
+    }
+}
+
+/// The calls of a run of `duration` at `rate`, made by `make`.
+fn calls(rate: f64, duration: Duration, make: impl FnMut() -> Call) -> Vec<Call> {
+    std::iter::repeat_with(make)
+        .take(count(rate, duration) as usize)
+        .collect()
+}
+
+fn get(path: String) -> Call {
+    Call {
+        method: Method::GET,
+        path,
+        body: Bytes::new(),
     }
 }
 

@@ -50,6 +50,7 @@ pub async fn convergence(cfg: &Config, report: &mut Report, rate: f64) -> anyhow
         connections: cfg.connections,
     };
     let mut runs = Vec::new();
+    let mut produced = 0u64;
     for (round, window) in WINDOWS_MS.into_iter().enumerate() {
         let mut settings = env.projector_settings();
         settings.window = Duration::from_millis(window);
@@ -57,10 +58,13 @@ pub async fn convergence(cfg: &Config, report: &mut Report, rate: f64) -> anyhow
         let projector = tokio::spawn(likes_projector::run(settings, async {
             let _ = stopped.await;
         }));
-        // Warm: producer metadata, the projector's assignment.
-        load.post_likes(ingest.addr, &mut keys, 200.0, Duration::from_secs(3))
+        // Warm: producer metadata, and the projector's group join and claims:
+        // the run starts only once it has applied everything produced so far.
+        let warm = load
+            .post_likes(ingest.addr, &mut keys, 200.0, Duration::from_secs(3))
             .await?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        produced += warm.ok;
+        caught_up(&env, produced).await?;
         let mut items = Vec::new();
         let first_user = 2_000_000_000 + round as i64 * 100_000_000;
         let calls: Vec<Call> = (0..http::count(rate, cfg.step))
@@ -80,6 +84,7 @@ pub async fn convergence(cfg: &Config, report: &mut Report, rate: f64) -> anyhow
             .run(ingest.addr, calls, rate, Some((EVERY, answers)))
             .await?;
         let watched = watcher.await??;
+        produced += run.ok;
         let _ = stop.send(());
         tokio::time::timeout(Duration::from_secs(30), projector).await???;
         runs.push((window, run, watched));
@@ -91,6 +96,27 @@ pub async fn convergence(cfg: &Config, report: &mut Report, rate: f64) -> anyhow
         report.runs(NAME, &format!("ours (202s, window {window} ms)"), &[run]);
     }
     Ok(())
+}
+
+/// Waits (60 s at most) until the projector's stored offsets cover `events`.
+async fn caught_up(env: &BenchEnv, events: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (applied,): (i64,) = sqlx::query_as(
+            "SELECT COALESCE(SUM(next_offset), 0)::int8 FROM projector_offsets WHERE topic = $1",
+        )
+        .bind(&env.stack.topic)
+        .fetch_one(&env.db)
+        .await?;
+        if applied >= events as i64 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the projector applied {applied} of {events} events in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The figures of one window's run.
