@@ -173,6 +173,7 @@ async fn a_redis_flushall_is_repaired_and_reads_stay_right() -> anyhow::Result<(
     let running = load.start(&ingest.url(""));
     running.wait_for_requests(300).await;
     redis::cmd("FLUSHALL")
+        .arg("ASYNC")
         .query_async::<()>(&mut env.redis.clone())
         .await?;
     running.wait_for_requests(300).await;
