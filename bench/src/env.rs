@@ -10,6 +10,7 @@ use anyhow::Context;
 use likes_infra::kafka::{self, RETENTION_MS, TopicSpec};
 use likes_infra::settings::StackSettings;
 use likes_infra::store::{self, PgPool};
+use redis::AsyncCommands;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -46,7 +47,63 @@ pub async fn fresh_database() -> anyhow::Result<String> {
     }
 }
 
+/// Drops a database made by [`fresh_database`] (its pool must be closed).
+pub async fn drop_database(url: &str) -> anyhow::Result<()> {
+    let base = env_or(
+        "DATABASE_URL",
+        "postgres://likes:likes@127.0.0.1:5432/likes",
+    );
+    let name = url.rsplit('/').next().unwrap_or_default();
+    // Only names this harness made: a fixed prefix and hex digits.
+    anyhow::ensure!(
+        name.starts_with("likes_bench_") && name[12..].chars().all(|c| c.is_ascii_hexdigit()),
+        "not a bench database: {name}"
+    );
+    let admin = sqlx::PgPool::connect(&base).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await?;
+    admin.close().await;
+    Ok(())
+}
+
 impl BenchEnv {
+    /// Removes what the scenario left: its Redis keys, its database and its
+    /// topics, so runs do not pile up data in the shared stack (a FLUSHALL of
+    /// a few runs' leftovers took seconds).
+    pub async fn clean(self) -> anyhow::Result<()> {
+        let client = redis::Client::open(self.stack.redis_url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let pattern = format!("{}*", self.stack.redis_key_prefix);
+        let keys: Vec<String> = {
+            let mut iter: redis::AsyncIter<'_, String> = conn.scan_match(&pattern).await?;
+            let mut keys = Vec::new();
+            while let Some(key) = futures::StreamExt::next(&mut iter).await {
+                keys.push(key?);
+            }
+            keys
+        };
+        for chunk in keys.chunks(1000) {
+            redis::cmd("UNLINK")
+                .arg(chunk)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        self.db.close().await;
+        drop_database(&self.stack.database_url).await?;
+        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &self.stack.kafka_bootstrap)
+                .create()?;
+        let topics = [self.stack.topic.as_str(), &self.stack.dlq_topic()];
+        admin
+            .delete_topics(&topics, &rdkafka::admin::AdminOptions::new())
+            .await?;
+        Ok(())
+    }
+
     /// A fresh topic with `partitions`, its DLQ, a migrated database and a prefix.
     pub async fn new(partitions: i32) -> anyhow::Result<Self> {
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();

@@ -65,6 +65,7 @@ pub async fn single_like(cfg: &Config, report: &mut Report) -> anyhow::Result<Se
         "bare warp POST 204",
     );
     stop(ingest, bare).await?;
+    env.clean().await?;
     Ok(ours)
 }
 
@@ -132,7 +133,8 @@ pub async fn cached_read(cfg: &Config, report: &mut Report) -> anyhow::Result<()
     }
     report.runs(NAME, &side("ours"), &[ours]);
     report.runs(NAME, &side("bare warp GET"), &[base]);
-    stop(ingest, bare).await
+    stop(ingest, bare).await?;
+    env.clean().await
 }
 
 /// Fills Redis with every item's count through the bulk endpoint (misses refilled).

@@ -69,7 +69,7 @@ pub async fn batch(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
     report.notes.push(format!(
         "2: {CLIENTS} clients sending batches of {BATCH} back to back for {duration:?}; {accepted} events accepted; baseline wrote {n} pre-encoded events"
     ));
-    Ok(())
+    env.clean().await
 }
 
 fn batch_body(keys: &mut Keys) -> String {

@@ -95,7 +95,7 @@ pub async fn convergence(cfg: &Config, report: &mut Report, rate: f64) -> anyhow
         rows(report, window, &run, &watched, &read)?;
         report.runs(NAME, &format!("ours (202s, window {window} ms)"), &[run]);
     }
-    Ok(())
+    env.clean().await
 }
 
 /// Waits (60 s at most) until the projector's stored offsets cover `events`.

@@ -14,8 +14,8 @@ use rdkafka::producer::FutureRecord;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::cpu;
-use crate::env::{BenchEnv, fresh_database};
+use crate::cpu::{self, CpuUse};
+use crate::env::{BenchEnv, drop_database, fresh_database};
 use crate::keys::Keys;
 use crate::report::{Report, Row};
 use crate::scenarios::Config;
@@ -35,9 +35,7 @@ pub async fn drain(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
     ));
     let settings = env.projector_settings();
     let batch = settings.max_batch_events;
-    let before = cpu::snapshot();
-    let (ours, overall) = project(&env, settings, events.len() as i64).await?;
-    let used = cpu::snapshot().since(&before);
+    let (ours, overall, used) = project(&env, settings, events.len() as i64).await?;
     report.notes.push(format!(
         "3: projector {overall:.0} events/s from start (group join included), {ours:.0} events/s from its first commit; CPU per event: projector {:.1} µs, PostgreSQL {:.1} µs, Redis {:.1} µs, Kafka {:.1} µs",
         per_event(used.service_s, events.len()),
@@ -62,7 +60,7 @@ pub async fn drain(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
         true,
         "raw UNNEST upserts of the same net rows",
     ));
-    Ok(())
+    env.clean().await
 }
 
 fn per_event(seconds: f64, events: usize) -> f64 {
@@ -105,14 +103,16 @@ pub async fn fill(env: &BenchEnv, events: &[likes_domain::LikeEvent]) -> anyhow:
 }
 
 /// Runs the projector until it committed `total` events; answers events/s from
-/// its first commit and from its start.
+/// its first commit and from its start, and the CPU used meanwhile (read before
+/// the projector stops: its PostgreSQL backends' CPU is gone once they exit).
 async fn project(
     env: &BenchEnv,
     settings: likes_projector::Settings,
     total: i64,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<(f64, f64, CpuUse)> {
     let (stop, stopped) = oneshot::channel::<()>();
     let started = Instant::now();
+    let before = cpu::snapshot();
     let handle = tokio::spawn(likes_projector::run(settings, async {
         let _ = stopped.await;
     }));
@@ -139,6 +139,7 @@ async fn project(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let end = Instant::now();
+    let used = cpu::snapshot().since(&before);
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(30), handle).await???;
     let overall = total as f64 / (end - started).as_secs_f64();
@@ -146,7 +147,7 @@ async fn project(
         Some((at, n)) if end > at && total > n => (total - n) as f64 / (end - at).as_secs_f64(),
         _ => overall,
     };
-    Ok((steady, overall))
+    Ok((steady, overall, used))
 }
 
 /// Writes every net batch in its own transaction on a fresh database; answers
@@ -161,6 +162,7 @@ async fn unnest_baseline(nets: &[NetBatch], events: usize) -> anyhow::Result<f64
     }
     let rate = events as f64 / started.elapsed().as_secs_f64();
     db.close().await;
+    drop_database(&url).await?;
     Ok(rate)
 }
 

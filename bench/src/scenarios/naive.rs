@@ -5,7 +5,7 @@
 use likes_infra::store;
 
 use crate::baselines;
-use crate::env::fresh_database;
+use crate::env::{drop_database, fresh_database};
 use crate::http::{Http, Search, max_sustainable};
 use crate::keys::Keys;
 use crate::report::Report;
@@ -37,5 +37,5 @@ pub async fn naive(cfg: &Config, report: &mut Report, ours: &Search) -> anyhow::
     search_rows(report, NAME, "likes/s", "20 ms", ours, &naive, baseline);
     server.stop().await?;
     db.close().await;
-    Ok(())
+    drop_database(&url).await
 }
