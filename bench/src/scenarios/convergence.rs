@@ -61,7 +61,7 @@ pub async fn convergence(cfg: &Config, report: &mut Report, rate: f64) -> anyhow
         // Warm: producer metadata, and the projector's group join and claims:
         // the run starts only once it has applied everything produced so far.
         let warm = load
-            .post_likes(ingest.addr, &mut keys, 200.0, Duration::from_secs(3))
+            .post_likes(ingest.addr, &mut keys, 200.0, cfg.step)
             .await?;
         produced += warm.ok;
         caught_up(&env, produced).await?;

@@ -37,16 +37,16 @@ impl Config {
         if quick {
             Self {
                 quick,
-                fixed_rates: vec![500.0, 2000.0],
-                step: Duration::from_secs(4),
+                fixed_rates: vec![2000.0],
+                step: Duration::from_secs(3),
                 search_start: 1000.0,
                 search_factor: 2.0,
-                search_max: 64_000.0,
+                search_max: 32_000.0,
                 connections: 64,
                 items: 10_000,
                 users: 1_000_000,
                 zipf_exponent: 1.0,
-                drain_events: 200_000,
+                drain_events: 100_000,
             }
         } else {
             Self {
