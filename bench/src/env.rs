@@ -25,12 +25,17 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
-/// Creates an empty database with a fresh name and returns its URL.
-pub async fn fresh_database() -> anyhow::Result<String> {
-    let base = env_or(
+/// The database the harness connects to for creating and dropping its own.
+fn admin_url() -> String {
+    env_or(
         "DATABASE_URL",
         "postgres://likes:likes@127.0.0.1:5432/likes",
-    );
+    )
+}
+
+/// Creates an empty database with a fresh name and returns its URL.
+pub async fn fresh_database() -> anyhow::Result<String> {
+    let base = admin_url();
     let admin = sqlx::PgPool::connect(&base)
         .await
         .context("connect to PostgreSQL: is the stack up? (dev/stack up)")?;
@@ -49,10 +54,7 @@ pub async fn fresh_database() -> anyhow::Result<String> {
 
 /// Drops a database made by [`fresh_database`] (its pool must be closed).
 pub async fn drop_database(url: &str) -> anyhow::Result<()> {
-    let base = env_or(
-        "DATABASE_URL",
-        "postgres://likes:likes@127.0.0.1:5432/likes",
-    );
+    let base = admin_url();
     let name = url.rsplit('/').next().unwrap_or_default();
     // Only names this harness made: a fixed prefix and hex digits.
     anyhow::ensure!(
@@ -70,6 +72,18 @@ pub async fn drop_database(url: &str) -> anyhow::Result<()> {
 }
 
 impl BenchEnv {
+    /// Events the projector has committed on this slice's topic (the sum of
+    /// its stored next offsets).
+    pub async fn applied(&self) -> anyhow::Result<i64> {
+        let (applied,): (i64,) = sqlx::query_as(
+            "SELECT COALESCE(SUM(next_offset), 0)::int8 FROM projector_offsets WHERE topic = $1",
+        )
+        .bind(&self.stack.topic)
+        .fetch_one(&self.db)
+        .await?;
+        Ok(applied)
+    }
+
     /// Removes what the scenario left: its Redis keys, its database and its
     /// topics, so runs do not pile up data in the shared stack (a FLUSHALL of
     /// a few runs' leftovers took seconds).

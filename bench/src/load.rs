@@ -68,7 +68,8 @@ impl Summary {
     }
 }
 
-fn per(seconds: f64, n: u64) -> f64 {
+/// Microseconds of CPU per item: `seconds` spread over `n`.
+pub fn per(seconds: f64, n: u64) -> f64 {
     if n == 0 {
         0.0
     } else {

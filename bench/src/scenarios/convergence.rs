@@ -102,12 +102,7 @@ pub async fn convergence(cfg: &Config, report: &mut Report, rate: f64) -> anyhow
 async fn caught_up(env: &BenchEnv, events: u64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (applied,): (i64,) = sqlx::query_as(
-            "SELECT COALESCE(SUM(next_offset), 0)::int8 FROM projector_offsets WHERE topic = $1",
-        )
-        .bind(&env.stack.topic)
-        .fetch_one(&env.db)
-        .await?;
+        let applied = env.applied().await?;
         if applied >= events as i64 {
             return Ok(());
         }

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::cpu::{self, CpuUse};
 use crate::env::{BenchEnv, drop_database, fresh_database};
 use crate::keys::Keys;
+use crate::load::per;
 use crate::report::{Report, Row};
 use crate::scenarios::Config;
 use crate::scenarios::events::{self, NetBatch};
@@ -38,10 +39,10 @@ pub async fn drain(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
     let (ours, overall, used) = project(&env, settings, events.len() as i64).await?;
     report.notes.push(format!(
         "3: projector {overall:.0} events/s from start (group join included), {ours:.0} events/s from its first commit; CPU per event: projector {:.1} µs, PostgreSQL {:.1} µs, Redis {:.1} µs, Kafka {:.1} µs",
-        per_event(used.service_s, events.len()),
-        per_event(used.postgres_s, events.len()),
-        per_event(used.redis_s, events.len()),
-        per_event(used.kafka_s, events.len()),
+        per(used.service_s, events.len() as u64),
+        per(used.postgres_s, events.len() as u64),
+        per(used.redis_s, events.len() as u64),
+        per(used.kafka_s, events.len() as u64),
     ));
     let nets = events::net_batches(&events, batch);
     let before = cpu::snapshot();
@@ -49,8 +50,8 @@ pub async fn drain(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
     let used = cpu::snapshot().since(&before);
     report.notes.push(format!(
         "3: raw UNNEST baseline CPU per event: bench process {:.1} µs, PostgreSQL {:.1} µs",
-        per_event(used.service_s, events.len()),
-        per_event(used.postgres_s, events.len()),
+        per(used.service_s, events.len() as u64),
+        per(used.postgres_s, events.len() as u64),
     ));
     report.rows.push(Row::new(
         NAME,
@@ -61,10 +62,6 @@ pub async fn drain(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
         "raw UNNEST upserts of the same net rows",
     ));
     env.clean().await
-}
-
-fn per_event(seconds: f64, events: usize) -> f64 {
-    seconds * 1e6 / events.max(1) as f64
 }
 
 /// Encodes every event once, then produces them many in flight; answers events/s.
@@ -119,12 +116,7 @@ async fn project(
     let deadline = started + Duration::from_secs(600);
     let mut first: Option<(Instant, i64)> = None;
     loop {
-        let (done,): (i64,) = sqlx::query_as(
-            "SELECT COALESCE(SUM(next_offset), 0)::int8 FROM projector_offsets WHERE topic = $1",
-        )
-        .bind(&env.stack.topic)
-        .fetch_one(&env.db)
-        .await?;
+        let done = env.applied().await?;
         if done > 0 && first.is_none() {
             first = Some((Instant::now(), done));
         }
