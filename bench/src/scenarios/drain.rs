@@ -45,9 +45,7 @@ pub async fn drain(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
         per(used.kafka_s, events.len() as u64),
     ));
     let nets = events::net_batches(&events, batch);
-    let before = cpu::snapshot();
-    let base = unnest_baseline(&nets, events.len()).await?;
-    let used = cpu::snapshot().since(&before);
+    let (base, used) = unnest_baseline(&nets, events.len()).await?;
     report.notes.push(format!(
         "3: raw UNNEST baseline CPU per event: bench process {:.1} µs, PostgreSQL {:.1} µs",
         per(used.service_s, events.len() as u64),
@@ -143,19 +141,22 @@ async fn project(
 }
 
 /// Writes every net batch in its own transaction on a fresh database; answers
-/// events/s (events represented ÷ time).
-async fn unnest_baseline(nets: &[NetBatch], events: usize) -> anyhow::Result<f64> {
+/// events/s (events represented ÷ time) and the CPU used.
+async fn unnest_baseline(nets: &[NetBatch], events: usize) -> anyhow::Result<(f64, CpuUse)> {
     let url = fresh_database().await?;
     let db = store::connect_lazy(&url, 2)?;
     store::migrate(&db).await?;
     let started = Instant::now();
+    let before = cpu::snapshot();
     for net in nets {
         write_net(&db, net).await?;
     }
     let rate = events as f64 / started.elapsed().as_secs_f64();
+    // Read before the pool closes: an exited backend's CPU is no longer seen.
+    let used = cpu::snapshot().since(&before);
     db.close().await;
     drop_database(&url).await?;
-    Ok(rate)
+    Ok((rate, used))
 }
 
 async fn write_net(db: &PgPool, net: &NetBatch) -> anyhow::Result<()> {
