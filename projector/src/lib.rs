@@ -5,6 +5,8 @@
 
 mod background;
 mod batch;
+mod collect;
+mod commit;
 mod consumer;
 mod dead_letters;
 mod error;

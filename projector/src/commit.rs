@@ -1,0 +1,178 @@
+//! Writing a batch: one fenced PostgreSQL transaction (retried while the
+//! database is away, never skipped), then Redis from the counts the
+//! transaction returned, then Kafka's committed offsets for lag tooling. It
+//! runs on its own task, one batch at a time in log order, while the next
+//! batch is collected.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use likes_domain::ItemKey;
+use likes_infra::Error;
+use likes_infra::cache::CountCache;
+use likes_infra::likers::RecentLikers;
+use likes_infra::store::PgPool;
+use likes_infra::store::writer::{self, Applied};
+use rdkafka::consumer::{CommitMode, Consumer};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tracing::Instrument;
+
+use crate::batch::Batch;
+use crate::consumer::ProjectorConsumer;
+use crate::ownership::Ownership;
+
+/// The writing half of the projector.
+pub struct Writer {
+    pub topic: String,
+    pub consumer: Arc<ProjectorConsumer>,
+    pub ownership: Arc<Ownership>,
+    pub db: PgPool,
+    pub cache: CountCache,
+    pub likers: RecentLikers,
+    /// Redis writes that failed, retried after the next batch (newest stamp wins).
+    pub pending_cache: HashMap<ItemKey, (i64, i64)>,
+}
+
+impl Writer {
+    /// Writes the batches handed over until the sender is dropped; each permit
+    /// is released once its batch is written, telling the collector the writer
+    /// is free.
+    pub async fn run(mut self, mut batches: mpsc::Receiver<(Batch, OwnedSemaphorePermit)>) {
+        while let Some((batch, permit)) = batches.recv().await {
+            self.commit(batch).await;
+            drop(permit);
+        }
+    }
+
+    /// Writes the batch (retrying transient failures), then Redis.
+    async fn commit(&mut self, batch: Batch) {
+        if batch.generation != self.ownership.generation() {
+            // A rebalance happened since it was collected: its partitions were
+            // claimed again (by us or another owner) and will be read again from
+            // the claimed offsets, so writing it could only be fenced.
+            tracing::info!(
+                events = batch.events(),
+                "batch from before a rebalance dropped"
+            );
+            return;
+        }
+        let span = tracing::info_span!(
+            "batch",
+            partitions = %batch.ranges(),
+            events = batch.events(),
+            poison = batch.poison,
+            duplicates = tracing::field::Empty,
+            changes = tracing::field::Empty,
+            elapsed_ms = tracing::field::Empty,
+        );
+        let started = batch.started;
+        let generation = batch.generation;
+        let (commits, events) = batch.finish();
+        let result = async {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match writer::apply_batch(&self.db, &self.topic, &commits, &events).await {
+                    Ok(applied) => return Ok(applied),
+                    Err(e) if e.is_transient() => {
+                        metrics::counter!(crate::metrics::WRITE_RETRIES).increment(1);
+                        tracing::warn!(error = %e, "batch write failed, retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let _enter = span.enter();
+        match result {
+            Ok(applied) => {
+                for c in &commits {
+                    self.ownership.advance(c.partition, c.next_offset);
+                }
+                self.after_commit(&applied, &commits).await;
+                span.record("duplicates", applied.duplicates);
+                span.record("changes", applied.changes.len());
+                span.record("elapsed_ms", started.elapsed().as_millis() as u64);
+                metrics::counter!(crate::metrics::BATCHES).increment(1);
+                metrics::counter!(crate::metrics::EVENTS).increment(events.len() as u64);
+                metrics::counter!(crate::metrics::DUPLICATES).increment(applied.duplicates as u64);
+                metrics::histogram!(crate::metrics::BATCH_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                tracing::info!(
+                    liked = applied.liked,
+                    unliked = applied.unliked,
+                    counters = applied.counts.len(),
+                    "batch committed"
+                );
+            }
+            Err(Error::Fenced { partition }) if generation != self.ownership.generation() => {
+                // Claimed again while we wrote: the new claim already set where
+                // the partitions resume, nothing to undo.
+                metrics::counter!(crate::metrics::FENCED).increment(1);
+                tracing::info!(partition, "batch fenced by a claim made meanwhile; dropped");
+            }
+            Err(Error::Fenced { partition }) => {
+                metrics::counter!(crate::metrics::FENCED).increment(1);
+                tracing::warn!(
+                    partition,
+                    "batch fenced by a newer owner; dropped, rejoining"
+                );
+                self.ownership.revoke_all();
+                self.ownership.request_rejoin();
+            }
+            Err(e) => {
+                // Not transient and not fencing: a broken invariant. Dropping the batch
+                // would lose events, so rejoin and let the claimed offsets replay it.
+                tracing::error!(error = %e, "batch write failed permanently; rejoining to replay it");
+                self.ownership.revoke_all();
+                self.ownership.request_rejoin();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    /// Redis and Kafka's committed offsets, both best effort after PostgreSQL.
+    async fn after_commit(&mut self, applied: &Applied, commits: &[writer::OffsetCommit]) {
+        for c in &applied.counts {
+            let entry = self
+                .pending_cache
+                .entry(c.item)
+                .or_insert((c.count, c.last_offset));
+            if c.last_offset >= entry.1 {
+                *entry = (c.count, c.last_offset);
+            }
+        }
+        let updates: Vec<(ItemKey, i64, i64)> = self
+            .pending_cache
+            .iter()
+            .map(|(item, (count, stamp))| (*item, *count, *stamp))
+            .collect();
+        match self.cache.put_counts(&updates).await {
+            Ok(()) => self.pending_cache.clear(),
+            Err(e) => {
+                metrics::counter!(crate::metrics::REDIS_FAILURES).increment(1);
+                tracing::warn!(error = %e, pending = updates.len(), "redis update failed; will retry after the next batch")
+            }
+        }
+        // Recent likers are user experience only: a failure is logged, never retried.
+        if let Err(e) = self.likers.apply(&applied.changes).await {
+            metrics::counter!(crate::metrics::REDIS_FAILURES).increment(1);
+            tracing::warn!(error = %e, "recent likers update failed");
+        }
+        // Kafka's own offsets are only for lag tooling; PostgreSQL holds the truth.
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for c in commits {
+            let _ = tpl.add_partition_offset(
+                &self.topic,
+                c.partition,
+                rdkafka::Offset::Offset(c.next_offset),
+            );
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(error = %e, "kafka offset commit (for tooling) failed");
+        }
+    }
+}
