@@ -2,15 +2,25 @@
 //! `{action, user_id, item_id, item_type, event_id?}`. The envelope must be
 //! right for anything to happen (400 otherwise); each event is then judged on
 //! its own, so one bad event never rejects the others.
+//!
+//! The body is streamed once by typed readers (see [`crate::request`]): valid
+//! events allocate nothing but the output vector.
 
 use likes_domain::Action;
-use serde_json::Value;
+use serde::de::{MapAccess, SeqAccess};
 
 use crate::ApiError;
-use crate::request::{LikeRequest, json_object, like_fields, reject_unknown};
+use crate::request::{
+    Fields, LikeObject, LikeRequest, Read, Reader, Scalar, Scalars, Shape, Skip, note_unknown,
+    read_body,
+};
 
-const EVENT_FIELDS: [&str; 5] = ["action", "user_id", "item_id", "item_type", "event_id"];
-const EVENT_LISTED: &str = "action, user_id, item_id, item_type, event_id";
+/// How each event of a batch is read.
+const EVENT: Shape = Shape {
+    action: true,
+    listed: "action, user_id, item_id, item_type, event_id",
+    not_object: "each event must be a JSON object",
+};
 
 /// One valid event of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,47 +29,112 @@ pub struct BatchEvent {
     pub request: LikeRequest,
 }
 
+/// The parsed events, or the error that refuses the whole batch.
+type Parsed = Result<Vec<Result<BatchEvent, ApiError>>, ApiError>;
+
 /// Parses the envelope; each element is the event or the error naming its field.
-pub fn parse_batch(
-    body: &[u8],
-    max_events: usize,
-) -> Result<Vec<Result<BatchEvent, ApiError>>, ApiError> {
-    let map = json_object(body)?;
-    reject_unknown(&map, &["events"], "events")?;
-    let events = match map.get("events") {
-        Some(Value::Array(events)) => events,
-        None | Some(Value::Null) => return Err(ApiError::missing("events")),
-        Some(_) => return Err(ApiError::wrong_type("events", "an array")),
-    };
-    if events.is_empty() {
-        return Err(ApiError::Invalid(likes_domain::ValidationError {
-            field: "events",
-            message: "must hold at least one event".into(),
-        }));
-    }
-    if events.len() > max_events {
-        return Err(ApiError::BatchTooLarge { limit: max_events });
-    }
-    Ok(events.iter().map(parse_event).collect())
+pub fn parse_batch(body: &[u8], max_events: usize) -> Parsed {
+    read_body(body, Envelope { max_events })?
 }
 
-fn parse_event(value: &Value) -> Result<BatchEvent, ApiError> {
-    let Value::Object(map) = value else {
-        return Err(ApiError::MalformedJson(
-            "each event must be a JSON object".into(),
-        ));
-    };
-    reject_unknown(map, &EVENT_FIELDS, EVENT_LISTED)?;
-    let action = match map.get("action") {
-        None | Some(Value::Null) => return Err(ApiError::missing("action")),
-        Some(Value::String(s)) if s == "like" => Action::Like,
-        Some(Value::String(s)) if s == "unlike" => Action::Unlike,
-        Some(_) => return Err(ApiError::wrong_type("action", "\"like\" or \"unlike\"")),
-    };
-    Ok(BatchEvent {
-        action,
-        request: like_fields(map)?,
-    })
+/// The `{"events": ...}` object.
+struct Envelope {
+    max_events: usize,
+}
+
+impl<'de> Reader<'de> for Envelope {
+    type Value = Parsed;
+
+    fn scalar(self, _: Scalar<'_>) -> Parsed {
+        Err(ApiError::MalformedJson(
+            "the body must be a JSON object".into(),
+        ))
+    }
+
+    fn map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parsed, A::Error> {
+        let mut unknown = None;
+        // `None` while `events` is absent or null; a repeated key replaces it.
+        let mut events = None;
+        loop {
+            let seen = &mut unknown;
+            let key = map.next_key_seed(Read(Scalars(|key: Scalar<'_>| match key {
+                Scalar::Str("events") => true,
+                Scalar::Str(other) => {
+                    note_unknown(seen, other);
+                    false
+                }
+                _ => false,
+            })))?;
+            match key {
+                None => break,
+                Some(true) => {
+                    events = map.next_value_seed(Read(Events {
+                        max_events: self.max_events,
+                    }))?
+                }
+                Some(false) => {
+                    map.next_value::<Skip>()?;
+                }
+            }
+        }
+        Ok(match (unknown, events) {
+            (Some(name), _) => Err(ApiError::UnknownField {
+                name,
+                allowed: "events",
+            }),
+            (None, None) => Err(ApiError::missing("events")),
+            (None, Some(events)) => events,
+        })
+    }
+}
+
+/// The `events` value: `None` when null.
+struct Events {
+    max_events: usize,
+}
+
+impl<'de> Reader<'de> for Events {
+    type Value = Option<Parsed>;
+
+    fn scalar(self, value: Scalar<'_>) -> Option<Parsed> {
+        match value {
+            Scalar::Null => None,
+            _ => Some(Err(ApiError::wrong_type("events", "an array"))),
+        }
+    }
+
+    fn seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<Parsed>, A::Error> {
+        let mut events = Vec::new();
+        while events.len() < self.max_events {
+            match seq.next_element_seed(Read(LikeObject(EVENT)))? {
+                Some(event) => events.push(event.and_then(batch_event)),
+                None => break,
+            }
+        }
+        // Past the limit the batch is refused whole: the rest is only
+        // checked for syntax, never built.
+        let mut over = false;
+        while seq.next_element::<Skip>()?.is_some() {
+            over = true;
+        }
+        Ok(Some(if over {
+            Err(ApiError::BatchTooLarge {
+                limit: self.max_events,
+            })
+        } else if events.is_empty() {
+            Err(ApiError::Invalid(likes_domain::ValidationError {
+                field: "events",
+                message: "must hold at least one event".into(),
+            }))
+        } else {
+            Ok(events)
+        }))
+    }
+}
+
+fn batch_event(fields: Fields) -> Result<BatchEvent, ApiError> {
+    let (action, request) = fields.batch_event()?;
+    Ok(BatchEvent { action, request })
 }
 
 #[cfg(test)]
@@ -111,5 +186,29 @@ mod tests {
             Some("more")
         );
         assert!(parse_batch(b"[]", 2).is_err());
+    }
+
+    #[test]
+    fn the_envelope_checks_keep_their_order() {
+        let message = |body: &[u8]| parse_batch(body, 1).unwrap_err().to_string();
+        assert!(message(br#"{"events":null}"#).contains("required"));
+        assert!(message(br#"{"events":{"a":[1]}}"#).contains("an array"));
+        assert!(message(br#"{"events":[{},{}],"b":1,"a":2}"#).contains("\"a\""));
+        assert!(message(br#"{"events":[],"events":[{},{}]}"#).contains("at most 1"));
+        // A repeated key replaces the earlier value.
+        assert_eq!(
+            parse_batch(br#"{"events":[{},{}],"events":[{}]}"#, 1)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn syntax_errors_past_the_limit_still_refuse_the_body() {
+        let err = parse_batch(br#"{"events":[{},{},{"a":1e400}]}"#, 1).unwrap_err();
+        assert!(matches!(err, ApiError::MalformedJson(_)), "{err}");
+        let err = parse_batch(br#"{"events":[{}, [}]}"#, 1).unwrap_err();
+        assert!(matches!(err, ApiError::MalformedJson(_)), "{err}");
     }
 }

@@ -40,6 +40,12 @@ impl Protection {
         }
     }
 
+    /// Whether a per-user rate limit is on; without one [`Protection::admit`]
+    /// grants everything, so callers may skip asking.
+    pub fn limits_rate(&self) -> bool {
+        self.limiter.is_some()
+    }
+
     /// Sheds `adding` more events when the producer already holds too many.
     pub fn backpressure(&self, in_flight: i32, adding: usize) -> Result<(), ApiError> {
         let in_flight = usize::try_from(in_flight).unwrap_or(0);

@@ -145,6 +145,11 @@ async fn admit(
     state: &State,
     parsed: Vec<Result<BatchEvent, ApiError>>,
 ) -> Vec<Result<BatchEvent, ApiError>> {
+    // Without a limiter every event is admitted: counting users and building
+    // one future each was nearly a tenth of the batch API's CPU for nothing.
+    if !state.protection.limits_rate() {
+        return parsed;
+    }
     let mut cost: HashMap<UserId, u32> = HashMap::new();
     for event in parsed.iter().flatten() {
         *cost.entry(event.request.user_id).or_default() += 1;
