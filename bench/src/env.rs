@@ -179,6 +179,7 @@ impl BenchEnv {
             window: Duration::from_millis(1000),
             group_id: format!("projector-bench-{}", self.suffix),
             max_batch_events: 10_000,
+            writers: 2,
             dedup_horizon: Duration::from_secs(3600),
             metrics_addr: None,
         }

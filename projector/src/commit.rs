@@ -1,5 +1,6 @@
-//! Writing a batch: one fenced PostgreSQL transaction (retried while the
-//! database is away, never skipped), then Redis from the counts the
+//! Writing a batch: fenced PostgreSQL transactions, one per part of the batch
+//! (split by partition, written at once, each retried while the database is
+//! away, never skipped), then Redis from the counts the
 //! transaction returned, then Kafka's committed offsets for lag tooling. It
 //! runs on its own task, one batch at a time in log order, while the next
 //! batch is collected.
@@ -15,16 +16,19 @@ use likes_infra::likers::RecentLikers;
 use likes_infra::store::PgPool;
 use likes_infra::store::writer::{self, Applied};
 use rdkafka::consumer::{CommitMode, Consumer};
+use futures::future::join_all;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::Instrument;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Part};
 use crate::consumer::ProjectorConsumer;
 use crate::ownership::Ownership;
 
 /// The writing half of the projector.
 pub struct Writer {
     pub topic: String,
+    /// How many transactions one batch is split into (`PROJECTOR_WRITERS`).
+    pub writers: usize,
     pub consumer: Arc<ProjectorConsumer>,
     pub ownership: Arc<Ownership>,
     pub db: PgPool,
@@ -45,16 +49,14 @@ impl Writer {
         }
     }
 
-    /// Writes the batch (retrying transient failures), then Redis.
+    /// Writes the batch as `writers` transactions at once (each retried through
+    /// transient failures), then Redis from what committed.
     async fn commit(&mut self, batch: Batch) {
         if batch.generation != self.ownership.generation() {
             // A rebalance happened since it was collected: its partitions were
             // claimed again (by us or another owner) and will be read again from
             // the claimed offsets, so writing it could only be fenced.
-            tracing::info!(
-                events = batch.events(),
-                "batch from before a rebalance dropped"
-            );
+            tracing::info!(events = batch.events(), "batch from before a rebalance dropped");
             return;
         }
         let span = tracing::info_span!(
@@ -68,36 +70,39 @@ impl Writer {
         );
         let started = batch.started;
         let generation = batch.generation;
-        let (commits, events) = batch.finish();
-        let result = async {
-            let mut delay = Duration::from_millis(100);
-            loop {
-                match writer::apply_batch(&self.db, &self.topic, &commits, &events).await {
-                    Ok(applied) => return Ok(applied),
-                    Err(e) if e.is_transient() => {
-                        metrics::counter!(crate::metrics::WRITE_RETRIES).increment(1);
-                        tracing::warn!(error = %e, "batch write failed, retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
+        let events = batch.events();
+        let parts = batch.split(self.writers);
+        let results = join_all(parts.iter().map(|part| self.apply_part(part)))
+            .instrument(span.clone())
+            .await;
+        let _enter = span.enter();
+        // Parts commit on their own: whatever committed is projected to Redis
+        // even when another part failed (that part is read again after the rejoin).
+        let mut applied = Applied::default();
+        let mut committed = Vec::new();
+        let mut failure = None;
+        for (part, result) in parts.iter().zip(results) {
+            match result {
+                Ok(done) => {
+                    for c in &part.commits {
+                        self.ownership.advance(c.partition, c.next_offset);
                     }
-                    Err(e) => return Err(e),
+                    committed.extend_from_slice(&part.commits);
+                    applied.merge(done);
                 }
+                Err(e) => failure = failure.or(Some(e)),
             }
         }
-        .instrument(span.clone())
-        .await;
-        let _enter = span.enter();
-        match result {
-            Ok(applied) => {
-                for c in &commits {
-                    self.ownership.advance(c.partition, c.next_offset);
-                }
-                self.after_commit(&applied, &commits).await;
+        if !committed.is_empty() {
+            self.after_commit(&applied, &committed).await;
+        }
+        match failure {
+            None => {
                 span.record("duplicates", applied.duplicates);
                 span.record("changes", applied.changes.len());
                 span.record("elapsed_ms", started.elapsed().as_millis() as u64);
                 metrics::counter!(crate::metrics::BATCHES).increment(1);
-                metrics::counter!(crate::metrics::EVENTS).increment(events.len() as u64);
+                metrics::counter!(crate::metrics::EVENTS).increment(events as u64);
                 metrics::counter!(crate::metrics::DUPLICATES).increment(applied.duplicates as u64);
                 metrics::histogram!(crate::metrics::BATCH_SECONDS)
                     .record(started.elapsed().as_secs_f64());
@@ -108,13 +113,13 @@ impl Writer {
                     "batch committed"
                 );
             }
-            Err(Error::Fenced { partition }) if generation != self.ownership.generation() => {
+            Some(Error::Fenced { partition }) if generation != self.ownership.generation() => {
                 // Claimed again while we wrote: the new claim already set where
                 // the partitions resume, nothing to undo.
                 metrics::counter!(crate::metrics::FENCED).increment(1);
                 tracing::info!(partition, "batch fenced by a claim made meanwhile; dropped");
             }
-            Err(Error::Fenced { partition }) => {
+            Some(Error::Fenced { partition }) => {
                 metrics::counter!(crate::metrics::FENCED).increment(1);
                 tracing::warn!(
                     partition,
@@ -123,13 +128,30 @@ impl Writer {
                 self.ownership.revoke_all();
                 self.ownership.request_rejoin();
             }
-            Err(e) => {
-                // Not transient and not fencing: a broken invariant. Dropping the batch
+            Some(e) => {
+                // Not transient and not fencing: a broken invariant. Dropping the part
                 // would lose events, so rejoin and let the claimed offsets replay it.
                 tracing::error!(error = %e, "batch write failed permanently; rejoining to replay it");
                 self.ownership.revoke_all();
                 self.ownership.request_rejoin();
                 tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    /// One part in one transaction, retried while the failure is transient.
+    async fn apply_part(&self, part: &Part) -> Result<Applied, Error> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match writer::apply_batch(&self.db, &self.topic, &part.commits, &part.events).await {
+                Ok(applied) => return Ok(applied),
+                Err(e) if e.is_transient() => {
+                    metrics::counter!(crate::metrics::WRITE_RETRIES).increment(1);
+                    tracing::warn!(error = %e, "batch write failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
             }
         }
     }

@@ -58,6 +58,7 @@ pub async fn run(
     };
     let writer = Writer {
         topic: stack.topic.clone(),
+        writers: settings.writers,
         consumer: consumer.clone(),
         ownership,
         likers: RecentLikers::new(

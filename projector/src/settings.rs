@@ -17,6 +17,10 @@ pub struct Settings {
     pub group_id: String,
     /// `PROJECTOR_MAX_BATCH_EVENTS`: a batch closes early once it holds this many events.
     pub max_batch_events: usize,
+    /// `PROJECTOR_WRITERS`: how many transactions, on as many connections, one
+    /// batch is written in at once; the batch is split by partition, so each
+    /// holds its partitions' rows and offsets and none touches another's rows.
+    pub writers: usize,
     /// `DEDUP_HORIZON_SECONDS`: how long applied event ids are remembered; a retry
     /// of the same event id that reaches the log later than this counts as new.
     pub dedup_horizon: Duration,
@@ -39,6 +43,15 @@ impl Settings {
             window: Duration::from_secs_f64(seconds),
             group_id: settings::string("PROJECTOR_GROUP_ID", "likes-projector"),
             max_batch_events: settings::parse("PROJECTOR_MAX_BATCH_EVENTS", 200_000)?,
+            writers: match settings::parse("PROJECTOR_WRITERS", 2)? {
+                0 => {
+                    return Err(Error::Setting {
+                        name: "PROJECTOR_WRITERS",
+                        message: "must be at least 1".into(),
+                    });
+                }
+                n => n,
+            },
             dedup_horizon: Duration::from_secs(settings::parse("DEDUP_HORIZON_SECONDS", 3600)?),
             metrics_addr: match settings::string("PROJECTOR_METRICS_ADDR", "127.0.0.1:9101")
                 .as_str()
@@ -59,6 +72,7 @@ impl Settings {
             window_ms = self.window.as_millis() as u64,
             group_id = %self.group_id,
             max_batch_events = self.max_batch_events,
+            writers = self.writers,
             dedup_horizon_s = self.dedup_horizon.as_secs(),
             metrics_addr = ?self.metrics_addr,
             "projector settings"

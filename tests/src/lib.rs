@@ -189,6 +189,7 @@ impl TestEnv {
             window: Duration::from_millis(300),
             group_id: format!("projector-{}", self.suffix),
             max_batch_events: 10_000,
+            writers: 2,
             dedup_horizon: Duration::from_secs(3600),
             metrics_addr: None,
         }

@@ -44,6 +44,17 @@ pub struct Applied {
     pub counts: Vec<CountUpdate>,
 }
 
+impl Applied {
+    /// Adds what another part of the same batch did (parts touch disjoint items).
+    pub fn merge(&mut self, other: Applied) {
+        self.duplicates += other.duplicates;
+        self.changes.extend(other.changes);
+        self.liked += other.liked;
+        self.unliked += other.unliked;
+        self.counts.extend(other.counts);
+    }
+}
+
 /// Applies one batch of events, given in log order, atomically. Fails with
 /// [`Error::Fenced`] (and writes nothing) when any partition's epoch is no
 /// longer the one given.
