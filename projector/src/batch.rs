@@ -235,7 +235,11 @@ mod tests {
                 seen.push(c.partition);
             }
             let owned: Vec<i32> = part.commits.iter().map(|c| c.partition).collect();
-            assert!(part.events.iter().all(|(p, _)| owned.contains(&p.partition)));
+            assert!(
+                part.events
+                    .iter()
+                    .all(|(p, _)| owned.contains(&p.partition))
+            );
         }
         seen.sort();
         assert_eq!(seen, vec![0, 1, 2, 3]);

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::join_all;
 use likes_domain::ItemKey;
 use likes_infra::Error;
 use likes_infra::cache::CountCache;
@@ -16,7 +17,6 @@ use likes_infra::likers::RecentLikers;
 use likes_infra::store::PgPool;
 use likes_infra::store::writer::{self, Applied};
 use rdkafka::consumer::{CommitMode, Consumer};
-use futures::future::join_all;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::Instrument;
 
@@ -56,7 +56,10 @@ impl Writer {
             // A rebalance happened since it was collected: its partitions were
             // claimed again (by us or another owner) and will be read again from
             // the claimed offsets, so writing it could only be fenced.
-            tracing::info!(events = batch.events(), "batch from before a rebalance dropped");
+            tracing::info!(
+                events = batch.events(),
+                "batch from before a rebalance dropped"
+            );
             return;
         }
         let span = tracing::info_span!(
