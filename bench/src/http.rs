@@ -278,20 +278,45 @@ pub struct Search {
     pub runs: Vec<Summary>,
 }
 
-/// Raises the rate from `start` by `factor` up to `max_rate` until a run
-/// saturates (under 90 % of the rate asked, or over 1 % errors).
+/// How a rate search runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// The first rate tried.
+    pub start: f64,
+    /// Each step multiplies the rate by this.
+    pub factor: f64,
+    /// No rate above this is tried.
+    pub max: f64,
+    /// Bisection steps (geometric) between the best passing rate and the
+    /// first failing one above it, once the climb has ended.
+    pub refine: usize,
+    /// The P99 bound of a passing run.
+    pub p99_limit_ms: f64,
+}
+
+/// Raises the rate from `plan.start` by `plan.factor` up to `plan.max` until a
+/// run saturates (under 90 % of the rate asked, or over 1 % errors), then
+/// bisects `plan.refine` times between the best pass and the first failure
+/// above it, so a coarse factor does not decide the figure.
 pub async fn max_sustainable(
-    start: f64,
-    factor: f64,
-    max_rate: f64,
-    p99_limit_ms: f64,
+    plan: Plan,
     mut run: impl AsyncFnMut(f64) -> anyhow::Result<Summary>,
 ) -> anyhow::Result<Search> {
-    let (mut rate, mut found) = (start, Search::default());
-    while rate <= max_rate {
+    let mut found = Search::default();
+    let passes = |s: &Summary, rate: f64| {
+        s.errors == 0 && s.p99_ms < plan.p99_limit_ms && s.achieved_rate >= 0.95 * rate
+    };
+    // The best passing rate asked, and the lowest failing one above it.
+    let (mut pass, mut fail) = (0.0f64, f64::INFINITY);
+    let mut rate = plan.start;
+    while rate <= plan.max {
         let s = run(rate).await?;
-        if s.errors == 0 && s.p99_ms < p99_limit_ms && s.achieved_rate >= 0.95 * rate {
+        if passes(&s, rate) {
             found.sustainable = found.sustainable.max(s.achieved_rate);
+            pass = pass.max(rate);
+            fail = f64::INFINITY;
+        } else if rate > pass {
+            fail = fail.min(rate);
         }
         found.peak = found.peak.max(s.achieved_rate);
         let saturated = s.achieved_rate < 0.9 * rate || s.errors * 100 > s.sent;
@@ -299,7 +324,97 @@ pub async fn max_sustainable(
         if saturated {
             break;
         }
-        rate *= factor;
+        rate *= plan.factor;
+    }
+    for _ in 0..plan.refine {
+        if pass <= 0.0 || !fail.is_finite() {
+            break;
+        }
+        // Let the queues a saturated run left behind drain first.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rate = (pass * fail).sqrt();
+        let s = run(rate).await?;
+        if passes(&s, rate) {
+            found.sustainable = found.sustainable.max(s.achieved_rate);
+            pass = rate;
+        } else {
+            fail = rate;
+        }
+        found.peak = found.peak.max(s.achieved_rate);
+        found.runs.push(s);
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::CpuUse;
+
+    /// A service that keeps P99 under the bound below `knee` and saturates at `cap`.
+    fn service(rate: f64, knee: f64, cap: f64) -> Summary {
+        let achieved = rate.min(cap);
+        Summary {
+            target_rate: rate,
+            achieved_rate: achieved,
+            sent: (rate * 10.0) as u64,
+            ok: (achieved * 10.0) as u64,
+            errors: 0,
+            p50_ms: 1.0,
+            p99_ms: if rate < knee { 5.0 } else { 50.0 },
+            p999_ms: 60.0,
+            max_ms: 70.0,
+            cpu: CpuUse::default(),
+            series: Vec::new(),
+        }
+    }
+
+    fn plan(refine: usize) -> Plan {
+        Plan {
+            start: 2000.0,
+            factor: 1.5,
+            max: 1e6,
+            refine,
+            p99_limit_ms: 20.0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_search_climbs_until_saturation_then_bisects_below_the_first_failure() {
+        let mut asked = Vec::new();
+        let found = max_sustainable(plan(2), async |rate| {
+            asked.push(rate.round());
+            Ok(service(rate, 8000.0, 12_000.0))
+        })
+        .await
+        .unwrap();
+        // 2000, 3000, 4500, 6750 pass; 10125 fails; 15187.5 saturates; then
+        // √(6750·10125) ≈ 8267 fails and √(6750·8267) ≈ 7470 passes.
+        assert_eq!(
+            asked,
+            vec![
+                2000.0, 3000.0, 4500.0, 6750.0, 10125.0, 15188.0, 8267.0, 7470.0
+            ]
+        );
+        assert_eq!(found.sustainable.round(), 7470.0);
+        assert_eq!(found.peak, 12_000.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_refinement_the_best_climbing_pass_is_the_figure() {
+        let found = max_sustainable(plan(0), async |rate| Ok(service(rate, 8000.0, 12_000.0)))
+            .await
+            .unwrap();
+        assert_eq!(found.sustainable, 6750.0);
+        assert_eq!(found.runs.len(), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_passing_means_no_sustainable_rate_and_no_bisection() {
+        let found = max_sustainable(plan(2), async |rate| Ok(service(rate, 0.0, 3000.0)))
+            .await
+            .unwrap();
+        assert_eq!(found.sustainable, 0.0);
+        assert_eq!(found.runs.len(), 3);
+    }
 }

@@ -39,21 +39,13 @@ pub async fn single_like(cfg: &Config, report: &mut Report) -> anyhow::Result<Se
         report.runs(NAME, "ours", &[ours]);
         report.runs(NAME, "bare warp POST", &[base]);
     }
-    let ours = max_sustainable(
-        cfg.search_start,
-        cfg.search_factor,
-        cfg.search_max,
-        WRITE_P99_MS,
-        async |rate| load.post_likes(ours_at, &mut keys, rate, cfg.step).await,
-    )
+    let ours = max_sustainable(cfg.plan(WRITE_P99_MS), async |rate| {
+        load.post_likes(ours_at, &mut keys, rate, cfg.step).await
+    })
     .await?;
-    let base = max_sustainable(
-        cfg.search_start,
-        cfg.search_factor,
-        cfg.search_max,
-        WRITE_P99_MS,
-        async |rate| load.post_likes(bare_at, &mut keys, rate, cfg.step).await,
-    )
+    let base = max_sustainable(cfg.plan(WRITE_P99_MS), async |rate| {
+        load.post_likes(bare_at, &mut keys, rate, cfg.step).await
+    })
     .await?;
     search_rows(
         report,
@@ -88,21 +80,13 @@ pub async fn cached_read(cfg: &Config, report: &mut Report) -> anyhow::Result<()
         report.runs(NAME, "ours", &[ours]);
         report.runs(NAME, "bare warp GET", &[base]);
     }
-    let ours = max_sustainable(
-        cfg.search_start,
-        cfg.search_factor,
-        cfg.search_max,
-        READ_P99_MS,
-        async |rate| load.get_counts(ours_at, &mut keys, rate, cfg.step).await,
-    )
+    let ours = max_sustainable(cfg.plan(READ_P99_MS), async |rate| {
+        load.get_counts(ours_at, &mut keys, rate, cfg.step).await
+    })
     .await?;
-    let base = max_sustainable(
-        cfg.search_start,
-        cfg.search_factor,
-        cfg.search_max,
-        READ_P99_MS,
-        async |rate| load.get_counts(bare_at, &mut keys, rate, cfg.step).await,
-    )
+    let base = max_sustainable(cfg.plan(READ_P99_MS), async |rate| {
+        load.get_counts(bare_at, &mut keys, rate, cfg.step).await
+    })
     .await?;
     search_rows(
         report,

@@ -22,6 +22,8 @@ pub struct Config {
     /// Each step of the search multiplies the rate by this.
     pub search_factor: f64,
     pub search_max: f64,
+    /// Bisection steps after the search's climb.
+    pub search_refine: usize,
     /// Keep-alive connections of the HTTP load generator.
     pub connections: usize,
     /// Items (Zipf ranked) and users (uniform).
@@ -33,6 +35,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// The rate search of this configuration under a P99 bound.
+    pub fn plan(&self, p99_limit_ms: f64) -> crate::http::Plan {
+        crate::http::Plan {
+            start: self.search_start,
+            factor: self.search_factor,
+            max: self.search_max,
+            refine: self.search_refine,
+            p99_limit_ms,
+        }
+    }
+
     pub fn new(quick: bool) -> Self {
         if quick {
             Self {
@@ -42,6 +55,7 @@ impl Config {
                 search_start: 1000.0,
                 search_factor: 2.0,
                 search_max: 32_000.0,
+                search_refine: 0,
                 connections: 64,
                 items: 10_000,
                 users: 1_000_000,
@@ -56,6 +70,7 @@ impl Config {
                 search_start: 2000.0,
                 search_factor: 1.5,
                 search_max: 256_000.0,
+                search_refine: 2,
                 connections: 128,
                 items: 1_000_000,
                 users: 10_000_000,

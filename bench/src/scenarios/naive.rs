@@ -26,10 +26,10 @@ pub async fn naive(cfg: &Config, report: &mut Report, ours: &Search) -> anyhow::
     let at = server.addr;
     load.post_likes(at, &mut keys, 200.0, cfg.step / 4).await?;
     let naive = max_sustainable(
-        cfg.search_start / 8.0,
-        cfg.search_factor,
-        cfg.search_max,
-        WRITE_P99_MS,
+        crate::http::Plan {
+            start: cfg.search_start / 8.0,
+            ..cfg.plan(WRITE_P99_MS)
+        },
         async |rate| load.post_likes(at, &mut keys, rate, cfg.step).await,
     )
     .await?;
