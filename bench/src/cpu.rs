@@ -22,6 +22,9 @@ pub struct CpuUse {
     pub registry_s: f64,
     /// Busy CPU of the whole machine (all of the above and the rest).
     pub machine_s: f64,
+    /// CPU time the hypervisor gave to other guests while this one wanted it
+    /// (`steal` in `/proc/stat`): the neighbours' share, which latency pays for.
+    pub steal_s: f64,
 }
 
 impl CpuUse {
@@ -35,6 +38,7 @@ impl CpuUse {
             redis_s: self.redis_s - earlier.redis_s,
             registry_s: self.registry_s - earlier.registry_s,
             machine_s: self.machine_s - earlier.machine_s,
+            steal_s: self.steal_s - earlier.steal_s,
         }
     }
 
@@ -107,7 +111,7 @@ pub fn snapshot() -> CpuUse {
             }
         }
     }
-    cpu.machine_s = machine_busy().unwrap_or(0.0);
+    (cpu.machine_s, cpu.steal_s) = machine_busy().unwrap_or((0.0, 0.0));
     cpu
 }
 
@@ -120,8 +124,8 @@ pub fn this_thread() -> f64 {
         .map_or(0.0, |(_, s)| s)
 }
 
-/// Busy (non-idle, non-iowait) seconds of all CPUs since boot.
-fn machine_busy() -> Option<f64> {
+/// Busy (non-idle, non-iowait) and stolen seconds of all CPUs since boot.
+fn machine_busy() -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().next()?;
     let ticks: Vec<f64> = line
@@ -131,7 +135,9 @@ fn machine_busy() -> Option<f64> {
         .collect();
     let total: f64 = ticks.iter().sum();
     let idle = ticks.get(3)? + ticks.get(4)?;
-    Some((total - idle) / HZ)
+    // user nice system idle iowait irq softirq steal ...
+    let steal = ticks.get(7).copied().unwrap_or(0.0);
+    Some(((total - idle) / HZ, steal / HZ))
 }
 
 #[cfg(test)]

@@ -55,6 +55,13 @@ impl Summary {
         per(self.cpu.service_s, self.ok)
     }
 
+    /// The share of the machine's CPU time the hypervisor gave to other guests.
+    pub fn steal_percent(&self) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let wall = self.sent as f64 / self.target_rate.max(1e-9);
+        100.0 * self.cpu.steal_s / (wall * cores).max(1e-9)
+    }
+
     /// How busy the whole machine was (100 % = every core), neighbours included.
     pub fn machine_busy_percent(&self) -> f64 {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;

@@ -98,10 +98,10 @@ impl Report {
                 r.scenario, r.metric, r.ours, r.baseline, r.ratio, r.better, r.baseline_name
             ));
         }
-        s.push_str("\n## Fixed-rate runs\n\n| scenario | side | target/s | achieved/s | ok | errors | P50 ms | P99 ms | P99.9 ms | max ms | service CPU µs/req | stack CPU µs/req | machine busy % |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("\n## Fixed-rate runs\n\n| scenario | side | target/s | achieved/s | ok | errors | P50 ms | P99 ms | P99.9 ms | max ms | service CPU µs/req | stack CPU µs/req | machine busy % | steal % |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for (scenario, side, r) in &self.runs {
             s.push_str(&format!(
-                "| {scenario} | {side} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |\n",
+                "| {scenario} | {side} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.1} |\n",
                 r.target_rate,
                 r.achieved_rate,
                 r.ok,
@@ -113,6 +113,7 @@ impl Report {
                 r.service_us_per_request(),
                 r.stack_us_per_request(),
                 r.machine_busy_percent(),
+                r.steal_percent(),
             ));
         }
         if !self.failures.is_empty() {
