@@ -13,6 +13,11 @@ pub fn string(name: &'static str, default: &str) -> String {
     }
 }
 
+/// `DEDUP_HORIZON_SECONDS` by default: how long applied event ids are
+/// remembered. The projector and a rebuild must agree on it, so both read
+/// the same variable with this one default.
+pub const DEFAULT_DEDUP_HORIZON_SECONDS: u64 = 3600;
+
 /// The value of `name` parsed as `T`, or `default` when unset; a value that does
 /// not parse is an error naming the variable.
 pub fn parse<T>(name: &'static str, default: T) -> Result<T, Error>

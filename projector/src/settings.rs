@@ -52,7 +52,10 @@ impl Settings {
                 }
                 n => n,
             },
-            dedup_horizon: Duration::from_secs(settings::parse("DEDUP_HORIZON_SECONDS", 3600)?),
+            dedup_horizon: Duration::from_secs(settings::parse(
+                "DEDUP_HORIZON_SECONDS",
+                settings::DEFAULT_DEDUP_HORIZON_SECONDS,
+            )?),
             metrics_addr: match settings::string("PROJECTOR_METRICS_ADDR", "127.0.0.1:9101")
                 .as_str()
             {

@@ -145,7 +145,7 @@ enum RebuildTarget {
         #[arg(long)]
         restart: bool,
         /// How long an event id is remembered for dedup: set it like the projector's.
-        #[arg(long, env = "DEDUP_HORIZON_SECONDS", default_value_t = 3600)]
+        #[arg(long, env = "DEDUP_HORIZON_SECONDS", default_value_t = likes_infra::settings::DEFAULT_DEDUP_HORIZON_SECONDS)]
         dedup_horizon_seconds: u64,
         /// Build and verify, but leave the live tables as they are.
         #[arg(long)]
