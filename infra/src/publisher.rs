@@ -92,28 +92,23 @@ impl Publisher {
     /// together: the batch API's path.
     #[instrument(skip_all, fields(events = events.len()))]
     pub async fn publish_many(&self, events: &[LikeEvent]) -> Vec<Result<Ack, PublishError>> {
-        if let Some(first) = events.first()
-            && self.codec.encode_now(first).is_none()
-            && let Err(e) = self.codec.register().await
-        {
-            let message = e.to_string();
-            return events
-                .iter()
-                .map(|_| {
-                    Err(PublishError::Encode(Error::RegistryUnavailable(
-                        message.clone(),
-                    )))
-                })
-                .collect();
-        }
+        let id = match self.codec.ready().await {
+            Ok(id) => id,
+            Err(e) => {
+                let message = e.to_string();
+                return events
+                    .iter()
+                    .map(|_| {
+                        Err(PublishError::Encode(Error::RegistryUnavailable(
+                            message.clone(),
+                        )))
+                    })
+                    .collect();
+            }
+        };
         let pending: Vec<Result<DeliveryFuture, PublishError>> = events
             .iter()
-            .map(|event| match self.codec.encode_now(event) {
-                Some(payload) => self.enqueue(event, &payload),
-                None => Err(PublishError::Encode(Error::RegistryUnavailable(
-                    "schema not registered".into(),
-                ))),
-            })
+            .map(|event| self.enqueue(event, &self.codec.encode_as(id, event)))
             .collect();
         futures::future::join_all(pending.into_iter().map(|p| async move { acked(p?).await })).await
     }

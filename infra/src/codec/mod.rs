@@ -25,6 +25,11 @@ use crate::Error;
 /// The writer schema this build produces events with.
 pub const SCHEMA: &str = include_str!("../../../schemas/like_event.avsc");
 
+/// The registry id of [`SCHEMA`], as [`EventCodec::ready`] returns it: only
+/// a registered id can be written into records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaId(u32);
+
 /// Encodes and decodes like events through the schema registry.
 pub struct EventCodec {
     /// The registered id of [`SCHEMA`], once known.
@@ -92,20 +97,26 @@ impl EventCodec {
         }
     }
 
-    /// The Confluent-framed Avro bytes of `event` without any await, once the
-    /// schema id is known (after [`EventCodec::register`]); `None` before.
-    pub fn encode_now(&self, event: &LikeEvent) -> Option<Vec<u8>> {
-        self.schema_id.get().map(|id| binary::framed(*id, event))
+    /// The schema id, registering the schema first if [`EventCodec::register`]
+    /// was not called yet.
+    pub async fn ready(&self) -> Result<SchemaId, Error> {
+        match self.schema_id.get() {
+            Some(id) => Ok(SchemaId(*id)),
+            None => self.register().await.map(SchemaId),
+        }
+    }
+
+    /// The Confluent-framed Avro bytes of `event` under a registered id,
+    /// without any await.
+    pub fn encode_as(&self, id: SchemaId, event: &LikeEvent) -> Vec<u8> {
+        binary::framed(id.0, event)
     }
 
     /// The Confluent-framed Avro bytes of `event`. The first call registers
     /// the schema if [`EventCodec::register`] was not called yet.
     pub async fn encode(&self, event: &LikeEvent) -> Result<Vec<u8>, Error> {
-        let id = match self.schema_id.get() {
-            Some(id) => *id,
-            None => self.register().await?,
-        };
-        Ok(binary::framed(id, event))
+        let id = self.ready().await?;
+        Ok(self.encode_as(id, event))
     }
 
     /// Decodes a Confluent-framed record into a validated event.

@@ -12,7 +12,10 @@ use likes_domain::{EventId, LikeEvent, UserId};
 use likes_infra::publisher::{Ack, PublishError};
 use serde::Serialize;
 use serde_json::Value;
+use warp::http::StatusCode;
 use warp::reply::Response;
+
+use super::json;
 
 use crate::batch::{BatchEvent, parse_batch};
 use crate::protection::publish_error;
@@ -101,14 +104,7 @@ pub async fn publish_batch(
         rejected: results.len() - accepted,
         results,
     };
-    let body = serde_json::to_vec(&answer)
-        .map_err(|e| ApiError::Unavailable(format!("cannot render the answer: {e}")))?;
-    let mut response = Response::new(body.into());
-    response.headers_mut().insert(
-        warp::http::header::CONTENT_TYPE,
-        warp::http::HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
+    Ok(json(&answer, StatusCode::OK))
 }
 
 /// The answer of a batch: counts and one outcome per event, in request order.

@@ -7,12 +7,12 @@ pub mod ops;
 pub mod read;
 pub mod write;
 
-use serde_json::Value;
+use serde::Serialize;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
 /// A JSON answer with a status.
-pub(crate) fn json(body: &Value, status: StatusCode) -> Response {
+pub(crate) fn json(body: &impl Serialize, status: StatusCode) -> Response {
     warp::reply::with_status(warp::reply::json(body), status).into_response()
 }
 
