@@ -73,6 +73,28 @@ impl Publisher {
         &self.codec
     }
 
+    /// How many partitions the topic has, from the broker's metadata. The
+    /// metadata call blocks, so it runs off the async workers.
+    pub async fn partition_count(&self) -> Result<i32, Error> {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        let metadata = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(5))
+        })
+        .await
+        .map_err(|_| Error::Kafka(KafkaError::Canceled))??;
+        match metadata.topics().first() {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(t.partitions().len() as i32)
+            }
+            _ => Err(Error::Kafka(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::UnknownTopicOrPartition,
+            ))),
+        }
+    }
+
     /// Events queued locally and not yet acked: the backpressure gauge.
     pub fn in_flight(&self) -> i32 {
         self.producer.in_flight_count()

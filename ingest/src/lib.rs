@@ -11,6 +11,7 @@ mod handlers;
 mod limits;
 mod lookups;
 mod observability;
+mod progress;
 mod protection;
 mod query;
 mod readiness;

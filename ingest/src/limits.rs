@@ -1,5 +1,5 @@
 //! The protection and size limits of the API (`RATE_LIMIT_*`, `DEDUP_WINDOW_MS`,
-//! `MAX_BATCH_*`, `MAX_IN_FLIGHT`, `READ_YOUR_WRITES_TIMEOUT_MS`), read once
+//! `MAX_BATCH_*`, `MAX_IN_FLIGHT`, `READ_YOUR_WRITES_*`), read once
 //! from the environment beside [`crate::Settings`].
 
 use std::time::Duration;
@@ -27,6 +27,9 @@ pub struct Limits {
     /// `READ_YOUR_WRITES_TIMEOUT_MS`: how long a count waits for a token's
     /// offset to be projected.
     pub read_your_writes_timeout: Duration,
+    /// `READ_YOUR_WRITES_MAX_WAITERS`: how many such counts may wait at once;
+    /// beyond it a count with a token is refused with 503 at once.
+    pub read_your_writes_max_waiters: usize,
 }
 
 impl Default for Limits {
@@ -42,6 +45,7 @@ impl Default for Limits {
             max_batch_body_bytes: 1024 * 1024,
             max_in_flight: 100_000,
             read_your_writes_timeout: Duration::from_millis(2000),
+            read_your_writes_max_waiters: 1000,
         }
     }
 }
@@ -79,6 +83,18 @@ impl Limits {
                 "READ_YOUR_WRITES_TIMEOUT_MS",
                 2000,
             )?),
+            read_your_writes_max_waiters: match settings::parse(
+                "READ_YOUR_WRITES_MAX_WAITERS",
+                d.read_your_writes_max_waiters,
+            )? {
+                0 => {
+                    return Err(Error::Setting {
+                        name: "READ_YOUR_WRITES_MAX_WAITERS",
+                        message: "must be at least 1".into(),
+                    });
+                }
+                n => n,
+            },
         })
     }
 
@@ -102,6 +118,7 @@ impl Limits {
             max_batch_body_bytes = self.max_batch_body_bytes,
             max_in_flight = self.max_in_flight,
             read_your_writes_timeout_ms = self.read_your_writes_timeout.as_millis() as u64,
+            read_your_writes_max_waiters = self.read_your_writes_max_waiters,
             "ingest limits"
         );
     }

@@ -15,6 +15,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::lookups::Lookups;
+use crate::progress::Progress;
 use crate::protection::Protection;
 use crate::readiness::Readiness;
 use crate::{Limits, Settings, filters, observability};
@@ -26,8 +27,8 @@ pub struct State {
     pub db: PgPool,
     /// Batched projection lookups for the optimistic count.
     pub lookups: Lookups,
-    /// The events topic (read-your-writes looks up its projected offsets).
-    pub topic: String,
+    /// Read-your-writes waits: one shared poller of the projected offsets.
+    pub progress: Progress,
     pub likers: RecentLikers,
     pub protection: Protection,
     pub limits: Limits,
@@ -83,8 +84,12 @@ impl Application {
                 protection: Protection::new(cache.clone(), &limits),
                 cache,
                 lookups: Lookups::spawn(db.clone()),
+                progress: Progress::spawn(
+                    db.clone(),
+                    stack.topic.clone(),
+                    limits.read_your_writes_max_waiters,
+                ),
                 db,
-                topic: stack.topic.clone(),
                 limits,
                 readiness,
                 metrics: observability::install(),

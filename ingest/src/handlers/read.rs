@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use likes_domain::ItemKey;
 use likes_infra::store;
@@ -17,8 +16,6 @@ use crate::query::{self, Token};
 use crate::request::parse_item_path;
 use crate::{ApiError, State};
 
-/// How often a read-your-writes count looks at the projector's progress.
-const POLL: Duration = Duration::from_millis(50);
 /// The most items `GET /v1/counts` takes.
 pub const MAX_ITEMS: usize = 1000;
 /// The most likers one request may ask for (and the default).
@@ -84,21 +81,14 @@ async fn cached_count(state: &State, item: ItemKey) -> Result<(i64, &'static str
     Ok((count, "database"))
 }
 
-/// Whether the projector applied `token`'s offset within the bounded wait.
+/// Whether the projector applied `token`'s offset within the bounded wait
+/// (one shared poller, a capped number of waiters: see [`crate::progress`]).
 async fn wait_applied(state: &State, token: Token) -> Result<bool, ApiError> {
-    let deadline = tokio::time::Instant::now() + state.limits.read_your_writes_timeout;
-    loop {
-        let applied = store::reads::applied_until(&state.db, &state.topic, token.partition)
-            .await
-            .map_err(|e| unavailable("projection offsets", e))?;
-        if applied.is_some_and(|next| next > token.offset) {
-            return Ok(true);
-        }
-        if tokio::time::Instant::now() + POLL > deadline {
-            return Ok(false);
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    state.progress.check(&state.publisher, token).await?;
+    state
+        .progress
+        .wait(token, state.limits.read_your_writes_timeout)
+        .await
 }
 
 /// GET many counts: one MGET, one PostgreSQL query for the misses, misses refilled.
