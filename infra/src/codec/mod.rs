@@ -181,6 +181,7 @@ impl EventCodec {
     /// it cannot be.
     async fn resolve(&self, id: u32) -> Result<(), DecodeError> {
         let mut pause = LOOKUP_BACKOFF_FIRST;
+        let mut found_since = false;
         loop {
             let failure = match self.decoder.get_schema(id).await {
                 Ok(_) => {
@@ -217,9 +218,15 @@ impl EventCodec {
                 Lookup::Unavailable(reason) => {
                     return Err(DecodeError::RegistryUnavailable { id, reason });
                 }
+                Lookup::Avro if !found_since => {
+                    // Found now (a replica caught up, say): the decoder asks
+                    // again at once.
+                    found_since = true;
+                }
                 Lookup::Avro => {
-                    // The schema is fine now; the decoder's failure was the
-                    // registry's state a moment ago. The caller asks again.
+                    // The registry serves the schema, yet the decoder could
+                    // not take it twice: nothing says the record is bad, so
+                    // the caller tries again later.
                     return Err(DecodeError::RegistryUnavailable {
                         id,
                         reason: failure.to_string(),
