@@ -75,7 +75,10 @@ pub enum DecodeError {
 
     /// The registry kept answering "no such schema" for the whole grace
     /// period (`UNKNOWN_SCHEMA_RETRY_SECONDS`).
-    #[error("schema id {id} is unknown to the registry (still not found after {waited:?})")]
+    #[error(
+        "schema id {id} is unknown to the registry (still not found after {:.1} s)",
+        .waited.as_secs_f64()
+    )]
     UnknownSchemaId {
         id: u32,
         waited: std::time::Duration,
