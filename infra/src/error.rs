@@ -57,6 +57,65 @@ impl Error {
     }
 }
 
+/// Why a record could not be decoded into an event, decided once, in the
+/// codec. Every kind but [`DecodeError::RegistryUnavailable`] is a property of
+/// the record (retrying cannot help: the record is poison); that one is the
+/// registry's state (try again later). `Error::from` keeps exactly that split:
+/// poison becomes [`Error::Poison`], the rest [`Error::RegistryUnavailable`],
+/// so [`Error::is_transient`] stays the one rule callers ask.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The record has no value at all.
+    #[error("record has no value")]
+    NoValue,
+
+    /// Not the Confluent framing (magic byte 0 and a 4-byte schema id).
+    #[error("not in the Confluent wire format (magic byte 0 and a schema id)")]
+    NotFramed,
+
+    /// The registry kept answering "no such schema" for the whole grace
+    /// period (`UNKNOWN_SCHEMA_RETRY_SECONDS`).
+    #[error(
+        "schema id {id} is unknown to the registry (still not found after {:.1} s)",
+        .waited.as_secs_f64()
+    )]
+    UnknownSchemaId {
+        id: u32,
+        waited: std::time::Duration,
+    },
+
+    /// The id names a schema of another kind (JSON, Protobuf, ...).
+    #[error("schema id {id} is a {schema_type} schema, not Avro")]
+    NotAvro { id: u32, schema_type: String },
+
+    /// The id names an Avro schema that does not parse.
+    #[error("schema id {id} is not a valid Avro schema: {reason}")]
+    UnparsableSchema { id: u32, reason: String },
+
+    /// The bytes after the header do not read as the id's schema.
+    #[error("bytes do not match schema id {id}: {reason}")]
+    Malformed { id: u32, reason: String },
+
+    /// The record reads, but is not a valid like event (a field is missing or
+    /// fails validation).
+    #[error("{0}")]
+    InvalidEvent(String),
+
+    /// The registry could not be asked (unreachable, timeout, 5xx, a refusal
+    /// or an answer that is not a schema): nothing is known about the record.
+    #[error("schema id {id}: registry unavailable: {reason}")]
+    RegistryUnavailable { id: u32, reason: String },
+}
+
+impl From<DecodeError> for Error {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::RegistryUnavailable { .. } => Error::RegistryUnavailable(e.to_string()),
+            poison => Error::Poison(poison.to_string()),
+        }
+    }
+}
+
 /// Class 08 is "connection exception", 57P is "operator intervention" (shutdown,
 /// crash recovery), 53 "insufficient resources", 40001/40P01 serialization and
 /// deadlock: all mean "try again", not "your data is wrong".

@@ -16,4 +16,4 @@ pub mod settings;
 pub mod store;
 pub mod telemetry;
 
-pub use error::Error;
+pub use error::{DecodeError, Error};

@@ -18,6 +18,33 @@ pub fn string(name: &'static str, default: &str) -> String {
 /// the same variable with this one default.
 pub const DEFAULT_DEDUP_HORIZON_SECONDS: u64 = 3600;
 
+/// `UNKNOWN_SCHEMA_RETRY_SECONDS` by default: how long a schema id the
+/// registry answers "not found" for is looked up again (with backoff) before
+/// its record is called poison. A registry replica that is behind, or one being
+/// deployed, answers 404 for ids it will know moments later.
+pub const DEFAULT_UNKNOWN_SCHEMA_RETRY_SECONDS: u64 = 30;
+
+/// The longest `UNKNOWN_SCHEMA_RETRY_SECONDS` accepted: the projector holds its
+/// batch while it waits, and must poll Kafka again within the consumer's
+/// `max.poll.interval.ms` (60 s, [`crate::kafka::consumer_config`]) or lose its
+/// partitions.
+pub const MAX_UNKNOWN_SCHEMA_RETRY_SECONDS: u64 = 45;
+
+/// The `UNKNOWN_SCHEMA_RETRY_SECONDS` setting, read by every codec.
+pub fn unknown_schema_retry() -> Result<std::time::Duration, Error> {
+    const NAME: &str = "UNKNOWN_SCHEMA_RETRY_SECONDS";
+    let seconds = parse(NAME, DEFAULT_UNKNOWN_SCHEMA_RETRY_SECONDS)?;
+    if seconds > MAX_UNKNOWN_SCHEMA_RETRY_SECONDS {
+        return Err(Error::Setting {
+            name: NAME,
+            message: format!(
+                "must be at most {MAX_UNKNOWN_SCHEMA_RETRY_SECONDS} (under the consumer's max.poll.interval.ms), got {seconds}"
+            ),
+        });
+    }
+    Ok(std::time::Duration::from_secs(seconds))
+}
+
 /// The value of `name` parsed as `T`, or `default` when unset; a value that does
 /// not parse is an error naming the variable.
 pub fn parse<T>(name: &'static str, default: T) -> Result<T, Error>

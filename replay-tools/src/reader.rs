@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use likes_domain::LikeEvent;
+use likes_infra::DecodeError;
 use likes_infra::codec::EventCodec;
 use likes_infra::kafka;
 use likes_infra::settings::StackSettings;
@@ -34,7 +35,9 @@ pub struct Span {
 }
 
 /// One record read: where it sits, the broker's timestamp, and the event (or
-/// why it could not be decoded: poison is shown, never silently skipped).
+/// why it could not be decoded: poison is shown, never silently skipped). A
+/// record whose schema id the registry does not know is not poison here: the
+/// read fails instead (see [`LogReader::next`]).
 #[derive(Debug, Clone)]
 pub struct LogRecord {
     pub partition: i32,
@@ -196,6 +199,11 @@ pub struct LogReader {
 
 impl LogReader {
     /// The next record, or `None` once every span was read to its end.
+    ///
+    /// Fails, rather than yield it as poison, on a record whose schema id the
+    /// registry still does not know after `UNKNOWN_SCHEMA_RETRY_SECONDS`: it is
+    /// most likely a good event behind a registry that is wrong or behind, and
+    /// a count or rebuild without it would be short.
     pub async fn next(&mut self) -> anyhow::Result<Option<LogRecord>> {
         loop {
             if self.remaining.is_empty() {
@@ -227,7 +235,7 @@ impl LogReader {
                 .timestamp()
                 .to_millis()
                 .and_then(DateTime::from_timestamp_millis);
-            let event = self.decode(message.payload()).await?;
+            let event = self.decode(partition, offset, message.payload()).await?;
             return Ok(Some(LogRecord {
                 partition,
                 offset,
@@ -248,20 +256,40 @@ impl LogReader {
     }
 
     /// Decodes a payload; a registry that is away is retried a few times before
-    /// the read fails (a record is never mistaken for poison because of it).
-    async fn decode(&self, payload: Option<&[u8]>) -> anyhow::Result<Result<LikeEvent, String>> {
+    /// the read fails (a record is never mistaken for poison because of it),
+    /// and an unknown schema id fails the read.
+    async fn decode(
+        &self,
+        partition: i32,
+        offset: i64,
+        payload: Option<&[u8]>,
+    ) -> anyhow::Result<Result<LikeEvent, String>> {
         let mut attempt = 0;
         loop {
-            match self.codec.decode(payload).await {
+            let failure = match self.codec.decode_event(payload).await {
                 Ok(event) => return Ok(Ok(event)),
-                Err(likes_infra::Error::Poison(reason)) => return Ok(Err(reason)),
-                Err(e) if attempt < 5 => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "decode failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-                }
-                Err(e) => return Err(e).context("decode an event"),
+                Err(failure) => failure,
+            };
+            if let DecodeError::UnknownSchemaId { .. } = failure {
+                bail!(
+                    "partition {partition} offset {offset}: {failure}; refusing to go on without it \
+                     (the result would be short): check that SCHEMA_REGISTRY_URL is the registry \
+                     the events were written with and that it is up to date, then run again"
+                );
             }
+            let reason = failure.to_string();
+            let error = likes_infra::Error::from(failure);
+            if !error.is_transient() {
+                return Ok(Err(reason));
+            }
+            if attempt == 5 {
+                return Err(error).with_context(|| {
+                    format!("decode the event at partition {partition} offset {offset}")
+                });
+            }
+            attempt += 1;
+            tracing::warn!(error = %error, attempt, "decode failed, retrying");
+            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
         }
     }
 }

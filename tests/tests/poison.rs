@@ -77,7 +77,10 @@ async fn poison_records_go_to_the_dead_letter_topic_and_counting_goes_on() -> an
     );
 
     let projector = env.start_projector();
-    eventually(Duration::from_secs(30), || async {
+    // The unknown schema id is asked for again for the whole grace period
+    // before its record is poison (a registry replica may be behind).
+    let grace = likes_infra::settings::DEFAULT_UNKNOWN_SCHEMA_RETRY_SECONDS;
+    eventually(Duration::from_secs(30 + grace), || async {
         Ok(env.db_count(1, 5).await? == 2)
     })
     .await?;

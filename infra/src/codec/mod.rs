@@ -5,8 +5,16 @@
 //! that schema's layout ([`binary`]), never resolved per record. Decoding
 //! fetches and resolves each writer schema once per id (schema_registry_converter
 //! caches both), so events written by other schema versions still decode.
+//!
+//! Why a record does not decode is classified here and only here, as a typed
+//! [`DecodeError`]: a schema id the registry does not know is asked again with
+//! backoff for `UNKNOWN_SCHEMA_RETRY_SECONDS` before the record is poison (a
+//! replica that is behind must not send good records to the dead-letter
+//! topic), a JSON or Protobuf schema id or an unparsable schema is poison at
+//! once, and a registry that cannot be asked is transient.
 
 mod binary;
+mod lookup;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -20,7 +28,8 @@ use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
 
-use crate::Error;
+use crate::{DecodeError, Error};
+use lookup::{Lookup, UnknownIds};
 
 /// The writer schema this build produces events with.
 pub const SCHEMA: &str = include_str!("../../../schemas/like_event.avsc");
@@ -36,12 +45,23 @@ pub struct EventCodec {
     schema_id: OnceLock<u32>,
     encoder: AvroEncoder,
     decoder: AvroDecoder,
+    /// For asking the registry about an id the decoder could not resolve.
+    registry: SrSettings,
     strategy: SubjectNameStrategy,
+    /// How long an id the registry does not know is asked for again.
+    unknown_schema_retry: Duration,
+    unknown: UnknownIds,
 }
+
+/// The first pause before an unknown schema id is looked up again; it doubles
+/// up to [`LOOKUP_BACKOFF_MAX`].
+const LOOKUP_BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const LOOKUP_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl EventCodec {
     /// A codec for `topic`'s value subject (`<topic>-value`) on the registry at
-    /// `registry_url` (a Confluent-compatible base URL).
+    /// `registry_url` (a Confluent-compatible base URL). Reads
+    /// `UNKNOWN_SCHEMA_RETRY_SECONDS` ([`crate::settings::unknown_schema_retry`]).
     pub fn new(registry_url: &str, topic: &str) -> Result<Self, Error> {
         let settings = || {
             SrSettings::new_builder(registry_url.to_string())
@@ -57,12 +77,22 @@ impl EventCodec {
             schema_id: OnceLock::new(),
             encoder: AvroEncoder::new(settings()?),
             decoder: AvroDecoder::new(settings()?),
+            registry: settings()?,
             strategy: SubjectNameStrategy::TopicNameStrategyWithSchema(
                 topic.to_string(),
                 false,
                 supplied,
             ),
+            unknown_schema_retry: crate::settings::unknown_schema_retry()?,
+            unknown: UnknownIds::default(),
         })
+    }
+
+    /// The same codec with another grace period for unknown schema ids (tools
+    /// and tests; services use the setting).
+    pub fn with_unknown_schema_retry(mut self, grace: Duration) -> Self {
+        self.unknown_schema_retry = grace;
+        self
     }
 
     /// Registers the schema (idempotent) and returns its id. Call at start-up so a
@@ -121,28 +151,86 @@ impl EventCodec {
 
     /// Decodes a Confluent-framed record into a validated event.
     ///
-    /// [`Error::Poison`] means the record can never be decoded (not our framing,
-    /// unknown schema id, bytes that do not match the schema, invalid values);
-    /// [`Error::RegistryUnavailable`] means try again later.
+    /// [`Error::Poison`] means the record can never be decoded,
+    /// [`Error::RegistryUnavailable`] means try again later; the kinds behind
+    /// them are [`EventCodec::decode_event`]'s.
     pub async fn decode(&self, payload: Option<&[u8]>) -> Result<LikeEvent, Error> {
-        let bytes = payload.ok_or_else(|| Error::Poison("record has no value".into()))?;
-        if bytes.len() < 5 || bytes[0] != 0 {
-            return Err(Error::Poison(
-                "not in the Confluent wire format (magic byte 0 and a schema id)".into(),
-            ));
-        }
+        self.decode_event(payload).await.map_err(Error::from)
+    }
+
+    /// Decodes a Confluent-framed record into a validated event, or says why
+    /// not. An id the registry does not know is looked up again with backoff
+    /// until it has been unknown for the grace period (counted from the first
+    /// record that met it, so later records with the same id do not wait
+    /// again); only then is it [`DecodeError::UnknownSchemaId`].
+    pub async fn decode_event(&self, payload: Option<&[u8]>) -> Result<LikeEvent, DecodeError> {
+        let bytes = payload.ok_or(DecodeError::NoValue)?;
+        let id = schema_id(bytes).ok_or(DecodeError::NotFramed)?;
+        self.resolve(id).await?;
+        // The writer schema is cached now: a failure here is the bytes'.
         match self.decoder.decode(Some(bytes)).await {
             Ok(result) => from_value(result.value),
-            Err(e) => {
-                // The decoder caches non-retryable failures per schema id; only a
-                // registry that says "no such schema" makes a record poison, so any
-                // other failure is dropped from its cache and retried by the caller.
-                let message = e.to_string();
-                if message.contains("status 404") || message.contains("transform bytes") {
-                    Err(Error::Poison(message))
-                } else {
-                    self.decoder.remove_errors_from_cache();
-                    Err(Error::RegistryUnavailable(message))
+            Err(e) => Err(DecodeError::Malformed {
+                id,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Makes the writer schema of `id` known to the decoder, or classifies why
+    /// it cannot be.
+    async fn resolve(&self, id: u32) -> Result<(), DecodeError> {
+        let mut pause = LOOKUP_BACKOFF_FIRST;
+        let mut found_since = false;
+        loop {
+            let failure = match self.decoder.get_schema(id).await {
+                Ok(_) => {
+                    self.unknown.forget(id);
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            // The decoder remembers failures it deems final per id (a 404 among
+            // them) and would replay them without asking the registry again.
+            self.decoder.remove_errors_from_cache();
+            match lookup::inspect(&self.registry, id).await {
+                Lookup::NotFound => {
+                    let grace = self.unknown_schema_retry;
+                    let waited = self.unknown.unknown_for(id, grace);
+                    if waited >= grace {
+                        return Err(DecodeError::UnknownSchemaId { id, waited });
+                    }
+                    tracing::warn!(
+                        schema_id = id,
+                        waited_ms = waited.as_millis() as u64,
+                        grace_ms = grace.as_millis() as u64,
+                        "schema id unknown to the registry, asking again"
+                    );
+                    tokio::time::sleep(pause.min(grace - waited)).await;
+                    pause = (pause * 2).min(LOOKUP_BACKOFF_MAX);
+                }
+                Lookup::NotAvro(schema_type) => {
+                    return Err(DecodeError::NotAvro { id, schema_type });
+                }
+                Lookup::Unparsable(reason) => {
+                    return Err(DecodeError::UnparsableSchema { id, reason });
+                }
+                Lookup::Unavailable(reason) => {
+                    return Err(DecodeError::RegistryUnavailable { id, reason });
+                }
+                Lookup::Avro if !found_since => {
+                    // Found now (a replica caught up, say): the decoder asks
+                    // again at once.
+                    found_since = true;
+                }
+                Lookup::Avro => {
+                    // The registry serves the schema, yet the decoder could
+                    // not take it twice: nothing says the record is bad, so
+                    // the caller tries again later.
+                    return Err(DecodeError::RegistryUnavailable {
+                        id,
+                        reason: failure.to_string(),
+                    });
                 }
             }
         }
@@ -182,38 +270,52 @@ fn to_value(event: &LikeEvent) -> Value {
     ])
 }
 
-fn from_value(value: Value) -> Result<LikeEvent, Error> {
+fn from_value(value: Value) -> Result<LikeEvent, DecodeError> {
     let Value::Record(fields) = value else {
-        return Err(Error::Poison("value is not a record".into()));
+        return Err(DecodeError::InvalidEvent("value is not a record".into()));
     };
     let field = |name: &str| {
         fields
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v)
-            .ok_or_else(|| Error::Poison(format!("missing field {name}")))
+            .ok_or_else(|| DecodeError::InvalidEvent(format!("missing field {name}")))
     };
-    let poison = |e: likes_domain::ValidationError| Error::Poison(e.to_string());
+    let poison = |e: likes_domain::ValidationError| DecodeError::InvalidEvent(e.to_string());
     let event_id = match field("event_id")? {
         Value::Uuid(u) => EventId::from_uuid(*u).map_err(poison)?,
         Value::String(s) => EventId::parse(s).map_err(poison)?,
-        other => return Err(Error::Poison(format!("event_id: unexpected {other:?}"))),
+        other => {
+            return Err(DecodeError::InvalidEvent(format!(
+                "event_id: unexpected {other:?}"
+            )));
+        }
     };
     let long = |name: &str| match field(name)? {
         Value::Long(v) => Ok(*v),
         Value::Int(v) => Ok(i64::from(*v)),
-        other => Err(Error::Poison(format!("{name}: unexpected {other:?}"))),
+        other => Err(DecodeError::InvalidEvent(format!(
+            "{name}: unexpected {other:?}"
+        ))),
     };
     let action = match field("action")? {
         Value::Enum(_, symbol) => Action::from_symbol(symbol).map_err(poison)?,
-        other => return Err(Error::Poison(format!("action: unexpected {other:?}"))),
+        other => {
+            return Err(DecodeError::InvalidEvent(format!(
+                "action: unexpected {other:?}"
+            )));
+        }
     };
     let millis = match field("timestamp")? {
         Value::TimestampMillis(v) | Value::Long(v) => *v,
-        other => return Err(Error::Poison(format!("timestamp: unexpected {other:?}"))),
+        other => {
+            return Err(DecodeError::InvalidEvent(format!(
+                "timestamp: unexpected {other:?}"
+            )));
+        }
     };
     let timestamp = chrono::DateTime::from_timestamp_millis(millis)
-        .ok_or_else(|| Error::Poison(format!("timestamp out of range: {millis}")))?;
+        .ok_or_else(|| DecodeError::InvalidEvent(format!("timestamp out of range: {millis}")))?;
     Ok(LikeEvent {
         event_id,
         user_id: UserId::parse(long("user_id")?).map_err(poison)?,
@@ -260,7 +362,9 @@ mod tests {
         if let Value::Record(fields) = &mut value {
             fields[1].1 = Value::Long(-1);
         }
-        assert!(matches!(from_value(value), Err(Error::Poison(m)) if m.contains("user_id")));
+        assert!(
+            matches!(from_value(value), Err(DecodeError::InvalidEvent(m)) if m.contains("user_id"))
+        );
     }
 
     #[test]
