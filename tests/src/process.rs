@@ -98,6 +98,11 @@ impl IngestProcess {
     pub async fn terminate(self) -> anyhow::Result<std::process::ExitStatus> {
         sigterm(self.child).await
     }
+
+    /// The process id, to signal it while requests are on their way.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
 }
 
 /// A projector running as its own OS process.
