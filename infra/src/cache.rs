@@ -6,7 +6,7 @@
 //! or replayed in any order and the cache still converges on the newest count.
 //! Redis may lose everything at any time; nothing is true only here.
 
-use likes_domain::{ItemKey, UserId};
+use likes_domain::ItemKey;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use tracing::instrument;
@@ -102,8 +102,8 @@ impl CountCache {
     }
 }
 
-// Reads for the API's bulk and consistency paths, the quick-dedup memo, and the
-// shared connection other Redis projections (likers, rate limits) ride on.
+// Reads for the API's bulk and consistency paths, and the shared connection
+// other Redis projections (likers, rate limits, dedup memos) ride on.
 impl CountCache {
     /// The multiplexed connection, for other Redis adapters sharing it.
     pub fn connection(&self) -> ConnectionManager {
@@ -145,47 +145,6 @@ impl CountCache {
             .iter()
             .map(|v| v.as_deref().and_then(parse_count))
             .collect())
-    }
-
-    /// The key of the quick-dedup memo of one user on one item; the hash tag keeps
-    /// a user's keys in one cluster slot.
-    pub fn dedup_key(&self, user: UserId, item: ItemKey) -> String {
-        format!(
-            "{}dedup:{{{}}}:{}:{}",
-            self.prefix,
-            user.get(),
-            item.item_type.get(),
-            item.item_id.get()
-        )
-    }
-
-    /// The memo of the user's last accepted action on the item, if still fresh.
-    #[instrument(skip_all, fields(item = %item))]
-    pub async fn dedup_get(&self, user: UserId, item: ItemKey) -> Result<Option<String>, Error> {
-        let mut conn = self.conn.clone();
-        Ok(conn.get(self.dedup_key(user, item)).await?)
-    }
-
-    /// Remembers the user's last accepted action on the item for `ttl`,
-    /// replacing any earlier one (so like, unlike, like is never swallowed).
-    #[instrument(skip_all, fields(item = %item))]
-    pub async fn dedup_put(
-        &self,
-        user: UserId,
-        item: ItemKey,
-        memo: &str,
-        ttl: std::time::Duration,
-    ) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
-        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        redis::cmd("SET")
-            .arg(self.dedup_key(user, item))
-            .arg(memo)
-            .arg("PX")
-            .arg(millis)
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(())
     }
 }
 
