@@ -1,5 +1,6 @@
 //! The protection and size limits of the API (`RATE_LIMIT_*`, `DEDUP_WINDOW_MS`,
-//! `MAX_BATCH_*`, `MAX_IN_FLIGHT`, `READ_YOUR_WRITES_TIMEOUT_MS`), read once
+//! `MAX_BATCH_*`, `MAX_IN_FLIGHT`, `READ_YOUR_WRITES_TIMEOUT_MS`,
+//! `CACHE_REFILL_TTL_SECONDS`), read once
 //! from the environment beside [`crate::Settings`].
 
 use std::time::Duration;
@@ -27,6 +28,9 @@ pub struct Limits {
     /// `READ_YOUR_WRITES_TIMEOUT_MS`: how long a count waits for a token's
     /// offset to be projected.
     pub read_your_writes_timeout: Duration,
+    /// `CACHE_REFILL_TTL_SECONDS`: how long a read's refill of a count
+    /// PostgreSQL never held stays in Redis; `None` (0) does not store it.
+    pub cache_refill_ttl: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -42,6 +46,9 @@ impl Default for Limits {
             max_batch_body_bytes: 1024 * 1024,
             max_in_flight: 100_000,
             read_your_writes_timeout: Duration::from_millis(2000),
+            cache_refill_ttl: Some(Duration::from_secs(
+                settings::DEFAULT_CACHE_REFILL_TTL_SECONDS,
+            )),
         }
     }
 }
@@ -79,6 +86,7 @@ impl Limits {
                 "READ_YOUR_WRITES_TIMEOUT_MS",
                 2000,
             )?),
+            cache_refill_ttl: settings::cache_refill_ttl()?,
         })
     }
 
@@ -102,6 +110,7 @@ impl Limits {
             max_batch_body_bytes = self.max_batch_body_bytes,
             max_in_flight = self.max_in_flight,
             read_your_writes_timeout_ms = self.read_your_writes_timeout.as_millis() as u64,
+            cache_refill_ttl_seconds = self.cache_refill_ttl.map_or(0, |t| t.as_secs()),
             "ingest limits"
         );
     }
