@@ -208,6 +208,7 @@ async fn concurrent_likes_and_unlikes_end_in_the_state_of_the_highest_acknowledg
     const ROUNDS: i64 = 60;
     let mut expected = Vec::new();
     let mut swallowed = Vec::new();
+    let mut repeats_answered = 0;
 
     for round in 0..ROUNDS {
         let item = 6000 + round;
@@ -232,11 +233,31 @@ async fn concurrent_likes_and_unlikes_end_in_the_state_of_the_highest_acknowledg
         answers.sort_by_key(|(offset, _)| *offset);
         let (_, latest) = answers[answers.len() - 1];
         expected.push((item, latest == Action::Like));
+        // The memo still serves its purpose: a true repeat is answered from it.
+        if last.body["deduplicated"] == false {
+            let repeat = single(&http, &ingest, superseded, user, item).await?;
+            if repeat.body["deduplicated"] == true && repeat.body["offset"] == last.body["offset"] {
+                repeats_answered += 1;
+            }
+        }
     }
+    let produced = env.end_offsets()?;
+    println!(
+        "{ROUNDS} rounds: {} requests answered 202, {produced} produced, {} changes answered \
+         from a stale memo, {repeats_answered} true repeats answered from the memo",
+        ROUNDS * 4,
+        swallowed.len()
+    );
     assert!(
         swallowed.is_empty(),
         "a change answered from a stale memo: {swallowed:?}"
     );
+    assert_eq!(
+        produced,
+        ROUNDS * 3,
+        "every like and unlike that changed something"
+    );
+    assert_eq!(repeats_answered, ROUNDS, "the memo answers true repeats");
 
     projected_everything(&env).await?;
     for (item, liked) in expected {
