@@ -182,3 +182,31 @@ pub fn publish_error(e: PublishError) -> ApiError {
         PublishError::Encode(e) => ApiError::Unavailable(format!("cannot encode: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_publish_that_reached_the_producer_can_be_of_unknown_outcome() {
+        let id = likes_domain::EventId::generate();
+        let ack = Ack {
+            partition: 3,
+            offset: 42,
+        };
+        assert_eq!(
+            outcome(Action::Like, id, &Ok(ack)),
+            Outcome::Acked(Memo {
+                action: Action::Like,
+                event_id: id,
+                ack
+            })
+        );
+        let timed_out = Err(PublishError::NotAcked(rdkafka::error::KafkaError::Canceled));
+        assert_eq!(outcome(Action::Like, id, &timed_out), Outcome::Uncertain);
+        assert_eq!(
+            outcome(Action::Like, id, &Err(PublishError::QueueFull)),
+            Outcome::Released
+        );
+    }
+}

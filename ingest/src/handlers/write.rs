@@ -6,13 +6,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, UserId};
+use likes_infra::dedup::{Outcome, Settle};
 use serde_json::json;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{json, with_header};
-use likes_infra::dedup::{Outcome, Settle};
-
 use crate::protection::{Memo, Recalled, outcome, publish_error};
 use crate::query::Token;
 use crate::request::{parse_like, require_json};
