@@ -5,8 +5,15 @@
 //! to replace a newer stamp with an older one, so writes may be repeated, raced
 //! or replayed in any order and the cache still converges on the newest count.
 //! Redis may lose everything at any time; nothing is true only here.
+//!
+//! A read that misses refills the key from PostgreSQL. An item PostgreSQL has
+//! never counted is refilled as `"0:-1"` (any projected count replaces it)
+//! with a TTL, or not at all: reads of random ids must not grow Redis without
+//! bound. Every other count has no TTL and is bounded by the items that exist;
+//! Redis runs with `maxmemory` and `allkeys-lru` (see `dev/config/redis.conf`),
+//! so an evicted count is simply a miss, read again from PostgreSQL.
 
-use likes_domain::{ItemKey, UserId};
+use likes_domain::ItemKey;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use tracing::instrument;
@@ -14,6 +21,8 @@ use tracing::instrument;
 use crate::Error;
 
 /// Sets KEYS[1] to ARGV[1]:ARGV[2] unless it already holds a stamp >= ARGV[2].
+/// With ARGV[3] (milliseconds) the value expires; without, any TTL is cleared,
+/// so a projected count replacing an expiring refill stays.
 const SET_IF_NEWER: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if current then
@@ -22,9 +31,16 @@ if current then
     return 0
   end
 end
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2])
+if ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2])
+end
 return 1
 "#;
+
+/// The stamp of a count PostgreSQL has never held: older than any offset.
+const NEVER_COUNTED: i64 = -1;
 
 /// A handle on the Redis projection; cheap to clone.
 #[derive(Clone)]
@@ -75,24 +91,59 @@ impl CountCache {
     /// older stamps never overwrite newer ones.
     #[instrument(skip_all, fields(items = updates.len()))]
     pub async fn put_counts(&self, updates: &[(ItemKey, i64, i64)]) -> Result<(), Error> {
-        if updates.is_empty() {
+        let calls: Vec<redis::Cmd> = updates
+            .iter()
+            .map(|(item, count, stamp)| {
+                evalsha(&self.script, &self.count_key(*item), *count, *stamp)
+            })
+            .collect();
+        self.run(calls).await
+    }
+
+    /// Refills the keys of counts read from PostgreSQL after a miss: each item
+    /// with its `(count, stamp)`, or `None` when PostgreSQL never counted it.
+    /// Those are stored as 0 expiring after `absent_ttl`, or not at all when
+    /// `absent_ttl` is `None`. Newer stamps already in Redis are kept.
+    #[instrument(skip_all, fields(items = found.len()))]
+    pub async fn refill_counts(
+        &self,
+        found: &[(ItemKey, Option<(i64, i64)>)],
+        absent_ttl: Option<std::time::Duration>,
+    ) -> Result<(), Error> {
+        let ttl_ms = absent_ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1));
+        let calls: Vec<redis::Cmd> = found
+            .iter()
+            .filter_map(|(item, stored)| {
+                let key = self.count_key(*item);
+                match (stored, ttl_ms) {
+                    (Some((count, stamp)), _) => Some(evalsha(&self.script, &key, *count, *stamp)),
+                    (None, Some(ms)) => {
+                        let mut cmd = evalsha(&self.script, &key, 0, NEVER_COUNTED);
+                        cmd.arg(ms);
+                        Some(cmd)
+                    }
+                    (None, None) => None,
+                }
+            })
+            .collect();
+        self.run(calls).await
+    }
+
+    /// Sends the script calls in one pipeline.
+    async fn run(&self, calls: Vec<redis::Cmd>) -> Result<(), Error> {
+        if calls.is_empty() {
             return Ok(());
         }
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        for (item, count, stamp) in updates {
-            pipe.add_command(evalsha(
-                &self.script,
-                &self.count_key(*item),
-                *count,
-                *stamp,
-            ))
-            .ignore();
+        for call in calls {
+            pipe.add_command(call).ignore();
         }
         match pipe.query_async::<()>(&mut conn).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                // Redis restarted and forgot the script: load it and send again.
+                // Redis restarted and forgot the script: load it and send again
+                // (repeating a stamped write is harmless).
                 self.script.prepare_invoke().load_async(&mut conn).await?;
                 pipe.query_async::<()>(&mut conn).await?;
                 Ok(())
@@ -102,8 +153,8 @@ impl CountCache {
     }
 }
 
-// Reads for the API's bulk and consistency paths, the quick-dedup memo, and the
-// shared connection other Redis projections (likers, rate limits) ride on.
+// Reads for the API's bulk and consistency paths, and the shared connection
+// other Redis projections (likers, rate limits, dedup memos) ride on.
 impl CountCache {
     /// The multiplexed connection, for other Redis adapters sharing it.
     pub fn connection(&self) -> ConnectionManager {
@@ -145,47 +196,6 @@ impl CountCache {
             .iter()
             .map(|v| v.as_deref().and_then(parse_count))
             .collect())
-    }
-
-    /// The key of the quick-dedup memo of one user on one item; the hash tag keeps
-    /// a user's keys in one cluster slot.
-    pub fn dedup_key(&self, user: UserId, item: ItemKey) -> String {
-        format!(
-            "{}dedup:{{{}}}:{}:{}",
-            self.prefix,
-            user.get(),
-            item.item_type.get(),
-            item.item_id.get()
-        )
-    }
-
-    /// The memo of the user's last accepted action on the item, if still fresh.
-    #[instrument(skip_all, fields(item = %item))]
-    pub async fn dedup_get(&self, user: UserId, item: ItemKey) -> Result<Option<String>, Error> {
-        let mut conn = self.conn.clone();
-        Ok(conn.get(self.dedup_key(user, item)).await?)
-    }
-
-    /// Remembers the user's last accepted action on the item for `ttl`,
-    /// replacing any earlier one (so like, unlike, like is never swallowed).
-    #[instrument(skip_all, fields(item = %item))]
-    pub async fn dedup_put(
-        &self,
-        user: UserId,
-        item: ItemKey,
-        memo: &str,
-        ttl: std::time::Duration,
-    ) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
-        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        redis::cmd("SET")
-            .arg(self.dedup_key(user, item))
-            .arg(memo)
-            .arg("PX")
-            .arg(millis)
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(())
     }
 }
 

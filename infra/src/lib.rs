@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod cache_repair;
 pub mod codec;
+pub mod dedup;
 mod error;
 pub mod kafka;
 pub mod likers;

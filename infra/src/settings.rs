@@ -45,6 +45,20 @@ pub fn unknown_schema_retry() -> Result<std::time::Duration, Error> {
     Ok(std::time::Duration::from_secs(seconds))
 }
 
+/// `CACHE_REFILL_TTL_SECONDS` by default: how long Redis keeps the count of an
+/// item PostgreSQL has never counted, refilled by a read. Reads of random ids
+/// must not grow Redis without bound: such a refill expires, while counts the
+/// projector writes (and refills of counted items) do not. A minute keeps a hot
+/// miss off PostgreSQL and bounds those keys to a minute of misses.
+pub const DEFAULT_CACHE_REFILL_TTL_SECONDS: u64 = 60;
+
+/// `CACHE_REFILL_TTL_SECONDS` (default [`DEFAULT_CACHE_REFILL_TTL_SECONDS`]):
+/// `None` (0) stores no refill of a never-counted item at all.
+pub fn cache_refill_ttl() -> Result<Option<std::time::Duration>, Error> {
+    let seconds: u64 = parse("CACHE_REFILL_TTL_SECONDS", DEFAULT_CACHE_REFILL_TTL_SECONDS)?;
+    Ok((seconds > 0).then(|| std::time::Duration::from_secs(seconds)))
+}
+
 /// The value of `name` parsed as `T`, or `default` when unset; a value that does
 /// not parse is an error naming the variable.
 pub fn parse<T>(name: &'static str, default: T) -> Result<T, Error>

@@ -1,5 +1,6 @@
 //! The protection and size limits of the API (`RATE_LIMIT_*`, `DEDUP_WINDOW_MS`,
-//! `MAX_BATCH_*`, `MAX_IN_FLIGHT`, `READ_YOUR_WRITES_*`), read once
+//! `MAX_BATCH_*`, `MAX_IN_FLIGHT`, `READ_YOUR_WRITES_*`,
+//! `CACHE_REFILL_TTL_SECONDS`), read once
 //! from the environment beside [`crate::Settings`].
 
 use std::time::Duration;
@@ -30,6 +31,9 @@ pub struct Limits {
     /// `READ_YOUR_WRITES_MAX_WAITERS`: how many such counts may wait at once;
     /// beyond it a count with a token is refused with 503 at once.
     pub read_your_writes_max_waiters: usize,
+    /// `CACHE_REFILL_TTL_SECONDS`: how long a read's refill of a count
+    /// PostgreSQL never held stays in Redis; `None` (0) does not store it.
+    pub cache_refill_ttl: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -46,6 +50,9 @@ impl Default for Limits {
             max_in_flight: 100_000,
             read_your_writes_timeout: Duration::from_millis(2000),
             read_your_writes_max_waiters: 1000,
+            cache_refill_ttl: Some(Duration::from_secs(
+                settings::DEFAULT_CACHE_REFILL_TTL_SECONDS,
+            )),
         }
     }
 }
@@ -95,6 +102,7 @@ impl Limits {
                 }
                 n => n,
             },
+            cache_refill_ttl: settings::cache_refill_ttl()?,
         })
     }
 
@@ -119,6 +127,7 @@ impl Limits {
             max_in_flight = self.max_in_flight,
             read_your_writes_timeout_ms = self.read_your_writes_timeout.as_millis() as u64,
             read_your_writes_max_waiters = self.read_your_writes_max_waiters,
+            cache_refill_ttl_seconds = self.cache_refill_ttl.map_or(0, |t| t.as_secs()),
             "ingest limits"
         );
     }

@@ -6,36 +6,54 @@
 
 use std::time::Duration;
 
-use likes_domain::{Action, EventId, ItemKey, UserId};
+use likes_domain::{Action, ItemKey, UserId};
 use likes_infra::cache::CountCache;
+use likes_infra::dedup::{DedupMemos, Outcome, Recall, Settle};
 use likes_infra::publisher::{Ack, PublishError};
 use likes_infra::ratelimit::RateLimiter;
 
 use crate::{ApiError, Limits, observability};
 
-/// What the previous identical action was answered with.
+pub use likes_infra::dedup::Memo;
+
+/// How long past the produce timeout a pair whose publish has not settled (or
+/// whose outcome is unknown) stays unanswerable: the producer gives up on a
+/// record after the produce timeout, and this covers a request still on the
+/// wire to the broker then. Only dedup is lost meanwhile, never an action.
+const UNSETTLED_SLACK: Duration = Duration::from_secs(30);
+
+/// What the memo said about one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Memo {
-    pub event_id: EventId,
-    pub ack: Ack,
+pub enum Recalled {
+    /// Answer with this memo; do not produce.
+    Answer(Memo),
+    /// Produce; `marked` says whether the publish is marked and must be settled
+    /// with the same flag (false when dedup is off or Redis failed).
+    Produce { marked: bool },
 }
 
 /// The protections of one instance.
 pub struct Protection {
     limiter: Option<RateLimiter>,
-    cache: CountCache,
-    dedup_window: Option<Duration>,
+    memos: Option<DedupMemos>,
     max_in_flight: usize,
 }
 
 impl Protection {
-    pub fn new(cache: CountCache, limits: &Limits) -> Self {
+    /// `produce_timeout` bounds how long a publish may stay unsettled.
+    pub fn new(cache: CountCache, limits: &Limits, produce_timeout: Duration) -> Self {
         Self {
             limiter: limits
                 .rate
                 .map(|rate| RateLimiter::new(cache.connection(), cache.prefix(), rate)),
-            cache,
-            dedup_window: limits.dedup_window,
+            memos: limits.dedup_window.map(|window| {
+                DedupMemos::new(
+                    cache.connection(),
+                    cache.prefix(),
+                    window,
+                    window + produce_timeout + UNSETTLED_SLACK,
+                )
+            }),
             max_in_flight: limits.max_in_flight,
         }
     }
@@ -78,51 +96,80 @@ impl Protection {
     }
 
     /// The answer to the same action by the same user on the same item within
-    /// the dedup window, if there is one.
-    pub async fn recall(&self, user: UserId, item: ItemKey, action: Action) -> Option<Memo> {
-        self.dedup_window?;
-        match self.cache.dedup_get(user, item).await {
-            Ok(Some(text)) => parse_memo(&text, action),
-            Ok(None) => None,
+    /// the dedup window, if that action is still the user's latest logged one
+    /// on the item; otherwise the publish about to start is marked.
+    pub async fn recall(&self, user: UserId, item: ItemKey, action: Action) -> Recalled {
+        let Some(memos) = &self.memos else {
+            return Recalled::Produce { marked: false };
+        };
+        match memos.recall(user, item, action).await {
+            Ok(Recall::Answer(memo)) => Recalled::Answer(memo),
+            Ok(Recall::Marked) => Recalled::Produce { marked: true },
             Err(e) => {
                 tracing::warn!(error = %e, "dedup memo unavailable; producing");
                 observability::protection_unavailable("dedup");
-                None
+                Recalled::Produce { marked: false }
             }
         }
     }
 
-    /// Remembers an acked action as the user's latest on the item.
-    pub async fn remember(&self, user: UserId, item: ItemKey, action: Action, memo: Memo) {
-        let Some(window) = self.dedup_window else {
+    /// Whether quick dedup is on (and publishes must be marked and settled).
+    pub fn dedups(&self) -> bool {
+        self.memos.is_some()
+    }
+
+    /// Marks the publishes of a batch, one per event; `false` when they are
+    /// not marked (dedup off or Redis failed), which settles must be told.
+    pub async fn mark(&self, pairs: &[(UserId, ItemKey)]) -> bool {
+        let Some(memos) = &self.memos else {
+            return false;
+        };
+        match memos.mark(pairs).await {
+            Ok(()) => true,
+            Err(e) => {
+                // Some marks may be in: they only keep those pairs unanswerable
+                // until they expire.
+                tracing::warn!(error = %e, "dedup marks not written; producing");
+                observability::protection_unavailable("dedup");
+                false
+            }
+        }
+    }
+
+    /// Settles publishes: an ack becomes the pair's memo if it has the highest
+    /// offset seen, an unknown outcome makes the pair unanswerable for a while.
+    pub async fn settle(&self, settles: &[Settle]) {
+        let Some(memos) = &self.memos else {
             return;
         };
-        let text = format!(
-            "{}:{}:{}:{}",
-            action.symbol(),
-            memo.ack.partition,
-            memo.ack.offset,
-            memo.event_id
-        );
-        if let Err(e) = self.cache.dedup_put(user, item, &text, window).await {
-            tracing::warn!(error = %e, "dedup memo not written");
+        if settles.is_empty() {
+            return;
+        }
+        if let Err(e) = memos.settle(settles).await {
+            // A mark left unsettled keeps its pair unanswerable until it expires.
+            tracing::warn!(error = %e, "dedup memo not settled");
+            observability::protection_unavailable("dedup");
         }
     }
 }
 
-/// Reads a memo `"<ACTION>:<partition>:<offset>:<event_id>"` if it is for `action`.
-fn parse_memo(text: &str, action: Action) -> Option<Memo> {
-    let mut parts = text.splitn(4, ':');
-    if parts.next()? != action.symbol() {
-        return None;
+/// How a publish ended, for its settle.
+pub fn outcome(
+    action: Action,
+    event_id: likes_domain::EventId,
+    result: &Result<Ack, PublishError>,
+) -> Outcome {
+    match result {
+        Ok(ack) => Outcome::Acked(Memo {
+            action,
+            event_id,
+            ack: *ack,
+        }),
+        // Handed to the producer and not acked: it may yet be in the log.
+        Err(PublishError::NotAcked(_)) => Outcome::Uncertain,
+        // Never handed to the producer.
+        Err(PublishError::QueueFull | PublishError::Encode(_)) => Outcome::Released,
     }
-    let partition = parts.next()?.parse().ok()?;
-    let offset = parts.next()?.parse().ok()?;
-    let event_id = EventId::parse(parts.next()?).ok()?;
-    Some(Memo {
-        event_id,
-        ack: Ack { partition, offset },
-    })
 }
 
 /// The answer to a failed publish: always a 503 to retry with the same event id.
@@ -141,19 +188,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_memo_answers_only_the_same_action() {
-        let id = "0194e4c4-6f5c-7d2a-9a4e-2f6f3c1a9b10";
-        let text = format!("LIKE:3:42:{id}");
-        let memo = parse_memo(&text, Action::Like).unwrap();
+    fn only_a_publish_that_reached_the_producer_can_be_of_unknown_outcome() {
+        let id = likes_domain::EventId::generate();
+        let ack = Ack {
+            partition: 3,
+            offset: 42,
+        };
         assert_eq!(
-            memo.ack,
-            Ack {
-                partition: 3,
-                offset: 42
-            }
+            outcome(Action::Like, id, &Ok(ack)),
+            Outcome::Acked(Memo {
+                action: Action::Like,
+                event_id: id,
+                ack
+            })
         );
-        assert_eq!(memo.event_id.to_string(), id);
-        assert_eq!(parse_memo(&text, Action::Unlike), None);
-        assert_eq!(parse_memo("LIKE:x", Action::Like), None);
+        let timed_out = Err(PublishError::NotAcked(rdkafka::error::KafkaError::Canceled));
+        assert_eq!(outcome(Action::Like, id, &timed_out), Outcome::Uncertain);
+        assert_eq!(
+            outcome(Action::Like, id, &Err(PublishError::QueueFull)),
+            Outcome::Released
+        );
     }
 }

@@ -81,7 +81,7 @@ impl Application {
                     &stack.redis_key_prefix,
                     likers::DEFAULT_KEEP,
                 ),
-                protection: Protection::new(cache.clone(), &limits),
+                protection: Protection::new(cache.clone(), &limits, settings.produce_timeout),
                 cache,
                 lookups: Lookups::spawn(db.clone()),
                 progress: Progress::spawn(

@@ -17,6 +17,7 @@ pub mod api;
 pub mod figures;
 pub mod load;
 pub mod process;
+pub mod redis_server;
 pub mod registry_proxy;
 pub mod replay;
 pub mod topic;

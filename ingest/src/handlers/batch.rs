@@ -1,14 +1,18 @@
 //! `POST /v1/likes:batch`: up to `MAX_BATCH_EVENTS` events, each validated,
 //! rate limited and published on its own, all produces in flight at once.
 //! The answer is 200 with one result per event, in request order. Batch events
-//! are never deduplicated: each valid, admitted event is produced.
+//! are never deduplicated: each valid, admitted event is produced. They do
+//! keep the quick-dedup memo true: each publish is marked before it starts and
+//! settled with its ack before the answer, exactly as a single request is, so a
+//! later single request is never answered from an action the batch superseded.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::join_all;
-use likes_domain::{EventId, LikeEvent, UserId};
+use likes_domain::{EventId, ItemKey, LikeEvent, UserId};
+use likes_infra::dedup::Settle;
 use likes_infra::publisher::{Ack, PublishError};
 use serde::Serialize;
 use serde_json::Value;
@@ -18,7 +22,7 @@ use warp::reply::Response;
 use super::json;
 
 use crate::batch::{BatchEvent, parse_batch};
-use crate::protection::publish_error;
+use crate::protection::{outcome, publish_error};
 use crate::query::Token;
 use crate::request::require_json;
 use crate::{ApiError, State, observability};
@@ -53,7 +57,28 @@ pub async fn publish_batch(
             events.len() - 1
         }));
     }
+    // Without quick dedup there is no memo to keep true (and nothing to build).
+    let dedups = state.protection.dedups();
+    let marked = if dedups {
+        let pairs: Vec<(UserId, ItemKey)> = events.iter().map(|e| (e.user_id, e.item)).collect();
+        state.protection.mark(&pairs).await
+    } else {
+        false
+    };
     let acks = state.publisher.publish_many(&events).await;
+    if dedups {
+        let settles: Vec<Settle> = events
+            .iter()
+            .zip(&acks)
+            .map(|(event, result)| Settle {
+                user: event.user_id,
+                item: event.item,
+                outcome: outcome(event.action, event.event_id, result),
+                marked,
+            })
+            .collect();
+        state.protection.settle(&settles).await;
+    }
     let mut acks: Vec<Option<Result<Ack, PublishError>>> = acks.into_iter().map(Some).collect();
     let mut accepted = 0;
     let results: Vec<Outcome> = slots

@@ -26,7 +26,8 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::Unavailable(format!("{what} unavailable: {e}"))
 }
 
-/// GET an item's count: Redis first, PostgreSQL on a miss (refilling Redis).
+/// GET an item's count: Redis first, PostgreSQL on a miss (refilling Redis;
+/// a never-counted item's refill expires, see `CACHE_REFILL_TTL_SECONDS`).
 /// With `after=<token>`, first waits (bounded) until the projector applied
 /// that offset and then reads PostgreSQL, the committed truth.
 #[tracing::instrument(skip_all, fields(%item_type, %item_id))]
@@ -73,11 +74,14 @@ async fn cached_count(state: &State, item: ItemKey) -> Result<(i64, &'static str
     let stored = store::reads::count(&state.db, item)
         .await
         .map_err(|e| unavailable("count store", e))?;
-    // Stamp -1 for "never counted" so any projected count replaces it.
-    let (count, stamp) = stored.unwrap_or((0, -1));
-    if let Err(e) = state.cache.put_counts(&[(item, count, stamp)]).await {
+    if let Err(e) = state
+        .cache
+        .refill_counts(&[(item, stored)], state.limits.cache_refill_ttl)
+        .await
+    {
         tracing::warn!(error = %e, "redis refill failed");
     }
+    let count = stored.map_or(0, |(count, _)| count);
     Ok((count, "database"))
 }
 
@@ -117,14 +121,15 @@ pub async fn counts(
         {
             stored.insert(item, (count, stamp));
         }
-        let refill: Vec<(ItemKey, i64, i64)> = misses
+        let refill: Vec<(ItemKey, Option<(i64, i64)>)> = misses
             .iter()
-            .map(|item| {
-                let (count, stamp) = stored.get(item).copied().unwrap_or((0, -1));
-                (*item, count, stamp)
-            })
+            .map(|item| (*item, stored.get(item).copied()))
             .collect();
-        if let Err(e) = state.cache.put_counts(&refill).await {
+        if let Err(e) = state
+            .cache
+            .refill_counts(&refill, state.limits.cache_refill_ttl)
+            .await
+        {
             tracing::warn!(error = %e, "redis refill failed");
         }
     }

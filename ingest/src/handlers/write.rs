@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, UserId};
+use likes_infra::dedup::{Outcome, Settle};
 use serde_json::json;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{json, with_header};
-use crate::protection::{Memo, publish_error};
+use crate::protection::{Memo, Recalled, outcome, publish_error};
 use crate::query::Token;
 use crate::request::{parse_like, require_json};
 use crate::{ApiError, State, observability};
@@ -34,16 +35,25 @@ pub async fn publish(
     state
         .protection
         .backpressure(state.publisher.in_flight(), 1)?;
-    let ((granted, limited), memo) = tokio::join!(
+    let ((granted, limited), recalled) = tokio::join!(
         state.protection.admit(user, 1),
         state.protection.recall(user, item, action)
     );
     if let (0, Some(e)) = (granted, limited) {
+        if let Recalled::Produce { marked: true } = recalled {
+            let released = Settle {
+                user,
+                item,
+                outcome: Outcome::Released,
+                marked: true,
+            };
+            state.protection.settle(&[released]).await;
+        }
         return Err(e.into());
     }
     let event_id = request.event_id.unwrap_or_else(EventId::generate);
     let (written, seen) = tokio::join!(
-        write(&state, action, user, item, event_id, memo),
+        write(&state, action, user, item, event_id, recalled),
         projected(&state, user, item)
     );
     let (memo, deduplicated) = written?;
@@ -65,19 +75,24 @@ pub async fn publish(
     ))
 }
 
-/// Publishes the event, unless the same action was just answered.
+/// Publishes the event, unless the same action is the latest logged one and
+/// was just answered. The memo is settled before the answer goes out, so a
+/// request sent after this answer never sees an older memo.
 async fn write(
     state: &State,
     action: Action,
     user: UserId,
     item: ItemKey,
     event_id: EventId,
-    memo: Option<Memo>,
+    recalled: Recalled,
 ) -> Result<(Memo, bool), ApiError> {
-    if let Some(memo) = memo {
-        observability::deduplicated();
-        return Ok((memo, true));
-    }
+    let marked = match recalled {
+        Recalled::Answer(memo) => {
+            observability::deduplicated();
+            return Ok((memo, true));
+        }
+        Recalled::Produce { marked } => marked,
+    };
     let event = LikeEvent {
         event_id,
         user_id: user,
@@ -85,14 +100,27 @@ async fn write(
         action,
         timestamp: chrono::Utc::now(),
     };
-    let ack = state.publisher.publish(&event).await.map_err(|e| {
+    let result = state.publisher.publish(&event).await;
+    let settle = Settle {
+        user,
+        item,
+        outcome: outcome(action, event_id, &result),
+        marked,
+    };
+    state.protection.settle(&[settle]).await;
+    let ack = result.map_err(|e| {
         tracing::warn!(error = %e, event_id = %event.event_id, "publish failed");
         publish_error(e)
     })?;
     observability::accepted(action, 1);
-    let memo = Memo { event_id, ack };
-    state.protection.remember(user, item, action, memo).await;
-    Ok((memo, false))
+    Ok((
+        Memo {
+            action,
+            event_id,
+            ack,
+        },
+        false,
+    ))
 }
 
 /// The projection's view before this write: the item's count and whether the
