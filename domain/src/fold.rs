@@ -4,11 +4,20 @@
 //! the batch held for them — this is also what turns a hot item's thousands of
 //! likes per second into a single counter update.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
 use crate::{EventId, ItemKey, LikeEvent, LikeState, Position, UserId};
+
+/// An event as read from the log: where it is, its record time (see
+/// [`crate::record_time`]) and the event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedEvent {
+    pub position: Position,
+    pub record_time: i64,
+    pub event: LikeEvent,
+}
 
 /// The net effect of a batch on one (user, item) pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,13 +34,13 @@ pub struct NetChange {
 }
 
 /// Accumulates the events of one batch, in log order, into net changes.
+/// Duplicates must be dropped before (by [`crate::DedupMemory`], the one dedup
+/// rule): an event id seen twice here was judged worth applying twice.
 #[derive(Debug, Default)]
 pub struct BatchFold {
     pairs: HashMap<(UserId, ItemKey), usize>,
     changes: Vec<NetChange>,
-    seen: HashSet<EventId>,
     events: usize,
-    duplicates: usize,
 }
 
 impl BatchFold {
@@ -40,14 +49,9 @@ impl BatchFold {
     }
 
     /// Adds the next event of the log. Events of one item must arrive in offset
-    /// order (they do: one item lives in one partition). An event id seen earlier
-    /// in the batch is a duplicate and is ignored.
+    /// order (they do: one item lives in one partition).
     pub fn push(&mut self, position: Position, event: &LikeEvent) {
         self.events += 1;
-        if !self.seen.insert(event.event_id) {
-            self.duplicates += 1;
-            return;
-        }
         let change = NetChange {
             user_id: event.user_id,
             item: event.item,
@@ -66,14 +70,9 @@ impl BatchFold {
         }
     }
 
-    /// How many events were pushed, duplicates included.
+    /// How many events were pushed.
     pub fn events(&self) -> usize {
         self.events
-    }
-
-    /// How many pushed events were duplicates of an earlier one in this batch.
-    pub fn duplicates(&self) -> usize {
-        self.duplicates
     }
 
     /// The net changes, one per pair, in the order each pair first appeared.
@@ -124,22 +123,13 @@ mod tests {
     }
 
     #[test]
-    fn a_duplicate_event_id_in_the_batch_is_ignored() {
-        let mut f = BatchFold::new();
+    fn an_event_id_judged_worth_applying_twice_is_folded_twice() {
+        // Past the dedup horizon a retry is a new event: the fold must not
+        // drop it on its own.
         let like = event(1, 7, 9, Action::Like);
         let unlike = event(2, 7, 9, Action::Unlike);
-        for (i, e) in [&like, &unlike, &like].into_iter().enumerate() {
-            f.push(
-                Position {
-                    partition: 0,
-                    offset: i as i64,
-                },
-                e,
-            );
-        }
-        assert_eq!(f.duplicates(), 1);
-        let changes = f.finish();
-        assert_eq!(changes[0].state, LikeState::NotLiked);
+        let changes = fold(&[like.clone(), unlike, like]);
+        assert_eq!(changes[0].state, LikeState::Liked);
     }
 
     #[test]

@@ -5,14 +5,16 @@
 //! reverse, so the rules that decide a count can be tested (and property-tested)
 //! without Kafka, PostgreSQL or Redis.
 
+mod dedup;
 mod error;
 mod event;
 mod fold;
 mod ids;
 mod state;
 
+pub use dedup::{DedupHorizon, DedupKey, DedupMemory, LogClock, dedup_key, record_time};
 pub use error::ValidationError;
 pub use event::{Action, LikeEvent, Position};
-pub use fold::{BatchFold, NetChange};
+pub use fold::{BatchFold, LoggedEvent, NetChange};
 pub use ids::{EventId, ItemId, ItemKey, ItemType, UserId};
 pub use state::{LikeState, NoChange, Projection, Transition};

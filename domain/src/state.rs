@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::{Action, EventId, ItemKey, LikeEvent, UserId};
+use crate::{Action, DedupKey, ItemKey, LikeEvent, UserId, dedup_key};
 
 /// Whether a user currently likes an item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -79,13 +79,14 @@ impl Transition {
 pub struct Projection {
     liked: HashSet<(UserId, ItemKey)>,
     counts: HashMap<ItemKey, i64>,
-    seen: HashSet<EventId>,
+    /// Every event ever applied (no horizon: the model remembers forever).
+    seen: HashSet<DedupKey>,
 }
 
 impl Projection {
     /// Applies one event and says what it did.
     pub fn apply(&mut self, event: &LikeEvent) -> Transition {
-        if !self.seen.insert(event.event_id) {
+        if !self.seen.insert(dedup_key(event)) {
             return Transition::Unchanged(NoChange::Duplicate);
         }
         let pair = (event.user_id, event.item);

@@ -8,30 +8,41 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use likes_domain::{
-    Action, BatchFold, EventId, ItemKey, LikeEvent, LikeState, Position, Projection, UserId,
+    Action, BatchFold, DedupHorizon, DedupMemory, EventId, ItemKey, LikeEvent, LikeState, Position,
+    Projection, UserId, dedup_key,
 };
 use proptest::prelude::*;
 
-/// What the database does with a batch, in memory: event ids already applied are
-/// dropped (the dedup table), each pair's net state is inserted if absent or
-/// deleted if present, and only those transitions move the counts.
-#[derive(Default, Clone)]
+/// What the database does with a batch, in memory: events already applied are
+/// dropped by the dedup rule (the dedup table; every record here has the same
+/// log time, so the horizon never passes), each pair's net state is inserted if
+/// absent or deleted if present, and only those transitions move the counts.
+#[derive(Clone)]
 struct Store {
-    applied: HashSet<EventId>,
+    applied: DedupMemory,
     liked: HashSet<(UserId, ItemKey)>,
     counts: BTreeMap<ItemKey, i64>,
     next_offset: usize,
 }
 
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            applied: DedupMemory::new(DedupHorizon::new(std::time::Duration::from_secs(3600))),
+            liked: HashSet::new(),
+            counts: BTreeMap::new(),
+            next_offset: 0,
+        }
+    }
+}
+
 impl Store {
     fn commit(&mut self, log: &[LikeEvent], from: usize, to: usize) {
         let mut fold = BatchFold::new();
-        let mut fresh_ids = HashSet::new();
         for (offset, event) in log.iter().enumerate().take(to).skip(from) {
-            if self.applied.contains(&event.event_id) {
+            if !self.applied.admit(dedup_key(event), 0) {
                 continue;
             }
-            fresh_ids.insert(event.event_id);
             fold.push(
                 Position {
                     partition: 0,
@@ -52,7 +63,6 @@ impl Store {
                 assert!(*count >= 0, "a count went negative");
             }
         }
-        self.applied.extend(fresh_ids);
         self.next_offset = to;
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use likes_domain::{LikeEvent, Position};
+use likes_domain::{LikeEvent, LoggedEvent, Position};
 use likes_infra::store::writer::OffsetCommit;
 
 use crate::ownership::Ownership;
@@ -23,7 +23,7 @@ pub enum Offer {
 pub struct Batch {
     pub generation: u64,
     pub started: Instant,
-    events: Vec<(Position, LikeEvent)>,
+    events: Vec<LoggedEvent>,
     partitions: BTreeMap<i32, PartitionRange>,
     pub poison: usize,
 }
@@ -93,9 +93,13 @@ impl Batch {
         Offer::Taken
     }
 
-    /// Adds an admitted event.
-    pub fn push(&mut self, position: Position, event: LikeEvent) {
-        self.events.push((position, event));
+    /// Adds an admitted event with its record time.
+    pub fn push(&mut self, position: Position, record_time: i64, event: LikeEvent) {
+        self.events.push(LoggedEvent {
+            position,
+            record_time,
+            event,
+        });
     }
 
     /// The offsets this batch commits, one per partition it touched.
@@ -141,9 +145,9 @@ impl Batch {
                 )
             })
             .collect();
-        for (position, event) in self.events {
-            if let Some(part) = per_partition.get_mut(&position.partition) {
-                part.events.push((position, event));
+        for event in self.events {
+            if let Some(part) = per_partition.get_mut(&event.position.partition) {
+                part.events.push(event);
             }
         }
         let mut partitions: Vec<Part> = per_partition.into_values().collect();
@@ -168,7 +172,7 @@ impl Batch {
 #[derive(Debug, Default)]
 pub struct Part {
     pub commits: Vec<OffsetCommit>,
-    pub events: Vec<(Position, LikeEvent)>,
+    pub events: Vec<LoggedEvent>,
 }
 
 #[cfg(test)]
@@ -202,6 +206,7 @@ mod tests {
                     assert_eq!(batch.admit(&ownership, position), Offer::Taken);
                     batch.push(
                         position,
+                        0,
                         LikeEvent {
                             event_id: EventId::generate(),
                             user_id: UserId::parse(1 + i as i64).unwrap(),
@@ -226,8 +231,8 @@ mod tests {
                 let mine: Vec<i64> = part
                     .events
                     .iter()
-                    .filter(|(pos, _)| pos.partition == c.partition)
-                    .map(|(pos, _)| pos.offset)
+                    .filter(|e| e.position.partition == c.partition)
+                    .map(|e| e.position.offset)
                     .collect();
                 let expected: Vec<i64> = (100..c.next_offset).collect();
                 assert_eq!(mine, expected, "partition {}", c.partition);
@@ -238,7 +243,7 @@ mod tests {
             assert!(
                 part.events
                     .iter()
-                    .all(|(p, _)| owned.contains(&p.partition))
+                    .all(|e| owned.contains(&e.position.partition))
             );
         }
         seen.sort();

@@ -100,7 +100,11 @@ impl Collector {
             })
             .await;
             match decoded {
-                Ok(event) => batch.push(position, event),
+                Ok(event) => {
+                    let record_time =
+                        likes_domain::record_time(message.timestamp().to_millis(), &event);
+                    batch.push(position, record_time, event);
+                }
                 Err(reason) => {
                     tracing::warn!(partition = position.partition, offset = position.offset, %reason, "poison record sent to the dead-letter topic");
                     retry_forever("dead letter", || self.dead_letters.send(&message, &reason))

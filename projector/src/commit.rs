@@ -4,20 +4,31 @@
 //! transaction returned, then Kafka's committed offsets for lag tooling. It
 //! runs on its own task, one batch at a time in log order, while the next
 //! batch is collected.
+//!
+//! Redis is brought to the committed counts after any restart or retry: a
+//! batch applied again (its commit reply was lost) returns the re-read counts
+//! of its duplicates' items, and per partition PostgreSQL records the log time
+//! below which Redis is known current (folded into the next batch's
+//! transaction). A new owner first re-reads the items applied since then into
+//! Redis ([`Writer::refresh_claimed`]), so a Redis write lost with a stopped or
+//! crashed process is made good. On shutdown a batch whose database is away is
+//! abandoned uncommitted (the next owner reads it again) rather than retried
+//! forever, and pending Redis writes get a last try.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use likes_domain::ItemKey;
+use likes_domain::{DedupHorizon, ItemKey};
 use likes_infra::Error;
 use likes_infra::cache::CountCache;
 use likes_infra::likers::RecentLikers;
-use likes_infra::store::PgPool;
-use likes_infra::store::writer::{self, Applied};
+use likes_infra::store::writer::{self, Applied, BatchRules};
+use likes_infra::store::{PgPool, offsets};
 use rdkafka::consumer::{CommitMode, Consumer};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tracing::Instrument;
 
 use crate::batch::{Batch, Part};
@@ -34,18 +45,158 @@ pub struct Writer {
     pub db: PgPool,
     pub cache: CountCache,
     pub likers: RecentLikers,
-    /// Redis writes that failed, retried after the next batch (newest stamp wins).
+    /// `DEDUP_HORIZON_SECONDS`.
+    pub horizon: DedupHorizon,
+    /// Redis writes that failed, retried after the next batch or within a
+    /// second (newest stamp wins).
     pub pending_cache: HashMap<ItemKey, (i64, i64)>,
+    /// Per owned partition, the log time below which Redis is known current.
+    pub cache_marks: HashMap<i32, i64>,
+    /// Log times reached by batches whose Redis write has not succeeded yet.
+    pub pending_marks: HashMap<i32, i64>,
+    /// The ownership generation whose claims had their Redis counts refreshed.
+    pub refreshed: Option<u64>,
+    /// Becomes `true` when the projector is asked to stop.
+    pub stop: watch::Receiver<bool>,
 }
+
+/// How long a write in flight may still finish once a stop was asked, and
+/// the bound of each last Redis or PostgreSQL word on the way out: together
+/// they keep a SIGTERM well inside 15 seconds even with PostgreSQL away.
+const STOP_GRACE: Duration = Duration::from_secs(4);
+const LAST_WORD: Duration = Duration::from_secs(2);
 
 impl Writer {
     /// Writes the batches handed over until the sender is dropped; each permit
     /// is released once its batch is written, telling the collector the writer
     /// is free.
     pub async fn run(mut self, mut batches: mpsc::Receiver<(Batch, OwnedSemaphorePermit)>) {
-        while let Some((batch, permit)) = batches.recv().await {
-            self.commit(batch).await;
-            drop(permit);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                next = batches.recv() => {
+                    let Some((batch, permit)) = next else { break };
+                    self.refresh_claimed().await;
+                    self.commit(batch).await;
+                    drop(permit);
+                }
+                _ = tick.tick() => {
+                    self.refresh_claimed().await;
+                    if !self.pending_cache.is_empty() && !self.stopping() {
+                        self.flush_pending(self.ownership.generation()).await;
+                    }
+                }
+            }
+        }
+        self.last_words().await;
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Resolves once a stop was asked (or whoever could ask is gone).
+    async fn stopped(&self) {
+        let mut stop = self.stop.clone();
+        let _ = stop.wait_for(|stopping| *stopping).await;
+    }
+
+    /// Runs `op` to the end, unless a stop is asked and it does not end within
+    /// [`STOP_GRACE`] after that: `None`.
+    async fn unless_stopped<T>(&self, op: impl Future<Output = T>) -> Option<T> {
+        let mut op = std::pin::pin!(op);
+        tokio::select! {
+            done = &mut op => Some(done),
+            _ = self.stopped() => tokio::time::timeout(STOP_GRACE, op).await.ok(),
+        }
+    }
+
+    /// After a (re)assignment, before anything else is written: puts into
+    /// Redis the committed counts of every item applied in the owned partitions
+    /// since Redis was last known current there. Retried each second until it
+    /// succeeds; until then no partition's Redis mark moves.
+    async fn refresh_claimed(&mut self) {
+        let generation = self.ownership.generation();
+        if self.refreshed == Some(generation) || self.stopping() {
+            return;
+        }
+        let claims: Vec<(i32, i64)> = self
+            .ownership
+            .claims()
+            .iter()
+            .map(|c| (c.partition, c.epoch))
+            .collect();
+        let read = offsets::cache_refresh(&self.db, &self.topic, &claims);
+        let refresh = match self.unless_stopped(read).await {
+            None => return,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "reading the counts to refresh in redis failed; retrying");
+                return;
+            }
+            Some(Ok(refresh)) => refresh,
+        };
+        let updates: Vec<(ItemKey, i64, i64)> = refresh
+            .counts
+            .iter()
+            .map(|c| (c.item, c.count, c.last_offset))
+            .collect();
+        match self.cache.put_counts(&updates).await {
+            Ok(()) => {
+                self.refreshed = Some(generation);
+                self.cache_marks = refresh.current_until.into_iter().collect();
+                self.pending_marks.clear();
+                tracing::info!(
+                    partitions = claims.len(),
+                    items = updates.len(),
+                    "redis counts of the claimed partitions refreshed"
+                );
+            }
+            Err(e) => {
+                metrics::counter!(crate::metrics::REDIS_FAILURES).increment(1);
+                tracing::warn!(error = %e, items = updates.len(), "redis refresh of the claimed partitions failed; retrying");
+            }
+        }
+    }
+
+    /// On the way out: the pending Redis writes get a last try, and the Redis
+    /// marks reached are recorded, each bounded by [`LAST_WORD`].
+    async fn last_words(&mut self) {
+        if !self.pending_cache.is_empty() {
+            let generation = self.ownership.generation();
+            if tokio::time::timeout(LAST_WORD, self.flush_pending(generation))
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    pending = self.pending_cache.len(),
+                    "redis did not answer on shutdown; the next owner refreshes these counts"
+                );
+            }
+        }
+        if self.refreshed != Some(self.ownership.generation()) {
+            return;
+        }
+        let marks: Vec<(i32, i64, i64)> = self
+            .ownership
+            .claims()
+            .iter()
+            .filter_map(|c| {
+                self.cache_marks
+                    .get(&c.partition)
+                    .map(|t| (c.partition, c.epoch, *t))
+            })
+            .collect();
+        if marks.is_empty() {
+            return;
+        }
+        let record = offsets::record_cache_marks(&self.db, &self.topic, &marks);
+        match tokio::time::timeout(LAST_WORD, record).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "recording the redis marks on shutdown failed")
+            }
+            Err(_) => tracing::warn!("recording the redis marks on shutdown timed out"),
         }
     }
 
@@ -84,7 +235,12 @@ impl Writer {
         let mut applied = Applied::default();
         let mut committed = Vec::new();
         let mut failure = None;
+        let mut abandoned = false;
         for (part, result) in parts.iter().zip(results) {
+            let Some(result) = result else {
+                abandoned = true;
+                continue;
+            };
             match result {
                 Ok(done) => {
                     for c in &part.commits {
@@ -97,7 +253,16 @@ impl Writer {
             }
         }
         if !committed.is_empty() {
-            self.after_commit(&applied, &committed).await;
+            self.after_commit(&applied, &committed, generation).await;
+        }
+        if abandoned {
+            // Uncommitted parts are read again by the next owner from the
+            // stored offsets; committed ones are whole transactions.
+            tracing::warn!(
+                committed_partitions = committed.len(),
+                "stopping: batch parts not committed were abandoned"
+            );
+            return;
         }
         match failure {
             None => {
@@ -142,25 +307,46 @@ impl Writer {
         }
     }
 
-    /// One part in one transaction, retried while the failure is transient.
-    async fn apply_part(&self, part: &Part) -> Result<Applied, Error> {
+    /// One part in one transaction, retried while the failure is transient
+    /// and no stop was asked; `None` when it was abandoned for a stop.
+    async fn apply_part(&self, part: &Part) -> Option<Result<Applied, Error>> {
+        let cached_until: Vec<(i32, i64)> =
+            self.cache_marks.iter().map(|(p, t)| (*p, *t)).collect();
+        let rules = BatchRules {
+            horizon: self.horizon,
+            cached_until: &cached_until,
+        };
         let mut delay = Duration::from_millis(100);
         loop {
-            match writer::apply_batch(&self.db, &self.topic, &part.commits, &part.events).await {
-                Ok(applied) => return Ok(applied),
+            let attempt =
+                writer::apply_batch(&self.db, &self.topic, &part.commits, &part.events, rules);
+            match self.unless_stopped(attempt).await? {
+                Ok(applied) => return Some(Ok(applied)),
                 Err(e) if e.is_transient() => {
                     metrics::counter!(crate::metrics::WRITE_RETRIES).increment(1);
+                    if self.stopping() {
+                        tracing::warn!(error = %e, "batch write failed while stopping; not retried");
+                        return None;
+                    }
                     tracing::warn!(error = %e, "batch write failed, retrying");
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.stopped() => return None,
+                    }
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Some(Err(e)),
             }
         }
     }
 
     /// Redis and Kafka's committed offsets, both best effort after PostgreSQL.
-    async fn after_commit(&mut self, applied: &Applied, commits: &[writer::OffsetCommit]) {
+    async fn after_commit(
+        &mut self,
+        applied: &Applied,
+        commits: &[writer::OffsetCommit],
+        generation: u64,
+    ) {
         for c in &applied.counts {
             let entry = self
                 .pending_cache
@@ -170,18 +356,11 @@ impl Writer {
                 *entry = (c.count, c.last_offset);
             }
         }
-        let updates: Vec<(ItemKey, i64, i64)> = self
-            .pending_cache
-            .iter()
-            .map(|(item, (count, stamp))| (*item, *count, *stamp))
-            .collect();
-        match self.cache.put_counts(&updates).await {
-            Ok(()) => self.pending_cache.clear(),
-            Err(e) => {
-                metrics::counter!(crate::metrics::REDIS_FAILURES).increment(1);
-                tracing::warn!(error = %e, pending = updates.len(), "redis update failed; will retry after the next batch")
-            }
+        for (partition, log_time) in &applied.log_times {
+            let mark = self.pending_marks.entry(*partition).or_insert(*log_time);
+            *mark = (*mark).max(*log_time);
         }
+        self.flush_pending(generation).await;
         // Recent likers are user experience only: a failure is logged, never retried.
         if let Err(e) = self.likers.apply(&applied.changes).await {
             metrics::counter!(crate::metrics::REDIS_FAILURES).increment(1);
@@ -198,6 +377,34 @@ impl Writer {
         }
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             tracing::debug!(error = %e, "kafka offset commit (for tooling) failed");
+        }
+    }
+
+    /// Writes the pending counts to Redis; once they are all in, the batches
+    /// behind them are current in Redis, which moves the partitions' marks
+    /// (only after this generation's refresh: before it, older writes may be
+    /// missing).
+    async fn flush_pending(&mut self, generation: u64) {
+        let updates: Vec<(ItemKey, i64, i64)> = self
+            .pending_cache
+            .iter()
+            .map(|(item, (count, stamp))| (*item, *count, *stamp))
+            .collect();
+        match self.cache.put_counts(&updates).await {
+            Ok(()) => {
+                self.pending_cache.clear();
+                let reached = std::mem::take(&mut self.pending_marks);
+                if self.refreshed == Some(generation) {
+                    for (partition, log_time) in reached {
+                        let mark = self.cache_marks.entry(partition).or_insert(log_time);
+                        *mark = (*mark).max(log_time);
+                    }
+                }
+            }
+            Err(e) => {
+                metrics::counter!(crate::metrics::REDIS_FAILURES).increment(1);
+                tracing::warn!(error = %e, pending = updates.len(), "redis update failed; will retry")
+            }
         }
     }
 }

@@ -105,6 +105,14 @@ impl Ownership {
         self.owned.lock().ok()?.get(&partition).copied()
     }
 
+    /// Every claim owned now.
+    pub fn claims(&self) -> Vec<Claim> {
+        self.owned
+            .lock()
+            .map(|owned| owned.values().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Records that a batch committed up to `next_offset`.
     pub fn advance(&self, partition: i32, next_offset: i64) {
         if let Ok(mut owned) = self.owned.lock()

@@ -2,18 +2,25 @@
 //! writer task writes the previous one (PostgreSQL, then Redis). A semaphore of
 //! one permit keeps exactly one batch in writing, and batches are written in
 //! the order they were collected.
+//!
+//! A stop (SIGTERM) ends the projector within a bounded time whatever
+//! PostgreSQL does: the batch in writing gets a short grace to commit, else it
+//! is abandoned uncommitted (every part is one transaction, so nothing is
+//! half-committed) and read again by the next owner.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use likes_domain::DedupHorizon;
 use likes_infra::cache::CountCache;
 use likes_infra::codec::EventCodec;
 use likes_infra::kafka;
 use likes_infra::likers::RecentLikers;
 use likes_infra::store;
 use rdkafka::consumer::Consumer;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::background::{prune_forever, retry_forever};
 use crate::collect::Collector;
@@ -23,8 +30,13 @@ use crate::dead_letters::DeadLetters;
 use crate::ownership::{Claimer, Ownership};
 use crate::{ProjectorError, Settings};
 
+/// The longest the writer may take to finish once a stop was asked; past it,
+/// it is cut off (its transactions roll back).
+const WRITER_STOP_BOUND: Duration = Duration::from_secs(10);
+
 /// Runs the projector until `shutdown` resolves. The batch being written when
-/// it does is finished first; the batch being collected is dropped (it was not
+/// it does is finished first if PostgreSQL lets it within a short grace, else
+/// abandoned uncommitted; the batch being collected is dropped (it was not
 /// committed, so the next owner reads it again).
 pub async fn run(
     settings: Settings,
@@ -56,6 +68,7 @@ pub async fn run(
         consumer: consumer.clone(),
         ownership: ownership.clone(),
     };
+    let (stop, stop_rx) = watch::channel(false);
     let writer = Writer {
         topic: stack.topic.clone(),
         writers: settings.writers,
@@ -68,13 +81,22 @@ pub async fn run(
         ),
         cache,
         db: db.clone(),
+        horizon: DedupHorizon::new(settings.dedup_horizon),
         pending_cache: HashMap::new(),
+        cache_marks: HashMap::new(),
+        pending_marks: HashMap::new(),
+        refreshed: None,
+        stop: stop_rx,
     };
     let metrics_server = match (settings.metrics_addr, crate::metrics::install()) {
         (Some(addr), Some(handle)) => Some(tokio::spawn(crate::metrics::serve(addr, handle))),
         _ => None,
     };
-    let pruner = tokio::spawn(prune_forever(db, settings.dedup_horizon));
+    let pruner = tokio::spawn(prune_forever(
+        db,
+        stack.topic.clone(),
+        DedupHorizon::new(settings.dedup_horizon),
+    ));
     // One permit: the collector holds it from handing a batch over until the
     // writer has written it, so at most one batch is in writing.
     let writer_free = Arc::new(Semaphore::new(1));
@@ -93,10 +115,20 @@ pub async fn run(
             break;
         }
     }
-    // The batch in writing is finished; the one being collected was dropped.
+    // The batch in writing is finished (or abandoned, see the Writer); the one
+    // being collected was dropped.
+    let _ = stop.send(true);
     drop(handoff);
-    if let Err(e) = writing.await {
-        tracing::error!(error = %e, "the batch writer failed");
+    let writer_abort = writing.abort_handle();
+    match tokio::time::timeout(WRITER_STOP_BOUND, writing).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "the batch writer failed"),
+        Err(_) => {
+            writer_abort.abort();
+            tracing::error!(
+                "the batch writer did not stop in time; cut off (its transaction rolls back)"
+            );
+        }
     }
     pruner.abort();
     if let Some(server) = metrics_server {

@@ -1,83 +1,85 @@
-//! The rebuild's memory of event ids, bounded by time like the projector's.
+//! The rebuild's memory of applied events, bounded by the dedup horizon.
 //!
-//! The projector remembers applied event ids for `DEDUP_HORIZON_SECONDS` (its
-//! `applied_events` rows are pruned after that), so a retry of the same id
-//! that reaches the log later than the horizon counts as a new event. A
-//! rebuild that remembered every id forever would both grow with the topic and
-//! count differently from the projector; this window keeps only the ids whose
-//! record time lies within the horizon of the newest record time it saw.
-//! An item's events share a partition, so one window per partition suffices.
+//! The rule is the projector's, from one place ([`likes_domain::DedupHorizon`]
+//! and [`DedupMemory`]): an event is a duplicate iff the same (item, event id)
+//! was applied at a log time no more than the horizon before this record's log
+//! time, log time being the partition's newest record time so far
+//! ([`LogClock`]). The projector prunes `applied_events` rows once its
+//! partition's log time passed them by the horizon; this window forgets the
+//! same memories at the same point, so it stays bounded and the rebuild counts
+//! exactly what the projector counted. An item's events share a partition, so
+//! one window per partition suffices.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use uuid::Uuid;
+use likes_domain::{DedupHorizon, DedupKey, DedupMemory, LogClock};
 
-/// Event ids seen within the horizon of the newest time seen.
+/// Events applied within the horizon of the partition's log time.
 #[derive(Debug)]
 pub struct DedupWindow {
-    horizon_ms: i64,
-    newest_ms: i64,
-    /// Each id with the time it was last seen.
-    ids: HashMap<Uuid, i64>,
-    /// Ids in the order they were seen (times near-monotonic within a partition).
-    order: VecDeque<(i64, Uuid)>,
+    horizon: DedupHorizon,
+    clock: LogClock,
+    memory: DedupMemory,
+    /// Applications in log-time order, for forgetting.
+    order: VecDeque<(i64, DedupKey)>,
 }
 
 impl DedupWindow {
-    /// An empty window remembering ids for `horizon`.
+    /// An empty window remembering events for `horizon`.
     pub fn new(horizon: Duration) -> Self {
+        let horizon = DedupHorizon::new(horizon);
         Self {
-            horizon_ms: i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX),
-            newest_ms: i64::MIN,
-            ids: HashMap::new(),
+            horizon,
+            clock: LogClock::default(),
+            memory: DedupMemory::new(horizon),
             order: VecDeque::new(),
         }
     }
 
-    /// Records `id` seen at `millis`; `true` when it is new within the horizon
-    /// (apply it), `false` for a duplicate (skip it).
-    pub fn first_sight(&mut self, id: Uuid, millis: i64) -> bool {
-        self.newest_ms = self.newest_ms.max(millis);
-        self.forget_old();
-        if let Some(seen) = self.ids.get(&id)
-            && self.newest_ms.saturating_sub(*seen) <= self.horizon_ms
-        {
+    /// Judges the partition's next record (event `key`, record time
+    /// `record_time`): `true` when it is applied, `false` for a duplicate.
+    pub fn first_sight(&mut self, key: DedupKey, record_time: i64) -> bool {
+        let at = self.clock.tick(record_time);
+        self.forget_old(at);
+        if !self.memory.admit(key, at) {
             return false;
         }
-        self.ids.insert(id, millis);
-        self.order.push_back((millis, id));
+        self.order.push_back((at, key));
         true
     }
 
-    /// How many ids are remembered now.
+    /// How many events are remembered now.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.memory.len()
     }
 
-    /// Whether no id is remembered.
+    /// Whether no event is remembered.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.memory.is_empty()
     }
 
-    fn forget_old(&mut self) {
-        let cutoff = self.newest_ms.saturating_sub(self.horizon_ms);
-        while let Some(&(millis, id)) = self.order.front() {
-            if millis >= cutoff {
+    fn forget_old(&mut self, log_time: i64) {
+        let oldest = self.horizon.oldest_that_matters(log_time);
+        while let Some(&(at, key)) = self.order.front() {
+            if at >= oldest {
                 break;
             }
             self.order.pop_front();
-            // Only when this entry is the id's latest sighting.
-            if self.ids.get(&id) == Some(&millis) {
-                self.ids.remove(&id);
-            }
+            self.memory.forget(&key, at);
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use likes_domain::{EventId, ItemKey};
+
     use super::*;
+
+    fn new_key() -> DedupKey {
+        (ItemKey::parse(1, 1).unwrap(), EventId::generate())
+    }
 
     const HOUR: Duration = Duration::from_secs(3600);
     const HOUR_MS: i64 = 3_600_000;
@@ -85,7 +87,7 @@ mod tests {
     #[test]
     fn an_id_seen_again_within_the_horizon_is_a_duplicate() {
         let mut w = DedupWindow::new(HOUR);
-        let id = Uuid::new_v4();
+        let id = new_key();
         assert!(w.first_sight(id, 0));
         assert!(!w.first_sight(id, HOUR_MS));
     }
@@ -93,7 +95,7 @@ mod tests {
     #[test]
     fn an_id_seen_again_past_the_horizon_counts_as_new_like_the_projector() {
         let mut w = DedupWindow::new(HOUR);
-        let id = Uuid::new_v4();
+        let id = new_key();
         assert!(w.first_sight(id, 0));
         assert!(w.first_sight(id, HOUR_MS + 1));
     }
@@ -102,7 +104,7 @@ mod tests {
     fn memory_holds_only_the_ids_inside_the_horizon() {
         let mut w = DedupWindow::new(HOUR);
         for minute in 0..600 {
-            w.first_sight(Uuid::new_v4(), minute * 60_000);
+            w.first_sight(new_key(), minute * 60_000);
         }
         // Minutes 539..=599 are within an hour of minute 599.
         assert_eq!(w.len(), 61);
@@ -111,9 +113,17 @@ mod tests {
     #[test]
     fn a_slightly_older_record_does_not_evict_newer_ids() {
         let mut w = DedupWindow::new(Duration::from_millis(10));
-        let id = Uuid::new_v4();
+        let id = new_key();
         assert!(w.first_sight(id, 100));
-        assert!(w.first_sight(Uuid::new_v4(), 95));
+        assert!(w.first_sight(new_key(), 95));
         assert!(!w.first_sight(id, 105));
+    }
+
+    #[test]
+    fn the_same_event_id_on_another_item_is_another_event() {
+        let mut w = DedupWindow::new(HOUR);
+        let (_, id) = new_key();
+        assert!(w.first_sight((ItemKey::parse(1, 1).unwrap(), id), 0));
+        assert!(w.first_sight((ItemKey::parse(1, 2).unwrap(), id), 0));
     }
 }

@@ -71,16 +71,18 @@ pub async fn warm(
             windows
                 .entry(record.partition)
                 .or_insert_with(|| DedupWindow::new(horizon))
-                .first_sight(*event.event_id.as_uuid(), at);
+                .first_sight(likes_domain::dedup_key(event), at);
         }
     }
     Ok(read)
 }
 
-/// A record's broker time, else its event's time.
+/// A record's time for dedup: its Kafka timestamp, else its event's time
+/// ([`likes_domain::record_time`], the projector's rule too).
 pub fn millis(record: &LogRecord) -> i64 {
-    record
-        .record_time
-        .or_else(|| record.event.as_ref().ok().map(|e| e.timestamp))
-        .map_or(0, |t| t.timestamp_millis())
+    let kafka = record.record_time.map(|t| t.timestamp_millis());
+    match &record.event {
+        Ok(event) => likes_domain::record_time(kafka, event),
+        Err(_) => kafka.unwrap_or(0),
+    }
 }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
-use likes_domain::{LikeEvent, Position};
+use likes_domain::{LikeEvent, Position, dedup_key};
 use likes_infra::settings::StackSettings;
 use likes_infra::store::PgPool;
 use sqlx::PgConnection;
@@ -166,7 +166,7 @@ fn sort(record: LogRecord, windows: &mut Windows, batch: &mut Batch) -> Tally {
         Ok(event) => {
             let fresh = windows
                 .get_mut(&record.partition)
-                .is_none_or(|w| w.first_sight(*event.event_id.as_uuid(), millis));
+                .is_none_or(|w| w.first_sight(dedup_key(&event), millis));
             if fresh {
                 let position = Position {
                     partition: record.partition,

@@ -16,10 +16,14 @@ use tokio::task::JoinHandle;
 pub mod api;
 pub mod figures;
 pub mod load;
+pub mod private_redis;
 pub mod process;
 pub mod redis_server;
 pub mod registry_proxy;
 pub mod replay;
+pub mod rewire;
+pub mod tcp_proxy;
+pub mod timed_records;
 pub mod topic;
 pub mod watch;
 

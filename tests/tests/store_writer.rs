@@ -2,11 +2,21 @@
 //! once, a redelivered batch changes nothing, and a fenced owner writes nothing.
 
 use chrono::Utc;
-use likes_domain::{Action, EventId, ItemKey, LikeEvent, Position, UserId};
+use likes_domain::{
+    Action, DedupHorizon, EventId, ItemKey, LikeEvent, LoggedEvent, Position, UserId,
+};
 use likes_infra::Error;
 use likes_infra::store::offsets;
-use likes_infra::store::writer::{OffsetCommit, apply_batch, apply_in};
+use likes_infra::store::writer::{BatchRules, OffsetCommit, apply_batch, apply_in};
 use likes_tests::TestDb;
+
+/// The product's default horizon; no Redis marks.
+fn rules() -> BatchRules<'static> {
+    BatchRules {
+        horizon: DedupHorizon::new(std::time::Duration::from_secs(3600)),
+        cached_until: &[],
+    }
+}
 
 fn event(user: i64, item: i64, action: Action) -> LikeEvent {
     LikeEvent {
@@ -18,23 +28,22 @@ fn event(user: i64, item: i64, action: Action) -> LikeEvent {
     }
 }
 
-fn at(start: i64, events: Vec<LikeEvent>) -> Vec<(Position, LikeEvent)> {
+fn at(start: i64, events: Vec<LikeEvent>) -> Vec<LoggedEvent> {
     events
         .into_iter()
         .enumerate()
-        .map(|(i, e)| {
-            (
-                Position {
-                    partition: 0,
-                    offset: start + i as i64,
-                },
-                e,
-            )
+        .map(|(i, e)| LoggedEvent {
+            position: Position {
+                partition: 0,
+                offset: start + i as i64,
+            },
+            record_time: e.timestamp.timestamp_millis(),
+            event: e,
         })
         .collect()
 }
 
-fn events(list: &[(i64, i64, Action)]) -> Vec<(Position, LikeEvent)> {
+fn events(list: &[(i64, i64, Action)]) -> Vec<LoggedEvent> {
     at(0, list.iter().map(|(u, i, a)| event(*u, *i, *a)).collect())
 }
 
@@ -52,10 +61,17 @@ async fn a_redelivered_batch_changes_nothing() -> anyhow::Result<()> {
         epoch: claim.epoch,
         next_offset: 3,
     }];
-    let first = apply_batch(&db.pool, "t", &commit, &changes).await?;
+    let first = apply_batch(&db.pool, "t", &commit, &changes, rules()).await?;
     assert_eq!((first.liked, first.unliked), (2, 0));
-    let again = apply_batch(&db.pool, "t", &commit, &changes).await?;
-    assert_eq!((again.liked, again.unliked, again.counts.len()), (0, 0, 0));
+    let again = apply_batch(&db.pool, "t", &commit, &changes, rules()).await?;
+    assert_eq!((again.liked, again.unliked, again.duplicates), (0, 0, 3));
+    // Its items' committed counts come back all the same, for Redis.
+    let counts: Vec<(i64, i64)> = again
+        .counts
+        .iter()
+        .map(|c| (c.item.item_id.get(), c.count))
+        .collect();
+    assert_eq!(counts, vec![(10, 2)]);
     assert_eq!(db.count(10).await?, 2);
     assert_eq!(db.count(11).await?, 0);
     Ok(())
@@ -70,7 +86,14 @@ async fn unlike_of_never_liked_item_changes_nothing() -> anyhow::Result<()> {
         epoch: claim.epoch,
         next_offset: 1,
     }];
-    let applied = apply_batch(&db.pool, "t", &commit, &events(&[(1, 10, Action::Unlike)])).await?;
+    let applied = apply_batch(
+        &db.pool,
+        "t",
+        &commit,
+        &events(&[(1, 10, Action::Unlike)]),
+        rules(),
+    )
+    .await?;
     assert_eq!(applied.unliked, 0);
     assert!(applied.counts.is_empty());
     assert_eq!(db.count(10).await?, 0);
@@ -88,7 +111,14 @@ async fn an_owner_fenced_by_a_new_claim_writes_nothing() -> anyhow::Result<()> {
         epoch: old.epoch,
         next_offset: 1,
     }];
-    let result = apply_batch(&db.pool, "t", &commit, &events(&[(1, 10, Action::Like)])).await;
+    let result = apply_batch(
+        &db.pool,
+        "t",
+        &commit,
+        &events(&[(1, 10, Action::Like)]),
+        rules(),
+    )
+    .await;
     assert!(
         matches!(result, Err(Error::Fenced { partition: 0 })),
         "{result:?}"
@@ -109,13 +139,13 @@ async fn the_same_event_delivered_in_two_batches_far_apart_is_applied_once() -> 
         epoch: claim.epoch,
         next_offset: 1,
     }];
-    apply_batch(&db.pool, "t", &first, &at(0, vec![like.clone()])).await?;
+    apply_batch(&db.pool, "t", &first, &at(0, vec![like.clone()]), rules()).await?;
     let second = [OffsetCommit {
         partition: 0,
         epoch: claim.epoch,
         next_offset: 2,
     }];
-    apply_batch(&db.pool, "t", &second, &at(1, vec![unlike])).await?;
+    apply_batch(&db.pool, "t", &second, &at(1, vec![unlike]), rules()).await?;
     assert_eq!(db.count(10).await?, 0);
     // The client's retry of the first like reaches the log much later.
     let third = [OffsetCommit {
@@ -123,7 +153,7 @@ async fn the_same_event_delivered_in_two_batches_far_apart_is_applied_once() -> 
         epoch: claim.epoch,
         next_offset: 3,
     }];
-    let applied = apply_batch(&db.pool, "t", &third, &at(2, vec![like])).await?;
+    let applied = apply_batch(&db.pool, "t", &third, &at(2, vec![like]), rules()).await?;
     assert_eq!((applied.duplicates, applied.liked), (1, 0));
     assert_eq!(db.count(10).await?, 0);
     Ok(())
@@ -145,6 +175,7 @@ async fn a_zombie_holding_its_transaction_cannot_commit_after_a_takeover() -> an
         "t",
         &commit,
         &at(0, vec![event(1, 10, Action::Like)]),
+        rules(),
     )
     .await?;
     // ...when a new owner claims the partition: the claim waits on the batch's row lock.
@@ -170,6 +201,7 @@ async fn a_zombie_holding_its_transaction_cannot_commit_after_a_takeover() -> an
         "t",
         &next,
         &at(1, vec![event(2, 10, Action::Like)]),
+        rules(),
     )
     .await;
     assert!(
@@ -199,6 +231,7 @@ async fn a_zombie_that_resumes_after_a_takeover_is_fenced() -> anyhow::Result<()
         "t",
         &commit,
         &at(0, vec![event(1, 10, Action::Like)]),
+        rules(),
     )
     .await;
     assert!(
@@ -216,6 +249,7 @@ async fn a_zombie_that_resumes_after_a_takeover_is_fenced() -> anyhow::Result<()
         "t",
         &mine,
         &at(0, vec![event(1, 10, Action::Like)]),
+        rules(),
     )
     .await?;
     assert_eq!(db.count(10).await?, 1);

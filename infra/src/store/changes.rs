@@ -173,22 +173,15 @@ pub async fn apply_changes(
 
 /// Column arrays for one UNNEST statement.
 #[derive(Default)]
-pub(super) struct Rows {
-    pub(super) item_ids: Vec<i64>,
-    pub(super) item_types: Vec<i16>,
-    pub(super) user_ids: Vec<i64>,
-    pub(super) at: Vec<DateTime<Utc>>,
-    pub(super) event_ids: Vec<Uuid>,
+struct Rows {
+    item_ids: Vec<i64>,
+    item_types: Vec<i16>,
+    user_ids: Vec<i64>,
+    at: Vec<DateTime<Utc>>,
+    event_ids: Vec<Uuid>,
 }
 
 impl Rows {
-    pub(super) fn push_key(&mut self, item: ItemKey, event_id: likes_domain::EventId) {
-        self.item_ids.push(item.item_id.get());
-        // ItemType is 1..=i16::MAX by construction.
-        self.item_types.push(item.item_type.get() as i16);
-        self.event_ids.push(*event_id.as_uuid());
-    }
-
     fn push(&mut self, c: &NetChange) {
         self.item_ids.push(c.item.item_id.get());
         // ItemType is 1..=i16::MAX by construction.

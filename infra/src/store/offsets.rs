@@ -9,6 +9,7 @@
 use sqlx::PgPool;
 use tracing::instrument;
 
+use super::writer::{CountUpdate, item_key};
 use crate::Error;
 
 /// A partition this process now owns: the epoch it must present to commit, and
@@ -52,4 +53,106 @@ pub async fn positions(pool: &PgPool, topic: &str) -> Result<Vec<(i32, i64)>, Er
     .bind(topic)
     .fetch_all(pool)
     .await?)
+}
+
+/// What a new owner must put back into Redis: the committed counts of the
+/// items applied in its partitions since Redis was last known current there,
+/// and, per partition, the log time Redis is current up to once they are
+/// written.
+#[derive(Debug, Default)]
+pub struct CacheRefresh {
+    pub counts: Vec<CountUpdate>,
+    pub current_until: Vec<(i32, i64)>,
+}
+
+/// The counts a claim of `claims` (partition, epoch) must re-read into Redis:
+/// Redis writes that failed after a commit, or never ran (a crash, a SIGTERM
+/// while Redis was away), are lost with the process, but `applied_events`
+/// still names every item applied at or after the partition's
+/// `cached_until_ms` (the pruner keeps those rows). Partitions no longer held
+/// under the given epoch are left to their owner.
+#[instrument(skip_all, fields(topic, partitions = claims.len()))]
+pub async fn cache_refresh(
+    pool: &PgPool,
+    topic: &str,
+    claims: &[(i32, i64)],
+) -> Result<CacheRefresh, Error> {
+    let partitions: Vec<i32> = claims.iter().map(|c| c.0).collect();
+    let epochs: Vec<i64> = claims.iter().map(|c| c.1).collect();
+    let marks: Vec<(i32, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT o.partition, o.cached_until_ms, o.log_time_ms
+         FROM projector_offsets AS o
+         JOIN UNNEST($2::int[], $3::bigint[]) AS v(partition, epoch)
+           ON o.partition = v.partition AND o.epoch = v.epoch
+         WHERE o.topic = $1",
+    )
+    .bind(topic)
+    .bind(&partitions)
+    .bind(&epochs)
+    .fetch_all(pool)
+    .await?;
+    let Some(oldest) = marks.iter().map(|m| m.1).min() else {
+        return Ok(CacheRefresh::default());
+    };
+    let partitions: Vec<i32> = marks.iter().map(|m| m.0).collect();
+    let since: Vec<i64> = marks.iter().map(|m| m.1).collect();
+    // The constant lower bound lets the BRIN index on record_ms skip old rows.
+    let rows: Vec<(i64, i16, i64, i64)> = sqlx::query_as(
+        "SELECT c.item_id, c.item_type, c.count, c.last_offset
+         FROM counters AS c
+         WHERE (c.item_id, c.item_type) IN (
+           SELECT a.item_id, a.item_type
+           FROM applied_events AS a
+           JOIN UNNEST($1::int[], $2::bigint[]) AS v(partition, since)
+             ON a.partition = v.partition AND a.record_ms >= v.since
+           WHERE a.record_ms >= $3)",
+    )
+    .bind(&partitions)
+    .bind(&since)
+    .bind(oldest)
+    .fetch_all(pool)
+    .await?;
+    let counts = rows
+        .into_iter()
+        .map(|(item_id, item_type, count, last_offset)| {
+            Ok(CountUpdate {
+                item: item_key(item_id, item_type)?,
+                count,
+                last_offset,
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    Ok(CacheRefresh {
+        counts,
+        current_until: marks
+            .iter()
+            .filter_map(|(p, _, log_time)| log_time.map(|t| (*p, t)))
+            .collect(),
+    })
+}
+
+/// Records that Redis is current below `marks` (partition, log time) for the
+/// partitions still held under the given epochs (a stopping projector's last
+/// word; running ones fold this into their next batch).
+pub async fn record_cache_marks(
+    pool: &PgPool,
+    topic: &str,
+    marks: &[(i32, i64, i64)],
+) -> Result<(), Error> {
+    let partitions: Vec<i32> = marks.iter().map(|m| m.0).collect();
+    let epochs: Vec<i64> = marks.iter().map(|m| m.1).collect();
+    let until: Vec<i64> = marks.iter().map(|m| m.2).collect();
+    sqlx::query(
+        "UPDATE projector_offsets AS o
+            SET cached_until_ms = GREATEST(o.cached_until_ms, v.until)
+         FROM UNNEST($2::int[], $3::bigint[], $4::bigint[]) AS v(partition, epoch, until)
+         WHERE o.topic = $1 AND o.partition = v.partition AND o.epoch = v.epoch",
+    )
+    .bind(topic)
+    .bind(&partitions)
+    .bind(&epochs)
+    .bind(&until)
+    .execute(pool)
+    .await?;
+    Ok(())
 }

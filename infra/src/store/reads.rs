@@ -35,7 +35,10 @@ pub async fn likes(pool: &PgPool, user: UserId, item: ItemKey) -> Result<bool, E
 /// The counts of `items` that PostgreSQL holds, in one query; items never
 /// counted are absent from the answer.
 #[instrument(skip_all, fields(items = items.len()))]
-pub async fn counts(pool: &PgPool, items: &[ItemKey]) -> Result<Vec<(ItemKey, i64, i64)>, Error> {
+pub async fn counts<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    items: &[ItemKey],
+) -> Result<Vec<(ItemKey, i64, i64)>, Error> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
@@ -50,7 +53,7 @@ pub async fn counts(pool: &PgPool, items: &[ItemKey]) -> Result<Vec<(ItemKey, i6
     )
     .bind(&ids)
     .bind(&types)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     rows.into_iter()
         .map(|(id, ty, count, last_offset)| {
