@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::join_all;
 use likes_domain::ItemKey;
@@ -22,7 +21,8 @@ use tracing::Instrument;
 
 use crate::batch::{Batch, Part};
 use crate::consumer::ProjectorConsumer;
-use crate::ownership::Ownership;
+use crate::ownership::{Ownership, ParkReason};
+use crate::{parking, retry};
 
 /// The writing half of the projector.
 pub struct Writer {
@@ -62,6 +62,12 @@ impl Writer {
             );
             return;
         }
+        // Records of a partition parked by a failed write were collected after
+        // the failure: writing them would commit past it.
+        let batch = batch.without(&self.ownership.write_failed());
+        if batch.is_empty() {
+            return;
+        }
         let span = tracing::info_span!(
             "batch",
             partitions = %batch.ranges(),
@@ -80,26 +86,55 @@ impl Writer {
             .await;
         let _enter = span.enter();
         // Parts commit on their own: whatever committed is projected to Redis
-        // even when another part failed (that part is read again after the rejoin).
+        // even when another part failed.
         let mut applied = Applied::default();
         let mut committed = Vec::new();
-        let mut failure = None;
-        for (part, result) in parts.iter().zip(results) {
+        let mut fenced = None;
+        let mut broken = Vec::new();
+        for (part, result) in parts.into_iter().zip(results) {
             match result {
-                Ok(done) => {
-                    for c in &part.commits {
-                        self.ownership.advance(c.partition, c.next_offset);
+                Ok(done) => self.committed(&part, done, &mut applied, &mut committed),
+                Err(Error::Fenced { partition }) => fenced = fenced.or(Some(partition)),
+                Err(e) => broken.push((part, e)),
+            }
+        }
+        // A permanent failure (a constraint, a broken invariant) comes from one
+        // partition's rows, but a part holds several: write them one by one, and
+        // park only the partitions that fail alone. Rejoining instead would make
+        // every instance rebalance, forever if the failure repeats.
+        for (part, e) in broken {
+            let singles = if part.commits.len() == 1 {
+                vec![(part, Err(e))]
+            } else {
+                let singles = part.per_partition();
+                let results = join_all(singles.iter().map(|single| self.apply_part(single)))
+                    .instrument(span.clone())
+                    .await;
+                singles.into_iter().zip(results).collect()
+            };
+            for (single, result) in singles {
+                match result {
+                    Ok(done) => self.committed(&single, done, &mut applied, &mut committed),
+                    Err(Error::Fenced { partition }) => fenced = fenced.or(Some(partition)),
+                    Err(e) => {
+                        for c in &single.commits {
+                            tracing::error!(error = %e, partition = c.partition, next_offset = c.next_offset, "batch write failed permanently");
+                            parking::park(
+                                &self.consumer,
+                                &self.ownership,
+                                &self.topic,
+                                c.partition,
+                                ParkReason::WriteFailed,
+                            );
+                        }
                     }
-                    committed.extend_from_slice(&part.commits);
-                    applied.merge(done);
                 }
-                Err(e) => failure = failure.or(Some(e)),
             }
         }
         if !committed.is_empty() {
             self.after_commit(&applied, &committed).await;
         }
-        match failure {
+        match fenced {
             None => {
                 span.record("duplicates", applied.duplicates);
                 span.record("changes", applied.changes.len());
@@ -116,13 +151,13 @@ impl Writer {
                     "batch committed"
                 );
             }
-            Some(Error::Fenced { partition }) if generation != self.ownership.generation() => {
+            Some(partition) if generation != self.ownership.generation() => {
                 // Claimed again while we wrote: the new claim already set where
                 // the partitions resume, nothing to undo.
                 metrics::counter!(crate::metrics::FENCED).increment(1);
                 tracing::info!(partition, "batch fenced by a claim made meanwhile; dropped");
             }
-            Some(Error::Fenced { partition }) => {
+            Some(partition) => {
                 metrics::counter!(crate::metrics::FENCED).increment(1);
                 tracing::warn!(
                     partition,
@@ -131,32 +166,31 @@ impl Writer {
                 self.ownership.revoke_all();
                 self.ownership.request_rejoin();
             }
-            Some(e) => {
-                // Not transient and not fencing: a broken invariant. Dropping the part
-                // would lose events, so rejoin and let the claimed offsets replay it.
-                tracing::error!(error = %e, "batch write failed permanently; rejoining to replay it");
-                self.ownership.revoke_all();
-                self.ownership.request_rejoin();
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
         }
     }
 
     /// One part in one transaction, retried while the failure is transient.
     async fn apply_part(&self, part: &Part) -> Result<Applied, Error> {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match writer::apply_batch(&self.db, &self.topic, &part.commits, &part.events).await {
-                Ok(applied) => return Ok(applied),
-                Err(e) if e.is_transient() => {
-                    metrics::counter!(crate::metrics::WRITE_RETRIES).increment(1);
-                    tracing::warn!(error = %e, "batch write failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(e),
-            }
+        retry::counted("batch write", Some(crate::metrics::WRITE_RETRIES), || {
+            writer::apply_batch(&self.db, &self.topic, &part.commits, &part.events)
+        })
+        .await
+    }
+
+    /// Notes a part that committed: its partitions advance, and what it did is
+    /// projected to Redis with the rest of the batch.
+    fn committed(
+        &self,
+        part: &Part,
+        done: Applied,
+        applied: &mut Applied,
+        committed: &mut Vec<writer::OffsetCommit>,
+    ) {
+        for c in &part.commits {
+            self.ownership.advance(c.partition, c.next_offset);
         }
+        committed.extend_from_slice(&part.commits);
+        applied.merge(done);
     }
 
     /// Redis and Kafka's committed offsets, both best effort after PostgreSQL.
