@@ -60,3 +60,19 @@ impl ObservedProjector {
             .collect())
     }
 }
+
+/// The value of the counter `name` (summed over its labels) in this process's
+/// metrics recorder, which every in-process service of a test shares: take it
+/// before and after to see what one test added.
+pub fn counter_now(name: &str) -> f64 {
+    let text = likes_infra::telemetry::prometheus()
+        .map(|handle| handle.render())
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -12,7 +12,7 @@ use likes_tests::dead_letters::{
     DeadLetter, JsonSchema, limit_dead_letter_size, read_dead_letters,
 };
 use likes_tests::log_surgery::one_item_per_other_partition;
-use likes_tests::projector_http::ObservedProjector;
+use likes_tests::projector_http::{ObservedProjector, counter_now};
 use likes_tests::{Ingest, TestEnv, eventually};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
@@ -53,6 +53,12 @@ async fn counted(env: &TestEnv, items: &[i64], expected: i64) -> anyhow::Result<
     }
     Ok(true)
 }
+
+/// The tests of this file count the same process-wide metrics: one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const POISON: &str = "likes_projector_poison_records_total";
+const REFERENCES: &str = "likes_projector_dead_letter_references_total";
 
 /// The likes around the poison, the projector and where things are.
 struct Scenario {
@@ -157,21 +163,17 @@ impl Scenario {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_too_large_for_the_dead_letter_topic_goes_there_as_a_reference_and_nothing_stalls()
 -> anyhow::Result<()> {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let env = TestEnv::new(PARTITIONS).await?;
     limit_dead_letter_size(&env, DLQ_MAX_BYTES).await?;
+    let (poison_before, references_before) = (counter_now(POISON), counter_now(REFERENCES));
     let huge = garbage(HUGE);
     let scenario = Scenario::poison_between_likes(env, &huge).await?;
 
     let reference = scenario.dead_letter().await?;
-    let poison = scenario
-        .projector
-        .metric_lines("likes_projector_poison_records_total")
-        .await?;
-    let references = scenario
-        .projector
-        .metric_lines("likes_projector_dead_letter_references_total")
-        .await?;
-    println!("metrics: {poison:?} {references:?}");
+    let poison = counter_now(POISON) - poison_before;
+    let references = counter_now(REFERENCES) - references_before;
+    println!("metrics: {POISON} +{poison}, {REFERENCES} +{references}");
     assert_eq!(reference.header("dlq.kind"), Some("reference"));
     assert_eq!(
         reference.header("dlq.source.size"),
@@ -189,10 +191,10 @@ async fn a_record_too_large_for_the_dead_letter_topic_goes_there_as_a_reference_
         "{:?}",
         reference.headers
     );
-    assert!(poison.iter().any(|l| l.ends_with(" 1")), "{poison:?}");
-    assert!(
-        references.iter().any(|l| l.ends_with(" 1")),
-        "{references:?}"
+    assert_eq!(
+        (poison, references),
+        (1.0, 1.0),
+        "counted in the DLQ metrics"
     );
     scenario.finish().await
 }
@@ -200,7 +202,9 @@ async fn a_record_too_large_for_the_dead_letter_topic_goes_there_as_a_reference_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_framed_with_the_id_of_a_json_schema_is_poison_and_nothing_stalls()
 -> anyhow::Result<()> {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let env = TestEnv::new(PARTITIONS).await?;
+    let (poison_before, references_before) = (counter_now(POISON), counter_now(REFERENCES));
     let json_schema = JsonSchema::register(&env).await?;
     let mut foreign = vec![0];
     foreign.extend_from_slice(&json_schema.id.to_be_bytes());
@@ -212,5 +216,12 @@ async fn a_record_framed_with_the_id_of_a_json_schema_is_poison_and_nothing_stal
     let copy = scenario.dead_letter().await?;
     assert_eq!(copy.header("dlq.kind"), Some("record"));
     assert_eq!(copy.payload, foreign, "the whole record");
+    assert_eq!(
+        (
+            counter_now(POISON) - poison_before,
+            counter_now(REFERENCES) - references_before
+        ),
+        (1.0, 0.0)
+    );
     scenario.finish().await
 }
