@@ -116,6 +116,10 @@ impl Writer {
                 match result {
                     Ok(done) => self.committed(&single, done, &mut applied, &mut committed),
                     Err(Error::Fenced { partition }) => fenced = fenced.or(Some(partition)),
+                    Err(e) if generation != self.ownership.generation() => {
+                        // Claimed again meanwhile: the new claim reads it again.
+                        tracing::warn!(error = %e, "batch write failed permanently across a rebalance; the new claim retries it");
+                    }
                     Err(e) => {
                         for c in &single.commits {
                             tracing::error!(error = %e, partition = c.partition, next_offset = c.next_offset, "batch write failed permanently");
