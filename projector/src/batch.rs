@@ -1,6 +1,7 @@
 //! One batch in the making: its events in log order and, per partition, the
 //! owner's epoch and the offset the batch reaches. Records older than what a partition
-//! already committed (redelivered after a rebalance) are skipped here.
+//! already collected (redelivered after a rebalance) are skipped here, and a record
+//! past a hole in the offsets is refused: the records in the hole were lost.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -10,13 +11,16 @@ use likes_infra::store::writer::OffsetCommit;
 
 use crate::ownership::Ownership;
 
-/// What became of a record offered to the batch.
+/// What a record offered to the batch is.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Offer {
-    /// It belongs to the batch.
-    Taken,
-    /// Its partition is not ours or it was already committed: ignore it.
+    /// The next record of its partition: take it under this epoch.
+    Next { epoch: i64 },
+    /// Its partition is not ours, is parked, or it was already collected: ignore it.
     Stale,
+    /// Offsets `from..=to` of its partition are missing before it (deleted from
+    /// the log before we read them): the partition must stop before it.
+    Gap { from: i64, to: i64 },
 }
 
 /// The batch being collected.
@@ -56,41 +60,57 @@ impl Batch {
         self.partitions.is_empty()
     }
 
-    /// Checks that `position` is the next record we should take for its partition
-    /// and, if so, extends the partition's range past it.
-    pub fn admit(&mut self, ownership: &Ownership, position: Position) -> Offer {
-        let expected = match self.partitions.get(&position.partition) {
-            Some(range) => range.next_offset,
-            None => match ownership.get(position.partition) {
-                Some(claim) => claim.next_offset,
-                None => return Offer::Stale,
-            },
+    /// Says whether `position` is the next record of its partition. On this
+    /// topic (idempotent producer, no transactions, delete policy) offsets have
+    /// no holes, so a record past the expected offset means the records between
+    /// were deleted unread; only a loss an operator accepted is passed over.
+    pub fn offer(&self, ownership: &Ownership, position: Position) -> Offer {
+        let Some((epoch, expected)) = ownership.collecting(position.partition) else {
+            return Offer::Stale;
         };
         if position.offset < expected {
             return Offer::Stale;
         }
         if position.offset > expected {
-            // Retention, compaction or transaction markers leave gaps; nothing to do.
-            tracing::debug!(
+            let (from, to) = (expected, position.offset - 1);
+            if !ownership.gap_accepted(position.partition, from, to) {
+                return Offer::Gap { from, to };
+            }
+            tracing::warn!(
                 partition = position.partition,
-                expected,
-                got = position.offset,
-                "offset gap"
+                first_missing = from,
+                last_missing = to,
+                "moving past records accepted as lost"
             );
         }
-        let Some(claim) = ownership.get(position.partition) else {
-            return Offer::Stale;
-        };
+        Offer::Next { epoch }
+    }
+
+    /// Takes the record at `position`, which [`Batch::offer`] called the next
+    /// one of its partition under `epoch`.
+    pub fn take(&mut self, ownership: &Ownership, position: Position, epoch: i64) {
         let range = self
             .partitions
             .entry(position.partition)
             .or_insert(PartitionRange {
-                epoch: claim.epoch,
+                epoch,
                 first_offset: position.offset,
                 next_offset: position.offset,
             });
         range.next_offset = position.offset + 1;
-        Offer::Taken
+        ownership.collected(position.partition, range.next_offset);
+    }
+
+    /// Leaves out `partitions` (their records and offsets): they are parked
+    /// because a write of theirs failed, and must not commit past it.
+    pub fn without(mut self, partitions: &[i32]) -> Self {
+        if partitions.is_empty() {
+            return self;
+        }
+        self.partitions.retain(|p, _| !partitions.contains(p));
+        self.events
+            .retain(|e| !partitions.contains(&e.position.partition));
+        self
     }
 
     /// Adds an admitted event with its record time.
@@ -175,12 +195,32 @@ pub struct Part {
     pub events: Vec<LoggedEvent>,
 }
 
+impl Part {
+    /// The same records, one part per partition, to find which partition a
+    /// permanent failure belongs to.
+    pub fn per_partition(&self) -> Vec<Part> {
+        self.commits
+            .iter()
+            .map(|c| Part {
+                commits: vec![*c],
+                events: self
+                    .events
+                    .iter()
+                    .filter(|e| e.position.partition == c.partition)
+                    .cloned()
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use likes_domain::{Action, EventId, ItemKey, UserId};
     use likes_infra::store::offsets::Claim;
 
     use super::*;
+    use crate::ownership::ParkReason;
 
     /// A batch holding `counts[p]` events of partition `p`, interleaved in
     /// arrival order as a consumer would hand them over.
@@ -203,7 +243,8 @@ mod tests {
                         partition: p as i32,
                         offset: 100 + i as i64,
                     };
-                    assert_eq!(batch.admit(&ownership, position), Offer::Taken);
+                    assert_eq!(batch.offer(&ownership, position), Offer::Next { epoch: 7 });
+                    batch.take(&ownership, position, 7);
                     batch.push(
                         position,
                         0,
@@ -219,6 +260,95 @@ mod tests {
             }
         }
         batch
+    }
+
+    fn owning(partition: i32, next_offset: i64) -> Ownership {
+        let ownership = Ownership::default();
+        ownership.assign(&[Claim {
+            partition,
+            epoch: 3,
+            next_offset,
+        }]);
+        ownership
+    }
+
+    fn at(partition: i32, offset: i64) -> Position {
+        Position { partition, offset }
+    }
+
+    #[test]
+    fn a_record_past_a_hole_in_the_offsets_is_refused_naming_the_missing_range() {
+        let ownership = owning(2, 0);
+        let batch = Batch::new(ownership.generation());
+        assert_eq!(
+            batch.offer(&ownership, at(2, 3)),
+            Offer::Gap { from: 0, to: 2 }
+        );
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn the_next_batch_continues_where_the_previous_one_was_collected_not_committed() {
+        let ownership = owning(2, 10);
+        let mut first = Batch::new(ownership.generation());
+        for offset in 10..13 {
+            assert_eq!(
+                first.offer(&ownership, at(2, offset)),
+                Offer::Next { epoch: 3 }
+            );
+            first.take(&ownership, at(2, offset), 3);
+        }
+        // The first batch is still being written (nothing committed yet).
+        let second = Batch::new(ownership.generation());
+        assert_eq!(
+            second.offer(&ownership, at(2, 13)),
+            Offer::Next { epoch: 3 }
+        );
+        assert_eq!(second.offer(&ownership, at(2, 12)), Offer::Stale);
+    }
+
+    #[test]
+    fn a_parked_partition_takes_nothing_until_its_exact_gap_is_accepted() {
+        let ownership = owning(2, 0);
+        let batch = Batch::new(ownership.generation());
+        assert!(ownership.park(2, ParkReason::Gap { from: 0, to: 2 }));
+        assert_eq!(batch.offer(&ownership, at(2, 3)), Offer::Stale);
+        assert!(
+            !ownership.accept_gap(2, 0, 1),
+            "not the gap it is parked on"
+        );
+        assert!(ownership.accept_gap(2, 0, 2));
+        assert_eq!(ownership.take_resumes(), vec![(2, 3)]);
+        assert_eq!(batch.offer(&ownership, at(2, 3)), Offer::Next { epoch: 3 });
+        assert_eq!(
+            batch.offer(&ownership, at(2, 5)),
+            Offer::Gap { from: 0, to: 4 },
+            "a wider gap was not accepted"
+        );
+    }
+
+    #[test]
+    fn a_batch_without_a_partition_keeps_the_others_whole() {
+        let batch = batch_of(&[2, 3, 1]).without(&[1]);
+        let commits: Vec<i32> = batch.commits().iter().map(|c| c.partition).collect();
+        assert_eq!(commits, vec![0, 2]);
+        assert_eq!(batch.events(), 3);
+    }
+
+    #[test]
+    fn a_part_splits_into_one_part_per_partition_in_log_order() {
+        let parts = batch_of(&[2, 3]).split(1);
+        let singles = parts[0].per_partition();
+        assert_eq!(singles.len(), 2);
+        for single in &singles {
+            let p = single.commits[0].partition;
+            let offsets: Vec<i64> = single.events.iter().map(|e| e.position.offset).collect();
+            assert!(single.events.iter().all(|e| e.position.partition == p));
+            assert_eq!(
+                offsets,
+                (100..single.commits[0].next_offset).collect::<Vec<_>>()
+            );
+        }
     }
 
     #[test]

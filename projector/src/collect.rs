@@ -7,18 +7,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use likes_domain::Position;
-use likes_infra::Error;
 use likes_infra::codec::EventCodec;
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::Settings;
-use crate::background::retry_forever;
 use crate::batch::{Batch, Offer};
 use crate::consumer::ProjectorConsumer;
-use crate::dead_letters::DeadLetters;
-use crate::ownership::Ownership;
+use crate::dead_letters::{DeadLetters, Sent};
+use crate::ownership::{Ownership, ParkReason};
+use crate::{Settings, parking, retry};
 
 /// The consuming half of the projector.
 pub struct Collector {
@@ -43,6 +41,7 @@ impl Collector {
                 tracing::error!(error = %e, "resubscribe failed");
             }
         }
+        parking::resume_accepted(&self.consumer, &self.ownership, &self.settings.stack.topic);
         let mut batch = Batch::new(self.ownership.generation());
         let mut deadline = tokio::time::Instant::now() + self.settings.window;
         let mut permit = None;
@@ -81,37 +80,56 @@ impl Collector {
                 partition: message.partition(),
                 offset: message.offset(),
             };
+            let epoch = match batch.offer(&self.ownership, position) {
+                Offer::Next { epoch } => epoch,
+                Offer::Stale => continue,
+                Offer::Gap { from, to } => {
+                    self.park(position.partition, ParkReason::Gap { from, to });
+                    continue;
+                }
+            };
             let first = batch.is_empty();
-            if batch.admit(&self.ownership, position) == Offer::Stale {
-                continue;
+            // Only transient failures (the registry away) are retried; any other
+            // failure means the record can never become an event.
+            match retry::transient("decode", || self.codec.decode(message.payload())).await {
+                Ok(event) => {
+                    batch.take(&self.ownership, position, epoch);
+                    let record_time =
+                        likes_domain::record_time(message.timestamp().to_millis(), &event);
+                    batch.push(position, record_time, event);
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    tracing::warn!(partition = position.partition, offset = position.offset, %reason, "poison record sent to the dead-letter topic");
+                    match self.dead_letters.send(&message, &reason).await {
+                        Ok(sent) => {
+                            metrics::counter!(crate::metrics::POISON).increment(1);
+                            if sent == Sent::Reference {
+                                metrics::counter!(crate::metrics::DEAD_LETTER_REFERENCES)
+                                    .increment(1);
+                            }
+                            batch.take(&self.ownership, position, epoch);
+                            batch.poison += 1;
+                        }
+                        Err(e) => {
+                            // Committing past it would lose it: stop its partition only.
+                            tracing::error!(error = %e, partition = position.partition, offset = position.offset, "dead letter failed");
+                            self.park(
+                                position.partition,
+                                ParkReason::DeadLetterFailed {
+                                    offset: position.offset,
+                                },
+                            );
+                            continue;
+                        }
+                    }
+                }
             }
             if first {
                 // The window runs from the first record, so a quiet topic does not
                 // delay the first like of a burst by a whole window.
                 deadline = tokio::time::Instant::now() + self.settings.window;
                 batch.started = Instant::now();
-            }
-            let decoded = retry_forever("decode", || async {
-                match self.codec.decode(message.payload()).await {
-                    Err(Error::Poison(reason)) => Ok(Err(reason)),
-                    Ok(event) => Ok(Ok(event)),
-                    Err(e) => Err(e),
-                }
-            })
-            .await;
-            match decoded {
-                Ok(event) => {
-                    let record_time =
-                        likes_domain::record_time(message.timestamp().to_millis(), &event);
-                    batch.push(position, record_time, event);
-                }
-                Err(reason) => {
-                    tracing::warn!(partition = position.partition, offset = position.offset, %reason, "poison record sent to the dead-letter topic");
-                    retry_forever("dead letter", || self.dead_letters.send(&message, &reason))
-                        .await;
-                    metrics::counter!(crate::metrics::POISON).increment(1);
-                    batch.poison += 1;
-                }
             }
         }
         if batch.is_empty() {
@@ -122,5 +140,15 @@ impl Collector {
             None => writer.clone().acquire_owned().await.ok()?,
         };
         Some((batch, permit))
+    }
+
+    fn park(&self, partition: i32, reason: ParkReason) {
+        parking::park(
+            &self.consumer,
+            &self.ownership,
+            &self.settings.stack.topic,
+            partition,
+            reason,
+        );
     }
 }

@@ -33,7 +33,8 @@ use tracing::Instrument;
 
 use crate::batch::{Batch, Part};
 use crate::consumer::ProjectorConsumer;
-use crate::ownership::Ownership;
+use crate::ownership::{Ownership, ParkReason};
+use crate::{parking, retry};
 
 /// The writing half of the projector.
 pub struct Writer {
@@ -213,6 +214,12 @@ impl Writer {
             );
             return;
         }
+        // Records of a partition parked by a failed write were collected after
+        // the failure: writing them would commit past it.
+        let batch = batch.without(&self.ownership.write_failed());
+        if batch.is_empty() {
+            return;
+        }
         let span = tracing::info_span!(
             "batch",
             partitions = %batch.ranges(),
@@ -231,25 +238,62 @@ impl Writer {
             .await;
         let _enter = span.enter();
         // Parts commit on their own: whatever committed is projected to Redis
-        // even when another part failed (that part is read again after the rejoin).
+        // even when another part failed.
         let mut applied = Applied::default();
         let mut committed = Vec::new();
-        let mut failure = None;
+        let mut fenced = None;
+        let mut broken = Vec::new();
         let mut abandoned = false;
-        for (part, result) in parts.iter().zip(results) {
+        for (part, result) in parts.into_iter().zip(results) {
             let Some(result) = result else {
                 abandoned = true;
                 continue;
             };
             match result {
-                Ok(done) => {
-                    for c in &part.commits {
-                        self.ownership.advance(c.partition, c.next_offset);
+                Ok(done) => self.committed(&part, done, &mut applied, &mut committed),
+                Err(Error::Fenced { partition }) => fenced = fenced.or(Some(partition)),
+                Err(e) => broken.push((part, e)),
+            }
+        }
+        // A permanent failure (a constraint, a broken invariant) comes from one
+        // partition's rows, but a part holds several: write them one by one, and
+        // park only the partitions that fail alone. Rejoining instead would make
+        // every instance rebalance, forever if the failure repeats.
+        for (part, e) in broken {
+            let singles = if part.commits.len() == 1 {
+                vec![(part, Some(Err(e)))]
+            } else {
+                let singles = part.per_partition();
+                let results = join_all(singles.iter().map(|single| self.apply_part(single)))
+                    .instrument(span.clone())
+                    .await;
+                singles.into_iter().zip(results).collect()
+            };
+            for (single, result) in singles {
+                let Some(result) = result else {
+                    abandoned = true;
+                    continue;
+                };
+                match result {
+                    Ok(done) => self.committed(&single, done, &mut applied, &mut committed),
+                    Err(Error::Fenced { partition }) => fenced = fenced.or(Some(partition)),
+                    Err(e) if generation != self.ownership.generation() => {
+                        // Claimed again meanwhile: the new claim reads it again.
+                        tracing::warn!(error = %e, "batch write failed permanently across a rebalance; the new claim retries it");
                     }
-                    committed.extend_from_slice(&part.commits);
-                    applied.merge(done);
+                    Err(e) => {
+                        for c in &single.commits {
+                            tracing::error!(error = %e, partition = c.partition, next_offset = c.next_offset, "batch write failed permanently");
+                            parking::park(
+                                &self.consumer,
+                                &self.ownership,
+                                &self.topic,
+                                c.partition,
+                                ParkReason::WriteFailed,
+                            );
+                        }
+                    }
                 }
-                Err(e) => failure = failure.or(Some(e)),
             }
         }
         if !committed.is_empty() {
@@ -264,7 +308,7 @@ impl Writer {
             );
             return;
         }
-        match failure {
+        match fenced {
             None => {
                 span.record("duplicates", applied.duplicates);
                 span.record("changes", applied.changes.len());
@@ -281,13 +325,13 @@ impl Writer {
                     "batch committed"
                 );
             }
-            Some(Error::Fenced { partition }) if generation != self.ownership.generation() => {
+            Some(partition) if generation != self.ownership.generation() => {
                 // Claimed again while we wrote: the new claim already set where
                 // the partitions resume, nothing to undo.
                 metrics::counter!(crate::metrics::FENCED).increment(1);
                 tracing::info!(partition, "batch fenced by a claim made meanwhile; dropped");
             }
-            Some(Error::Fenced { partition }) => {
+            Some(partition) => {
                 metrics::counter!(crate::metrics::FENCED).increment(1);
                 tracing::warn!(
                     partition,
@@ -296,19 +340,12 @@ impl Writer {
                 self.ownership.revoke_all();
                 self.ownership.request_rejoin();
             }
-            Some(e) => {
-                // Not transient and not fencing: a broken invariant. Dropping the part
-                // would lose events, so rejoin and let the claimed offsets replay it.
-                tracing::error!(error = %e, "batch write failed permanently; rejoining to replay it");
-                self.ownership.revoke_all();
-                self.ownership.request_rejoin();
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
         }
     }
 
-    /// One part in one transaction, retried while the failure is transient
-    /// and no stop was asked; `None` when it was abandoned for a stop.
+    /// One part in one transaction, retried while the failure is transient;
+    /// `None` when a stop was asked and it did not end within [`STOP_GRACE`]
+    /// (abandoned uncommitted: the next owner reads it again).
     async fn apply_part(&self, part: &Part) -> Option<Result<Applied, Error>> {
         let cached_until: Vec<(i32, i64)> =
             self.cache_marks.iter().map(|(p, t)| (*p, *t)).collect();
@@ -316,28 +353,26 @@ impl Writer {
             horizon: self.horizon,
             cached_until: &cached_until,
         };
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let attempt =
-                writer::apply_batch(&self.db, &self.topic, &part.commits, &part.events, rules);
-            match self.unless_stopped(attempt).await? {
-                Ok(applied) => return Some(Ok(applied)),
-                Err(e) if e.is_transient() => {
-                    metrics::counter!(crate::metrics::WRITE_RETRIES).increment(1);
-                    if self.stopping() {
-                        tracing::warn!(error = %e, "batch write failed while stopping; not retried");
-                        return None;
-                    }
-                    tracing::warn!(error = %e, "batch write failed, retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.stopped() => return None,
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Some(Err(e)),
-            }
+        let write = retry::counted("batch write", Some(crate::metrics::WRITE_RETRIES), || {
+            writer::apply_batch(&self.db, &self.topic, &part.commits, &part.events, rules)
+        });
+        self.unless_stopped(write).await
+    }
+
+    /// Notes a part that committed: its partitions advance, and what it did is
+    /// projected to Redis with the rest of the batch.
+    fn committed(
+        &self,
+        part: &Part,
+        done: Applied,
+        applied: &mut Applied,
+        committed: &mut Vec<writer::OffsetCommit>,
+    ) {
+        for c in &part.commits {
+            self.ownership.advance(c.partition, c.next_offset);
         }
+        committed.extend_from_slice(&part.commits);
+        applied.merge(done);
     }
 
     /// Redis and Kafka's committed offsets, both best effort after PostgreSQL.

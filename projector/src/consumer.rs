@@ -96,6 +96,10 @@ impl ConsumerContext for ProjectorContext {
                     tracing::error!(error = %e, "assign failed; will rejoin the group");
                     self.ownership.revoke_all();
                     self.ownership.request_rejoin();
+                } else if let Err(e) = consumer.resume(tpl) {
+                    // A partition parked (paused) before may come back paused:
+                    // the claim forgot why it was parked, so it must be read again.
+                    tracing::warn!(error = %e, "resuming the assigned partitions failed");
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {

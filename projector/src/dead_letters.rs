@@ -1,6 +1,10 @@
 //! The dead-letter topic: records that can never become events are copied
 //! there with their key, bytes and headers, plus headers naming where they came
 //! from and why, so nothing is dropped silently and an operator can replay them.
+//! A record that cannot go there whole (too large once the headers are added,
+//! or larger than the dead-letter topic accepts) goes as a reference instead:
+//! where it is, its size, why, and a bounded prefix of its bytes. Error text in
+//! headers is bounded, so a long error can never make a record unsendable.
 
 use rdkafka::Message;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
@@ -8,6 +12,22 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::Duration;
 
 use likes_infra::Error;
+
+use crate::retry;
+
+/// The longest error text put in a header, in bytes.
+pub const MAX_ERROR_BYTES: usize = 1024;
+/// How many of a record's first bytes (and of its key) a reference keeps.
+pub const REFERENCE_PREFIX_BYTES: usize = 1024;
+
+/// How a record reached the dead-letter topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Its key, bytes and headers, whole.
+    Whole,
+    /// A reference: source position, size, reason and a prefix of the bytes.
+    Reference,
+}
 
 /// Producer for `<topic>.dlq`.
 pub struct DeadLetters {
@@ -23,11 +43,34 @@ impl DeadLetters {
         })
     }
 
-    /// Copies `message` to the dead-letter topic and waits for the ack: its
-    /// offset must not be committed before the copy is safe.
-    pub async fn send(&self, message: &BorrowedMessage<'_>, error: &str) -> Result<(), Error> {
-        let partition = message.partition().to_string();
-        let offset = message.offset().to_string();
+    /// Puts `message` on the dead-letter topic, whole if it can, else as a
+    /// reference, and waits for the ack: its offset must not be committed
+    /// before the copy is safe. Transient failures are retried; an error means
+    /// not even the reference can be sent.
+    pub async fn send(&self, message: &BorrowedMessage<'_>, reason: &str) -> Result<Sent, Error> {
+        let reason = bounded(reason, MAX_ERROR_BYTES);
+        match retry::transient("dead letter", || self.send_whole(message, reason)).await {
+            Ok(()) => Ok(Sent::Whole),
+            Err(e) => {
+                let why = e.to_string();
+                let why = bounded(&why, MAX_ERROR_BYTES);
+                tracing::warn!(
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    size = message.payload_len(),
+                    error = %why,
+                    "record cannot go to the dead-letter topic whole; sending a reference"
+                );
+                retry::transient("dead letter reference", || {
+                    self.send_reference(message, reason, why)
+                })
+                .await?;
+                Ok(Sent::Reference)
+            }
+        }
+    }
+
+    async fn send_whole(&self, message: &BorrowedMessage<'_>, reason: &str) -> Result<(), Error> {
         let mut headers = OwnedHeaders::new();
         if let Some(original) = message.headers() {
             for h in original.iter() {
@@ -37,23 +80,10 @@ impl DeadLetters {
                 });
             }
         }
-        let headers = headers
-            .insert(Header {
-                key: "dlq.source.topic",
-                value: Some(message.topic()),
-            })
-            .insert(Header {
-                key: "dlq.source.partition",
-                value: Some(&partition),
-            })
-            .insert(Header {
-                key: "dlq.source.offset",
-                value: Some(&offset),
-            })
-            .insert(Header {
-                key: "dlq.error",
-                value: Some(error),
-            });
+        let headers = source_headers(headers, message, reason).insert(Header {
+            key: "dlq.kind",
+            value: Some("record"),
+        });
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.topic).headers(headers);
         if let Some(key) = message.key() {
@@ -62,10 +92,98 @@ impl DeadLetters {
         if let Some(payload) = message.payload() {
             record = record.payload(payload);
         }
+        self.deliver(record).await
+    }
+
+    async fn send_reference(
+        &self,
+        message: &BorrowedMessage<'_>,
+        reason: &str,
+        why_not_whole: &str,
+    ) -> Result<(), Error> {
+        let size = message.payload_len().to_string();
+        let headers = source_headers(OwnedHeaders::new(), message, reason)
+            .insert(Header {
+                key: "dlq.kind",
+                value: Some("reference"),
+            })
+            .insert(Header {
+                key: "dlq.source.size",
+                value: Some(&size),
+            })
+            .insert(Header {
+                key: "dlq.reference.reason",
+                value: Some(why_not_whole),
+            });
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.topic).headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(&key[..key.len().min(REFERENCE_PREFIX_BYTES)]);
+        }
+        if let Some(payload) = message.payload() {
+            record = record.payload(&payload[..payload.len().min(REFERENCE_PREFIX_BYTES)]);
+        }
+        self.deliver(record).await
+    }
+
+    async fn deliver(&self, record: FutureRecord<'_, [u8], [u8]>) -> Result<(), Error> {
         self.producer
             .send(record, Duration::from_secs(30))
             .await
             .map(|_| ())
             .map_err(|(e, _)| Error::Kafka(e))
+    }
+}
+
+/// The headers naming where a record came from and why it is dead.
+fn source_headers(
+    headers: OwnedHeaders,
+    message: &BorrowedMessage<'_>,
+    reason: &str,
+) -> OwnedHeaders {
+    let partition = message.partition().to_string();
+    let offset = message.offset().to_string();
+    headers
+        .insert(Header {
+            key: "dlq.source.topic",
+            value: Some(message.topic()),
+        })
+        .insert(Header {
+            key: "dlq.source.partition",
+            value: Some(&partition),
+        })
+        .insert(Header {
+            key: "dlq.source.offset",
+            value: Some(&offset),
+        })
+        .insert(Header {
+            key: "dlq.error",
+            value: Some(reason),
+        })
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn bounded(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_is_cut_on_a_character_boundary() {
+        assert_eq!(bounded("short", 10), "short");
+        assert_eq!(bounded("abcdef", 3), "abc");
+        // 'é' is two bytes: a cut inside it moves back before it.
+        assert_eq!(bounded("aé", 2), "a");
+        assert_eq!(bounded(&"x".repeat(5000), MAX_ERROR_BYTES).len(), 1024);
     }
 }

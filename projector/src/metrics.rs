@@ -1,13 +1,10 @@
 //! The projector's metrics, named and described once, never labelled by user or
-//! item, and an optional Prometheus text endpoint (`PROJECTOR_METRICS_ADDR`).
+//! item; served with the health checks by [`crate::health`].
 
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use metrics::{describe_counter, describe_histogram};
+use metrics::{describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 pub const BATCHES: &str = "likes_projector_batches_total";
 pub const EVENTS: &str = "likes_projector_events_total";
@@ -17,6 +14,9 @@ pub const FENCED: &str = "likes_projector_fenced_batches_total";
 pub const WRITE_RETRIES: &str = "likes_projector_write_retries_total";
 pub const REDIS_FAILURES: &str = "likes_projector_redis_failures_total";
 pub const BATCH_SECONDS: &str = "likes_projector_batch_seconds";
+pub const DEAD_LETTER_REFERENCES: &str = "likes_projector_dead_letter_references_total";
+pub const PARKED: &str = "likes_projector_parked_partitions";
+pub const MISSING_RECORDS: &str = "likes_projector_missing_records";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -45,6 +45,18 @@ pub fn install() -> Option<PrometheusHandle> {
                 REDIS_FAILURES,
                 "Redis updates that failed and were queued for retry"
             );
+            describe_counter!(
+                DEAD_LETTER_REFERENCES,
+                "records too large for the dead-letter topic, sent there as a reference (also in the poison total)"
+            );
+            describe_gauge!(
+                PARKED,
+                "1 while a partition is stopped, by partition and reason (gap, write_failed, dead_letter_failed)"
+            );
+            describe_gauge!(
+                MISSING_RECORDS,
+                "records deleted from the log before they were projected, by partition and offset range, until the loss is accepted"
+            );
             describe_histogram!(
                 BATCH_SECONDS,
                 metrics::Unit::Seconds,
@@ -53,25 +65,4 @@ pub fn install() -> Option<PrometheusHandle> {
             handle
         })
         .clone()
-}
-
-/// Serves the metrics as Prometheus text on `addr` until the task is dropped.
-pub async fn serve(addr: SocketAddr, handle: PrometheusHandle) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "metrics listening");
-    loop {
-        let (mut socket, _) = listener.accept().await?;
-        let body = handle.render();
-        tokio::spawn(async move {
-            // Any request gets the metrics; read what it sent so the client sees a clean close.
-            let mut buf = [0u8; 1024];
-            let _ = socket.read(&mut buf).await;
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = socket.write_all(head.as_bytes()).await;
-            let _ = socket.write_all(body.as_bytes()).await;
-        });
-    }
 }

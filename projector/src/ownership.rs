@@ -2,8 +2,10 @@
 //! resumes. Claims are made from Kafka's rebalance callback, which is
 //! synchronous, so they go to a small thread with its own runtime and pool:
 //! the callback can wait for the claim without blocking the service's runtime.
+//! A partition that must not go on (records missing from the log, a write that
+//! fails permanently) is parked here, and only it stops.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, mpsc};
 
@@ -71,27 +73,100 @@ fn closed() -> Error {
     }
 }
 
+/// Why a partition stopped. A parked partition's records are not admitted and
+/// nothing past them commits; the others go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkReason {
+    /// Offsets `from..=to` were deleted from the log before they were read:
+    /// acknowledged events that no projection has. Waits for an accepted loss.
+    Gap { from: i64, to: i64 },
+    /// A batch of the partition failed to write, permanently (a broken
+    /// invariant or a constraint); tried again on the next claim.
+    WriteFailed,
+    /// A record could not be put on the dead-letter topic, not even as a
+    /// reference; tried again on the next claim.
+    DeadLetterFailed { offset: i64 },
+}
+
+impl ParkReason {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ParkReason::Gap { .. } => "gap",
+            ParkReason::WriteFailed => "write_failed",
+            ParkReason::DeadLetterFailed { .. } => "dead_letter_failed",
+        }
+    }
+
+    /// What an operator reads in `/readyz`: what happened, not how.
+    pub fn describe(&self) -> String {
+        match self {
+            ParkReason::Gap { from, to } => format!(
+                "records {from} to {to} were deleted from the log before they were projected; \
+                 rebuild from a snapshot, or accept the loss with `likes-replay accept-loss`"
+            ),
+            ParkReason::WriteFailed => {
+                "a batch of this partition failed to write permanently; see the projector's log"
+                    .to_string()
+            }
+            ParkReason::DeadLetterFailed { offset } => format!(
+                "the record at offset {offset} could not be put on the dead-letter topic; \
+                 see the projector's log"
+            ),
+        }
+    }
+}
+
+/// A partition owned now: its claim and the next offset the collector expects
+/// (ahead of the claim's committed offset while batches are being written).
+#[derive(Debug, Clone, Copy)]
+struct Owned {
+    claim: Claim,
+    collected: i64,
+}
+
+#[derive(Default)]
+struct State {
+    owned: HashMap<i32, Owned>,
+    parked: BTreeMap<i32, ParkReason>,
+    /// Gaps an operator accepted, per partition: the collector moves past
+    /// exactly this range.
+    accepted: HashMap<i32, (i64, i64)>,
+    /// Partitions to seek to an offset and resume (an accepted gap's end).
+    resume: Vec<(i32, i64)>,
+}
+
 /// The partitions owned now. Every assignment or revocation bumps the
 /// generation, which tells the batch loop to drop what it collected before.
+/// Parked partitions are forgotten with the assignment: the next claim reads
+/// them again from their stored offsets and finds the same reason, if it holds.
 #[derive(Default)]
 pub struct Ownership {
-    owned: Mutex<HashMap<i32, Claim>>,
+    state: Mutex<State>,
     generation: AtomicU64,
     rejoin: AtomicBool,
 }
 
 impl Ownership {
     pub fn assign(&self, claims: &[Claim]) {
-        if let Ok(mut owned) = self.owned.lock() {
-            owned.clear();
-            owned.extend(claims.iter().map(|c| (c.partition, *c)));
+        if let Ok(mut state) = self.state.lock() {
+            clear(&mut state);
+            state.owned.extend(claims.iter().map(|c| {
+                (
+                    c.partition,
+                    Owned {
+                        claim: *c,
+                        collected: c.next_offset,
+                    },
+                )
+            }));
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn revoke_all(&self) {
-        if let Ok(mut owned) = self.owned.lock() {
-            owned.clear();
+        if let Ok(mut state) = self.state.lock() {
+            clear(&mut state);
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
@@ -100,26 +175,118 @@ impl Ownership {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// The claim on `partition`, if owned.
-    pub fn get(&self, partition: i32) -> Option<Claim> {
-        self.owned.lock().ok()?.get(&partition).copied()
+    /// The epoch and the next offset to collect of `partition`, if it is owned
+    /// and not parked.
+    pub fn collecting(&self, partition: i32) -> Option<(i64, i64)> {
+        let state = self.state.lock().ok()?;
+        if state.parked.contains_key(&partition) {
+            return None;
+        }
+        let owned = state.owned.get(&partition)?;
+        Some((owned.claim.epoch, owned.collected))
+    }
+
+    /// Records that the collector took `partition`'s records up to `next_offset`.
+    pub fn collected(&self, partition: i32, next_offset: i64) {
+        if let Ok(mut state) = self.state.lock()
+            && let Some(owned) = state.owned.get_mut(&partition)
+        {
+            owned.collected = next_offset;
+        }
     }
 
     /// Every claim owned now.
     pub fn claims(&self) -> Vec<Claim> {
-        self.owned
+        self.state
             .lock()
-            .map(|owned| owned.values().copied().collect())
+            .map(|state| state.owned.values().map(|o| o.claim).collect())
             .unwrap_or_default()
     }
 
     /// Records that a batch committed up to `next_offset`.
     pub fn advance(&self, partition: i32, next_offset: i64) {
-        if let Ok(mut owned) = self.owned.lock()
-            && let Some(claim) = owned.get_mut(&partition)
+        if let Ok(mut state) = self.state.lock()
+            && let Some(owned) = state.owned.get_mut(&partition)
         {
-            claim.next_offset = claim.next_offset.max(next_offset);
+            owned.claim.next_offset = owned.claim.next_offset.max(next_offset);
         }
+    }
+
+    /// How many partitions are owned now.
+    pub fn owned(&self) -> usize {
+        self.state.lock().map_or(0, |s| s.owned.len())
+    }
+
+    /// Stops `partition` for `reason`; returns false when it was parked already
+    /// or is not owned.
+    pub fn park(&self, partition: i32, reason: ParkReason) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        if !state.owned.contains_key(&partition) || state.parked.contains_key(&partition) {
+            return false;
+        }
+        state.parked.insert(partition, reason);
+        metrics::gauge!(crate::metrics::PARKED, "partition" => partition.to_string(), "reason" => reason.label()).set(1.0);
+        if let ParkReason::Gap { from, to } = reason {
+            metrics::gauge!(crate::metrics::MISSING_RECORDS, "partition" => partition.to_string(), "first_offset" => from.to_string(), "last_offset" => to.to_string())
+                .set((to - from + 1) as f64);
+        }
+        true
+    }
+
+    /// The parked partitions and why, by partition.
+    pub fn parked(&self) -> Vec<(i32, ParkReason)> {
+        self.state
+            .lock()
+            .map(|s| s.parked.iter().map(|(p, r)| (*p, *r)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Partitions whose later batches must not be written: a write of theirs
+    /// failed, so anything collected after it would commit past it.
+    pub fn write_failed(&self) -> Vec<i32> {
+        self.parked()
+            .into_iter()
+            .filter(|(_, r)| *r == ParkReason::WriteFailed)
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    /// Whether the gap `from..=to` of `partition` was accepted as lost.
+    pub fn gap_accepted(&self, partition: i32, from: i64, to: i64) -> bool {
+        self.state
+            .lock()
+            .is_ok_and(|s| s.accepted.get(&partition) == Some(&(from, to)))
+    }
+
+    /// An operator accepted the loss of `from..=to`: if that is exactly the gap
+    /// `partition` is parked on, the collector moves past it.
+    pub fn accept_gap(&self, partition: i32, from: i64, to: i64) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        if state.parked.get(&partition) != Some(&ParkReason::Gap { from, to }) {
+            return false;
+        }
+        state.accepted.insert(partition, (from, to));
+        state.resume.push((partition, to + 1));
+        true
+    }
+
+    /// Partitions whose gap was accepted, unparked now: the caller seeks each to
+    /// its offset and resumes it before receiving again.
+    pub fn take_resumes(&self) -> Vec<(i32, i64)> {
+        let Ok(mut state) = self.state.lock() else {
+            return Vec::new();
+        };
+        let resume = std::mem::take(&mut state.resume);
+        for (partition, _) in &resume {
+            if let Some(reason) = state.parked.remove(partition) {
+                unpark_metrics(*partition, reason);
+            }
+        }
+        resume
     }
 
     /// Asks the loop to leave and rejoin the group (a claim failed, or we were fenced).
@@ -129,5 +296,23 @@ impl Ownership {
 
     pub fn take_rejoin(&self) -> bool {
         self.rejoin.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// Forgets everything owned; a parked partition's gauges go back to 0.
+fn clear(state: &mut State) {
+    for (partition, reason) in std::mem::take(&mut state.parked) {
+        unpark_metrics(partition, reason);
+    }
+    state.owned.clear();
+    state.accepted.clear();
+    state.resume.clear();
+}
+
+fn unpark_metrics(partition: i32, reason: ParkReason) {
+    metrics::gauge!(crate::metrics::PARKED, "partition" => partition.to_string(), "reason" => reason.label()).set(0.0);
+    if let ParkReason::Gap { from, to } = reason {
+        metrics::gauge!(crate::metrics::MISSING_RECORDS, "partition" => partition.to_string(), "first_offset" => from.to_string(), "last_offset" => to.to_string())
+            .set(0.0);
     }
 }

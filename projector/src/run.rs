@@ -22,7 +22,7 @@ use likes_infra::store;
 use rdkafka::consumer::Consumer;
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::background::{prune_forever, retry_forever};
+use crate::background::prune_forever;
 use crate::collect::Collector;
 use crate::commit::Writer;
 use crate::consumer::{ProjectorConsumer, ProjectorContext};
@@ -47,11 +47,11 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => return Ok(()),
-        result = retry_forever("migrate", || store::migrate(&db)) => result,
+        result = crate::retry::forever("migrate", || store::migrate(&db)) => result,
     }
     let cache = tokio::select! {
         _ = &mut shutdown => return Ok(()),
-        cache = retry_forever("redis connect", || CountCache::connect(&stack.redis_url, &stack.redis_key_prefix)) => cache,
+        cache = crate::retry::forever("redis connect", || CountCache::connect(&stack.redis_url, &stack.redis_key_prefix)) => cache,
     };
     let ownership = Arc::new(Ownership::default());
     let claimer = Claimer::spawn(&stack.database_url, &stack.topic)?;
@@ -73,7 +73,7 @@ pub async fn run(
         topic: stack.topic.clone(),
         writers: settings.writers,
         consumer: consumer.clone(),
-        ownership,
+        ownership: ownership.clone(),
         likers: RecentLikers::new(
             cache.connection(),
             &stack.redis_key_prefix,
@@ -88,10 +88,18 @@ pub async fn run(
         refreshed: None,
         stop: stop_rx,
     };
-    let metrics_server = match (settings.metrics_addr, crate::metrics::install()) {
-        (Some(addr), Some(handle)) => Some(tokio::spawn(crate::metrics::serve(addr, handle))),
-        _ => None,
-    };
+    let metrics_server = settings.metrics_addr.map(|addr| {
+        tokio::spawn(crate::health::serve(
+            addr,
+            crate::metrics::install(),
+            ownership.clone(),
+        ))
+    });
+    let acceptances = tokio::spawn(crate::parking::watch_accepted_losses(
+        db.clone(),
+        stack.topic.clone(),
+        ownership,
+    ));
     let pruner = tokio::spawn(prune_forever(
         db,
         stack.topic.clone(),
@@ -131,6 +139,7 @@ pub async fn run(
         }
     }
     pruner.abort();
+    acceptances.abort();
     if let Some(server) = metrics_server {
         server.abort();
     }

@@ -4,6 +4,7 @@
 //! uses its own consumer with assigned partitions ([`reader`]), never joining
 //! or committing for the live projector's group.
 
+pub mod accept_loss;
 pub mod cli;
 pub mod count;
 pub mod dedup;

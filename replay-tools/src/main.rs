@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use likes_infra::settings::StackSettings;
+use likes_replay::accept_loss::{self, LossRequest};
 use likes_replay::cli::{self, parse_time};
 use likes_replay::count;
 use likes_replay::explain;
@@ -101,6 +102,32 @@ enum Command {
     Snapshot {
         #[command(subcommand)]
         action: SnapshotCommand,
+    },
+    /// Accept that records deleted from the log before the projector read them
+    /// are lost, so the parked partition moves past exactly that gap.
+    ///
+    /// The range must be the one the projector reports (its log and /readyz):
+    /// from its stored offset to the record before the log's start. The
+    /// acceptance is recorded (who, when, why) in `accepted_losses`.
+    AcceptLoss {
+        /// The parked partition.
+        #[arg(long)]
+        partition: i32,
+        /// First missing offset.
+        #[arg(long)]
+        from: i64,
+        /// Last missing offset (included).
+        #[arg(long)]
+        to: i64,
+        /// Who accepts the loss (recorded).
+        #[arg(long)]
+        by: String,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Output: a sentence, or one JSON document.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
 }
 
@@ -266,6 +293,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let done = rebuild_postgres::run(&stack, &options).await?;
             rebuild_postgres::print(&mut std::io::stdout().lock(), &done, format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::AcceptLoss {
+            partition,
+            from,
+            to,
+            by,
+            reason,
+            format,
+        } => {
+            let request = LossRequest {
+                partition,
+                from,
+                to,
+                by,
+                reason,
+            };
+            let loss = accept_loss::run(&stack, &request).await?;
+            accept_loss::print(&mut std::io::stdout().lock(), &loss, format)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Snapshot { action } => {

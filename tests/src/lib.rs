@@ -14,10 +14,13 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod api;
+pub mod dead_letters;
 pub mod figures;
 pub mod load;
+pub mod log_surgery;
 pub mod private_redis;
 pub mod process;
+pub mod projector_http;
 pub mod redis_server;
 pub mod registry_proxy;
 pub mod replay;

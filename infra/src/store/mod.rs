@@ -2,6 +2,7 @@
 //! offsets ([`offsets`]), the batch writer ([`writer`]) and reads ([`reads`]).
 
 mod changes;
+pub mod losses;
 pub mod offsets;
 pub mod reads;
 pub mod writer;

@@ -1,0 +1,180 @@
+//! `likes-replay accept-loss`: the explicit way past records that were deleted
+//! from the log before the projector read them. The projector parks such a
+//! partition and never moves past the gap by itself; this command records in
+//! `accepted_losses` who accepted exactly which offsets, when and why, after
+//! checking that the range is the gap the projector stopped at and that the
+//! records are really gone. The projector then moves past exactly that range
+//! within a few seconds (or on its next claim).
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use likes_infra::settings::StackSettings;
+use likes_infra::store::{self, losses};
+use serde::Serialize;
+
+use crate::output::{Format, json_line};
+use crate::reader::TopicHandle;
+
+/// What the operator accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LossRequest {
+    pub partition: i32,
+    /// First missing offset.
+    pub from: i64,
+    /// Last missing offset (included).
+    pub to: i64,
+    pub by: String,
+    pub reason: Option<String>,
+}
+
+/// The acceptance as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AcceptedLoss {
+    pub id: i64,
+    pub topic: String,
+    pub partition: i32,
+    pub from_offset: i64,
+    pub to_offset: i64,
+    pub records: i64,
+    pub accepted_by: String,
+    pub reason: Option<String>,
+    pub accepted_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Checks the request against the log and the projector's stored offset, then
+/// records it.
+pub async fn run(stack: &StackSettings, request: &LossRequest) -> anyhow::Result<AcceptedLoss> {
+    check_request(request)?;
+    let handle = TopicHandle::open(stack)?;
+    let partitions = handle.partition_count()?;
+    if request.partition >= partitions {
+        bail!(
+            "--partition {}: topic {} has partitions 0 to {}",
+            request.partition,
+            stack.topic,
+            partitions - 1
+        );
+    }
+    let (log_start, _) = handle.watermarks(request.partition)?;
+    if request.to >= log_start {
+        bail!(
+            "offsets {} to {} of partition {} are not all deleted: the log starts at {}; \
+             refusing to accept the loss of records that are still there",
+            request.from,
+            request.to,
+            request.partition,
+            log_start
+        );
+    }
+    let pool = store::connect_lazy(&stack.database_url, 1)?;
+    let stored = store::offsets::positions(&pool, &stack.topic)
+        .await
+        .context("read the projector's offsets")?
+        .into_iter()
+        .find(|(p, _)| *p == request.partition)
+        .map_or(0, |(_, next)| next);
+    if stored != request.from {
+        bail!(
+            "--from {}: the projector's stored offset of partition {} is {}, so the gap it \
+             stopped at starts there; nothing else can be accepted",
+            request.from,
+            request.partition,
+            stored
+        );
+    }
+    let row = losses::accept(
+        &pool,
+        &losses::Acceptance {
+            topic: &stack.topic,
+            partition: request.partition,
+            from_offset: request.from,
+            to_offset: request.to,
+            accepted_by: request.by.trim(),
+            reason: request.reason.as_deref(),
+        },
+    )
+    .await
+    .context("record the accepted loss")?;
+    pool.close().await;
+    Ok(AcceptedLoss {
+        id: row.id,
+        topic: row.topic,
+        partition: row.partition,
+        from_offset: row.from_offset,
+        to_offset: row.to_offset,
+        records: row.to_offset - row.from_offset + 1,
+        accepted_by: row.accepted_by,
+        reason: row.reason,
+        accepted_at: row.accepted_at,
+    })
+}
+
+/// The checks that need nothing but the request.
+fn check_request(request: &LossRequest) -> anyhow::Result<()> {
+    if request.partition < 0 {
+        bail!("--partition must be 0 or more (got {})", request.partition);
+    }
+    if request.from < 0 || request.to < request.from {
+        bail!(
+            "--from and --to are the first and last missing offsets: 0 <= from <= to (got {} and {})",
+            request.from,
+            request.to
+        );
+    }
+    if request.by.trim().is_empty() {
+        bail!("--by must name who accepts the loss");
+    }
+    Ok(())
+}
+
+/// Prints what was recorded.
+pub fn print(out: &mut impl Write, loss: &AcceptedLoss, format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Json => json_line(out, loss)?,
+        Format::Table => writeln!(
+            out,
+            "accepted loss #{}: partition {} offsets {} to {} ({} records) of {}, by {} at {}{}; \
+             the projector moves past it within seconds",
+            loss.id,
+            loss.partition,
+            loss.from_offset,
+            loss.to_offset,
+            loss.records,
+            loss.topic,
+            loss.accepted_by,
+            loss.accepted_at.to_rfc3339(),
+            loss.reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        )?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(partition: i32, from: i64, to: i64, by: &str) -> LossRequest {
+        LossRequest {
+            partition,
+            from,
+            to,
+            by: by.into(),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn a_request_names_a_partition_an_ordered_range_and_who_accepts() {
+        assert!(check_request(&request(3, 0, 2, "ops")).is_ok());
+        assert!(check_request(&request(3, 2, 2, "ops")).is_ok());
+        assert!(check_request(&request(-1, 0, 2, "ops")).is_err());
+        assert!(check_request(&request(3, 3, 2, "ops")).is_err());
+        assert!(check_request(&request(3, -1, 2, "ops")).is_err());
+        let message = format!("{}", check_request(&request(3, 0, 2, "  ")).unwrap_err());
+        assert!(message.contains("--by"), "{message}");
+    }
+}
