@@ -50,12 +50,25 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::RegistryUnavailable(_) | Error::DatabaseUnavailable(_) | Error::Redis(_) => true,
-            Error::Kafka(e) => !matches!(e, rdkafka::error::KafkaError::MessageProduction(code)
-                if *code == rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge),
+            Error::Kafka(rdkafka::error::KafkaError::MessageProduction(code)) => {
+                !PERMANENT_PRODUCE_CODES.contains(code)
+            }
+            Error::Kafka(_) => true,
             _ => false,
         }
     }
 }
+
+/// Produce failures that the same record meets again on every try: it is too
+/// large for the topic, or the topic does not exist (this project never lets
+/// the broker create topics, so a missing one stays missing until an operator
+/// runs `likes-replay setup`). Retrying them would stall the caller forever.
+const PERMANENT_PRODUCE_CODES: [rdkafka::types::RDKafkaErrorCode; 4] = [
+    rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge,
+    rdkafka::types::RDKafkaErrorCode::UnknownTopic,
+    rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+    rdkafka::types::RDKafkaErrorCode::InvalidTopic,
+];
 
 /// Why a record could not be decoded into an event, decided once, in the
 /// codec. Every kind but [`DecodeError::RegistryUnavailable`] is a property of
@@ -140,6 +153,35 @@ impl From<sqlx::Error> for Error {
             Error::DatabaseUnavailable(e)
         } else {
             Error::Database(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    use super::*;
+
+    #[test]
+    fn a_record_too_large_or_for_a_missing_topic_is_never_retried_but_a_slow_broker_is() {
+        for code in [
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::UnknownTopic,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ] {
+            let e = Error::Kafka(KafkaError::MessageProduction(code));
+            assert!(!e.is_transient(), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::QueueFull,
+            RDKafkaErrorCode::NotEnoughReplicas,
+            RDKafkaErrorCode::BrokerTransportFailure,
+        ] {
+            let e = Error::Kafka(KafkaError::MessageProduction(code));
+            assert!(e.is_transient(), "{code:?}");
         }
     }
 }
