@@ -18,7 +18,6 @@ pub mod dead_letters;
 pub mod figures;
 pub mod load;
 pub mod log_surgery;
-pub mod private_redis;
 pub mod process;
 pub mod projector_http;
 pub mod redis_server;
@@ -69,6 +68,18 @@ pub struct Ingest {
 impl Ingest {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// `user` likes item (type 1, `item`); anything but 202 is an error.
+    pub async fn like(&self, user: i64, item: i64) -> anyhow::Result<()> {
+        let status = reqwest::Client::new()
+            .post(self.url("/v1/likes"))
+            .json(&serde_json::json!({"user_id": user, "item_id": item, "item_type": 1}))
+            .send()
+            .await?
+            .status();
+        anyhow::ensure!(status == 202, "like of {item} by {user}: {status}");
+        Ok(())
     }
 }
 

@@ -60,6 +60,34 @@ impl PrivateRedis {
         Ok(redis::aio::ConnectionManager::new(client).await?)
     }
 
+    /// Makes every write fail with `NOREPLICAS` (reads still work), or not:
+    /// a Redis that requires a replica it does not have, as a full or
+    /// read-only Redis would refuse the projector's writes.
+    pub async fn refuse_writes(&self, refuse: bool) -> anyhow::Result<()> {
+        let replicas = if refuse { "1" } else { "0" };
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("min-replicas-to-write")
+            .arg(replicas)
+            .query_async(&mut self.connection().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// The count stored under `prefix` for an item, if any.
+    pub async fn count(
+        &self,
+        prefix: &str,
+        item_type: i32,
+        item_id: i64,
+    ) -> anyhow::Result<Option<i64>> {
+        let value: Option<String> = redis::cmd("GET")
+            .arg(format!("{prefix}count:{item_type}:{item_id}"))
+            .query_async(&mut self.connection().await?)
+            .await?;
+        Ok(value.as_deref().and_then(likes_infra::cache::parse_count))
+    }
+
     async fn wait_ready(&self) -> anyhow::Result<()> {
         let client = redis::Client::open(self.url())?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

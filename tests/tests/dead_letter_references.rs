@@ -15,7 +15,6 @@ use likes_tests::log_surgery::one_item_per_other_partition;
 use likes_tests::projector_http::{ObservedProjector, counter_now};
 use likes_tests::{Ingest, TestEnv, eventually};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::json;
 
 const ITEM: i64 = 4242;
 const PARTITIONS: i32 = 4;
@@ -23,17 +22,6 @@ const PARTITIONS: i32 = 4;
 const HUGE: usize = 999_900;
 /// What the test's dead-letter topic accepts: less than the huge record.
 const DLQ_MAX_BYTES: usize = 256 * 1024;
-
-async fn like(ingest: &Ingest, user: i64, item: i64) -> anyhow::Result<()> {
-    let status = reqwest::Client::new()
-        .post(ingest.url("/v1/likes"))
-        .json(&json!({"user_id": user, "item_id": item, "item_type": 1}))
-        .send()
-        .await?
-        .status();
-    anyhow::ensure!(status == 202, "like of {item} by {user}: {status}");
-    Ok(())
-}
 
 /// Bytes that do not compress (random), and are not in the Confluent framing.
 fn garbage(len: usize) -> Vec<u8> {
@@ -80,7 +68,7 @@ impl Scenario {
         let mut items = one_item_per_other_partition(PARTITIONS, partition);
         items.push(ITEM);
         for item in &items {
-            like(&ingest, 1, *item).await?;
+            ingest.like(1, *item).await?;
         }
         let producer: FutureProducer =
             likes_infra::kafka::producer(&env.stack.kafka_bootstrap, Duration::from_secs(10))?;
@@ -93,12 +81,12 @@ impl Scenario {
             .await
             .map_err(|(e, _)| anyhow::anyhow!("produce poison: {e}"))?;
         for item in &items {
-            like(&ingest, 2, *item).await?;
+            ingest.like(2, *item).await?;
         }
         let projector = ObservedProjector::start(&env)?;
         eventually(Duration::from_secs(60), || counted(&env, &items, 2)).await?;
         for item in &items {
-            like(&ingest, 3, *item).await?;
+            ingest.like(3, *item).await?;
         }
         eventually(Duration::from_secs(30), || counted(&env, &items, 3)).await?;
         Ok(Self {

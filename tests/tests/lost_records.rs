@@ -19,22 +19,11 @@ use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
 use likes_replay::{count, output::Format};
 use likes_tests::log_surgery::{delete_records_before, one_item_per_other_partition};
 use likes_tests::projector_http::ObservedProjector;
-use likes_tests::{Ingest, TestEnv, eventually};
+use likes_tests::{TestEnv, eventually};
 use serde_json::json;
 
 const ITEM: i64 = 9009;
 const PARTITIONS: i32 = 4;
-
-async fn like(ingest: &Ingest, user: i64, item: i64) -> anyhow::Result<()> {
-    let status = reqwest::Client::new()
-        .post(ingest.url("/v1/likes"))
-        .json(&json!({"user_id": user, "item_id": item, "item_type": 1}))
-        .send()
-        .await?
-        .status();
-    anyhow::ensure!(status == 202, "like of {item} by {user}: {status}");
-    Ok(())
-}
 
 async fn stored_offset(env: &TestEnv, partition: i32) -> anyhow::Result<Option<i64>> {
     let row: Option<(i64,)> = sqlx::query_as(
@@ -67,10 +56,10 @@ async fn a_partition_whose_unread_records_were_deleted_stops_until_the_loss_is_a
     // The projector is down: five likes of the item (offsets 0-4 of its
     // partition) and one like of an item in every other partition.
     for user in 1..=5 {
-        like(&ingest, user, ITEM).await?;
+        ingest.like(user, ITEM).await?;
     }
     for item in &others {
-        like(&ingest, 1, *item).await?;
+        ingest.like(1, *item).await?;
     }
     // Retention deletes the first three before the projector reads them.
     delete_records_before(&env, lost, 3).await?;
@@ -79,7 +68,7 @@ async fn a_partition_whose_unread_records_were_deleted_stops_until_the_loss_is_a
     eventually(Duration::from_secs(60), || all_counted(&env, &others, 1)).await?;
     // The other partitions keep flowing while this one is parked.
     for item in &others {
-        like(&ingest, 2, *item).await?;
+        ingest.like(2, *item).await?;
     }
     eventually(Duration::from_secs(30), || all_counted(&env, &others, 2)).await?;
     let count_while_parked = env.db_count(1, ITEM).await?;
@@ -242,7 +231,7 @@ async fn the_replay_tools_refuse_a_short_answer_when_unread_records_were_deleted
     let env = TestEnv::new(1).await?;
     let ingest = env.start_ingest().await?;
     for user in 1..=5 {
-        like(&ingest, user, ITEM).await?;
+        ingest.like(user, ITEM).await?;
     }
     // Projected, then retention deletes the first three: a rebuild from the log
     // would now be short of them.

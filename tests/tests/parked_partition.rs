@@ -11,22 +11,10 @@ use std::time::Duration;
 use likes_replay::partitioner::partition_for_item;
 use likes_tests::log_surgery::one_item_per_other_partition;
 use likes_tests::projector_http::ObservedProjector;
-use likes_tests::{Ingest, TestEnv, eventually};
-use serde_json::json;
+use likes_tests::{TestEnv, eventually};
 
 const BAD: i64 = 6006;
 const PARTITIONS: i32 = 4;
-
-async fn like(ingest: &Ingest, user: i64, item: i64) -> anyhow::Result<()> {
-    let status = reqwest::Client::new()
-        .post(ingest.url("/v1/likes"))
-        .json(&json!({"user_id": user, "item_id": item, "item_type": 1}))
-        .send()
-        .await?
-        .status();
-    anyhow::ensure!(status == 202, "like of {item} by {user}: {status}");
-    Ok(())
-}
 
 async fn counted(env: &TestEnv, items: &[i64], expected: i64) -> anyhow::Result<bool> {
     for item in items {
@@ -60,7 +48,7 @@ async fn a_partition_whose_writes_fail_permanently_is_parked_and_the_others_go_o
     let bad = partition_for_item(BAD, PARTITIONS);
     let others = one_item_per_other_partition(PARTITIONS, bad);
     for item in others.iter().chain([&BAD]) {
-        like(&ingest, 1, *item).await?;
+        ingest.like(1, *item).await?;
     }
 
     let projector = ObservedProjector::start(&env)?;
@@ -70,7 +58,7 @@ async fn a_partition_whose_writes_fail_permanently_is_parked_and_the_others_go_o
     let at_parking = offsets(&env).await?;
     // The others keep flowing, without the group rebalancing.
     for item in others.iter().chain([&BAD]) {
-        like(&ingest, 2, *item).await?;
+        ingest.like(2, *item).await?;
     }
     eventually(Duration::from_secs(30), || counted(&env, &others, 2)).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;

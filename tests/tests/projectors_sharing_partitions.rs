@@ -6,20 +6,12 @@ use std::time::Duration;
 
 use likes_tests::projector_http::ObservedProjector;
 use likes_tests::{Ingest, TestEnv, eventually};
-use serde_json::json;
 
 const ITEMS: i64 = 12;
 
 async fn like_every_item(ingest: &Ingest, user: i64) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
     for item in 1..=ITEMS {
-        let status = http
-            .post(ingest.url("/v1/likes"))
-            .json(&json!({"user_id": user, "item_id": item, "item_type": 1}))
-            .send()
-            .await?
-            .status();
-        anyhow::ensure!(status == 202, "like of {item} by {user}: {status}");
+        ingest.like(user, item).await?;
     }
     Ok(())
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use likes_domain::{DedupHorizon, LoggedEvent, Position};
 use likes_infra::store::writer::{BatchRules, apply_batch};
-use likes_tests::private_redis::PrivateRedis;
 use likes_tests::process::ProjectorProcess;
+use likes_tests::redis_server::PrivateRedis;
 use likes_tests::rewire::rewired;
 use likes_tests::timed_records::{TimedProducer, like_event, now_millis};
 use likes_tests::{TestEnv, eventually};
@@ -19,7 +19,7 @@ const ITEM: i64 = 77;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_count_redis_refused_is_right_soon_after_the_projector_restarts() -> anyhow::Result<()> {
     let env = TestEnv::new(2).await?;
-    let redis = PrivateRedis::start().await?;
+    let redis = PrivateRedis::start(&[]).await?;
     let env = rewired(&env, |stack| stack.redis_url = redis.url());
     let prefix = env.stack.redis_key_prefix.clone();
     let producer = TimedProducer::new(&env)?;
