@@ -8,6 +8,11 @@ pub enum Error {
     #[error("setting {name}: {message}")]
     Setting { name: &'static str, message: String },
 
+    /// An existing topic is not what was asked for, in a way that cannot be
+    /// changed in place (its partition count).
+    #[error("topic {topic}: {message}")]
+    TopicMismatch { topic: String, message: String },
+
     /// Kafka refused or failed an operation.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),

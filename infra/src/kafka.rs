@@ -83,7 +83,13 @@ pub struct TopicSpec {
     pub retention_ms: i64,
 }
 
-/// Creates each topic that does not exist yet; an existing topic is left as it is.
+/// Creates each topic that does not exist yet; an existing topic is left as it
+/// is, but one whose partition count differs from the spec is refused
+/// ([`Error::TopicMismatch`]): the count is fixed for the topic's life, because
+/// an item's partition is murmur2 of its key modulo the count. Adding
+/// partitions would move items to partitions whose offsets are unrelated to
+/// the ones their counts were stamped with (Redis would refuse every newer
+/// write as older), and their history would split across two partitions.
 #[instrument(skip_all, fields(bootstrap))]
 pub async fn ensure_topics(bootstrap: &str, topics: &[TopicSpec]) -> Result<(), Error> {
     let admin: AdminClient<DefaultClientContext> = base_config(bootstrap).create()?;
@@ -106,7 +112,10 @@ pub async fn ensure_topics(bootstrap: &str, topics: &[TopicSpec]) -> Result<(), 
         match result {
             Ok(name) => tracing::info!(topic = %name, "topic created"),
             Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                tracing::debug!(topic = %name, "topic exists")
+                tracing::debug!(topic = %name, "topic exists");
+                if let Some(spec) = topics.iter().find(|t| t.name == name) {
+                    check_partitions(&admin, spec).await?;
+                }
             }
             Err((name, code)) => {
                 return Err(Error::Kafka(rdkafka::error::KafkaError::AdminOp(code))).inspect_err(
@@ -114,6 +123,34 @@ pub async fn ensure_topics(bootstrap: &str, topics: &[TopicSpec]) -> Result<(), 
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// Refuses an existing topic whose partition count is not the spec's.
+async fn check_partitions(
+    admin: &AdminClient<DefaultClientContext>,
+    spec: &TopicSpec,
+) -> Result<(), Error> {
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(&spec.name), Duration::from_secs(10))?;
+    let existing = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == spec.name)
+        .map_or(0, |t| t.partitions().len() as i32);
+    if existing != spec.partitions {
+        return Err(Error::TopicMismatch {
+            topic: spec.name.clone(),
+            message: format!(
+                "it has {existing} partitions, {} were asked for; the partition count of an \
+                 existing topic is never changed (items would move to other partitions): keep \
+                 --partitions {existing}, or re-partition into a new topic and rebuild (README, \
+                 \"The partition count is fixed\")",
+                spec.partitions
+            ),
+        });
     }
     Ok(())
 }
