@@ -63,7 +63,8 @@ async fn finish(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_projector_killed_mid_batch_loses_and_doubles_nothing() -> anyhow::Result<()> {
+async fn a_projector_killed_under_load_and_restarted_loses_and_doubles_nothing()
+-> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
     let env = TestEnv::new(4).await?;
     let ingest = env.start_ingest().await?;
@@ -297,6 +298,7 @@ async fn a_registry_restart_keeps_schema_ids_and_old_events_decode() -> anyhow::
         );
     }
     ingest.running.stop().await?;
+    let ids_before = schema_ids(&env).await?;
     stack(&["restart", "registry"]).await?;
     // A projector that has never seen the schema must fetch it by the old id.
     let projector = env.start_projector();
@@ -312,6 +314,48 @@ async fn a_registry_restart_keeps_schema_ids_and_old_events_decode() -> anyhow::
     )
     .await?;
     assert_eq!(records.len(), 5);
+    // The ids the records carry still name the same schema after the restart:
+    // a fresh reader resolved each of them (above) and the subject still lists them.
+    assert_eq!(
+        schema_ids(&env).await?,
+        ids_before,
+        "schema ids survive a restart"
+    );
+    assert!(
+        records.iter().all(|r| ids_before.contains(&r.schema_id)),
+        "every record's id is a registered id"
+    );
     projector.stop().await??;
     Ok(())
+}
+
+/// The schema ids registered under the topic's value subject, in version order.
+async fn schema_ids(env: &TestEnv) -> anyhow::Result<Vec<u32>> {
+    let http = reqwest::Client::new();
+    let base = &env.stack.schema_registry_url;
+    let subject = format!("{}-value", env.stack.topic);
+    let versions: Vec<u32> = http
+        .get(format!("{base}/subjects/{subject}/versions"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let mut ids = Vec::new();
+    for version in versions {
+        let body: serde_json::Value = http
+            .get(format!("{base}/subjects/{subject}/versions/{version}"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        ids.push(
+            body["id"]
+                .as_u64()
+                .and_then(|id| u32::try_from(id).ok())
+                .ok_or_else(|| anyhow::anyhow!("version {version} without an id: {body}"))?,
+        );
+    }
+    Ok(ids)
 }
