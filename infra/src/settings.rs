@@ -95,16 +95,51 @@ pub fn url(name: &'static str, default: &str, schemes: &[&str]) -> Result<String
     }
 }
 
-/// Removes the password from a URL before it is logged.
+/// `url` fit for a log line: the password (or a bare token) of its user
+/// info becomes `***`, and so does the value of every query parameter whose
+/// name says it is a secret (`password`, `sslpassword`, `token`, `secret`,
+/// `key`, `auth`, `credential`, in any case or as part of the name).
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match base.find("://") {
+        Some(scheme_end) => {
+            let rest = &base[scheme_end + 3..];
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            let authority = match authority.rsplit_once('@') {
+                Some((userinfo, host)) => match userinfo.split_once(':') {
+                    Some((user, _password)) => format!("{user}:***@{host}"),
+                    None => format!("***@{host}"),
+                },
+                None => authority.to_string(),
+            };
+            format!("{}{authority}{path}", &base[..scheme_end + 3])
         }
-        _ => url.to_string(),
+        None => base.to_string(),
+    };
+    if let Some(query) = query {
+        let parts: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if is_secret_name(name) => format!("{name}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&parts.join("&"));
     }
+    out
+}
+
+/// Whether a query parameter's name says its value is a secret.
+fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["pass", "secret", "token", "key", "auth", "credential"]
+        .iter()
+        .any(|word| name.contains(word))
 }
 
 #[cfg(test)]
@@ -112,15 +147,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redact_hides_only_the_password() {
-        assert_eq!(
-            redact("postgres://likes:secret@127.0.0.1:5432/likes"),
-            "postgres://likes:***@127.0.0.1:5432/likes"
-        );
-        assert_eq!(
-            redact("redis://127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
+    fn redact_hides_every_secret_a_url_can_carry_and_nothing_else() {
+        for (url, logged) in [
+            (
+                "postgres://likes:secret@127.0.0.1:5432/likes",
+                "postgres://likes:***@127.0.0.1:5432/likes",
+            ),
+            (
+                "redis://:secret@10.0.0.1:6379/0",
+                "redis://:***@10.0.0.1:6379/0",
+            ),
+            (
+                "https://sometoken@registry.example/apis/ccompat/v7",
+                "https://***@registry.example/apis/ccompat/v7",
+            ),
+            (
+                "https://user:p%40ss@registry.example/apis/ccompat/v7",
+                "https://user:***@registry.example/apis/ccompat/v7",
+            ),
+            (
+                "postgres://likes@db/likes?password=secret&sslmode=require",
+                "postgres://***@db/likes?password=***&sslmode=require",
+            ),
+            (
+                "postgres://db/likes?sslmode=verify-full&sslpassword=x&application_name=a",
+                "postgres://db/likes?sslmode=verify-full&sslpassword=***&application_name=a",
+            ),
+            (
+                "http://registry/apis?api_key=k&Auth_Token=t",
+                "http://registry/apis?api_key=***&Auth_Token=***",
+            ),
+            (
+                "http://127.0.0.1:8081/apis/ccompat/v7/mail@host",
+                "http://127.0.0.1:8081/apis/ccompat/v7/mail@host",
+            ),
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            (
+                "127.0.0.1:9092,127.0.0.1:9094",
+                "127.0.0.1:9092,127.0.0.1:9094",
+            ),
+        ] {
+            assert_eq!(redact(url), logged, "{url}");
+        }
     }
 }
 
@@ -175,7 +243,7 @@ impl StackSettings {
         tracing::info!(
             kafka_bootstrap = %self.kafka_bootstrap,
             topic = %self.topic,
-            schema_registry_url = %self.schema_registry_url,
+            schema_registry_url = %redact(&self.schema_registry_url),
             database_url = %redact(&self.database_url),
             database_max_connections = self.database_max_connections,
             redis_url = %redact(&self.redis_url),
