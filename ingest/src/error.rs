@@ -1,6 +1,6 @@
 //! The errors the API answers with, each mapped to a status and a stable code.
 
-use likes_domain::ValidationError;
+use likes_domain::{EventId, ValidationError};
 use warp::http::StatusCode;
 
 /// An error that ends a request; [`crate::recover`] renders it as
@@ -19,6 +19,14 @@ pub enum ApiError {
     /// The content type is not `application/json`.
     #[error("content type must be application/json")]
     UnsupportedMediaType,
+    /// The body is labelled with a content coding (`gzip`, ...) the API does
+    /// not decode: reading it as plain JSON would accept what was not meant.
+    #[error("content coding {coding:?} is not supported; send the body unencoded (identity)")]
+    UnsupportedContentEncoding { coding: String },
+    /// The connection ended before the body reached its `Content-Length`
+    /// (or the chunked body was malformed): the client's request is cut short.
+    #[error("the request body ended before its declared length")]
+    IncompleteBody,
     /// A batch holds more events than allowed.
     #[error("a batch holds at most {limit} events")]
     BatchTooLarge { limit: usize },
@@ -28,6 +36,10 @@ pub enum ApiError {
     /// Too many events wait for the broker: shed load at once.
     #[error("overloaded, retry later")]
     Overloaded,
+    /// The broker did not acknowledge in time: the event may still be logged,
+    /// so the client retries with this event id (given back in the body).
+    #[error("the event log did not acknowledge in time; retry with the same event_id")]
+    NotAcked { event_id: EventId },
     /// The broker is slow or away; retry later with the same event id.
     #[error("{0}")]
     Unavailable(String),
@@ -57,13 +69,18 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Invalid(_) | ApiError::UnknownField { .. } | ApiError::MalformedJson(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::Invalid(_)
+            | ApiError::UnknownField { .. }
+            | ApiError::MalformedJson(_)
+            | ApiError::IncompleteBody => StatusCode::BAD_REQUEST,
             ApiError::BatchTooLarge { .. } => StatusCode::BAD_REQUEST,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedContentEncoding { .. } => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Overloaded | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded | ApiError::NotAcked { .. } | ApiError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,10 +91,12 @@ impl ApiError {
             ApiError::UnknownField { .. } => "unknown_field",
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnsupportedContentEncoding { .. } => "unsupported_content_encoding",
+            ApiError::IncompleteBody => "incomplete_body",
             ApiError::BatchTooLarge { .. } => "batch_too_large",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Overloaded => "overloaded",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::NotAcked { .. } | ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -87,6 +106,8 @@ impl ApiError {
             ApiError::Invalid(e) => Some(e.field),
             ApiError::UnknownField { name, .. } => Some(name),
             ApiError::BatchTooLarge { .. } => Some("events"),
+            ApiError::UnsupportedContentEncoding { .. } => Some("Content-Encoding"),
+            ApiError::IncompleteBody => Some("Content-Length"),
             _ => None,
         }
     }
@@ -95,16 +116,27 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
-            ApiError::Overloaded | ApiError::Unavailable(_) => Some(1),
+            ApiError::Overloaded | ApiError::NotAcked { .. } | ApiError::Unavailable(_) => Some(1),
             _ => None,
         }
     }
 
-    /// The error's JSON body: `{"code", "message", "field"?}`.
+    /// The event id to retry with, when the event may have been logged.
+    pub fn event_id(&self) -> Option<EventId> {
+        match self {
+            ApiError::NotAcked { event_id } => Some(*event_id),
+            _ => None,
+        }
+    }
+
+    /// The error's JSON body: `{"code", "message", "field"?, "event_id"?}`.
     pub fn body(&self) -> serde_json::Value {
         let mut error = serde_json::json!({"code": self.code(), "message": self.to_string()});
         if let Some(field) = self.field() {
             error["field"] = serde_json::json!(field);
+        }
+        if let Some(event_id) = self.event_id() {
+            error["event_id"] = serde_json::json!(event_id.to_string());
         }
         error
     }

@@ -4,11 +4,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
 use warp::Filter;
-use warp::http::Method;
+use warp::http::{HeaderMap, Method, header};
 
 use crate::handlers::{batch, ops, read, write};
-use crate::{State, observability, recover};
+use crate::request::require_identity;
+use crate::{ApiError, State, observability, recover};
 use likes_domain::Action;
 
 /// Every route of the API, with errors rendered as JSON.
@@ -41,10 +44,11 @@ pub fn routes(
         .and(warp::path::end())
         .and(warp::post())
         .and(warp::header::optional::<String>("content-type"))
+        .and(identity_coding())
         .and(warp::body::content_length_limit(
             state.limits.max_batch_body_bytes,
         ))
-        .and(warp::body::bytes())
+        .and(body_bytes())
         .and(with_state(state.clone()))
         .and_then(batch::publish_batch);
     let writes = like.or(unlike_delete).or(unlike_post).or(like_batch);
@@ -111,8 +115,43 @@ fn action_body(
         .map(move || action)
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::header::optional::<String>("idempotency-key"))
+        .and(identity_coding())
         .and(warp::body::content_length_limit(max_body_bytes))
-        .and(warp::body::bytes())
+        .and(body_bytes())
         .and(with_state(state))
         .and_then(write::publish)
+}
+
+/// Refuses a body in any content coding but `identity` (415), before it is
+/// read: a gzip body is not decoded, and a plain body labelled gzip must not
+/// pass as if the label were absent. Every `Content-Encoding` header counts.
+fn identity_coding() -> impl Filter<Extract = (), Error = warp::Rejection> + Copy {
+    warp::header::headers_cloned()
+        .and_then(|headers: HeaderMap| async move {
+            require_identity(headers.get_all(header::CONTENT_ENCODING).iter())
+                .map_err(warp::reject::custom)
+        })
+        .untuple_one()
+}
+
+/// The whole body. A body the connection cuts short of its `Content-Length`
+/// (or a malformed chunked body) is the client's fault: 400, not the 500 that
+/// warp's own body filter leaves as an unknown rejection.
+fn body_bytes() -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Copy {
+    warp::body::stream().and_then(collect)
+}
+
+async fn collect<B: bytes::Buf>(
+    stream: impl Stream<Item = Result<B, warp::Error>>,
+) -> Result<Bytes, warp::Rejection> {
+    let mut stream = std::pin::pin!(stream);
+    let mut body = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            tracing::debug!(error = %e, "request body unreadable");
+            warp::reject::custom(ApiError::IncompleteBody)
+        })?;
+        bytes::BufMut::put(&mut body, chunk);
+    }
+    Ok(body.freeze())
 }

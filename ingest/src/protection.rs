@@ -172,13 +172,12 @@ pub fn outcome(
     }
 }
 
-/// The answer to a failed publish: always a 503 to retry with the same event id.
-pub fn publish_error(e: PublishError) -> ApiError {
+/// The answer to a failed publish of `event_id`: always a 503; when the event
+/// may be in the log, the body carries the id to retry with.
+pub fn publish_error(e: PublishError, event_id: likes_domain::EventId) -> ApiError {
     match e {
         PublishError::QueueFull => ApiError::Overloaded,
-        PublishError::NotAcked(_) => ApiError::Unavailable(
-            "the event log did not acknowledge in time; retry with the same event_id".into(),
-        ),
+        PublishError::NotAcked(_) => ApiError::NotAcked { event_id },
         PublishError::Encode(e) => ApiError::Unavailable(format!("cannot encode: {e}")),
     }
 }

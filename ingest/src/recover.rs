@@ -12,11 +12,13 @@ use crate::{ApiError, observability};
 /// Renders any rejection as a JSON error with the right status.
 pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible> {
     let mut retry_after = None;
+    let mut event_id = None;
     let (status, code, message, field) = if let Some(e) = rejection.find::<ApiError>() {
         if let ApiError::Internal(detail) = e {
             tracing::error!(%detail, "internal error");
         }
         retry_after = e.retry_after();
+        event_id = e.event_id();
         (
             e.status(),
             e.code(),
@@ -79,6 +81,9 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
     let mut error = json!({"code": code, "message": message});
     if let Some(field) = field {
         error["field"] = json!(field);
+    }
+    if let Some(event_id) = event_id {
+        error["event_id"] = json!(event_id.to_string());
     }
     let mut response =
         warp::reply::with_status(warp::reply::json(&json!({ "error": error })), status)

@@ -40,6 +40,24 @@ pub fn require_json(content_type: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
+/// Checks every `Content-Encoding` value: only `identity` (or none) is
+/// accepted; the first other coding is named in the 415.
+pub fn require_identity<'a>(
+    values: impl IntoIterator<Item = &'a warp::http::HeaderValue>,
+) -> Result<(), ApiError> {
+    for value in values {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        for coding in text.split(',').map(str::trim) {
+            if !coding.is_empty() && !coding.eq_ignore_ascii_case("identity") {
+                return Err(ApiError::UnsupportedContentEncoding {
+                    coding: coding.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How a single like/unlike body is read: `action` is in the path, so it is
 /// an unknown key in the body.
 const SINGLE: Shape = Shape {
@@ -224,6 +242,32 @@ mod tests {
         let key = "0194e4c4-6f5c-7d2a-9a4e-2f6f3c1a9b10";
         let r = parse_like(br#"{"user_id":1,"item_id":2,"item_type":3}"#, Some(key)).unwrap();
         assert_eq!(r.event_id.unwrap().to_string(), key);
+    }
+
+    #[test]
+    fn only_the_identity_coding_is_accepted() {
+        use warp::http::HeaderValue;
+        let check = |values: &[&'static str]| {
+            let values: Vec<HeaderValue> =
+                values.iter().map(|v| HeaderValue::from_static(v)).collect();
+            require_identity(values.iter())
+        };
+        assert!(check(&[]).is_ok());
+        assert!(check(&["identity"]).is_ok());
+        assert!(check(&["Identity, identity"]).is_ok());
+        for refused in [
+            &["gzip"][..],
+            &["identity, gzip"],
+            &["identity", "br"],
+            &["x-custom"],
+        ] {
+            let err = check(refused).unwrap_err();
+            assert!(
+                matches!(err, ApiError::UnsupportedContentEncoding { .. }),
+                "{refused:?}"
+            );
+            assert_eq!(err.field(), Some("Content-Encoding"));
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ impl Settings {
         Ok(Self {
             stack: StackSettings::from_env()?,
             listen_addr: settings::parse("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)))?,
-            produce_timeout: Duration::from_millis(settings::parse("PRODUCE_TIMEOUT_MS", 5000)?),
+            produce_timeout: produce_timeout(settings::parse("PRODUCE_TIMEOUT_MS", 5000)?)?,
             max_body_bytes: settings::parse("MAX_BODY_BYTES", 64 * 1024)?,
         })
     }
@@ -40,5 +40,30 @@ impl Settings {
             max_body_bytes = self.max_body_bytes,
             "ingest settings"
         );
+    }
+}
+
+/// `PRODUCE_TIMEOUT_MS` as a duration. 0 is refused: librdkafka reads a
+/// message timeout of 0 as "wait forever", so a like would never get its 503.
+fn produce_timeout(ms: u64) -> Result<Duration, Error> {
+    if ms == 0 {
+        return Err(Error::Setting {
+            name: "PRODUCE_TIMEOUT_MS",
+            message: "must be at least 1 (0 would wait for the broker forever)".into(),
+        });
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_produce_timeout_of_zero_is_refused_naming_the_variable() {
+        let message = produce_timeout(0).unwrap_err().to_string();
+        assert!(message.contains("PRODUCE_TIMEOUT_MS"), "{message}");
+        assert_eq!(produce_timeout(1).unwrap(), Duration::from_millis(1));
+        assert_eq!(produce_timeout(5000).unwrap(), Duration::from_secs(5));
     }
 }

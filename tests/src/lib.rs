@@ -21,6 +21,7 @@ pub mod load;
 pub mod log_surgery;
 pub mod process;
 pub mod projector_http;
+pub mod raw_http;
 pub mod redis_server;
 pub mod registry_proxy;
 pub mod replay;

@@ -82,6 +82,12 @@ async fn a_batch_publishes_its_good_events_and_names_the_field_of_each_bad_one()
     )
     .await?;
     assert_eq!(answer.status, 415);
+    assert_eq!(answer.body["error"]["code"], "unsupported_media_type");
+    assert!(
+        answer.body["error"]["message"].is_string(),
+        "{}",
+        answer.body
+    );
     assert_eq!(
         env.end_offsets()? - before,
         3,

@@ -174,18 +174,60 @@ async fn malformed_requests_are_refused_and_publish_nothing() -> anyhow::Result<
         );
     }
 
-    // A body over the limit is refused before it is read.
+    // A body over the limit is refused before it is read; a body in another
+    // media type or in a content coding is refused too, and none is produced.
     let big = format!(
         r#"{{"user_id":1,"item_id":1,"item_type":1,"pad":"{}"}}"#,
         "x".repeat(70_000)
     );
-    let response = http
-        .post(ingest.url("/v1/likes"))
-        .header("content-type", "application/json")
-        .body(big)
-        .send()
-        .await?;
-    assert_eq!(response.status(), 413);
+    let like = r#"{"user_id":1,"item_id":1,"item_type":1}"#;
+    let refused = [
+        (
+            "application/json",
+            None,
+            big.as_str(),
+            413,
+            "payload_too_large",
+            None,
+        ),
+        (
+            "text/plain",
+            None,
+            like,
+            415,
+            "unsupported_media_type",
+            None,
+        ),
+        (
+            "application/json",
+            Some("gzip"),
+            like,
+            415,
+            "unsupported_content_encoding",
+            Some("Content-Encoding"),
+        ),
+    ];
+    for (content_type, coding, body, status, code, field) in refused {
+        let offsets = env.end_offsets()?;
+        let mut request = http
+            .post(ingest.url("/v1/likes"))
+            .header("content-type", content_type);
+        if let Some(coding) = coding {
+            request = request.header("content-encoding", coding);
+        }
+        let response = request.body(body.to_string()).send().await?;
+        let got = response.status().as_u16();
+        let json: serde_json::Value = response.json().await?;
+        assert_eq!(got, status, "{content_type} {coding:?}: {json}");
+        assert_eq!(json["error"]["code"], code, "{json}");
+        assert!(json["error"]["message"].is_string(), "{json}");
+        assert_eq!(json["error"]["field"].as_str(), field, "{json}");
+        assert_eq!(
+            env.end_offsets()?,
+            offsets,
+            "a {status} must produce nothing"
+        );
+    }
 
     assert_eq!(
         env.end_offsets()?,

@@ -91,7 +91,7 @@ pub async fn publish_batch(
                     Some(Ok(ack)) => Ok((event, ack)),
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, event_id = %event.event_id, "batch publish failed");
-                        Err(publish_error(e))
+                        Err(publish_error(e, event.event_id))
                     }
                     None => Err(ApiError::Unavailable("no delivery result".into())),
                 }

@@ -110,7 +110,7 @@ async fn write(
     state.protection.settle(&[settle]).await;
     let ack = result.map_err(|e| {
         tracing::warn!(error = %e, event_id = %event.event_id, "publish failed");
-        publish_error(e)
+        publish_error(e, event_id)
     })?;
     observability::accepted(action, 1);
     Ok((
