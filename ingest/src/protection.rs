@@ -178,7 +178,10 @@ pub fn publish_error(e: PublishError, event_id: likes_domain::EventId) -> ApiErr
     match e {
         PublishError::QueueFull => ApiError::Overloaded,
         PublishError::NotAcked(_) => ApiError::NotAcked { event_id },
-        PublishError::Encode(e) => ApiError::Unavailable(format!("cannot encode: {e}")),
+        PublishError::Encode(e) => {
+            tracing::warn!(error = %e, "encoding an event failed");
+            ApiError::Unavailable("the event could not be encoded (schema registry)".into())
+        }
     }
 }
 

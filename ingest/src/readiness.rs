@@ -20,8 +20,35 @@ pub struct Readiness {
     registry_url: String,
 }
 
-/// One dependency's state: `None` when reachable, else why not.
-pub type Check = (&'static str, Option<String>);
+/// Why a dependency is not ready: a stable code for the public body. The
+/// driver's own words (host names, addresses, library messages) go to the log
+/// only, never to a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Down {
+    /// It could not be reached or refused the probe.
+    Unreachable,
+    /// It did not answer within the probe's timeout.
+    TimedOut,
+    /// Kafka answered, but the topic has no partitions (not set up).
+    NoPartitions,
+    /// It answered with an error status.
+    BadAnswer,
+}
+
+impl Down {
+    pub fn code(self) -> &'static str {
+        match self {
+            Down::Unreachable => "unreachable",
+            Down::TimedOut => "timed_out",
+            Down::NoPartitions => "no_partitions",
+            Down::BadAnswer => "bad_answer",
+        }
+    }
+}
+
+/// One dependency's state: `None` when ready, else why not (and the detail,
+/// for the log).
+pub type Check = (&'static str, Option<(Down, String)>);
 
 impl Readiness {
     pub fn new(bootstrap: &str, topic: &str, registry_url: &str) -> anyhow::Result<Self> {
@@ -48,7 +75,7 @@ impl Readiness {
         ]
     }
 
-    async fn kafka(&self) -> Option<String> {
+    async fn kafka(&self) -> Option<(Down, String)> {
         let client = self.kafka.clone();
         let topic = self.topic.clone();
         let probe = tokio::task::spawn_blocking(move || {
@@ -63,27 +90,31 @@ impl Readiness {
             )
         });
         match probe.await {
-            Ok(Ok(0)) => Some(format!("topic {} has no partitions", self.topic)),
+            Ok(Ok(0)) => Some((
+                Down::NoPartitions,
+                format!("topic {} has no partitions", self.topic),
+            )),
             Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(e) => Some(e.to_string()),
+            Ok(Err(e)) => Some((Down::Unreachable, e.to_string())),
+            Err(e) => Some((Down::Unreachable, e.to_string())),
         }
     }
 
-    async fn registry(&self) -> Option<String> {
+    async fn registry(&self) -> Option<(Down, String)> {
         let url = format!("{}/subjects", self.registry_url);
         match self.http.get(url).send().await {
             Ok(r) if r.status().is_success() => None,
-            Ok(r) => Some(format!("registry answered {}", r.status())),
-            Err(e) => Some(e.to_string()),
+            Ok(r) => Some((Down::BadAnswer, format!("registry answered {}", r.status()))),
+            Err(e) if e.is_timeout() => Some((Down::TimedOut, e.to_string())),
+            Err(e) => Some((Down::Unreachable, e.to_string())),
         }
     }
 
-    async fn redis(&self, cache: &CountCache) -> Option<String> {
+    async fn redis(&self, cache: &CountCache) -> Option<(Down, String)> {
         match tokio::time::timeout(TIMEOUT, cache.ping()).await {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some("timed out".into()),
+            Ok(Err(e)) => Some((Down::Unreachable, e.to_string())),
+            Err(_) => Some((Down::TimedOut, "no answer to PING".into())),
         }
     }
 }

@@ -24,7 +24,10 @@ pub async fn readyz(state: Arc<State>) -> Result<Response, warp::Rejection> {
     for (name, failure) in checks {
         let value = match failure {
             None => json!({"status": "ok"}),
-            Some(error) => json!({"status": "down", "error": error}),
+            Some((down, detail)) => {
+                tracing::warn!(check = name, error = %detail, "readiness check failed");
+                json!({"status": "down", "error": down.code()})
+            }
         };
         detail.insert(name.to_string(), value);
     }

@@ -22,8 +22,10 @@ pub const MAX_ITEMS: usize = 1000;
 pub const MAX_LIKERS: usize = 100;
 const DEFAULT_LIKERS: usize = 20;
 
+/// A store that failed: the client learns which, the log learns why.
 fn unavailable(what: &str, e: impl std::fmt::Display) -> ApiError {
-    ApiError::Unavailable(format!("{what} unavailable: {e}"))
+    tracing::warn!(error = %e, what, "read failed");
+    ApiError::Unavailable(format!("{what} unavailable"))
 }
 
 /// GET an item's count: Redis first, PostgreSQL on a miss (refilling Redis;
