@@ -7,22 +7,27 @@ use std::time::Duration;
 use tokio::process::Command;
 
 use crate::TestEnv;
-use crate::process::binary;
+use crate::process::{binary, service_env};
 
-/// Runs `likes-replay <args>` with `env`'s settings (2 minutes at most).
-pub async fn likes_replay(env: &TestEnv, args: &[&str]) -> anyhow::Result<Output> {
-    let s = &env.stack;
-    let run = Command::new(binary("likes-replay")?)
-        .args(args)
-        .env("KAFKA_BOOTSTRAP_SERVERS", &s.kafka_bootstrap)
-        .env("KAFKA_TOPIC", &s.topic)
-        .env("SCHEMA_REGISTRY_URL", &s.schema_registry_url)
-        .env("DATABASE_URL", &s.database_url)
-        .env("REDIS_URL", &s.redis_url)
-        .env("REDIS_KEY_PREFIX", &s.redis_key_prefix)
+/// `likes-replay <args>` with `env`'s settings, ready to run; a test may
+/// override a variable before it does.
+pub fn likes_replay_command(env: &TestEnv, args: &[&str]) -> anyhow::Result<Command> {
+    let mut command = Command::new(binary("likes-replay")?);
+    command.args(args);
+    service_env(&mut command, env);
+    command
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    Ok(tokio::time::timeout(Duration::from_secs(120), run).await??)
+        .kill_on_drop(true);
+    Ok(command)
+}
+
+/// Runs `command` to its end (2 minutes at most).
+pub async fn output(mut command: Command) -> anyhow::Result<Output> {
+    Ok(tokio::time::timeout(Duration::from_secs(120), command.output()).await??)
+}
+
+/// Runs `likes-replay <args>` with `env`'s settings to its end.
+pub async fn likes_replay(env: &TestEnv, args: &[&str]) -> anyhow::Result<Output> {
+    output(likes_replay_command(env, args)?).await
 }

@@ -47,7 +47,8 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// The environment that points a service binary at this test's slice of the stack.
-fn service_env(command: &mut Command, env: &TestEnv) {
+/// Points a child process at `env`'s slice of the stack.
+pub fn service_env(command: &mut Command, env: &TestEnv) {
     let s = &env.stack;
     command
         .env("KAFKA_BOOTSTRAP_SERVERS", &s.kafka_bootstrap)

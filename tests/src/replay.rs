@@ -129,18 +129,13 @@ pub struct ReplayProcess {
 impl ReplayProcess {
     /// Starts `likes-replay <args>` (build it first: `cargo build -p likes-replay`).
     pub fn start(env: &TestEnv, args: &[&str]) -> anyhow::Result<Self> {
-        let s = &env.stack;
         let log = std::fs::File::create(
             std::env::temp_dir().join(format!("likes-replay-{}.log", env.suffix)),
         )?;
-        let child = Command::new(binary("likes-replay")?)
+        let mut command = Command::new(binary("likes-replay")?);
+        crate::process::service_env(&mut command, env);
+        let child = command
             .args(args)
-            .env("KAFKA_BOOTSTRAP_SERVERS", &s.kafka_bootstrap)
-            .env("KAFKA_TOPIC", &s.topic)
-            .env("SCHEMA_REGISTRY_URL", &s.schema_registry_url)
-            .env("DATABASE_URL", &s.database_url)
-            .env("REDIS_URL", &s.redis_url)
-            .env("REDIS_KEY_PREFIX", &s.redis_key_prefix)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)

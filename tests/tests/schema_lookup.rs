@@ -6,19 +6,17 @@
 //! rebuild refuses rather than come out short; an id that names a JSON schema
 //! is poison at once, never mistaken for a registry outage.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, UserId};
 use likes_infra::codec::EventCodec;
 use likes_infra::{DecodeError, Error};
-use likes_tests::process::binary;
+use likes_tests::cli::{likes_replay_command, output};
 use likes_tests::registry_proxy::RegistryProxy;
 use likes_tests::replay::live_counts;
 use likes_tests::{TestEnv, eventually};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::json;
-use tokio::process::Command;
 
 const ITEM_TYPE: i32 = 1;
 
@@ -267,21 +265,11 @@ async fn a_rebuild_whose_schema_id_the_registry_never_finds_refuses_and_leaves_t
     assert_eq!(before.get(&(ITEM_TYPE as i16, item)), Some(&6));
 
     let never = RegistryProxy::never_finding(&env.stack.schema_registry_url).await?;
-    let s = &env.stack;
-    let run = Command::new(binary("likes-replay")?)
-        .args(["rebuild", "postgres"])
-        .env("KAFKA_BOOTSTRAP_SERVERS", &s.kafka_bootstrap)
-        .env("KAFKA_TOPIC", &s.topic)
+    let mut rebuild = likes_replay_command(&env, &["rebuild", "postgres"])?;
+    rebuild
         .env("SCHEMA_REGISTRY_URL", never.url())
-        .env("UNKNOWN_SCHEMA_RETRY_SECONDS", "1")
-        .env("DATABASE_URL", &s.database_url)
-        .env("REDIS_URL", &s.redis_url)
-        .env("REDIS_KEY_PREFIX", &s.redis_key_prefix)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run).await??;
+        .env("UNKNOWN_SCHEMA_RETRY_SECONDS", "1");
+    let output = output(rebuild).await?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let after = live_counts(&env).await?;

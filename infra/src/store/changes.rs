@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use likes_domain::{ItemKey, LikeState, NetChange};
 use uuid::Uuid;
 
-use super::writer::{CountUpdate, item_key};
+use super::writer::{CountUpdate, count_updates, item_key};
 use crate::Error;
 
 /// Which pair of projection tables a batch of changes goes to: the live ones, or
@@ -154,16 +154,7 @@ pub async fn apply_changes(
         counted.extend(inserted);
     }
 
-    let counts = counted
-        .into_iter()
-        .map(|(item_id, item_type, count, last_offset)| {
-            Ok(CountUpdate {
-                item: item_key(item_id, item_type)?,
-                count,
-                last_offset,
-            })
-        })
-        .collect::<Result<_, Error>>()?;
+    let counts = count_updates(counted)?;
     Ok(Moved {
         liked: inserted.len(),
         unliked: deleted.len(),

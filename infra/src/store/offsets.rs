@@ -9,7 +9,7 @@
 use sqlx::PgPool;
 use tracing::instrument;
 
-use super::writer::{CountUpdate, item_key};
+use super::writer::{CountUpdate, count_updates};
 use crate::Error;
 
 /// A partition this process now owns: the epoch it must present to commit, and
@@ -112,16 +112,7 @@ pub async fn cache_refresh(
     .bind(oldest)
     .fetch_all(pool)
     .await?;
-    let counts = rows
-        .into_iter()
-        .map(|(item_id, item_type, count, last_offset)| {
-            Ok(CountUpdate {
-                item: item_key(item_id, item_type)?,
-                count,
-                last_offset,
-            })
-        })
-        .collect::<Result<_, Error>>()?;
+    let counts = count_updates(rows)?;
     Ok(CacheRefresh {
         counts,
         current_until: marks

@@ -294,6 +294,20 @@ fn key_columns<'a>(keys: impl Iterator<Item = &'a DedupKey>) -> (Vec<i64>, Vec<i
     columns
 }
 
+/// `counters` rows (item id, item type, count, last offset) as count updates
+/// for Redis; a row that does not validate is reported, never skipped.
+pub(crate) fn count_updates(rows: Vec<(i64, i16, i64, i64)>) -> Result<Vec<CountUpdate>, Error> {
+    rows.into_iter()
+        .map(|(item_id, item_type, count, last_offset)| {
+            Ok(CountUpdate {
+                item: item_key(item_id, item_type)?,
+                count,
+                last_offset,
+            })
+        })
+        .collect()
+}
+
 /// Rebuilds an item key from database columns; a row that does not validate is a
 /// broken invariant, reported rather than silently skipped.
 pub(crate) fn item_key(item_id: i64, item_type: i16) -> Result<ItemKey, Error> {
