@@ -16,6 +16,9 @@ pub enum ApiError {
     /// The body is not JSON (or not an object).
     #[error("malformed JSON body: {0}")]
     MalformedJson(String),
+    /// The path is served, but not with this method.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     /// The content type is not `application/json`.
     #[error("content type must be application/json")]
     UnsupportedMediaType,
@@ -74,6 +77,7 @@ impl ApiError {
             | ApiError::MalformedJson(_)
             | ApiError::IncompleteBody => StatusCode::BAD_REQUEST,
             ApiError::BatchTooLarge { .. } => StatusCode::BAD_REQUEST,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType | ApiError::UnsupportedContentEncoding { .. } => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
@@ -91,6 +95,7 @@ impl ApiError {
             ApiError::UnknownField { .. } => "unknown_field",
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::UnsupportedContentEncoding { .. } => "unsupported_content_encoding",
             ApiError::IncompleteBody => "incomplete_body",
             ApiError::BatchTooLarge { .. } => "batch_too_large",

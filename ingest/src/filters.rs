@@ -7,10 +7,11 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use warp::Filter;
-use warp::http::{HeaderMap, Method, header};
+use warp::http::{HeaderMap, header};
 
 use crate::handlers::{batch, ops, read, write};
 use crate::request::require_identity;
+use crate::routes::{self, at, on};
 use crate::{ApiError, State, observability, recover};
 use likes_domain::Action;
 
@@ -19,30 +20,12 @@ pub fn routes(
     state: Arc<State>,
     max_body_bytes: u64,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
-    let likes = warp::path!("v1" / "likes");
-    let like =
-        likes
-            .and(warp::post())
-            .and(action_body(Action::Like, state.clone(), max_body_bytes));
-    let unlike_delete = likes
-        .and(warp::method())
-        .and_then(|m: Method| async move {
-            if m == Method::DELETE {
-                Ok(())
-            } else {
-                Err(warp::reject::not_found())
-            }
-        })
-        .untuple_one()
-        .and(action_body(Action::Unlike, state.clone(), max_body_bytes));
-    let unlike_post = warp::path!("v1" / "unlikes")
-        .and(warp::post())
-        .and(action_body(Action::Unlike, state.clone(), max_body_bytes));
-    // The colon makes `likes:batch` one path segment, matched whole.
-    let like_batch = warp::path("v1")
-        .and(warp::path("likes:batch"))
-        .and(warp::path::end())
-        .and(warp::post())
+    let like = at(routes::LIKE).and(action_body(Action::Like, state.clone(), max_body_bytes));
+    let unlike_delete =
+        at(routes::UNLIKE_DELETE).and(action_body(Action::Unlike, state.clone(), max_body_bytes));
+    let unlike_post =
+        at(routes::UNLIKE).and(action_body(Action::Unlike, state.clone(), max_body_bytes));
+    let like_batch = at(routes::LIKE_BATCH)
         .and(warp::header::optional::<String>("content-type"))
         .and(identity_coding())
         .and(warp::body::content_length_limit(
@@ -53,36 +36,34 @@ pub fn routes(
         .and_then(batch::publish_batch);
     let writes = like.or(unlike_delete).or(unlike_post).or(like_batch);
 
-    let count = warp::path!("v1" / "items" / String / String / "count")
-        .and(warp::get())
+    let count = on(routes::COUNT)
+        .map(two)
+        .untuple_one()
         .and(params())
         .and(with_state(state.clone()))
         .and_then(read::count);
-    let counts = warp::path!("v1" / "counts")
-        .and(warp::get())
+    let counts = at(routes::COUNTS)
         .and(params())
         .and(with_state(state.clone()))
         .and_then(read::counts);
-    let user_likes = warp::path!("v1" / "users" / String / "likes" / String / String)
-        .and(warp::get())
+    let user_likes = on(routes::USER_LIKES)
+        .map(three)
+        .untuple_one()
         .and(with_state(state.clone()))
         .and_then(read::user_likes);
-    let likers = warp::path!("v1" / "items" / String / String / "likers")
-        .and(warp::get())
+    let likers = on(routes::LIKERS)
+        .map(two)
+        .untuple_one()
         .and(params())
         .and(with_state(state.clone()))
         .and_then(read::likers);
     let reads = count.or(counts).or(user_likes).or(likers);
 
-    let healthz = warp::path!("healthz")
-        .and(warp::get())
-        .and_then(ops::healthz);
-    let readyz = warp::path!("readyz")
-        .and(warp::get())
+    let healthz = at(routes::HEALTHZ).and_then(ops::healthz);
+    let readyz = at(routes::READYZ)
         .and(with_state(state.clone()))
         .and_then(ops::readyz);
-    let metrics = warp::path!("metrics")
-        .and(warp::get())
+    let metrics = at(routes::METRICS)
         .and(with_state(state))
         .and_then(ops::metrics);
     let probes = healthz.or(readyz).or(metrics);
@@ -90,8 +71,25 @@ pub fn routes(
     writes
         .or(reads)
         .or(probes)
+        .or(routes::unserved())
         .recover(recover::recover)
         .with(warp::log::custom(observability::observe))
+}
+
+/// The two `{name}` segments of a route that has two (by its template).
+fn two(params: Vec<String>) -> (String, String) {
+    let mut it = params.into_iter();
+    (it.next().unwrap_or_default(), it.next().unwrap_or_default())
+}
+
+/// The three `{name}` segments of a route that has three (by its template).
+fn three(params: Vec<String>) -> (String, String, String) {
+    let mut it = params.into_iter();
+    (
+        it.next().unwrap_or_default(),
+        it.next().unwrap_or_default(),
+        it.next().unwrap_or_default(),
+    )
 }
 
 fn with_state(

@@ -17,6 +17,7 @@ mod query;
 mod readiness;
 mod recover;
 mod request;
+pub mod routes;
 mod settings;
 mod startup;
 

@@ -89,22 +89,10 @@ pub fn queue_depth(in_flight: i32) {
     gauge!("likes_ingest_producer_queue_depth").set(f64::from(in_flight));
 }
 
-/// The route template of a path: a fixed, small set of label values.
+/// The route template of a path (from [`crate::routes`]): a fixed, small set
+/// of label values, never an id.
 pub fn route_label(path: &str) -> &'static str {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match segments.as_slice() {
-        ["v1", "likes"] => "/v1/likes",
-        ["v1", "unlikes"] => "/v1/unlikes",
-        ["v1", "likes:batch"] => "/v1/likes:batch",
-        ["v1", "counts"] => "/v1/counts",
-        ["v1", "items", _, _, "count"] => "/v1/items/{item_type}/{item_id}/count",
-        ["v1", "items", _, _, "likers"] => "/v1/items/{item_type}/{item_id}/likers",
-        ["v1", "users", _, "likes", _, _] => "/v1/users/{user_id}/likes/{item_type}/{item_id}",
-        ["healthz"] => "/healthz",
-        ["readyz"] => "/readyz",
-        ["metrics"] => "/metrics",
-        _ => "unmatched",
-    }
+    crate::routes::template_of(path).unwrap_or("unmatched")
 }
 
 fn method_label(method: &warp::http::Method) -> &'static str {

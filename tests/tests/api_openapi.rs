@@ -4,24 +4,10 @@
 
 use std::collections::BTreeSet;
 
+use likes_ingest::routes;
 use likes_tests::TestEnv;
 use likes_tests::api::{Operation, operations, quiet_limits, send, spec_text, start_ingest};
 use serde_json::json;
-
-/// Every (method, path) the router serves.
-const SERVED: [(&str, &str); 11] = [
-    ("POST", "/v1/likes"),
-    ("DELETE", "/v1/likes"),
-    ("POST", "/v1/unlikes"),
-    ("POST", "/v1/likes:batch"),
-    ("GET", "/v1/counts"),
-    ("GET", "/v1/items/{item_type}/{item_id}/count"),
-    ("GET", "/v1/items/{item_type}/{item_id}/likers"),
-    ("GET", "/v1/users/{user_id}/likes/{item_type}/{item_id}"),
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/metrics"),
-];
 
 #[test]
 fn the_spec_documents_exactly_the_routes_served() -> anyhow::Result<()> {
@@ -30,9 +16,11 @@ fn the_spec_documents_exactly_the_routes_served() -> anyhow::Result<()> {
         .iter()
         .map(|o| (o.method.clone(), o.path.clone()))
         .collect();
-    let served: BTreeSet<(String, String)> = SERVED
+    // The router builds every route from this table (`likes_ingest::routes`):
+    // what it lists is exactly what is served.
+    let served: BTreeSet<(String, String)> = routes::ALL
         .iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .map(|r| (r.method.to_string(), r.template.to_string()))
         .collect();
     assert_eq!(documented, served);
     for op in &ops {
@@ -79,7 +67,7 @@ async fn every_documented_operation_answers_with_a_documented_status() -> anyhow
     let ingest = start_ingest(&env, quiet_limits()).await?;
     let http = reqwest::Client::new();
     let ops = operations(&spec_text()?);
-    assert!(ops.len() >= SERVED.len());
+    assert!(ops.len() >= routes::ALL.len());
     for op in &ops {
         let mut seen = Vec::new();
         for (path, body) in calls(op) {
@@ -114,6 +102,56 @@ async fn every_documented_operation_answers_with_a_documented_status() -> anyhow
             op.path
         );
     }
+    ingest.running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_method_on_every_path_is_served_exactly_when_the_route_table_lists_it()
+-> anyhow::Result<()> {
+    let env = TestEnv::new(2).await?;
+    let ingest = start_ingest(&env, quiet_limits()).await?;
+    let http = reqwest::Client::new();
+    let methods = ["GET", "POST", "PUT", "DELETE", "PATCH"];
+    for template in routes::ALL.iter().map(|r| r.template) {
+        let path = template
+            .replace("{item_type}", "1")
+            .replace("{item_id}", "1")
+            .replace("{user_id}", "1");
+        let path = if template == "/v1/counts" {
+            format!("{path}?items=1:1")
+        } else {
+            path
+        };
+        for method in methods {
+            let listed = routes::ALL
+                .iter()
+                .any(|r| r.template == template && r.method == method);
+            let request = http
+                .request(
+                    reqwest::Method::from_bytes(method.as_bytes())?,
+                    ingest.url(&path),
+                )
+                .json(&json!({"user_id": 1, "item_id": 1, "item_type": 1}));
+            let answer = send(request).await?;
+            if listed {
+                assert!(
+                    ![404, 405].contains(&answer.status),
+                    "{method} {path} is listed but answered {}: {}",
+                    answer.status,
+                    answer.body
+                );
+            } else {
+                assert_eq!(
+                    answer.status, 405,
+                    "{method} {path} is not listed: {}",
+                    answer.body
+                );
+            }
+        }
+    }
+    let unknown = send(http.get(ingest.url("/v1/nothing/here"))).await?;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
     ingest.running.stop().await?;
     Ok(())
 }

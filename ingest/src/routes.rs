@@ -1,0 +1,151 @@
+//! The one table of the API's routes: (method, path template). The router
+//! builds each route's matcher from its entry ([`on`]), the metrics label a
+//! request with its entry's template ([`template_of`]), and the OpenAPI test
+//! compares the spec with [`ALL`]: a route cannot be served without being
+//! listed here, so a new route without a spec entry fails that test.
+
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::Method;
+
+use crate::ApiError;
+
+/// One route: an HTTP method on a path template whose `{name}` segments
+/// match any one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub template: &'static str,
+}
+
+const fn route(method: &'static str, template: &'static str) -> Route {
+    Route { method, template }
+}
+
+pub const LIKE: Route = route("POST", "/v1/likes");
+pub const UNLIKE_DELETE: Route = route("DELETE", "/v1/likes");
+pub const UNLIKE: Route = route("POST", "/v1/unlikes");
+pub const LIKE_BATCH: Route = route("POST", "/v1/likes:batch");
+pub const COUNTS: Route = route("GET", "/v1/counts");
+pub const COUNT: Route = route("GET", "/v1/items/{item_type}/{item_id}/count");
+pub const LIKERS: Route = route("GET", "/v1/items/{item_type}/{item_id}/likers");
+pub const USER_LIKES: Route = route("GET", "/v1/users/{user_id}/likes/{item_type}/{item_id}");
+pub const HEALTHZ: Route = route("GET", "/healthz");
+pub const READYZ: Route = route("GET", "/readyz");
+pub const METRICS: Route = route("GET", "/metrics");
+
+/// Every route served.
+pub const ALL: [Route; 11] = [
+    LIKE,
+    UNLIKE_DELETE,
+    UNLIKE,
+    LIKE_BATCH,
+    COUNTS,
+    COUNT,
+    LIKERS,
+    USER_LIKES,
+    HEALTHZ,
+    READYZ,
+    METRICS,
+];
+
+impl Route {
+    /// The values of the template's `{name}` segments in `path`, in order, or
+    /// `None` when `path` does not match the template.
+    pub fn matches(&self, path: &str) -> Option<Vec<String>> {
+        let mut wanted = self.template.trim_start_matches('/').split('/');
+        let mut given = path.trim_start_matches('/').split('/');
+        let mut params = Vec::new();
+        loop {
+            match (wanted.next(), given.next()) {
+                (None, None) => return Some(params),
+                (Some(w), Some(g)) if w.starts_with('{') && !g.is_empty() => {
+                    params.push(g.to_string())
+                }
+                (Some(w), Some(g)) if w == g => {}
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// The template of the route `path` belongs to, whatever the method: the
+/// metrics label (a fixed, small set of values, never an id).
+pub fn template_of(path: &str) -> Option<&'static str> {
+    ALL.iter()
+        .find(|r| r.matches(path).is_some())
+        .map(|r| r.template)
+}
+
+/// Matches `route`'s path and method and extracts its `{name}` segments.
+/// Either mismatch is "not found", the rejection every other route gives
+/// too, so a route that did match (a body too large, an invalid field) keeps
+/// its own answer when the routes are combined; [`unserved`], last in the
+/// chain, turns a known path with an unknown method into 405.
+pub fn on(route: Route) -> BoxedFilter<(Vec<String>,)> {
+    warp::path::full()
+        .and(warp::method())
+        .and_then(
+            move |path: warp::path::FullPath, method: Method| async move {
+                match route.matches(path.as_str()) {
+                    Some(params) if method.as_str() == route.method => Ok(params),
+                    _ => Err(warp::reject::not_found()),
+                }
+            },
+        )
+        .boxed()
+}
+
+/// The last route of the chain: a path some route serves, asked with a method
+/// none serves it with, is 405; anything else stays "not found" (404, or the
+/// answer of the route that did match).
+pub fn unserved() -> BoxedFilter<(warp::reply::Response,)> {
+    warp::path::full()
+        .and(warp::method())
+        .and_then(|path: warp::path::FullPath, method: Method| async move {
+            let path = path.as_str();
+            let known = ALL.iter().any(|r| r.matches(path).is_some());
+            let served = ALL
+                .iter()
+                .any(|r| r.method == method.as_str() && r.matches(path).is_some());
+            Err::<warp::reply::Response, _>(if known && !served {
+                warp::reject::custom(ApiError::MethodNotAllowed)
+            } else {
+                warp::reject::not_found()
+            })
+        })
+        .boxed()
+}
+
+/// [`on`] for a route without `{name}` segments.
+pub fn at(route: Route) -> BoxedFilter<()> {
+    on(route).map(|_: Vec<String>| ()).untuple_one().boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_matches_whole_paths_and_names_its_segments() {
+        assert_eq!(
+            COUNT.matches("/v1/items/1/42/count"),
+            Some(vec!["1".into(), "42".into()])
+        );
+        assert_eq!(COUNT.matches("/v1/items/1/42/count/x"), None);
+        assert_eq!(COUNT.matches("/v1/items/1//count"), None);
+        assert_eq!(LIKE.matches("/v1/likes"), Some(vec![]));
+        assert_eq!(LIKE.matches("/v1/likes:batch"), None);
+        assert_eq!(LIKE_BATCH.matches("/v1/likes:batch"), Some(vec![]));
+        assert_eq!(HEALTHZ.matches("/healthz/"), None);
+    }
+
+    #[test]
+    fn ids_never_become_label_values() {
+        assert_eq!(
+            template_of("/v1/users/42/likes/1/7"),
+            Some("/v1/users/{user_id}/likes/{item_type}/{item_id}")
+        );
+        assert_eq!(template_of("/v1/whatever/99"), None);
+    }
+}
