@@ -177,6 +177,12 @@ enum RebuildTarget {
         /// Build and verify, but leave the live tables as they are.
         #[arg(long)]
         dry_run: bool,
+        /// Swap even when the rebuilt counts differ from the live ones at the
+        /// same offsets or records were skipped as poison. Without it such a
+        /// build is not swapped (exit 2, the differences printed, the shadow
+        /// tables kept so that a re-run with the flag resumes it).
+        #[arg(long, conflicts_with = "dry_run")]
+        accept_differences: bool,
         /// Output: a summary, or one JSON document.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -280,11 +286,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     restart,
                     dedup_horizon_seconds,
                     dry_run,
+                    accept_differences,
                     format,
                 },
         } => {
             let options = RebuildOptions {
                 dry_run,
+                accept_differences,
                 parallel: parallel.map(usize::try_from).transpose()?,
                 batch_events: usize::try_from(batch_events)?,
                 restart,
@@ -293,7 +301,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let done = rebuild_postgres::run(&stack, &options).await?;
             rebuild_postgres::print(&mut std::io::stdout().lock(), &done, format)?;
-            Ok(ExitCode::SUCCESS)
+            Ok(match (&done.refused, &done.redis_error) {
+                (Some(_), _) => ExitCode::from(2),
+                (None, Some(_)) => ExitCode::FAILURE,
+                (None, None) => ExitCode::SUCCESS,
+            })
         }
         Command::AcceptLoss {
             partition,
