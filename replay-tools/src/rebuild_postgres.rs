@@ -32,7 +32,7 @@ use crate::progress::Progress;
 use crate::reader::{Span, TopicHandle, span_total};
 pub use crate::rebuild_report::{PostgresRebuild, RebuildFrom, RebuildOptions, print};
 use crate::rebuild_worker::{Crew, Tally, Windows, apply_spans, parallel_pass};
-use crate::{rebuild_progress, rebuild_start, rebuild_warmup, shadow};
+use crate::{rebuild_progress, rebuild_start, rebuild_warmup, shadow, swap_lock};
 
 /// Unlocked catch-up passes at most, and the tail that is short enough to
 /// apply while the projector waits.
@@ -233,13 +233,17 @@ async fn rebuild(
     })
 }
 
-/// Locks the topic's offset rows (`FOR UPDATE`: the projector's commits and
-/// claims wait) and reads them. Waits at most a few seconds for a projector
+/// Takes the swap lock (waiting for running snapshots), then locks the
+/// topic's offset rows (`FOR UPDATE`: the projector's commits and claims
+/// wait) and reads them. Waits at most a few seconds for a projector
 /// transaction that holds them.
 async fn lock_offsets(
     tx: &mut sqlx::PgConnection,
     topic: &str,
 ) -> anyhow::Result<HashMap<i32, i64>> {
+    // Snapshots first (the projector does not wait on this one), then the
+    // projector's rows.
+    swap_lock::exclusive(&mut *tx).await?;
     sqlx::query("SET LOCAL lock_timeout = '5s'")
         .execute(&mut *tx)
         .await?;
