@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod api;
+pub mod commit_gaps;
 pub mod dead_letters;
 pub mod figures;
 pub mod load;
