@@ -151,7 +151,10 @@ enum RebuildTarget {
     /// its shadow rows, so a rebuild that was interrupted resumes where it
     /// stopped when re-run with the same start (`--restart` begins clean).
     /// Refuses (exit 1) when retention deleted events it needs: it never
-    /// produces short counts.
+    /// produces short counts. Does not swap (exit 2) when the rebuilt counts
+    /// differ from the live ones or records were skipped as poison, unless
+    /// `--accept-differences`; after a swap, the Redis counts of the items that
+    /// changed are refreshed.
     Postgres {
         /// Where the replay starts. `earliest`: the whole topic.
         /// `snapshot:<id>`: that snapshot's rows plus the topic past its offsets.
