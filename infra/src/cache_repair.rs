@@ -28,6 +28,20 @@ end
 return 1
 "#;
 
+/// Sets KEYS[1] to ARGV[1]:ARGV[2] unless it holds a stamp strictly newer
+/// than ARGV[2]: unlike the projector's write, an equal stamp is replaced.
+const SET_UNLESS_NEWER: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local sep = string.find(current, ':', 1, true)
+  if sep and tonumber(string.sub(current, sep + 1)) > tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2])
+return 1
+"#;
+
 /// One count to put right.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CountRepair {
@@ -74,6 +88,45 @@ pub async fn replace_counts(cache: &CountCache, repairs: &[CountRepair]) -> Resu
             .invoke_async(&mut conn)
             .await?;
         written += u64::try_from(done).unwrap_or(0);
+    }
+    Ok(written)
+}
+
+/// Writes counts that a swap of the PostgreSQL projection made true, each
+/// stamped with the last offset the swap covered in its item's partition:
+/// every value stamped at or below it (written from the replaced tables,
+/// however late it arrives) is replaced, and one stamped above it (the
+/// projector's commit after the swap) is kept. Returns how many were written.
+#[instrument(skip_all, fields(items = updates.len()))]
+pub async fn put_swapped_counts(
+    cache: &CountCache,
+    updates: &[(ItemKey, i64, i64)],
+) -> Result<u64, Error> {
+    let script = redis::Script::new(SET_UNLESS_NEWER);
+    let mut conn = cache.connection();
+    let mut written = 0;
+    for chunk in updates.chunks(1000) {
+        // One key per script call (valid on Redis Cluster), a chunk per round trip.
+        let mut pipe = redis::pipe();
+        for (item, count, stamp) in chunk {
+            pipe.cmd("EVALSHA")
+                .arg(script.get_hash())
+                .arg(1)
+                .arg(cache.count_key(*item))
+                .arg(*count)
+                .arg(*stamp);
+        }
+        let done: Vec<i64> = match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                script.prepare_invoke().load_async(&mut conn).await?;
+                pipe.query_async(&mut conn).await?
+            }
+            other => other?,
+        };
+        written += done
+            .iter()
+            .map(|n| u64::try_from(*n).unwrap_or(0))
+            .sum::<u64>();
     }
     Ok(written)
 }

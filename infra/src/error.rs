@@ -136,8 +136,11 @@ impl From<DecodeError> for Error {
 
 /// Class 08 is "connection exception", 57P is "operator intervention" (shutdown,
 /// crash recovery), 53 "insufficient resources", 40001/40P01 serialization and
-/// deadlock: all mean "try again", not "your data is wrong".
-const TRANSIENT_SQLSTATE_PREFIXES: [&str; 6] = ["08", "57P", "53", "40001", "40P01", "55P03"];
+/// deadlock, 55P03 a lock wait and 57014 a statement that ran out its
+/// `lock_timeout` / `statement_timeout`: all mean "try again", not "your data
+/// is wrong".
+const TRANSIENT_SQLSTATE_PREFIXES: [&str; 7] =
+    ["08", "57P", "53", "40001", "40P01", "55P03", "57014"];
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {

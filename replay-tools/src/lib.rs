@@ -27,4 +27,5 @@ pub mod setup;
 pub mod shadow;
 pub mod snapshot;
 pub mod snapshot_base;
+pub mod swap_lock;
 pub mod verify;

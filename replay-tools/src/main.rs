@@ -151,7 +151,10 @@ enum RebuildTarget {
     /// its shadow rows, so a rebuild that was interrupted resumes where it
     /// stopped when re-run with the same start (`--restart` begins clean).
     /// Refuses (exit 1) when retention deleted events it needs: it never
-    /// produces short counts.
+    /// produces short counts. Does not swap (exit 2) when the rebuilt counts
+    /// differ from the live ones or records were skipped as poison, unless
+    /// `--accept-differences`; after a swap, the Redis counts of the items that
+    /// changed are refreshed.
     Postgres {
         /// Where the replay starts. `earliest`: the whole topic.
         /// `snapshot:<id>`: that snapshot's rows plus the topic past its offsets.
@@ -177,6 +180,12 @@ enum RebuildTarget {
         /// Build and verify, but leave the live tables as they are.
         #[arg(long)]
         dry_run: bool,
+        /// Swap even when the rebuilt counts differ from the live ones at the
+        /// same offsets or records were skipped as poison. Without it such a
+        /// build is not swapped (exit 2, the differences printed, the shadow
+        /// tables kept so that a re-run with the flag resumes it).
+        #[arg(long, conflicts_with = "dry_run")]
+        accept_differences: bool,
         /// Output: a summary, or one JSON document.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -280,11 +289,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     restart,
                     dedup_horizon_seconds,
                     dry_run,
+                    accept_differences,
                     format,
                 },
         } => {
             let options = RebuildOptions {
                 dry_run,
+                accept_differences,
                 parallel: parallel.map(usize::try_from).transpose()?,
                 batch_events: usize::try_from(batch_events)?,
                 restart,
@@ -293,7 +304,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let done = rebuild_postgres::run(&stack, &options).await?;
             rebuild_postgres::print(&mut std::io::stdout().lock(), &done, format)?;
-            Ok(ExitCode::SUCCESS)
+            Ok(match (&done.refused, &done.redis_error) {
+                (Some(_), _) => ExitCode::from(2),
+                (None, Some(_)) => ExitCode::FAILURE,
+                (None, None) => ExitCode::SUCCESS,
+            })
         }
         Command::AcceptLoss {
             partition,

@@ -11,29 +11,37 @@
 //! topic's `projector_offsets` rows (`FOR UPDATE`: the projector's next batch
 //! commit waits), applies the last tail up to the offsets it read, verifies the
 //! shadow against itself and against the live tables (both now at the same
-//! offsets), and — unless `--dry-run` — renames shadow → live and commits. The
-//! live tables change only at that commit.
+//! offsets), and — unless `--dry-run`, or the rebuilt counts differ from the
+//! live ones without `--accept-differences` — renames shadow → live and
+//! commits. The live tables change only at that commit; right after it, the
+//! Redis counts of the items that changed are brought to the swapped values.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use likes_domain::ItemKey;
+use likes_infra::cache::CountCache;
+use likes_infra::cache_repair;
 use likes_infra::settings::StackSettings;
 use likes_infra::store::{self, PgPool};
 
 use crate::dedup::DedupWindow;
+use crate::partitioner::partition_for_item;
 use crate::progress::Progress;
 use crate::reader::{Span, TopicHandle, span_total};
 pub use crate::rebuild_report::{PostgresRebuild, RebuildFrom, RebuildOptions, print};
 use crate::rebuild_worker::{Crew, Tally, Windows, apply_spans, parallel_pass};
-use crate::{rebuild_progress, rebuild_start, rebuild_warmup, shadow};
+use crate::{rebuild_progress, rebuild_start, rebuild_warmup, shadow, swap_lock};
 
 /// Unlocked catch-up passes at most, and the tail that is short enough to
 /// apply while the projector waits.
-const MAX_PASSES: usize = 5;
+const MAX_PASSES: usize = 8;
 const SHORT_TAIL: i64 = 1_000;
+/// The largest tail applied while the projector waits on the lock.
+const MAX_LOCKED_TAIL: i64 = 5_000;
 /// Differences from the live counts listed in the report (all are counted).
-const MAX_LISTED: i64 = 100;
+const MAX_LISTED: usize = 100;
 
 /// Rebuilds the PostgreSQL projection of `stack`'s topic as `options` say.
 pub async fn run(
@@ -98,33 +106,55 @@ async fn rebuild(
         horizon,
     };
     let mut tally = Tally::default();
+    let mut passes = 0;
     // Passes without locks until the tail left for the swap (which holds the
-    // projector's commits) is short.
-    for pass in 0..MAX_PASSES {
-        let live = live_offsets(pool, topic).await?;
-        let spans = plan(stack, &positions, &live)?;
-        let pending = i64::try_from(span_total(&spans))?;
-        if pass > 0 && pending <= SHORT_TAIL {
-            break;
+    // projector's commits) is short; a tail found under the lock that grew
+    // past MAX_LOCKED_TAIL is not applied there: the lock is let go and
+    // another pass runs. A projector that keeps outpacing the passes ends the
+    // rebuild (resumable) instead of a long stall.
+    let (mut tx, locked, spans) = loop {
+        loop {
+            let live = live_offsets(pool, topic).await?;
+            let spans = plan(stack, &positions, &live)?;
+            let pending = i64::try_from(span_total(&spans))?;
+            if pending <= SHORT_TAIL {
+                break;
+            }
+            if passes == MAX_PASSES {
+                bail!(
+                    "after {passes} passes the rebuild is still {pending} events behind the live \
+                     projector (it swaps only with a tail of at most {SHORT_TAIL}); not swapping. \
+                     The shadow tables are kept: re-run to resume, with more --parallel or at a \
+                     quieter time"
+                );
+            }
+            let progress = Progress::new("rebuild postgres", span_total(&spans));
+            let pass_started = Instant::now();
+            tally += parallel_pass(stack, pool, &spans, &mut windows, crew, &progress).await?;
+            tracing::info!(pass = passes, pending, elapsed = ?pass_started.elapsed(), "rebuild pass");
+            advance(&mut positions, &spans);
+            passes += 1;
         }
-        let progress = Progress::new("rebuild postgres", span_total(&spans));
-        let pass_started = Instant::now();
-        tally += parallel_pass(stack, pool, &spans, &mut windows, crew, &progress).await?;
-        tracing::info!(pass, pending, elapsed = ?pass_started.elapsed(), "rebuild pass");
-        advance(&mut positions, &spans);
-    }
-
-    let mut tx = pool.begin().await?;
-    let locked: HashMap<i32, i64> = sqlx::query_as(
-        "SELECT partition, next_offset FROM projector_offsets
-         WHERE topic = $1 ORDER BY partition FOR UPDATE",
-    )
-    .bind(topic)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
-    let spans = plan(stack, &positions, &locked)?;
+        let mut tx = pool.begin().await?;
+        let locked = lock_offsets(&mut tx, topic).await?;
+        let spans = plan(stack, &positions, &locked)?;
+        let tail = i64::try_from(span_total(&spans))?;
+        if tail <= MAX_LOCKED_TAIL {
+            break (tx, locked, spans);
+        }
+        tx.rollback().await?;
+        tracing::info!(
+            tail,
+            "tail grew past the bound under the lock; another pass"
+        );
+        if passes == MAX_PASSES {
+            bail!(
+                "the tail under the lock was {tail} events after {passes} passes (at most \
+                 {MAX_LOCKED_TAIL} are applied while the projector waits); not swapping. The \
+                 shadow tables are kept: re-run to resume"
+            );
+        }
+    };
     let progress = Progress::new("rebuild postgres: final tail", span_total(&spans));
     let tail = apply_spans(
         stack,
@@ -140,22 +170,45 @@ async fn rebuild(
     tally += tail;
     let seconds = started.elapsed().as_secs_f64();
     let inconsistent = shadow::inconsistent_items(&mut tx).await?;
-    let (live_differences, listed_differences) =
-        shadow::live_differences(&mut tx, MAX_LISTED).await?;
+    let differences = shadow::live_differences(&mut tx).await?;
+    let live_differences = i64::try_from(differences.len())?;
+    let listed_differences: Vec<_> = differences.iter().take(MAX_LISTED).cloned().collect();
     if inconsistent > 0 {
         tx.rollback().await?;
         // A shadow that disagrees with itself must not be resumed either.
         discard(pool).await?;
         bail!("{inconsistent} rebuilt items disagree with their own user_likes; not swapping");
     }
+    let refused = match (live_differences, tally.poison) {
+        _ if options.dry_run || options.accept_differences => None,
+        (0, 0) => None,
+        (d, p) => Some(format!(
+            "{d} items differ from the live counts at the same offsets and {p} records were \
+             skipped as poison; the live tables are kept (re-run with --accept-differences to \
+             swap in the rebuilt counts: that resumes this build)"
+        )),
+    };
+    let mut redis_refreshed = 0;
+    let mut redis_error = None;
     if options.dry_run {
         tx.rollback().await?;
         discard(pool).await?;
+    } else if refused.is_some() {
+        // The tail is rolled back with the lock; the shadow rows and their
+        // recorded progress stay, so a re-run with the flag resumes here.
+        tx.rollback().await?;
     } else {
         shadow::swap(&mut tx).await?;
         rebuild_progress::finish(&mut tx).await?;
         tx.commit().await.context("commit the swap")?;
         shadow::drop_old(&mut guard).await?;
+        match refresh_redis(stack, &differences, &locked, partitions).await {
+            Ok(n) => redis_refreshed = n,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "redis refresh after the swap failed");
+                redis_error = Some(format!("{e:#}"));
+            }
+        }
     }
     Ok(PostgresRebuild {
         from: options.from,
@@ -173,8 +226,71 @@ async fn rebuild(
         inconsistent,
         live_differences,
         listed_differences,
-        swapped: !options.dry_run,
+        swapped: !options.dry_run && refused.is_none(),
+        refused,
+        redis_refreshed,
+        redis_error,
     })
+}
+
+/// Takes the swap lock (waiting for running snapshots), then locks the
+/// topic's offset rows (`FOR UPDATE`: the projector's commits and claims
+/// wait) and reads them. Waits at most a few seconds for a projector
+/// transaction that holds them.
+async fn lock_offsets(
+    tx: &mut sqlx::PgConnection,
+    topic: &str,
+) -> anyhow::Result<HashMap<i32, i64>> {
+    // Snapshots first (the projector does not wait on this one), then the
+    // projector's rows.
+    swap_lock::exclusive(&mut *tx).await?;
+    sqlx::query("SET LOCAL lock_timeout = '5s'")
+        .execute(&mut *tx)
+        .await?;
+    Ok(sqlx::query_as(
+        "SELECT partition, next_offset FROM projector_offsets
+         WHERE topic = $1 ORDER BY partition FOR UPDATE",
+    )
+    .bind(topic)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect())
+}
+
+/// Brings Redis to the swapped counts of the items whose count changed.
+///
+/// Each is stamped with the last offset the swap covered in its item's
+/// partition (`locked - 1`) and replaces any value stamped at or below that:
+/// Redis may hold a stamp equal to or newer than the changed row's own
+/// `last_offset`, written from the replaced tables, and the projector's normal
+/// write would refuse to replace it. This cannot go backwards against the live
+/// projector: every commit it makes after the swap covers offsets at or above
+/// `locked`, so its value carries a strictly higher stamp that this write
+/// leaves alone (and that later replaces this one), while a late Redis write of
+/// a commit from before the swap carries a stamp at or below ours and the
+/// projector's own check refuses it once ours is stored.
+async fn refresh_redis(
+    stack: &StackSettings,
+    differences: &[shadow::CountDiff],
+    locked: &HashMap<i32, i64>,
+    partitions: i32,
+) -> anyhow::Result<u64> {
+    if differences.is_empty() {
+        return Ok(0);
+    }
+    let cache = CountCache::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
+    let mut updates = Vec::with_capacity(differences.len());
+    for d in differences {
+        let partition = partition_for_item(d.item_id, partitions);
+        let stamp = locked.get(&partition).copied().unwrap_or(0) - 1;
+        updates.push((
+            ItemKey::parse(d.item_type.into(), d.item_id)?,
+            d.rebuilt,
+            stamp,
+        ));
+    }
+    Ok(cache_repair::put_swapped_counts(&cache, &updates).await?)
 }
 
 /// The live projector's next offset per partition it has claimed.

@@ -51,6 +51,9 @@ pub struct RebuildOptions {
     pub from: RebuildFrom,
     /// Build and verify, but leave the live tables as they are.
     pub dry_run: bool,
+    /// Swap even when the rebuilt counts differ from the live ones at the same
+    /// offsets, or records were skipped as poison (a repair is exactly that).
+    pub accept_differences: bool,
     /// Workers reading disjoint sets of partitions (`None`: the machine's cores,
     /// at most one per partition).
     pub parallel: Option<usize>,
@@ -70,6 +73,7 @@ impl RebuildOptions {
         Self {
             from,
             dry_run: false,
+            accept_differences: false,
             parallel: None,
             batch_events: 10_000,
             restart: false,
@@ -108,6 +112,14 @@ pub struct PostgresRebuild {
     pub listed_differences: Vec<CountDiff>,
     /// Whether the shadow tables replaced the live ones.
     pub swapped: bool,
+    /// Why a build that was not a dry run did not swap (the shadow tables are
+    /// kept: re-running resumes them).
+    pub refused: Option<String>,
+    /// Redis counts brought to the swapped values (the items that changed).
+    pub redis_refreshed: u64,
+    /// A Redis refresh that failed after the swap committed: PostgreSQL is
+    /// right, Redis needs `likes-replay rebuild redis`.
+    pub redis_error: Option<String>,
 }
 
 /// Prints a rebuild's report: a few lines, or one JSON document.
@@ -156,6 +168,22 @@ pub fn print(out: &mut impl Write, done: &PostgresRebuild, format: Format) -> an
         (false, false) => "not swapped",
     };
     writeln!(out, "{verdict}")?;
+    if let Some(why) = &done.refused {
+        writeln!(out, "refused: {why}")?;
+    }
+    if done.swapped {
+        writeln!(
+            out,
+            "redis: {} changed counts refreshed",
+            done.redis_refreshed
+        )?;
+    }
+    if let Some(e) = &done.redis_error {
+        writeln!(
+            out,
+            "redis refresh failed ({e}): run `likes-replay rebuild redis`"
+        )?;
+    }
     Ok(())
 }
 

@@ -100,34 +100,28 @@ pub struct CountDiff {
     pub rebuilt: i64,
 }
 
-/// Items whose shadow count differs from the live count (a zero count and a
-/// missing row are the same), at most `limit` of them, and how many in all.
-pub async fn live_differences(
-    conn: &mut PgConnection,
-    limit: i64,
-) -> anyhow::Result<(i64, Vec<CountDiff>)> {
-    let rows: Vec<(i16, i64, i64, i64, i64)> = sqlx::query_as(
+/// Every item whose shadow count differs from the live count (a zero count and
+/// a missing row are the same), ordered by item.
+pub async fn live_differences(conn: &mut PgConnection) -> anyhow::Result<Vec<CountDiff>> {
+    let rows: Vec<(i16, i64, i64, i64)> = sqlx::query_as(
         "SELECT COALESCE(l.item_type, s.item_type), COALESCE(l.item_id, s.item_id),
-                COALESCE(l.count, 0), COALESCE(s.count, 0), COUNT(*) OVER ()
+                COALESCE(l.count, 0), COALESCE(s.count, 0)
          FROM counters l FULL JOIN counters_rebuild s
            ON s.item_id = l.item_id AND s.item_type = l.item_type
          WHERE COALESCE(l.count, 0) <> COALESCE(s.count, 0)
-         ORDER BY 1, 2 LIMIT $1",
+         ORDER BY 1, 2",
     )
-    .bind(limit)
     .fetch_all(conn)
     .await?;
-    let total = rows.first().map_or(0, |r| r.4);
-    let diffs = rows
+    Ok(rows
         .into_iter()
-        .map(|(item_type, item_id, live, rebuilt, _)| CountDiff {
+        .map(|(item_type, item_id, live, rebuilt)| CountDiff {
             item_type,
             item_id,
             live,
             rebuilt,
         })
-        .collect();
-    Ok((total, diffs))
+        .collect())
 }
 
 /// Swaps the shadow tables in, inside the caller's transaction: locks the live

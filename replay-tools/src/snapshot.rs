@@ -2,7 +2,8 @@
 //! PostgreSQL projection. `create` copies `counters`, `user_likes` and the
 //! topic's `projector_offsets` in one `REPEATABLE READ` transaction: the
 //! projector commits rows and offsets together, so the copy reflects exactly
-//! the offsets stored with it. `rebuild postgres --from snapshot:<id>` starts
+//! the offsets stored with it. It never overlaps a rebuild's swap
+//! ([`swap_lock`]). `rebuild postgres --from snapshot:<id>` starts
 //! from such a copy plus the topic past its offsets.
 
 use std::collections::HashMap;
@@ -13,8 +14,10 @@ use chrono::{DateTime, Utc};
 use likes_infra::settings::StackSettings;
 use likes_infra::store::{self, PgPool};
 use serde::Serialize;
+use sqlx::{Acquire, PgConnection};
 
 use crate::output::{Format, json_line, table_row};
+use crate::swap_lock;
 
 /// One snapshot and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -37,7 +40,22 @@ pub async fn create(
     topic: &str,
     note: Option<&str>,
 ) -> anyhow::Result<SnapshotInfo> {
-    let mut tx = pool.begin().await?;
+    // Before the transaction (and its view) begins: wait out a swap in
+    // progress, and keep a swap from starting until the copy committed.
+    let mut conn = pool.acquire().await?;
+    swap_lock::shared(&mut conn).await?;
+    let copied = copy(&mut conn, topic, note).await;
+    if swap_lock::release_shared(&mut conn).await.is_err() {
+        // Never hand a session that may still hold the lock back to the pool.
+        conn.close_on_drop();
+    }
+    drop(conn);
+    get(pool, copied?).await
+}
+
+/// Copies the projection in one `REPEATABLE READ` transaction; returns the id.
+async fn copy(conn: &mut PgConnection, topic: &str, note: Option<&str>) -> anyhow::Result<i64> {
+    let mut tx = conn.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         .execute(&mut *tx)
         .await?;
@@ -70,7 +88,7 @@ pub async fn create(
     .execute(&mut *tx)
     .await?;
     tx.commit().await.context("commit the snapshot")?;
-    get(pool, id).await
+    Ok(id)
 }
 
 /// Every snapshot, oldest first.

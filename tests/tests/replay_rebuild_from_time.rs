@@ -19,6 +19,7 @@ async fn like(env: &TestEnv, ingest: &Ingest, user: i64, item: i64) -> anyhow::R
 fn from_time(time: DateTime<Utc>, dry_run: bool) -> RebuildOptions {
     RebuildOptions {
         dry_run,
+        accept_differences: !dry_run,
         ..RebuildOptions::new(RebuildFrom::Time(time))
     }
 }

@@ -17,8 +17,12 @@ use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use serde_json::json;
 
+/// A repair: swaps even where the rebuilt counts differ from the live ones.
 fn from(start: RebuildFrom) -> RebuildOptions {
-    RebuildOptions::new(start)
+    RebuildOptions {
+        accept_differences: true,
+        ..RebuildOptions::new(start)
+    }
 }
 
 fn dry_run(start: RebuildFrom) -> RebuildOptions {

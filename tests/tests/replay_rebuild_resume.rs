@@ -75,6 +75,7 @@ async fn a_rebuild_killed_half_way_leaves_live_tables_alone_and_a_rerun_resumes_
         &env.stack,
         &RebuildOptions {
             parallel: Some(2),
+            accept_differences: true,
             ..RebuildOptions::new(RebuildFrom::Earliest)
         },
     )

@@ -28,6 +28,26 @@ pub fn connect_lazy(url: &str, max_connections: u32) -> Result<PgPool, Error> {
         })
 }
 
+/// How long a projector transaction (a batch commit, a claim) waits for a lock
+/// and how long one of its statements may run. A rebuild's swap holds the
+/// offset rows for a bounded tail, and a claim runs inside Kafka's rebalance
+/// callback: past these, the transaction fails as a transient error (55P03,
+/// 57014) and the caller tries it again later, instead of waiting unbounded.
+const LOCK_TIMEOUT: &str = "3s";
+const STATEMENT_TIMEOUT: &str = "30s";
+
+/// Bounds the waits of the caller's open transaction (see [`LOCK_TIMEOUT`]).
+pub(crate) async fn bound_waits(tx: &mut sqlx::PgConnection) -> Result<(), Error> {
+    sqlx::query(
+        "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)",
+    )
+    .bind(LOCK_TIMEOUT)
+    .bind(STATEMENT_TIMEOUT)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// Applies the migrations under `migrations/` that the database has not seen yet.
 #[instrument(skip_all)]
 pub async fn migrate(pool: &PgPool) -> Result<(), Error> {

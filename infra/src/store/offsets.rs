@@ -22,8 +22,12 @@ pub struct Claim {
 }
 
 /// Takes ownership of `partitions` of `topic`, fencing any previous owner.
+/// Waits a bounded time for the rows' locks (it runs inside the rebalance
+/// callback); a timeout is transient and the claim is tried again.
 #[instrument(skip_all, fields(topic, partitions = ?partitions))]
 pub async fn claim(pool: &PgPool, topic: &str, partitions: &[i32]) -> Result<Vec<Claim>, Error> {
+    let mut tx = pool.begin().await?;
+    super::bound_waits(&mut tx).await?;
     let rows: Vec<(i32, i64, i64)> = sqlx::query_as(
         "INSERT INTO projector_offsets AS o (topic, partition, next_offset, epoch)
          SELECT $1, p, 0, 1 FROM UNNEST($2::int[]) AS p
@@ -33,8 +37,9 @@ pub async fn claim(pool: &PgPool, topic: &str, partitions: &[i32]) -> Result<Vec
     )
     .bind(topic)
     .bind(partitions)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(rows
         .into_iter()
         .map(|(partition, epoch, next_offset)| Claim {

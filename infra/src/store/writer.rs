@@ -86,6 +86,7 @@ pub async fn apply_batch(
     rules: BatchRules<'_>,
 ) -> Result<Applied, Error> {
     let mut tx = pool.begin().await?;
+    super::bound_waits(&mut tx).await?;
     match apply_in(&mut tx, topic, commits, events, rules).await {
         Ok(applied) => {
             tx.commit().await?;
