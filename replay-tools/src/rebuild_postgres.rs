@@ -11,12 +11,14 @@
 //! topic's `projector_offsets` rows (`FOR UPDATE`: the projector's next batch
 //! commit waits), applies the last tail up to the offsets it read, verifies the
 //! shadow against itself and against the live tables (both now at the same
-//! offsets), and — unless `--dry-run`, or the rebuilt counts differ from the
+//! offsets: the whole tables are compared just before the lock, and under it
+//! only the items the tail touched and those that already differed, so the
+//! time under the lock follows the tail, not the table size), and — unless `--dry-run`, or the rebuilt counts differ from the
 //! live ones without `--accept-differences` — renames shadow → live and
 //! commits. The live tables change only at that commit; right after it, the
 //! Redis counts of the items that changed are brought to the swapped values.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -31,7 +33,7 @@ use crate::partitioner::partition_for_item;
 use crate::progress::Progress;
 use crate::reader::{Span, TopicHandle, span_total};
 pub use crate::rebuild_report::{PostgresRebuild, RebuildFrom, RebuildOptions, print};
-use crate::rebuild_worker::{Crew, Tally, Windows, apply_spans, parallel_pass};
+use crate::rebuild_worker::{Crew, Tally, Windows, Writing, apply_spans, parallel_pass};
 use crate::{rebuild_progress, rebuild_start, rebuild_warmup, shadow, swap_lock};
 
 /// Unlocked catch-up passes at most, and the tail that is short enough to
@@ -112,7 +114,7 @@ async fn rebuild(
     // past MAX_LOCKED_TAIL is not applied there: the lock is let go and
     // another pass runs. A projector that keeps outpacing the passes ends the
     // rebuild (resumable) instead of a long stall.
-    let (mut tx, locked, spans) = loop {
+    let (mut tx, locked, spans, differing) = loop {
         loop {
             let live = live_offsets(pool, topic).await?;
             let spans = plan(stack, &positions, &live)?;
@@ -135,12 +137,28 @@ async fn rebuild(
             advance(&mut positions, &spans);
             passes += 1;
         }
+        // The whole-table checks run here, before the lock: under it only the
+        // items the tail touches can change (on either side: every live
+        // commit since the last pass is in the tail's range), so only those,
+        // and the items that already differed, are checked again there.
+        let (inconsistent, differing) = {
+            let mut conn = pool.acquire().await?;
+            (
+                shadow::inconsistent_items(&mut conn).await?,
+                shadow::live_differences(&mut conn).await?,
+            )
+        };
+        if inconsistent > 0 {
+            // A shadow that disagrees with itself must not be resumed either.
+            discard(pool).await?;
+            bail!("{inconsistent} rebuilt items disagree with their own user_likes; not swapping");
+        }
         let mut tx = pool.begin().await?;
         let locked = lock_offsets(&mut tx, topic).await?;
         let spans = plan(stack, &positions, &locked)?;
         let tail = i64::try_from(span_total(&spans))?;
         if tail <= MAX_LOCKED_TAIL {
-            break (tx, locked, spans);
+            break (tx, locked, spans, differing);
         }
         tx.rollback().await?;
         tracing::info!(
@@ -156,21 +174,30 @@ async fn rebuild(
         }
     };
     let progress = Progress::new("rebuild postgres: final tail", span_total(&spans));
+    let mut touched: HashSet<ItemKey> = HashSet::new();
     let tail = apply_spans(
         stack,
         &mut tx,
         &spans,
         &mut windows,
         options.batch_events,
-        false,
         &progress,
+        Writing::InCallers {
+            touched: &mut touched,
+        },
     )
     .await?;
     drop(progress);
     tally += tail;
     let seconds = started.elapsed().as_secs_f64();
-    let inconsistent = shadow::inconsistent_items(&mut tx).await?;
-    let differences = shadow::live_differences(&mut tx).await?;
+    let mut recheck: Vec<ItemKey> = touched.into_iter().collect();
+    for d in &differing {
+        recheck.push(ItemKey::parse(i64::from(d.item_type), d.item_id)?);
+    }
+    recheck.sort_by_key(|i| (i.item_type.get(), i.item_id.get()));
+    recheck.dedup();
+    let inconsistent = shadow::inconsistent_among(&mut tx, &recheck).await?;
+    let differences = shadow::live_differences_among(&mut tx, &recheck).await?;
     let live_differences = i64::try_from(differences.len())?;
     let listed_differences: Vec<_> = differences.iter().take(MAX_LISTED).cloned().collect();
     if inconsistent > 0 {
@@ -221,6 +248,7 @@ async fn rebuild(
         duplicates: tally.duplicates,
         poison: tally.poison,
         tail_events: tail.events,
+        locked_items_checked: recheck.len() as u64,
         seconds,
         events_per_second: tally.events as f64 / seconds.max(0.001),
         inconsistent,

@@ -102,6 +102,9 @@ pub struct PostgresRebuild {
     pub poison: u64,
     /// Events applied inside the swap transaction (the final tail).
     pub tail_events: u64,
+    /// Items compared again under the lock (those the tail touched and those
+    /// that already differed): the whole tables are compared before it.
+    pub locked_items_checked: u64,
     /// Seconds and events/s of reading and applying the log (all passes).
     pub seconds: f64,
     pub events_per_second: f64,
@@ -142,11 +145,13 @@ pub fn print(out: &mut impl Write, done: &PostgresRebuild, format: Format) -> an
     )?;
     writeln!(
         out,
-        "read {} events ({} duplicates, {} poison, {} in the final tail) in {:.1} s: {:.0} events/s",
+        "read {} events ({} duplicates, {} poison, {} in the final tail, {} items checked again \
+         under the lock) in {:.1} s: {:.0} events/s",
         done.events,
         done.duplicates,
         done.poison,
         done.tail_events,
+        done.locked_items_checked,
         done.seconds,
         done.events_per_second
     )?;

@@ -5,10 +5,10 @@
 //! batch commits its rows together with its partitions' progress
 //! ([`rebuild_progress`]): a kill loses at most the batch being written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::Context;
-use likes_domain::{LikeEvent, Position, dedup_key};
+use likes_domain::{ItemKey, LikeEvent, Position, dedup_key};
 use likes_infra::settings::StackSettings;
 use likes_infra::store::PgPool;
 use sqlx::PgConnection;
@@ -83,8 +83,8 @@ pub async fn parallel_pass(
                 &share,
                 &mut own,
                 crew.batch_events,
-                true,
                 &progress,
+                Writing::OwnTransactions,
             )
             .await?;
             anyhow::Ok((tally, own))
@@ -119,18 +119,27 @@ pub fn assign(spans: &[Span], workers: usize) -> Vec<Vec<Span>> {
         .collect()
 }
 
+/// How [`apply_spans`] writes.
+pub enum Writing<'a> {
+    /// A pass: each batch in a transaction of its own.
+    OwnTransactions,
+    /// The swap's tail: inside the caller's transaction, noting the item of
+    /// every event read (the swap re-checks only those).
+    InCallers { touched: &'a mut HashSet<ItemKey> },
+}
+
 /// Reads `spans` and applies them to the shadow tables on `conn`, recording
-/// progress with the rows: each batch in a transaction of its own when
-/// `own_tx`, else inside the caller's transaction.
+/// progress with the rows, as `writing` says.
 pub async fn apply_spans(
     stack: &StackSettings,
     conn: &mut PgConnection,
     spans: &[Span],
     windows: &mut Windows,
     batch_events: usize,
-    own_tx: bool,
     progress: &Progress,
+    mut writing: Writing<'_>,
 ) -> anyhow::Result<Tally> {
+    let own_tx = matches!(writing, Writing::OwnTransactions);
     let mut reader = TopicHandle::open(stack)?.read_with(stack, spans, progress.clone())?;
     let mut tally = Tally::default();
     let mut batch = Batch {
@@ -139,6 +148,9 @@ pub async fn apply_spans(
         records: 0,
     };
     while let Some(record) = reader.next().await? {
+        if let (Writing::InCallers { touched }, Ok(event)) = (&mut writing, &record.event) {
+            touched.insert(event.item);
+        }
         tally += sort(record, windows, &mut batch);
         if batch.records >= batch_events {
             batch.flush(conn, &stack.topic, own_tx).await?;

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use likes_domain::{BatchFold, LikeEvent, Position};
+use likes_domain::{BatchFold, ItemKey, LikeEvent, Position};
 use likes_infra::store::writer::{self, Tables};
 use sqlx::{AssertSqlSafe, PgConnection};
 
@@ -122,6 +122,66 @@ pub async fn live_differences(conn: &mut PgConnection) -> anyhow::Result<Vec<Cou
             rebuilt,
         })
         .collect())
+}
+
+/// Of `items`, how many have a shadow count that disagrees with `COUNT(*)` of
+/// their shadow `user_likes` (the same check as [`inconsistent_items`], by
+/// index, for the items a swap's tail touched).
+pub async fn inconsistent_among(conn: &mut PgConnection, items: &[ItemKey]) -> anyhow::Result<i64> {
+    let (ids, types) = columns(items);
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM UNNEST($1::bigint[], $2::smallint[]) AS v(item_id, item_type)
+         WHERE COALESCE((SELECT c.count FROM counters_rebuild c
+                         WHERE c.item_id = v.item_id AND c.item_type = v.item_type), 0)
+            <> (SELECT COUNT(*) FROM user_likes_rebuild u
+                WHERE u.item_id = v.item_id AND u.item_type = v.item_type)",
+    )
+    .bind(&ids)
+    .bind(&types)
+    .fetch_one(conn)
+    .await?;
+    Ok(n)
+}
+
+/// Of `items`, those whose shadow count differs from the live one (as
+/// [`live_differences`], by index), ordered by item.
+pub async fn live_differences_among(
+    conn: &mut PgConnection,
+    items: &[ItemKey],
+) -> anyhow::Result<Vec<CountDiff>> {
+    let (ids, types) = columns(items);
+    let rows: Vec<(i16, i64, i64, i64)> = sqlx::query_as(
+        "SELECT v.item_type, v.item_id,
+                COALESCE((SELECT l.count FROM counters l
+                          WHERE l.item_id = v.item_id AND l.item_type = v.item_type), 0) AS live,
+                COALESCE((SELECT s.count FROM counters_rebuild s
+                          WHERE s.item_id = v.item_id AND s.item_type = v.item_type), 0) AS rebuilt
+         FROM UNNEST($1::bigint[], $2::smallint[]) AS v(item_id, item_type)
+         ORDER BY 1, 2",
+    )
+    .bind(&ids)
+    .bind(&types)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter(|(_, _, live, rebuilt)| live != rebuilt)
+        .map(|(item_type, item_id, live, rebuilt)| CountDiff {
+            item_type,
+            item_id,
+            live,
+            rebuilt,
+        })
+        .collect())
+}
+
+/// Item ids and types as the two arrays the statements above unnest.
+fn columns(items: &[ItemKey]) -> (Vec<i64>, Vec<i16>) {
+    items
+        .iter()
+        // ItemType is 1..=i16::MAX by construction.
+        .map(|i| (i.item_id.get(), i.item_type.get() as i16))
+        .unzip()
 }
 
 /// Swaps the shadow tables in, inside the caller's transaction: locks the live

@@ -74,6 +74,18 @@ async fn a_rebuild_under_a_steady_stream_of_likes_swaps_in_exact_counts_and_the_
         done.tail_events <= 5_000,
         "the tail under the lock is bounded: {done:?}"
     );
+    // Under the lock only the tail's items are compared again, never the
+    // whole tables: what is checked there follows the tail, not the data.
+    let in_tables = live_counts(&env).await?.len();
+    eprintln!(
+        "{} items checked again under the lock ({} items in the tables, tail {} events)",
+        done.locked_items_checked, in_tables, done.tail_events
+    );
+    assert!(
+        done.locked_items_checked <= done.tail_events.max(1)
+            && (done.locked_items_checked as usize) < in_tables,
+        "{done:?}"
+    );
     assert_eq!(ledger.unresolved, 0);
     assert_eq!(
         live_counts(&env).await?,
