@@ -57,7 +57,10 @@ impl Figures {
     }
 }
 
-/// Waits (bounded) for PostgreSQL to hold exactly the ledger's likes, then measures.
+/// Waits (bounded) until the projector has applied every record in the log
+/// and PostgreSQL holds the ledger's counts, then measures. Counts alone can
+/// match for a moment while the projector is still behind (one user's like
+/// applied, another's not yet), which would measure a state in passing.
 pub async fn converge(
     env: &TestEnv,
     scenario: &'static str,
@@ -66,6 +69,15 @@ pub async fn converge(
 ) -> anyhow::Result<Figures> {
     let expected = ledger.expected_counts(items);
     let converged = eventually(Duration::from_secs(60), || async {
+        let (applied,): (i64,) = sqlx::query_as(
+            "SELECT COALESCE(SUM(next_offset), 0)::bigint FROM projector_offsets WHERE topic = $1",
+        )
+        .bind(&env.stack.topic)
+        .fetch_one(&env.db)
+        .await?;
+        if applied < env.end_offsets()? {
+            return Ok(false);
+        }
         for (item, count) in &expected {
             if env.db_count(ITEM_TYPE, *item).await? != *count {
                 return Ok(false);
