@@ -100,6 +100,18 @@ pub struct CountDiff {
     pub rebuilt: i64,
 }
 
+impl From<(i16, i64, i64, i64)> for CountDiff {
+    /// A row of (item type, item id, live count, rebuilt count).
+    fn from((item_type, item_id, live, rebuilt): (i16, i64, i64, i64)) -> Self {
+        Self {
+            item_type,
+            item_id,
+            live,
+            rebuilt,
+        }
+    }
+}
+
 /// Every item whose shadow count differs from the live count (a zero count and
 /// a missing row are the same), ordered by item.
 pub async fn live_differences(conn: &mut PgConnection) -> anyhow::Result<Vec<CountDiff>> {
@@ -113,15 +125,7 @@ pub async fn live_differences(conn: &mut PgConnection) -> anyhow::Result<Vec<Cou
     )
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(item_type, item_id, live, rebuilt)| CountDiff {
-            item_type,
-            item_id,
-            live,
-            rebuilt,
-        })
-        .collect())
+    Ok(rows.into_iter().map(CountDiff::from).collect())
 }
 
 /// Of `items`, how many have a shadow count that disagrees with `COUNT(*)` of
@@ -166,12 +170,7 @@ pub async fn live_differences_among(
     Ok(rows
         .into_iter()
         .filter(|(_, _, live, rebuilt)| live != rebuilt)
-        .map(|(item_type, item_id, live, rebuilt)| CountDiff {
-            item_type,
-            item_id,
-            live,
-            rebuilt,
-        })
+        .map(CountDiff::from)
         .collect())
 }
 
