@@ -30,13 +30,12 @@
 //! transitions); only a swallowed action would be wrong.
 
 use futures::future::join_all;
-use likes_domain::{Action, EventId, ItemKey, UserId};
+use likes_domain::{Action, EventId, ItemKey, Position, UserId};
 use redis::aio::ConnectionManager;
 use std::time::Duration;
 use tracing::instrument;
 
 use crate::Error;
-use crate::publisher::Ack;
 
 /// Answers with the memo when it may answer; otherwise marks a publish.
 /// KEYS[1] the pair's hash; ARGV: action symbol, window ms, hold ms.
@@ -111,7 +110,7 @@ return 1
 pub struct Memo {
     pub action: Action,
     pub event_id: EventId,
-    pub ack: Ack,
+    pub ack: Position,
 }
 
 /// What a recall found.
@@ -210,7 +209,7 @@ impl DedupMemos {
             .map(|(action, event_id)| Memo {
                 action,
                 event_id,
-                ack: Ack { partition, offset },
+                ack: Position { partition, offset },
             });
         // Only this module writes the hash, so a field that does not read back
         // is damage: an error, and the caller produces (not marked).

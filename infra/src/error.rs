@@ -17,6 +17,23 @@ pub enum Error {
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
 
+    /// The producer dropped a record's delivery report before the broker
+    /// answered (it is shutting down): the record may or may not be stored.
+    #[error("kafka: the delivery report was abandoned before the broker answered")]
+    DeliveryAbandoned,
+
+    /// A helper thread or its runtime could not be started (`what` names it).
+    #[error("cannot start the {what}: {source}")]
+    Spawn {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The thread that makes partition claims is gone, so no claim can be made.
+    #[error("the partition claim thread stopped")]
+    ClaimsStopped,
+
     /// The schema registry could not be reached or refused the request; worth retrying.
     #[error("schema registry unavailable: {0}")]
     RegistryUnavailable(String),
@@ -50,11 +67,45 @@ pub enum Error {
     Redis(#[from] redis::RedisError),
 }
 
+/// Why a dependency failed a readiness probe, as a kind a caller can report
+/// without the driver's own words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Down {
+    /// It could not be reached or refused the probe.
+    Unreachable,
+    /// It did not answer within the probe's timeout.
+    TimedOut,
+    /// Kafka answered, but the topic has no partitions (not set up).
+    NoPartitions,
+    /// It answered with an error status.
+    BadAnswer,
+}
+
+/// A failed readiness probe: its kind, and the driver's detail for the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct Unready {
+    pub down: Down,
+    pub detail: String,
+}
+
+impl Unready {
+    pub fn new(down: Down, detail: impl Into<String>) -> Self {
+        Self {
+            down,
+            detail: detail.into(),
+        }
+    }
+}
+
 impl Error {
     /// Whether the same operation may succeed if tried again later.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::RegistryUnavailable(_) | Error::DatabaseUnavailable(_) | Error::Redis(_) => true,
+            Error::RegistryUnavailable(_)
+            | Error::DatabaseUnavailable(_)
+            | Error::Redis(_)
+            | Error::DeliveryAbandoned => true,
             Error::Kafka(rdkafka::error::KafkaError::MessageProduction(code)) => {
                 !PERMANENT_PRODUCE_CODES.contains(code)
             }

@@ -1,6 +1,8 @@
 //! Adapters shared by the likes services and tools. One home per concern:
-//! the Avro codec and schema registry ([`codec`]), Kafka clients ([`kafka`]),
+//! the Avro codec and schema registry ([`codec`]), Kafka by role ([`kafka`]:
+//! producer, consumers, admin, dead letters, readiness),
 //! the PostgreSQL projection ([`store`]) and the Redis projection ([`cache`]).
+//! Every retry policy and the one backoff helper are in [`retry`].
 //! Settings helpers and logging set-up live here too so every binary reads its
 //! environment and logs the same way.
 
@@ -11,10 +13,10 @@ pub mod dedup;
 mod error;
 pub mod kafka;
 pub mod likers;
-pub mod publisher;
 pub mod ratelimit;
+pub mod retry;
 pub mod settings;
 pub mod store;
 pub mod telemetry;
 
-pub use error::{DecodeError, Error};
+pub use error::{DecodeError, Down, Error, Unready};

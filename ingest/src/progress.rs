@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use likes_domain::ValidationError;
-use likes_infra::publisher::Publisher;
+use likes_infra::kafka::Publisher;
 use likes_infra::store::{self, PgPool};
 use tokio::sync::{Notify, OnceCell, Semaphore, watch};
 
@@ -64,12 +64,13 @@ impl Progress {
                 tracing::warn!(error = %e, "topic metadata unavailable");
                 ApiError::Unavailable("topic metadata unavailable".into())
             })?;
-        if token.partition >= *partitions {
+        let Token(position) = token;
+        if position.partition >= *partitions {
             return Err(ApiError::Invalid(ValidationError {
                 field: "after",
                 message: format!(
                     "names partition {}, but the topic has {partitions} (0 to {})",
-                    token.partition,
+                    position.partition,
                     partitions - 1
                 ),
             }));
@@ -79,6 +80,7 @@ impl Progress {
 
     /// Whether the projector applied `token`'s offset within `timeout`.
     pub async fn wait(&self, token: Token, timeout: Duration) -> Result<bool, ApiError> {
+        let Token(position) = token;
         let _permit = self
             .waiters
             .clone()
@@ -97,9 +99,9 @@ impl Progress {
                     }
                     let applied = offsets
                         .borrow_and_update()
-                        .get(token.partition as usize)
+                        .get(position.partition as usize)
                         .copied();
-                    if applied.is_some_and(|next| next > token.offset) {
+                    if applied.is_some_and(|next| next > position.offset) {
                         return Ok(true);
                     }
                 }

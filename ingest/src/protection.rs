@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use likes_domain::{Action, ItemKey, UserId};
+use likes_domain::{Action, ItemKey, Position, UserId};
 use likes_infra::cache::CountCache;
 use likes_infra::dedup::{DedupMemos, Outcome, Recall, Settle};
-use likes_infra::publisher::{Ack, PublishError};
+use likes_infra::kafka::PublishError;
 use likes_infra::ratelimit::RateLimiter;
 
 use crate::{ApiError, Limits, observability};
@@ -157,7 +157,7 @@ impl Protection {
 pub fn outcome(
     action: Action,
     event_id: likes_domain::EventId,
-    result: &Result<Ack, PublishError>,
+    result: &Result<Position, PublishError>,
 ) -> Outcome {
     match result {
         Ok(ack) => Outcome::Acked(Memo {
@@ -192,7 +192,7 @@ mod tests {
     #[test]
     fn only_a_publish_that_reached_the_producer_can_be_of_unknown_outcome() {
         let id = likes_domain::EventId::generate();
-        let ack = Ack {
+        let ack = Position {
             partition: 3,
             offset: 42,
         };
@@ -204,7 +204,9 @@ mod tests {
                 ack
             })
         );
-        let timed_out = Err(PublishError::NotAcked(rdkafka::error::KafkaError::Canceled));
+        let timed_out = Err(PublishError::NotAcked(
+            likes_infra::Error::DeliveryAbandoned,
+        ));
         assert_eq!(outcome(Action::Like, id, &timed_out), Outcome::Uncertain);
         assert_eq!(
             outcome(Action::Like, id, &Err(PublishError::QueueFull)),

@@ -3,21 +3,19 @@
 
 use std::collections::HashMap;
 
-use likes_domain::{ItemKey, UserId, ValidationError};
+use likes_domain::{ItemKey, Position, UserId, ValidationError};
 
 use crate::ApiError;
 
-/// Where an accepted event sits in the log, handed to the client as the opaque
-/// text `"<partition>:<offset>"`; a count request may pass it back as `after`.
+/// The read-your-writes token: where an accepted event sits in the log,
+/// handed to the client as the opaque text `"<partition>:<offset>"`; a count
+/// request may pass it back as `after`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Token {
-    pub partition: i32,
-    pub offset: i64,
-}
+pub struct Token(pub Position);
 
 impl std::fmt::Display for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.partition, self.offset)
+        write!(f, "{}:{}", self.0.partition, self.0.offset)
     }
 }
 
@@ -60,7 +58,7 @@ pub fn token(query: &HashMap<String, String>) -> Result<Option<Token>, ApiError>
     if partition < 0 || offset < 0 {
         return Err(bad());
     }
-    Ok(Some(Token { partition, offset }))
+    Ok(Some(Token(Position { partition, offset })))
 }
 
 /// Parses `items=type:id,type:id,...` (1 to `max` items).
@@ -141,10 +139,10 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_garbage_is_refused() {
-        let t = Token {
+        let t = Token(Position {
             partition: 3,
             offset: 42,
-        };
+        });
         assert_eq!(token(&q(&[("after", &t.to_string())])).unwrap(), Some(t));
         assert_eq!(token(&q(&[])).unwrap(), None);
         for bad in ["3", "a:1", "1:-1", "-1:1"] {

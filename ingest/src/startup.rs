@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use likes_infra::cache::CountCache;
+use likes_infra::kafka::Publisher;
 use likes_infra::likers::{self, RecentLikers};
-use likes_infra::publisher::Publisher;
 use likes_infra::store;
 use likes_infra::store::PgPool;
 use metrics_exporter_prometheus::PrometheusHandle;

@@ -8,15 +8,14 @@ use std::time::Instant;
 
 use likes_domain::Position;
 use likes_infra::codec::EventCodec;
-use rdkafka::Message;
-use rdkafka::consumer::Consumer;
+use likes_infra::kafka::dead_letters::{DeadLetters, Sent};
+use likes_infra::retry;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::batch::{Batch, Offer};
 use crate::consumer::ProjectorConsumer;
-use crate::dead_letters::{DeadLetters, Sent};
 use crate::ownership::{Ownership, ParkReason};
-use crate::{Settings, parking, retry};
+use crate::{Settings, parking};
 
 /// The consuming half of the projector.
 pub struct Collector {
@@ -36,12 +35,11 @@ impl Collector {
     ) -> Option<(Batch, OwnedSemaphorePermit)> {
         if self.ownership.take_rejoin() {
             tracing::warn!("rejoining the consumer group");
-            self.consumer.unsubscribe();
-            if let Err(e) = self.consumer.subscribe(&[&self.settings.stack.topic]) {
+            if let Err(e) = self.consumer.rejoin() {
                 tracing::error!(error = %e, "resubscribe failed");
             }
         }
-        parking::resume_accepted(&self.consumer, &self.ownership, &self.settings.stack.topic);
+        parking::resume_accepted(&self.consumer, &self.ownership);
         let mut batch = Batch::new(self.ownership.generation());
         let mut deadline = tokio::time::Instant::now() + self.settings.window;
         let mut permit = None;
@@ -64,22 +62,19 @@ impl Collector {
                     received = self.consumer.recv() => received,
                 }
             };
-            let message = match received {
+            let record = match received {
                 Err(e) => {
                     tracing::warn!(error = %e, "consumer error");
                     continue;
                 }
-                Ok(message) => message,
+                Ok(record) => record,
             };
             if batch.generation != self.ownership.generation() {
                 // A rebalance happened: what we hold was not committed and will be
                 // read again from the claimed offsets.
                 batch = Batch::new(self.ownership.generation());
             }
-            let position = Position {
-                partition: message.partition(),
-                offset: message.offset(),
-            };
+            let position: Position = record.position;
             let epoch = match batch.offer(&self.ownership, position) {
                 Offer::Next { epoch } => epoch,
                 Offer::Stale => continue,
@@ -91,17 +86,18 @@ impl Collector {
             let first = batch.is_empty();
             // Only transient failures (the registry away) are retried; any other
             // failure means the record can never become an event.
-            match retry::transient("decode", || self.codec.decode(message.payload())).await {
+            let payload = record.payload.as_deref();
+            match retry::transient(&retry::TRANSIENT, "decode", || self.codec.decode(payload)).await
+            {
                 Ok(event) => {
                     batch.take(&self.ownership, position, epoch);
-                    let record_time =
-                        likes_domain::record_time(message.timestamp().to_millis(), &event);
+                    let record_time = likes_domain::record_time(record.timestamp_ms, &event);
                     batch.push(position, record_time, event);
                 }
                 Err(e) => {
                     let reason = e.to_string();
                     tracing::warn!(partition = position.partition, offset = position.offset, %reason, "poison record sent to the dead-letter topic");
-                    match self.dead_letters.send(&message, &reason).await {
+                    match self.dead_letters.send(&record, &reason).await {
                         Ok(sent) => {
                             metrics::counter!(crate::metrics::POISON).increment(1);
                             if sent == Sent::Reference {
@@ -143,12 +139,6 @@ impl Collector {
     }
 
     fn park(&self, partition: i32, reason: ParkReason) {
-        parking::park(
-            &self.consumer,
-            &self.ownership,
-            &self.settings.stack.topic,
-            partition,
-            reason,
-        );
+        parking::park(&self.consumer, &self.ownership, partition, reason);
     }
 }

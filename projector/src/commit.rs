@@ -21,20 +21,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use likes_domain::Position;
 use likes_domain::{DedupHorizon, ItemKey};
-use likes_infra::Error;
 use likes_infra::cache::CountCache;
 use likes_infra::likers::RecentLikers;
 use likes_infra::store::writer::{self, Applied, BatchRules};
 use likes_infra::store::{PgPool, offsets};
-use rdkafka::consumer::{CommitMode, Consumer};
+use likes_infra::{Error, retry};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tracing::Instrument;
 
 use crate::batch::{Batch, Part};
 use crate::consumer::ProjectorConsumer;
 use crate::ownership::{Ownership, ParkReason};
-use crate::{parking, retry};
+use crate::parking;
 
 /// The writing half of the projector.
 pub struct Writer {
@@ -287,7 +287,6 @@ impl Writer {
                             parking::park(
                                 &self.consumer,
                                 &self.ownership,
-                                &self.topic,
                                 c.partition,
                                 ParkReason::WriteFailed,
                             );
@@ -353,9 +352,13 @@ impl Writer {
             horizon: self.horizon,
             cached_until: &cached_until,
         };
-        let write = retry::counted("batch write", Some(crate::metrics::WRITE_RETRIES), || {
-            writer::apply_batch(&self.db, &self.topic, &part.commits, &part.events, rules)
-        });
+        let write = retry::run(
+            &retry::TRANSIENT,
+            "batch write",
+            Error::is_transient,
+            |_| metrics::counter!(crate::metrics::WRITE_RETRIES).increment(1),
+            || writer::apply_batch(&self.db, &self.topic, &part.commits, &part.events, rules),
+        );
         self.unless_stopped(write).await
     }
 
@@ -402,15 +405,14 @@ impl Writer {
             tracing::warn!(error = %e, "recent likers update failed");
         }
         // Kafka's own offsets are only for lag tooling; PostgreSQL holds the truth.
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for c in commits {
-            let _ = tpl.add_partition_offset(
-                &self.topic,
-                c.partition,
-                rdkafka::Offset::Offset(c.next_offset),
-            );
-        }
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+        let next: Vec<Position> = commits
+            .iter()
+            .map(|c| Position {
+                partition: c.partition,
+                offset: c.next_offset,
+            })
+            .collect();
+        if let Err(e) = self.consumer.commit(&next) {
             tracing::debug!(error = %e, "kafka offset commit (for tooling) failed");
         }
     }

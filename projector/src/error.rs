@@ -3,10 +3,8 @@
 /// Why the projector stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
-    /// Kafka, the registry, PostgreSQL or Redis failed in a way retries cannot fix.
+    /// Kafka, the registry, PostgreSQL or Redis failed in a way retries cannot
+    /// fix, or the Kafka client could not be built or subscribed.
     #[error(transparent)]
     Infra(#[from] likes_infra::Error),
-    /// The Kafka client could not be built or subscribed.
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
 }

@@ -8,13 +8,11 @@ mod batch;
 mod collect;
 mod commit;
 mod consumer;
-mod dead_letters;
 mod error;
 mod health;
 pub mod metrics;
 mod ownership;
 mod parking;
-mod retry;
 mod run;
 mod settings;
 

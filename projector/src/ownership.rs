@@ -28,9 +28,9 @@ impl Claimer {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::Setting {
-                name: "runtime",
-                message: e.to_string(),
+            .map_err(|source| Error::Spawn {
+                what: "partition claim runtime",
+                source,
             })?;
         std::thread::Builder::new()
             .name("partition-claims".into())
@@ -44,9 +44,9 @@ impl Claimer {
                     pool.close().await;
                 });
             })
-            .map_err(|e| Error::Setting {
-                name: "thread",
-                message: e.to_string(),
+            .map_err(|source| Error::Spawn {
+                what: "partition claim thread",
+                source,
             })?;
         Ok(Self {
             requests: Mutex::new(tx),
@@ -59,17 +59,10 @@ impl Claimer {
         let sent = self
             .requests
             .lock()
-            .map_err(|_| closed())?
+            .map_err(|_| Error::ClaimsStopped)?
             .send((partitions, reply_tx));
-        sent.map_err(|_| closed())?;
-        reply_rx.recv().map_err(|_| closed())?
-    }
-}
-
-fn closed() -> Error {
-    Error::Setting {
-        name: "claims",
-        message: "claim thread stopped".into(),
+        sent.map_err(|_| Error::ClaimsStopped)?;
+        reply_rx.recv().map_err(|_| Error::ClaimsStopped)?
     }
 }
 

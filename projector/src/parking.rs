@@ -7,9 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use likes_domain::Position;
 use likes_infra::store::{PgPool, losses};
-use rdkafka::consumer::Consumer;
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::consumer::ProjectorConsumer;
 use crate::ownership::{Ownership, ParkReason};
@@ -21,7 +20,6 @@ const ACCEPTANCE_POLL: Duration = Duration::from_secs(2);
 pub fn park(
     consumer: &ProjectorConsumer,
     ownership: &Ownership,
-    topic: &str,
     partition: i32,
     reason: ParkReason,
 ) {
@@ -46,7 +44,7 @@ pub fn park(
             "a poison record could not be put on the dead-letter topic; partition parked until it is claimed again"
         ),
     }
-    if let Err(e) = consumer.pause(&one(topic, partition, Offset::Invalid)) {
+    if let Err(e) = consumer.pause(partition) {
         // Its records are refused anyway; pausing only saves the fetches.
         tracing::warn!(error = %e, partition, "pausing a parked partition failed");
     }
@@ -55,13 +53,12 @@ pub fn park(
 /// Seeks each partition whose gap was accepted to the first offset after the
 /// gap and resumes it. Called by the collector between receives, so no record
 /// fetched before the seek is offered after the partition is unparked.
-pub fn resume_accepted(consumer: &ProjectorConsumer, ownership: &Ownership, topic: &str) {
+pub fn resume_accepted(consumer: &ProjectorConsumer, ownership: &Ownership) {
     for (partition, offset) in ownership.take_resumes() {
-        let at = one(topic, partition, Offset::Offset(offset));
-        if let Err(e) = consumer.seek_partitions(at.clone(), Duration::from_secs(10)) {
+        if let Err(e) = consumer.seek(Position { partition, offset }) {
             tracing::warn!(error = %e, partition, offset, "seek past an accepted loss failed");
         }
-        if let Err(e) = consumer.resume(&at) {
+        if let Err(e) = consumer.resume(partition) {
             tracing::warn!(error = %e, partition, "resuming a partition failed");
         }
         tracing::info!(
@@ -102,12 +99,4 @@ pub async fn watch_accepted_losses(db: PgPool, topic: String, ownership: Arc<Own
             }
         }
     }
-}
-
-fn one(topic: &str, partition: i32, offset: Offset) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::new();
-    if let Err(e) = tpl.add_partition_offset(topic, partition, offset) {
-        tracing::warn!(error = %e, partition, "partition list");
-    }
-    tpl
 }

@@ -16,17 +16,15 @@ use std::time::Duration;
 use likes_domain::DedupHorizon;
 use likes_infra::cache::CountCache;
 use likes_infra::codec::EventCodec;
-use likes_infra::kafka;
+use likes_infra::kafka::dead_letters::DeadLetters;
 use likes_infra::likers::RecentLikers;
-use likes_infra::store;
-use rdkafka::consumer::Consumer;
+use likes_infra::{retry, store};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::background::prune_forever;
 use crate::collect::Collector;
 use crate::commit::Writer;
-use crate::consumer::{ProjectorConsumer, ProjectorContext};
-use crate::dead_letters::DeadLetters;
+use crate::consumer::{ClaimOnAssign, ProjectorConsumer};
 use crate::ownership::{Claimer, Ownership};
 use crate::{ProjectorError, Settings};
 
@@ -47,19 +45,20 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => return Ok(()),
-        result = crate::retry::forever("migrate", || store::migrate(&db)) => result,
+        result = retry::forever(&retry::START_UP, "migrate", || store::migrate(&db)) => result,
     }
     let cache = tokio::select! {
         _ = &mut shutdown => return Ok(()),
-        cache = crate::retry::forever("redis connect", || CountCache::connect(&stack.redis_url, &stack.redis_key_prefix)) => cache,
+        cache = retry::forever(&retry::START_UP, "redis connect", || CountCache::connect(&stack.redis_url, &stack.redis_key_prefix)) => cache,
     };
     let ownership = Arc::new(Ownership::default());
     let claimer = Claimer::spawn(&stack.database_url, &stack.topic)?;
-    let context = ProjectorContext::new(&stack.topic, claimer, ownership.clone());
-    let consumer: ProjectorConsumer =
-        kafka::consumer_config(&stack.kafka_bootstrap, &settings.group_id)
-            .create_with_context(context)?;
-    consumer.subscribe(&[&stack.topic])?;
+    let consumer: ProjectorConsumer = ProjectorConsumer::subscribe(
+        &stack.kafka_bootstrap,
+        &settings.group_id,
+        &stack.topic,
+        ClaimOnAssign::new(claimer, ownership.clone()),
+    )?;
     let consumer = Arc::new(consumer);
     let mut collector = Collector {
         codec: EventCodec::new(&stack.schema_registry_url, &stack.topic)?,
@@ -143,7 +142,7 @@ pub async fn run(
     if let Some(server) = metrics_server {
         server.abort();
     }
-    consumer.unsubscribe();
+    consumer.leave();
     tracing::info!("projector stopped");
     Ok(())
 }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, UserId};
+use likes_infra::kafka::Publisher;
 use likes_infra::kafka::{self, RETENTION_MS, TopicSpec};
-use likes_infra::publisher::Publisher;
 use likes_infra::settings::StackSettings;
 use likes_infra::store::{self, PgPool};
 use likes_replay::rebuild_postgres::{self, PostgresRebuild, RebuildFrom, RebuildOptions};

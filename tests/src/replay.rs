@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::future::try_join_all;
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, Projection, UserId};
-use likes_infra::publisher::Publisher;
+use likes_infra::kafka::Publisher;
 use likes_replay::reader::TopicHandle;
 use tokio::process::{Child, Command};
 

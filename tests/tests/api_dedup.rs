@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use likes_domain::{Action, EventId, ItemKey, UserId};
+use likes_domain::{Action, EventId, ItemKey, Position, UserId};
 use likes_infra::dedup::{DedupMemos, Memo, Outcome, Recall, Settle};
-use likes_infra::publisher::Ack;
 use likes_ingest::Limits;
 use likes_tests::api::{Answer, quiet_limits, send, start_ingest};
 use likes_tests::{Ingest, TestEnv, eventually};
@@ -293,7 +292,7 @@ async fn the_memo_answers_only_for_the_highest_settled_offset_with_nothing_in_fl
     let memo = |action, offset| Memo {
         action,
         event_id: EventId::generate(),
-        ack: Ack {
+        ack: Position {
             partition: 0,
             offset,
         },

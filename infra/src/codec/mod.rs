@@ -15,6 +15,7 @@
 
 mod binary;
 mod lookup;
+mod probe;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -28,8 +29,9 @@ use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
 
-use crate::{DecodeError, Error};
+use crate::{DecodeError, Error, retry};
 use lookup::{Lookup, UnknownIds};
+pub use probe::RegistryProbe;
 
 /// The writer schema this build produces events with.
 pub const SCHEMA: &str = include_str!("../../../schemas/like_event.avsc");
@@ -52,11 +54,6 @@ pub struct EventCodec {
     unknown_schema_retry: Duration,
     unknown: UnknownIds,
 }
-
-/// The first pause before an unknown schema id is looked up again; it doubles
-/// up to [`LOOKUP_BACKOFF_MAX`].
-const LOOKUP_BACKOFF_FIRST: Duration = Duration::from_millis(200);
-const LOOKUP_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl EventCodec {
     /// A codec for `topic`'s value subject (`<topic>-value`) on the registry at
@@ -101,30 +98,22 @@ impl EventCodec {
     /// asked again a few times before this gives up.
     pub async fn register(&self) -> Result<u32, Error> {
         let subject = self.strategy.get_subject().map_err(registry_error)?;
-        let mut delay = Duration::from_millis(200);
-        let mut attempt = 1;
-        loop {
-            match self
-                .encoder
-                .get_schema_and_id(&subject, self.strategy.clone())
-                .await
-            {
-                Ok(schema) => {
-                    let _ = self.schema_id.set(schema.id);
-                    return Ok(schema.id);
-                }
-                Err(e) => {
-                    self.encoder.remove_errors_from_cache();
-                    if attempt == 5 {
-                        return Err(registry_error(e));
-                    }
-                    tracing::warn!(error = %e, attempt, "schema registration failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                    attempt += 1;
-                }
-            }
-        }
+        let schema = retry::run(
+            &retry::REGISTER_SCHEMA,
+            "schema registration",
+            |_| true,
+            |_| {},
+            || async {
+                self.encoder
+                    .get_schema_and_id(&subject, self.strategy.clone())
+                    .await
+                    .inspect_err(|_| self.encoder.remove_errors_from_cache())
+            },
+        )
+        .await
+        .map_err(registry_error)?;
+        let _ = self.schema_id.set(schema.id);
+        Ok(schema.id)
     }
 
     /// The schema id, registering the schema first if [`EventCodec::register`]
@@ -180,7 +169,7 @@ impl EventCodec {
     /// Makes the writer schema of `id` known to the decoder, or classifies why
     /// it cannot be.
     async fn resolve(&self, id: u32) -> Result<(), DecodeError> {
-        let mut pause = LOOKUP_BACKOFF_FIRST;
+        let mut backoff = retry::UNKNOWN_SCHEMA.backoff();
         let mut found_since = false;
         loop {
             let failure = match self.decoder.get_schema(id).await {
@@ -206,8 +195,8 @@ impl EventCodec {
                         grace_ms = grace.as_millis() as u64,
                         "schema id unknown to the registry, asking again"
                     );
+                    let pause = backoff.after_failure().unwrap_or(retry::UNKNOWN_SCHEMA.max);
                     tokio::time::sleep(pause.min(grace - waited)).await;
-                    pause = (pause * 2).min(LOOKUP_BACKOFF_MAX);
                 }
                 Lookup::NotAvro(schema_type) => {
                     return Err(DecodeError::NotAvro { id, schema_type });

@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::join_all;
-use likes_domain::{EventId, ItemKey, LikeEvent, UserId};
+use likes_domain::{EventId, ItemKey, LikeEvent, Position, UserId};
 use likes_infra::dedup::Settle;
-use likes_infra::publisher::{Ack, PublishError};
+use likes_infra::kafka::PublishError;
 use serde::Serialize;
 use serde_json::Value;
 use warp::http::StatusCode;
@@ -79,7 +79,8 @@ pub async fn publish_batch(
             .collect();
         state.protection.settle(&settles).await;
     }
-    let mut acks: Vec<Option<Result<Ack, PublishError>>> = acks.into_iter().map(Some).collect();
+    let mut acks: Vec<Option<Result<Position, PublishError>>> =
+        acks.into_iter().map(Some).collect();
     let mut accepted = 0;
     let results: Vec<Outcome> = slots
         .into_iter()
@@ -105,11 +106,7 @@ pub async fn publish_batch(
                         event_id: event.event_id.to_string(),
                         partition: ack.partition,
                         offset: ack.offset,
-                        token: Token {
-                            partition: ack.partition,
-                            offset: ack.offset,
-                        }
-                        .to_string(),
+                        token: Token(ack).to_string(),
                         index,
                     }
                 }

@@ -26,7 +26,7 @@ pub async fn readyz(state: Arc<State>) -> Result<Response, warp::Rejection> {
             None => json!({"status": "ok"}),
             Some((down, detail)) => {
                 tracing::warn!(check = name, error = %detail, "readiness check failed");
-                json!({"status": "down", "error": down.code()})
+                json!({"status": "down", "error": crate::readiness::code(down)})
             }
         };
         detail.insert(name.to_string(), value);

@@ -61,7 +61,7 @@ pub async fn publish(
         "event_id": memo.event_id,
         "partition": memo.ack.partition,
         "offset": memo.ack.offset,
-        "token": Token { partition: memo.ack.partition, offset: memo.ack.offset }.to_string(),
+        "token": Token(memo.ack).to_string(),
         "deduplicated": deduplicated,
     });
     if let Some((count, liked)) = seen {

@@ -1,34 +1,57 @@
 //! The producer of like events: encodes with the registered schema, keys by
-//! item, and reports the partition and offset only once the broker acked.
+//! item, and reports where the event sits in the log only once the broker
+//! acked.
 
 use std::time::Duration;
 
-use likes_domain::LikeEvent;
+use likes_domain::{LikeEvent, Position};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use tracing::instrument;
 
+use super::base_config;
+use crate::Error;
 use crate::codec::EventCodec;
-use crate::{Error, kafka};
+
+/// The Kafka key of an item's events: its id as decimal text, so that one item's
+/// events stay in one partition, in order, and tools can read the key.
+pub fn item_key(item_id: i64) -> String {
+    item_id.to_string()
+}
+
+/// A producer for accepted events: idempotent with `acks=all`, so an ack means the
+/// event is durable and a retry inside the client can never write it twice; the
+/// murmur2 partitioner matches the Java clients, so every producer maps an item to
+/// the same partition. A 5 ms linger packs each partition's records into one
+/// request: the broker's cost per like falls several-fold (measured by
+/// `likes-bench`, see `docs/capacity.md`) for 5 ms of the 20 ms latency budget.
+pub fn producer(bootstrap: &str, delivery_timeout: Duration) -> Result<FutureProducer, Error> {
+    let mut config = base_config(bootstrap);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "200000")
+        .set(
+            "message.timeout.ms",
+            delivery_timeout.as_millis().to_string(),
+        );
+    Ok(config.create()?)
+}
 
 /// Waits for the broker's answer on one record.
-async fn acked(delivery: DeliveryFuture) -> Result<Ack, PublishError> {
+async fn acked(delivery: DeliveryFuture) -> Result<Position, PublishError> {
     match delivery.await {
-        Ok(Ok(delivered)) => Ok(Ack {
+        Ok(Ok(delivered)) => Ok(Position {
             partition: delivered.partition,
             offset: delivered.offset,
         }),
-        Ok(Err((e, _))) => Err(PublishError::NotAcked(e)),
-        Err(_canceled) => Err(PublishError::NotAcked(KafkaError::Canceled)),
+        Ok(Err((e, _))) => Err(PublishError::NotAcked(Error::Kafka(e))),
+        Err(_canceled) => Err(PublishError::NotAcked(Error::DeliveryAbandoned)),
     }
-}
-
-/// Where the broker stored an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Ack {
-    pub partition: i32,
-    pub offset: i64,
 }
 
 /// Why an event was not accepted.
@@ -40,7 +63,7 @@ pub enum PublishError {
     /// The broker did not ack in time or refused; the event may or may not be
     /// stored, so the client must retry with the same event id.
     #[error("not acknowledged: {0}")]
-    NotAcked(KafkaError),
+    NotAcked(Error),
     /// The event could not be encoded (registry away, ...).
     #[error(transparent)]
     Encode(#[from] Error),
@@ -62,7 +85,7 @@ impl Publisher {
         delivery_timeout: Duration,
     ) -> Result<Self, Error> {
         Ok(Self {
-            producer: kafka::producer(bootstrap, delivery_timeout)?,
+            producer: producer(bootstrap, delivery_timeout)?,
             codec: EventCodec::new(registry_url, topic)?,
             topic: topic.to_string(),
         })
@@ -103,7 +126,7 @@ impl Publisher {
     /// Appends `event` and waits for the broker's ack. Many calls may be in
     /// flight at once; each awaits only its own delivery.
     #[instrument(skip_all, fields(event_id = %event.event_id))]
-    pub async fn publish(&self, event: &LikeEvent) -> Result<Ack, PublishError> {
+    pub async fn publish(&self, event: &LikeEvent) -> Result<Position, PublishError> {
         let payload = self.codec.encode(event).await?;
         acked(self.enqueue(event, &payload)?).await
     }
@@ -113,7 +136,7 @@ impl Publisher {
     /// in one synchronous pass (no task per event), then the acks are awaited
     /// together: the batch API's path.
     #[instrument(skip_all, fields(events = events.len()))]
-    pub async fn publish_many(&self, events: &[LikeEvent]) -> Vec<Result<Ack, PublishError>> {
+    pub async fn publish_many(&self, events: &[LikeEvent]) -> Vec<Result<Position, PublishError>> {
         let id = match self.codec.ready().await {
             Ok(id) => id,
             Err(e) => {
@@ -137,14 +160,14 @@ impl Publisher {
 
     /// Hands one encoded record to the producer's queue.
     fn enqueue(&self, event: &LikeEvent, payload: &[u8]) -> Result<DeliveryFuture, PublishError> {
-        let key = kafka::item_key(event.item.item_id.get());
+        let key = item_key(event.item.item_id.get());
         let record = FutureRecord::to(&self.topic).key(&key).payload(payload);
         match self.producer.send_result(record) {
             Ok(delivery) => Ok(delivery),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 Err(PublishError::QueueFull)
             }
-            Err((e, _)) => Err(PublishError::NotAcked(e)),
+            Err((e, _)) => Err(PublishError::NotAcked(Error::Kafka(e))),
         }
     }
 

@@ -5,15 +5,19 @@
 //! or larger than the dead-letter topic accepts) goes as a reference instead:
 //! where it is, its size, why, and a bounded prefix of its bytes. Error text in
 //! headers is bounded, so a long error can never make a record unsendable.
+//! Which records are dead is the caller's decision; this module only puts
+//! them there.
 
-use rdkafka::Message;
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::Duration;
 
-use likes_infra::Error;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::retry;
+use super::consumer::Record;
+use crate::{Error, retry};
+
+/// How long a dead letter may wait for the broker's ack.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The longest error text put in a header, in bytes.
 pub const MAX_ERROR_BYTES: usize = 1024;
@@ -38,31 +42,35 @@ pub struct DeadLetters {
 impl DeadLetters {
     pub fn new(bootstrap: &str, topic: String) -> Result<Self, Error> {
         Ok(Self {
-            producer: likes_infra::kafka::producer(bootstrap, Duration::from_secs(30))?,
+            producer: super::producer(bootstrap, DELIVERY_TIMEOUT)?,
             topic,
         })
     }
 
-    /// Puts `message` on the dead-letter topic, whole if it can, else as a
+    /// Puts `record` on the dead-letter topic, whole if it can, else as a
     /// reference, and waits for the ack: its offset must not be committed
     /// before the copy is safe. Transient failures are retried; an error means
     /// not even the reference can be sent.
-    pub async fn send(&self, message: &BorrowedMessage<'_>, reason: &str) -> Result<Sent, Error> {
+    pub async fn send(&self, record: &Record, reason: &str) -> Result<Sent, Error> {
         let reason = bounded(reason, MAX_ERROR_BYTES);
-        match retry::transient("dead letter", || self.send_whole(message, reason)).await {
+        match retry::transient(&retry::TRANSIENT, "dead letter", || {
+            self.send_whole(record, reason)
+        })
+        .await
+        {
             Ok(()) => Ok(Sent::Whole),
             Err(e) => {
                 let why = e.to_string();
                 let why = bounded(&why, MAX_ERROR_BYTES);
                 tracing::warn!(
-                    partition = message.partition(),
-                    offset = message.offset(),
-                    size = message.payload_len(),
+                    partition = record.position.partition,
+                    offset = record.position.offset,
+                    size = payload_len(record),
                     error = %why,
                     "record cannot go to the dead-letter topic whole; sending a reference"
                 );
-                retry::transient("dead letter reference", || {
-                    self.send_reference(message, reason, why)
+                retry::transient(&retry::TRANSIENT, "dead letter reference", || {
+                    self.send_reference(record, reason, why)
                 })
                 .await?;
                 Ok(Sent::Reference)
@@ -70,39 +78,37 @@ impl DeadLetters {
         }
     }
 
-    async fn send_whole(&self, message: &BorrowedMessage<'_>, reason: &str) -> Result<(), Error> {
+    async fn send_whole(&self, record: &Record, reason: &str) -> Result<(), Error> {
         let mut headers = OwnedHeaders::new();
-        if let Some(original) = message.headers() {
-            for h in original.iter() {
-                headers = headers.insert(Header {
-                    key: h.key,
-                    value: h.value,
-                });
-            }
+        for h in &record.headers {
+            headers = headers.insert(Header {
+                key: &h.key,
+                value: h.value.as_deref(),
+            });
         }
-        let headers = source_headers(headers, message, reason).insert(Header {
+        let headers = source_headers(headers, record, reason).insert(Header {
             key: "dlq.kind",
             value: Some("record"),
         });
-        let mut record: FutureRecord<'_, [u8], [u8]> =
+        let mut letter: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.topic).headers(headers);
-        if let Some(key) = message.key() {
-            record = record.key(key);
+        if let Some(key) = &record.key {
+            letter = letter.key(key);
         }
-        if let Some(payload) = message.payload() {
-            record = record.payload(payload);
+        if let Some(payload) = &record.payload {
+            letter = letter.payload(payload);
         }
-        self.deliver(record).await
+        self.deliver(letter).await
     }
 
     async fn send_reference(
         &self,
-        message: &BorrowedMessage<'_>,
+        record: &Record,
         reason: &str,
         why_not_whole: &str,
     ) -> Result<(), Error> {
-        let size = message.payload_len().to_string();
-        let headers = source_headers(OwnedHeaders::new(), message, reason)
+        let size = payload_len(record).to_string();
+        let headers = source_headers(OwnedHeaders::new(), record, reason)
             .insert(Header {
                 key: "dlq.kind",
                 value: Some("reference"),
@@ -115,20 +121,20 @@ impl DeadLetters {
                 key: "dlq.reference.reason",
                 value: Some(why_not_whole),
             });
-        let mut record: FutureRecord<'_, [u8], [u8]> =
+        let mut letter: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.topic).headers(headers);
-        if let Some(key) = message.key() {
-            record = record.key(&key[..key.len().min(REFERENCE_PREFIX_BYTES)]);
+        if let Some(key) = &record.key {
+            letter = letter.key(&key[..key.len().min(REFERENCE_PREFIX_BYTES)]);
         }
-        if let Some(payload) = message.payload() {
-            record = record.payload(&payload[..payload.len().min(REFERENCE_PREFIX_BYTES)]);
+        if let Some(payload) = &record.payload {
+            letter = letter.payload(&payload[..payload.len().min(REFERENCE_PREFIX_BYTES)]);
         }
-        self.deliver(record).await
+        self.deliver(letter).await
     }
 
     async fn deliver(&self, record: FutureRecord<'_, [u8], [u8]>) -> Result<(), Error> {
         self.producer
-            .send(record, Duration::from_secs(30))
+            .send(record, DELIVERY_TIMEOUT)
             .await
             .map(|_| ())
             .map_err(|(e, _)| Error::Kafka(e))
@@ -136,17 +142,13 @@ impl DeadLetters {
 }
 
 /// The headers naming where a record came from and why it is dead.
-fn source_headers(
-    headers: OwnedHeaders,
-    message: &BorrowedMessage<'_>,
-    reason: &str,
-) -> OwnedHeaders {
-    let partition = message.partition().to_string();
-    let offset = message.offset().to_string();
+fn source_headers(headers: OwnedHeaders, record: &Record, reason: &str) -> OwnedHeaders {
+    let partition = record.position.partition.to_string();
+    let offset = record.position.offset.to_string();
     headers
         .insert(Header {
             key: "dlq.source.topic",
-            value: Some(message.topic()),
+            value: Some(&record.topic),
         })
         .insert(Header {
             key: "dlq.source.partition",
@@ -160,6 +162,11 @@ fn source_headers(
             key: "dlq.error",
             value: Some(reason),
         })
+}
+
+/// The size of a record's value in bytes (0 without one).
+fn payload_len(record: &Record) -> usize {
+    record.payload.as_ref().map_or(0, Vec::len)
 }
 
 /// `text` cut to at most `max` bytes, on a character boundary.

@@ -1,77 +1,17 @@
-//! Kafka clients: the producer every writer of `like-events` uses, the consumer
-//! settings the readers share, and topic creation with the admin client.
+//! Topic creation and metadata through the admin client.
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use tracing::instrument;
 
+use super::base_config;
 use crate::Error;
 
 /// Seven days, the retention of the product topic.
 pub const RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
-
-/// The Kafka key of an item's events: its id as decimal text, so that one item's
-/// events stay in one partition, in order, and tools can read the key.
-pub fn item_key(item_id: i64) -> String {
-    item_id.to_string()
-}
-
-/// Settings common to every client of the cluster.
-fn base_config(bootstrap: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", bootstrap)
-        .set("client.dns.lookup", "use_all_dns_ips")
-        // Small requests must not wait for Nagle's algorithm on top of linger.
-        .set("socket.nagle.disable", "true")
-        .set("log_level", "4");
-    config
-}
-
-/// A producer for accepted events: idempotent with `acks=all`, so an ack means the
-/// event is durable and a retry inside the client can never write it twice; the
-/// murmur2 partitioner matches the Java clients, so every producer maps an item to
-/// the same partition. A 5 ms linger packs each partition's records into one
-/// request: the broker's cost per like falls several-fold (measured by
-/// `likes-bench`, see `docs/capacity.md`) for 5 ms of the 20 ms latency budget.
-pub fn producer(bootstrap: &str, delivery_timeout: Duration) -> Result<FutureProducer, Error> {
-    let mut config = base_config(bootstrap);
-    config
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .set("queue.buffering.max.messages", "200000")
-        .set(
-            "message.timeout.ms",
-            delivery_timeout.as_millis().to_string(),
-        );
-    Ok(config.create()?)
-}
-
-/// Consumer settings for reading the topic without Kafka's auto-commit: the
-/// projector keeps its offsets in PostgreSQL, so Kafka's are never the truth.
-pub fn consumer_config(bootstrap: &str, group_id: &str) -> ClientConfig {
-    let mut config = base_config(bootstrap);
-    config
-        .set("group.id", group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("partition.assignment.strategy", "roundrobin")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
-        .set("max.poll.interval.ms", "60000")
-        .set("fetch.wait.max.ms", "100");
-    config
-}
 
 /// What a topic should look like.
 #[derive(Debug, Clone)]

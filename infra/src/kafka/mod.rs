@@ -1,0 +1,30 @@
+//! Kafka, by role: the producer every writer of `like-events` uses
+//! ([`producer`]), the consumers ([`consumer`]: the settings every reader
+//! shares and the projector's group consumer with its rebalance hook), topic
+//! creation and metadata ([`admin`]), the dead-letter topic
+//! ([`dead_letters`]) and the readiness probe ([`readiness`]). Nothing outside
+//! this module names an rdkafka type.
+
+pub mod admin;
+pub mod consumer;
+pub mod dead_letters;
+pub mod producer;
+pub mod readiness;
+
+use rdkafka::ClientConfig;
+
+pub use admin::{RETENTION_MS, TopicSpec, ensure_topics};
+pub use consumer::consumer_config;
+pub use producer::{PublishError, Publisher, item_key, producer};
+
+/// Settings common to every client of the cluster.
+fn base_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("client.dns.lookup", "use_all_dns_ips")
+        // Small requests must not wait for Nagle's algorithm on top of linger.
+        .set("socket.nagle.disable", "true")
+        .set("log_level", "4");
+    config
+}
