@@ -127,9 +127,11 @@ impl Batch {
         self.partitions
             .iter()
             .map(|(partition, range)| OffsetCommit {
-                partition: *partition,
                 epoch: range.epoch,
-                next_offset: range.next_offset,
+                next: Position {
+                    partition: *partition,
+                    offset: range.next_offset,
+                },
             })
             .collect()
     }
@@ -157,7 +159,7 @@ impl Batch {
             .into_iter()
             .map(|c| {
                 (
-                    c.partition,
+                    c.next.partition,
                     Part {
                         commits: vec![c],
                         events: Vec::new(),
@@ -206,7 +208,7 @@ impl Part {
                 events: self
                     .events
                     .iter()
-                    .filter(|e| e.position.partition == c.partition)
+                    .filter(|e| e.position.partition == c.next.partition)
                     .cloned()
                     .collect(),
             })
@@ -228,9 +230,11 @@ mod tests {
         let ownership = Ownership::default();
         let claims: Vec<Claim> = (0..counts.len() as i32)
             .map(|partition| Claim {
-                partition,
                 epoch: 7,
-                next_offset: 100,
+                next: Position {
+                    partition,
+                    offset: 100,
+                },
             })
             .collect();
         ownership.assign(&claims);
@@ -265,9 +269,11 @@ mod tests {
     fn owning(partition: i32, next_offset: i64) -> Ownership {
         let ownership = Ownership::default();
         ownership.assign(&[Claim {
-            partition,
             epoch: 3,
-            next_offset,
+            next: Position {
+                partition,
+                offset: next_offset,
+            },
         }]);
         ownership
     }
@@ -330,7 +336,7 @@ mod tests {
     #[test]
     fn a_batch_without_a_partition_keeps_the_others_whole() {
         let batch = batch_of(&[2, 3, 1]).without(&[1]);
-        let commits: Vec<i32> = batch.commits().iter().map(|c| c.partition).collect();
+        let commits: Vec<i32> = batch.commits().iter().map(|c| c.next.partition).collect();
         assert_eq!(commits, vec![0, 2]);
         assert_eq!(batch.events(), 3);
     }
@@ -341,12 +347,12 @@ mod tests {
         let singles = parts[0].per_partition();
         assert_eq!(singles.len(), 2);
         for single in &singles {
-            let p = single.commits[0].partition;
+            let p = single.commits[0].next.partition;
             let offsets: Vec<i64> = single.events.iter().map(|e| e.position.offset).collect();
             assert!(single.events.iter().all(|e| e.position.partition == p));
             assert_eq!(
                 offsets,
-                (100..single.commits[0].next_offset).collect::<Vec<_>>()
+                (100..single.commits[0].next.offset).collect::<Vec<_>>()
             );
         }
     }
@@ -361,15 +367,15 @@ mod tests {
                 let mine: Vec<i64> = part
                     .events
                     .iter()
-                    .filter(|e| e.position.partition == c.partition)
+                    .filter(|e| e.position.partition == c.next.partition)
                     .map(|e| e.position.offset)
                     .collect();
-                let expected: Vec<i64> = (100..c.next_offset).collect();
-                assert_eq!(mine, expected, "partition {}", c.partition);
+                let expected: Vec<i64> = (100..c.next.offset).collect();
+                assert_eq!(mine, expected, "partition {}", c.next.partition);
                 assert_eq!(c.epoch, 7);
-                seen.push(c.partition);
+                seen.push(c.next.partition);
             }
-            let owned: Vec<i32> = part.commits.iter().map(|c| c.partition).collect();
+            let owned: Vec<i32> = part.commits.iter().map(|c| c.next.partition).collect();
             assert!(
                 part.events
                     .iter()

@@ -126,7 +126,7 @@ impl Writer {
             .ownership
             .claims()
             .iter()
-            .map(|c| (c.partition, c.epoch))
+            .map(|c| (c.next.partition, c.epoch))
             .collect();
         let read = offsets::cache_refresh(&self.db, &self.topic, &claims);
         let refresh = match self.unless_stopped(read).await {
@@ -184,8 +184,8 @@ impl Writer {
             .iter()
             .filter_map(|c| {
                 self.cache_marks
-                    .get(&c.partition)
-                    .map(|t| (c.partition, c.epoch, *t))
+                    .get(&c.next.partition)
+                    .map(|t| (c.next.partition, c.epoch, *t))
             })
             .collect();
         if marks.is_empty() {
@@ -283,11 +283,11 @@ impl Writer {
                     }
                     Err(e) => {
                         for c in &single.commits {
-                            tracing::error!(error = %e, partition = c.partition, next_offset = c.next_offset, "batch write failed permanently");
+                            tracing::error!(error = %e, partition = c.next.partition, next_offset = c.next.offset, "batch write failed permanently");
                             parking::park(
                                 &self.consumer,
                                 &self.ownership,
-                                c.partition,
+                                c.next.partition,
                                 ParkReason::WriteFailed,
                             );
                         }
@@ -372,7 +372,7 @@ impl Writer {
         committed: &mut Vec<writer::OffsetCommit>,
     ) {
         for c in &part.commits {
-            self.ownership.advance(c.partition, c.next_offset);
+            self.ownership.advance(c.next);
         }
         committed.extend_from_slice(&part.commits);
         applied.merge(done);
@@ -405,13 +405,7 @@ impl Writer {
             tracing::warn!(error = %e, "recent likers update failed");
         }
         // Kafka's own offsets are only for lag tooling; PostgreSQL holds the truth.
-        let next: Vec<Position> = commits
-            .iter()
-            .map(|c| Position {
-                partition: c.partition,
-                offset: c.next_offset,
-            })
-            .collect();
+        let next: Vec<Position> = commits.iter().map(|c| c.next).collect();
         if let Err(e) = self.consumer.commit(&next) {
             tracing::debug!(error = %e, "kafka offset commit (for tooling) failed");
         }

@@ -57,18 +57,10 @@ impl Rebalance for ClaimOnAssign {
         };
         self.ownership.assign(&claims);
         tracing::info!(
-            partitions = ?claims.iter().map(|c| (c.partition, c.epoch, c.next_offset)).collect::<Vec<_>>(),
+            partitions = ?claims.iter().map(|c| (c.next.partition, c.epoch, c.next.offset)).collect::<Vec<_>>(),
             "partitions assigned (partition, epoch, next offset)"
         );
-        Some(
-            claims
-                .iter()
-                .map(|c| Position {
-                    partition: c.partition,
-                    offset: c.next_offset,
-                })
-                .collect(),
-        )
+        Some(claims.iter().map(|c| c.next).collect())
     }
 
     fn assign_failed(&self) {

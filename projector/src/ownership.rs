@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, mpsc};
 
+use likes_domain::Position;
 use likes_infra::Error;
 use likes_infra::store::{self, offsets::Claim};
 
@@ -146,10 +147,10 @@ impl Ownership {
             clear(&mut state);
             state.owned.extend(claims.iter().map(|c| {
                 (
-                    c.partition,
+                    c.next.partition,
                     Owned {
                         claim: *c,
-                        collected: c.next_offset,
+                        collected: c.next.offset,
                     },
                 )
             }));
@@ -196,12 +197,12 @@ impl Ownership {
             .unwrap_or_default()
     }
 
-    /// Records that a batch committed up to `next_offset`.
-    pub fn advance(&self, partition: i32, next_offset: i64) {
+    /// Records that a batch committed up to `next` (the next offset to read).
+    pub fn advance(&self, next: Position) {
         if let Ok(mut state) = self.state.lock()
-            && let Some(owned) = state.owned.get_mut(&partition)
+            && let Some(owned) = state.owned.get_mut(&next.partition)
         {
-            owned.claim.next_offset = owned.claim.next_offset.max(next_offset);
+            owned.claim.next.offset = owned.claim.next.offset.max(next.offset);
         }
     }
 

@@ -48,9 +48,11 @@ async fn batch(
         .map(|(i, (t, e))| logged(from + i as i64, *t, e))
         .collect();
     let commit = [OffsetCommit {
-        partition: 0,
         epoch,
-        next_offset: from + logged.len() as i64,
+        next: Position {
+            partition: 0,
+            offset: from + logged.len() as i64,
+        },
     }];
     Ok(apply_batch(&db.pool, "t", &commit, &logged, rules())
         .await?

@@ -49,9 +49,11 @@ async fn a_commit_or_claim_behind_a_held_offsets_lock_fails_as_transient_and_the
     let db = TestDb::new().await?;
     let claim = offsets::claim(&db.pool, "t", &[0]).await?[0];
     let commit = [OffsetCommit {
-        partition: 0,
         epoch: claim.epoch,
-        next_offset: 1,
+        next: Position {
+            partition: 0,
+            offset: 1,
+        },
     }];
     let rules = || BatchRules {
         horizon: DedupHorizon::new(Duration::from_secs(3600)),

@@ -57,9 +57,11 @@ async fn a_redelivered_batch_changes_nothing() -> anyhow::Result<()> {
         (3, 11, Action::Unlike),
     ]);
     let commit = [OffsetCommit {
-        partition: 0,
         epoch: claim.epoch,
-        next_offset: 3,
+        next: Position {
+            partition: 0,
+            offset: 3,
+        },
     }];
     let first = apply_batch(&db.pool, "t", &commit, &changes, rules()).await?;
     assert_eq!((first.liked, first.unliked), (2, 0));
@@ -82,9 +84,11 @@ async fn unlike_of_never_liked_item_changes_nothing() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     let claim = offsets::claim(&db.pool, "t", &[0]).await?[0];
     let commit = [OffsetCommit {
-        partition: 0,
         epoch: claim.epoch,
-        next_offset: 1,
+        next: Position {
+            partition: 0,
+            offset: 1,
+        },
     }];
     let applied = apply_batch(
         &db.pool,
@@ -107,9 +111,11 @@ async fn an_owner_fenced_by_a_new_claim_writes_nothing() -> anyhow::Result<()> {
     let new = offsets::claim(&db.pool, "t", &[0]).await?[0];
     assert!(new.epoch > old.epoch);
     let commit = [OffsetCommit {
-        partition: 0,
         epoch: old.epoch,
-        next_offset: 1,
+        next: Position {
+            partition: 0,
+            offset: 1,
+        },
     }];
     let result = apply_batch(
         &db.pool,
@@ -135,23 +141,29 @@ async fn the_same_event_delivered_in_two_batches_far_apart_is_applied_once() -> 
     let like = event(1, 10, Action::Like);
     let unlike = event(1, 10, Action::Unlike);
     let first = [OffsetCommit {
-        partition: 0,
         epoch: claim.epoch,
-        next_offset: 1,
+        next: Position {
+            partition: 0,
+            offset: 1,
+        },
     }];
     apply_batch(&db.pool, "t", &first, &at(0, vec![like.clone()]), rules()).await?;
     let second = [OffsetCommit {
-        partition: 0,
         epoch: claim.epoch,
-        next_offset: 2,
+        next: Position {
+            partition: 0,
+            offset: 2,
+        },
     }];
     apply_batch(&db.pool, "t", &second, &at(1, vec![unlike]), rules()).await?;
     assert_eq!(db.count(10).await?, 0);
     // The client's retry of the first like reaches the log much later.
     let third = [OffsetCommit {
-        partition: 0,
         epoch: claim.epoch,
-        next_offset: 3,
+        next: Position {
+            partition: 0,
+            offset: 3,
+        },
     }];
     let applied = apply_batch(&db.pool, "t", &third, &at(2, vec![like]), rules()).await?;
     assert_eq!((applied.duplicates, applied.liked), (1, 0));
@@ -166,9 +178,11 @@ async fn a_zombie_holding_its_transaction_cannot_commit_after_a_takeover() -> an
     // The old owner is inside its batch transaction, not yet committed...
     let mut tx = db.pool.begin().await?;
     let commit = [OffsetCommit {
-        partition: 0,
         epoch: zombie.epoch,
-        next_offset: 1,
+        next: Position {
+            partition: 0,
+            offset: 1,
+        },
     }];
     apply_in(
         &mut tx,
@@ -189,12 +203,14 @@ async fn a_zombie_holding_its_transaction_cannot_commit_after_a_takeover() -> an
     tx.commit().await?;
     // The new owner starts right after the batch that got in: nothing replays twice.
     let new = takeover.await??[0];
-    assert_eq!((new.epoch, new.next_offset), (zombie.epoch + 1, 1));
+    assert_eq!((new.epoch, new.next.offset), (zombie.epoch + 1, 1));
     // The old owner's next batch is refused and writes nothing.
     let next = [OffsetCommit {
-        partition: 0,
         epoch: zombie.epoch,
-        next_offset: 2,
+        next: Position {
+            partition: 0,
+            offset: 2,
+        },
     }];
     let late = apply_batch(
         &db.pool,
@@ -222,9 +238,11 @@ async fn a_zombie_that_resumes_after_a_takeover_is_fenced() -> anyhow::Result<()
     // ...and the old one wakes up inside a transaction and tries to write.
     let mut tx = db.pool.begin().await?;
     let commit = [OffsetCommit {
-        partition: 0,
         epoch: zombie.epoch,
-        next_offset: 1,
+        next: Position {
+            partition: 0,
+            offset: 1,
+        },
     }];
     let result = apply_in(
         &mut tx,
@@ -240,9 +258,11 @@ async fn a_zombie_that_resumes_after_a_takeover_is_fenced() -> anyhow::Result<()
     );
     tx.rollback().await?;
     let mine = [OffsetCommit {
-        partition: 0,
         epoch: new.epoch,
-        next_offset: 1,
+        next: Position {
+            partition: 0,
+            offset: 1,
+        },
     }];
     apply_batch(
         &db.pool,

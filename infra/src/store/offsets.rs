@@ -6,6 +6,7 @@
 //! commit for it again, and the new owner starts exactly where the last
 //! committed batch ended.
 
+use likes_domain::Position;
 use sqlx::PgPool;
 use tracing::instrument;
 
@@ -16,9 +17,8 @@ use crate::Error;
 /// where consumption resumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claim {
-    pub partition: i32,
     pub epoch: i64,
-    pub next_offset: i64,
+    pub next: Position,
 }
 
 /// Takes ownership of `partitions` of `topic`, fencing any previous owner.
@@ -42,10 +42,9 @@ pub async fn claim(pool: &PgPool, topic: &str, partitions: &[i32]) -> Result<Vec
     tx.commit().await?;
     Ok(rows
         .into_iter()
-        .map(|(partition, epoch, next_offset)| Claim {
-            partition,
+        .map(|(partition, epoch, offset)| Claim {
             epoch,
-            next_offset,
+            next: Position { partition, offset },
         })
         .collect())
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use likes_domain::{
     BatchFold, DedupHorizon, DedupKey, DedupMemory, ItemId, ItemKey, ItemType, LogClock,
-    LoggedEvent, NetChange, dedup_key,
+    LoggedEvent, NetChange, Position, dedup_key,
 };
 use sqlx::PgPool;
 use tracing::instrument;
@@ -18,12 +18,12 @@ use uuid::Uuid;
 pub use super::changes::{Moved, Tables, apply_changes};
 use crate::Error;
 
-/// The offset a partition reaches with this batch, under the owner's epoch.
+/// The position a partition reaches with this batch (the next offset to
+/// read), under the owner's epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OffsetCommit {
-    pub partition: i32,
     pub epoch: i64,
-    pub next_offset: i64,
+    pub next: Position,
 }
 
 /// An item's count after the batch, and the log offset it reflects.
@@ -116,9 +116,9 @@ pub async fn apply_in(
         *slot = (*slot).max(e.record_time);
     }
     let cached: HashMap<i32, i64> = rules.cached_until.iter().copied().collect();
-    let partitions: Vec<i32> = commits.iter().map(|c| c.partition).collect();
+    let partitions: Vec<i32> = commits.iter().map(|c| c.next.partition).collect();
     let epochs: Vec<i64> = commits.iter().map(|c| c.epoch).collect();
-    let next: Vec<i64> = commits.iter().map(|c| c.next_offset).collect();
+    let next: Vec<i64> = commits.iter().map(|c| c.next.offset).collect();
     let record_times: Vec<Option<i64>> =
         partitions.iter().map(|p| newest.get(p).copied()).collect();
     let cached_until: Vec<Option<i64>> =
