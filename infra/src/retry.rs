@@ -63,6 +63,12 @@ pub const UNKNOWN_SCHEMA: Policy = Policy {
     attempts: None,
 };
 
+/// Redis work the projector retries on a fixed tick rather than with a
+/// backoff (the refresh of newly claimed partitions, writes that failed):
+/// Redis is a cache, the next batch retries them too, and a tick keeps the
+/// writer task's loop simple.
+pub const REDIS_CATCH_UP_EVERY: Duration = Duration::from_secs(1);
+
 impl Policy {
     /// The delays of one operation's retries.
     pub fn backoff(&self) -> Backoff {

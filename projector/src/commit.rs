@@ -72,7 +72,7 @@ impl Writer {
     /// is released once its batch is written, telling the collector the writer
     /// is free.
     pub async fn run(mut self, mut batches: mpsc::Receiver<(Batch, OwnedSemaphorePermit)>) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(retry::REDIS_CATCH_UP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -115,8 +115,8 @@ impl Writer {
 
     /// After a (re)assignment, before anything else is written: puts into
     /// Redis the committed counts of every item applied in the owned partitions
-    /// since Redis was last known current there. Retried each second until it
-    /// succeeds; until then no partition's Redis mark moves.
+    /// since Redis was last known current there. Retried each
+    /// [`retry::REDIS_CATCH_UP_EVERY`] until it succeeds; until then no partition's Redis mark moves.
     async fn refresh_claimed(&mut self) {
         let generation = self.ownership.generation();
         if self.refreshed == Some(generation) || self.stopping() {

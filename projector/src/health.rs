@@ -1,7 +1,7 @@
 //! The projector's HTTP endpoint (`PROJECTOR_METRICS_ADDR`): `/healthz` (the
 //! process answers), `/readyz` (it owns partitions and none is parked; the body
 //! names the parked partitions and why) and the Prometheus metrics on any
-//! other path, as before.
+//! other path.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

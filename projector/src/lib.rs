@@ -2,6 +2,25 @@
 //! PostgreSQL projection (`user_likes`, `counters`) exactly once — the rows and
 //! the partitions' offsets commit in one transaction, fenced by an owner epoch —
 //! then the Redis projection from the counts PostgreSQL returned.
+//!
+//! Where things live:
+//! - [`run`] (`run.rs`): the wiring: collector, writer task, background chores,
+//!   a bounded stop.
+//! - `collect.rs`: one window's records, decoded and admitted per partition;
+//!   poison goes to the dead-letter topic (infra's `kafka::dead_letters`).
+//! - `batch.rs`: a batch in the making (offsets in order, gaps refused) and its
+//!   split into parts by partition.
+//! - `commit.rs`: writing a batch: fenced PostgreSQL transactions, then Redis,
+//!   then Kafka's offsets for tooling.
+//! - `consumer.rs`: what a rebalance means here (claim on assignment); the
+//!   consumer itself is infra's `kafka::consumer::GroupConsumer`.
+//! - `ownership.rs`: the partitions owned, their epochs and parked state;
+//!   `parking.rs`: stopping one partition and resuming it after an accepted loss.
+//! - `health.rs` and `metrics.rs`: `/healthz`, `/readyz` and Prometheus;
+//!   `background.rs`: pruning applied event ids; `settings.rs`: the environment.
+//!
+//! Retry policies are infra's (`likes_infra::retry`); this crate depends on
+//! no Kafka, SQL or Redis client crate, only on infra's types.
 
 mod background;
 mod batch;
