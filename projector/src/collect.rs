@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use likes_domain::Position;
 use likes_infra::codec::EventCodec;
 use likes_infra::kafka::dead_letters::{DeadLetters, Sent};
 use likes_infra::retry;
@@ -74,7 +73,7 @@ impl Collector {
                 // read again from the claimed offsets.
                 batch = Batch::new(self.ownership.generation());
             }
-            let position: Position = record.position;
+            let position = record.position;
             let epoch = match batch.offer(&self.ownership, position) {
                 Offer::Next { epoch } => epoch,
                 Offer::Stale => continue,

@@ -18,10 +18,7 @@ impl RegistryProbe {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .build()
-            .map_err(|e| Error::Setting {
-                name: "SCHEMA_REGISTRY_URL",
-                message: e.to_string(),
-            })?;
+            .map_err(|e| Error::RegistryUnavailable(format!("no http client: {e}")))?;
         Ok(Self {
             http,
             url: format!("{}/subjects", registry_url.trim_end_matches('/')),
