@@ -324,7 +324,7 @@ mod tests {
             "not the gap it is parked on"
         );
         assert!(ownership.accept_gap(2, 0, 2));
-        assert_eq!(ownership.take_resumes(), vec![(2, 3)]);
+        assert_eq!(ownership.take_resumes(), vec![at(2, 3)]);
         assert_eq!(batch.offer(&ownership, at(2, 3)), Offer::Next { epoch: 3 });
         assert_eq!(
             batch.offer(&ownership, at(2, 5)),

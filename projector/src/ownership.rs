@@ -126,8 +126,8 @@ struct State {
     /// Gaps an operator accepted, per partition: the collector moves past
     /// exactly this range.
     accepted: HashMap<i32, (i64, i64)>,
-    /// Partitions to seek to an offset and resume (an accepted gap's end).
-    resume: Vec<(i32, i64)>,
+    /// Where partitions resume after an accepted gap (the gap's end + 1).
+    resume: Vec<Position>,
 }
 
 /// The partitions owned now. Every assignment or revocation bumps the
@@ -264,20 +264,23 @@ impl Ownership {
             return false;
         }
         state.accepted.insert(partition, (from, to));
-        state.resume.push((partition, to + 1));
+        state.resume.push(Position {
+            partition,
+            offset: to + 1,
+        });
         true
     }
 
     /// Partitions whose gap was accepted, unparked now: the caller seeks each to
     /// its offset and resumes it before receiving again.
-    pub fn take_resumes(&self) -> Vec<(i32, i64)> {
+    pub fn take_resumes(&self) -> Vec<Position> {
         let Ok(mut state) = self.state.lock() else {
             return Vec::new();
         };
         let resume = std::mem::take(&mut state.resume);
-        for (partition, _) in &resume {
-            if let Some(reason) = state.parked.remove(partition) {
-                unpark_metrics(*partition, reason);
+        for at in &resume {
+            if let Some(reason) = state.parked.remove(&at.partition) {
+                unpark_metrics(at.partition, reason);
             }
         }
         resume

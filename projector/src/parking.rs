@@ -54,8 +54,9 @@ pub fn park(
 /// gap and resumes it. Called by the collector between receives, so no record
 /// fetched before the seek is offered after the partition is unparked.
 pub fn resume_accepted(consumer: &ProjectorConsumer, ownership: &Ownership) {
-    for (partition, offset) in ownership.take_resumes() {
-        if let Err(e) = consumer.seek(Position { partition, offset }) {
+    for at in ownership.take_resumes() {
+        let Position { partition, offset } = at;
+        if let Err(e) = consumer.seek(at) {
             tracing::warn!(error = %e, partition, offset, "seek past an accepted loss failed");
         }
         if let Err(e) = consumer.resume(partition) {
