@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use likes_infra::Error;
-use likes_infra::ratelimit::Rate;
+use likes_infra::redis::ratelimit::Rate;
 use likes_infra::settings;
 
 /// Limits and protections of one ingest instance.

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use likes_infra::cache::CountCache;
 use likes_infra::kafka;
+use likes_infra::redis::Redis;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tracing::instrument;
 
@@ -65,9 +65,9 @@ impl Readiness {
 
     /// Probes Kafka, the registry and Redis concurrently.
     #[instrument(skip_all)]
-    pub async fn check(&self, cache: &CountCache) -> Vec<Check> {
+    pub async fn check(&self, redis: &Redis) -> Vec<Check> {
         let (kafka, registry, redis) =
-            tokio::join!(self.kafka(), self.registry(), self.redis(cache));
+            tokio::join!(self.kafka(), self.registry(), self.redis(redis));
         vec![
             ("kafka", kafka),
             ("schema_registry", registry),
@@ -110,8 +110,8 @@ impl Readiness {
         }
     }
 
-    async fn redis(&self, cache: &CountCache) -> Option<(Down, String)> {
-        match tokio::time::timeout(TIMEOUT, cache.ping()).await {
+    async fn redis(&self, redis: &Redis) -> Option<(Down, String)> {
+        match tokio::time::timeout(TIMEOUT, redis.ping()).await {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some((Down::Unreachable, e.to_string())),
             Err(_) => Some((Down::TimedOut, "no answer to PING".into())),

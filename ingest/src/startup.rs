@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use likes_infra::cache::CountCache;
-use likes_infra::likers::{self, RecentLikers};
 use likes_infra::publisher::Publisher;
+use likes_infra::redis::Redis;
+use likes_infra::redis::counts::CountCache;
+use likes_infra::redis::likers::{self, RecentLikers};
 use likes_infra::store;
 use likes_infra::store::PgPool;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -23,6 +24,8 @@ use crate::{Limits, Settings, filters, observability};
 /// What the handlers share.
 pub struct State {
     pub publisher: Publisher,
+    /// The Redis connection the adapters below share (readiness pings it).
+    pub redis: Redis,
     pub cache: CountCache,
     pub db: PgPool,
     /// Batched projection lookups for the optimistic count.
@@ -64,7 +67,7 @@ impl Application {
         )?;
         let schema_id = publisher.codec().register().await?;
         tracing::info!(schema_id, "schema registered");
-        let cache = CountCache::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
+        let redis = Redis::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
         let db = store::connect_lazy(&stack.database_url, stack.database_max_connections)?;
         let listener = TcpListener::bind(settings.listen_addr).await?;
         let readiness = Readiness::new(
@@ -76,13 +79,10 @@ impl Application {
             listener,
             state: Arc::new(State {
                 publisher,
-                likers: RecentLikers::new(
-                    cache.connection(),
-                    &stack.redis_key_prefix,
-                    likers::DEFAULT_KEEP,
-                ),
-                protection: Protection::new(cache.clone(), &limits, settings.produce_timeout),
-                cache,
+                likers: RecentLikers::new(&redis, likers::DEFAULT_KEEP),
+                protection: Protection::new(&redis, &limits, settings.produce_timeout),
+                cache: CountCache::new(&redis),
+                redis,
                 lookups: Lookups::spawn(db.clone()),
                 progress: Progress::spawn(
                     db.clone(),

@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use likes_domain::DedupHorizon;
-use likes_infra::cache::CountCache;
 use likes_infra::codec::EventCodec;
 use likes_infra::kafka;
-use likes_infra::likers::RecentLikers;
+use likes_infra::redis::Redis;
+use likes_infra::redis::counts::CountCache;
+use likes_infra::redis::likers::{self, RecentLikers};
 use likes_infra::store;
 use rdkafka::consumer::Consumer;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -49,9 +50,9 @@ pub async fn run(
         _ = &mut shutdown => return Ok(()),
         result = crate::retry::forever("migrate", || store::migrate(&db)) => result,
     }
-    let cache = tokio::select! {
+    let redis = tokio::select! {
         _ = &mut shutdown => return Ok(()),
-        cache = crate::retry::forever("redis connect", || CountCache::connect(&stack.redis_url, &stack.redis_key_prefix)) => cache,
+        redis = crate::retry::forever("redis connect", || Redis::connect(&stack.redis_url, &stack.redis_key_prefix)) => redis,
     };
     let ownership = Arc::new(Ownership::default());
     let claimer = Claimer::spawn(&stack.database_url, &stack.topic)?;
@@ -74,12 +75,8 @@ pub async fn run(
         writers: settings.writers,
         consumer: consumer.clone(),
         ownership: ownership.clone(),
-        likers: RecentLikers::new(
-            cache.connection(),
-            &stack.redis_key_prefix,
-            likes_infra::likers::DEFAULT_KEEP,
-        ),
-        cache,
+        likers: RecentLikers::new(&redis, likers::DEFAULT_KEEP),
+        cache: CountCache::new(&redis),
         db: db.clone(),
         horizon: DedupHorizon::new(settings.dedup_horizon),
         pending_cache: HashMap::new(),
