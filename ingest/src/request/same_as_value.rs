@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::{LikeRequest, parse_like};
 use crate::ApiError;
-use crate::batch::{BatchEvent, parse_batch};
+use crate::batch_body::{BatchEvent, parse_batch};
 
 mod reference {
     use super::*;
