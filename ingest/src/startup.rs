@@ -48,16 +48,10 @@ pub struct Application {
 }
 
 impl Application {
-    /// [`Application::build_with`] without rate limiting or quick dedup (the
-    /// walking skeleton's behaviour, which harnesses building [`Settings`] by
-    /// hand rely on); the binary passes [`Limits::from_env`] instead.
-    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        Self::build_with(settings, Limits::unprotected()).await
-    }
-
     /// Connects to Kafka, the registry (registering the schema), PostgreSQL and
-    /// Redis, and binds the listen address.
-    pub async fn build_with(settings: &Settings, limits: Limits) -> anyhow::Result<Self> {
+    /// Redis, and binds the listen address; `limits` come from
+    /// [`Limits::from_env`] in the binary, from the test harness otherwise.
+    pub async fn build(settings: &Settings, limits: Limits) -> anyhow::Result<Self> {
         let stack = &settings.stack;
         let publisher = Publisher::new(
             &stack.kafka_bootstrap,
