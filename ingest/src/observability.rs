@@ -113,17 +113,19 @@ fn method_label(method: &warp::http::Method) -> &'static str {
 mod tests {
     use super::*;
 
+    use crate::routes;
+
     #[test]
     fn ids_never_become_label_values() {
         assert_eq!(
             route_label("/v1/items/1/123456/count"),
-            "/v1/items/{item_type}/{item_id}/count"
+            routes::COUNT.template
         );
         assert_eq!(
             route_label("/v1/users/42/likes/1/7"),
-            "/v1/users/{user_id}/likes/{item_type}/{item_id}"
+            routes::USER_LIKES.template
         );
         assert_eq!(route_label("/v1/whatever/99"), "unmatched");
-        assert_eq!(route_label("/v1/likes:batch"), "/v1/likes:batch");
+        assert_eq!(route_label("/v1/likes:batch"), routes::LIKE_BATCH.template);
     }
 }
