@@ -77,11 +77,7 @@ pub fn protection_unavailable(which: &'static str) {
 
 /// Counts acked events.
 pub fn accepted(action: likes_domain::Action, n: u64) {
-    let action = match action {
-        likes_domain::Action::Like => "like",
-        likes_domain::Action::Unlike => "unlike",
-    };
-    counter!("likes_ingest_events_accepted_total", "action" => action).increment(n);
+    counter!("likes_ingest_events_accepted_total", "action" => action.name()).increment(n);
 }
 
 /// Sets the producer queue depth gauge.
