@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use likes_domain::ItemKey;
 use likes_infra::redis::Redis;
-use likes_infra::redis::counts::parse_stamped;
+use likes_infra::redis::counts::{self, parse_stamped};
 use likes_infra::redis::repair::{self, CountRepair};
 use likes_infra::settings::StackSettings;
 use likes_infra::store::{self, PgPool};
@@ -138,7 +138,7 @@ async fn check(
     for &(id, ty, ..) in rows {
         items.push(ItemKey::parse(ty.into(), id)?);
     }
-    let cached = repair::raw_counts(cache, &items).await?;
+    let cached = counts::raw_counts(cache, &items).await?;
     for ((item, row), raw) in items.iter().zip(rows).zip(cached) {
         let &(_, _, counters, last_offset, likers) = row;
         report.checked += 1;
@@ -187,7 +187,7 @@ async fn recheck(
         for d in chunk {
             items.push(ItemKey::parse(d.item_type.into(), d.item_id)?);
         }
-        let cached = repair::raw_counts(cache, &items).await?;
+        let cached = counts::raw_counts(cache, &items).await?;
         let stored = store::reads::counts(pool, &items).await?;
         let mut repairs = Vec::new();
         for ((item, mut d), raw) in items.iter().zip(chunk.iter().cloned()).zip(cached) {

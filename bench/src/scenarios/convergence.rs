@@ -16,8 +16,7 @@ use hdrhistogram::Histogram;
 use hyper::Method;
 use likes_infra::kafka;
 use likes_infra::redis::Redis;
-use likes_infra::redis::counts::parse_stamped;
-use likes_infra::redis::repair;
+use likes_infra::redis::counts::{self, parse_stamped};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
@@ -216,7 +215,7 @@ async fn watch(
         }
         if !pending.is_empty() {
             let items: Vec<_> = pending.iter().map(|(item, _, _)| *item).collect();
-            let values = repair::raw_counts(&cache, &items).await?;
+            let values = counts::raw_counts(&cache, &items).await?;
             let now = Instant::now();
             let mut still = Vec::with_capacity(pending.len());
             for ((item, offset, at), value) in pending.into_iter().zip(values) {

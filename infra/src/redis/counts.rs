@@ -70,7 +70,7 @@ impl CountCache {
     /// The cached counts of `items` in one MGET, in the same order (`None` = miss).
     #[instrument(skip_all, fields(items = items.len()))]
     pub async fn counts(&self, items: &[ItemKey]) -> Result<Vec<Option<i64>>, Error> {
-        let values = super::repair::raw_counts(&self.redis, items).await?;
+        let values = raw_counts(&self.redis, items).await?;
         Ok(values
             .iter()
             .map(|v| v.as_deref().and_then(parse_count))
@@ -131,6 +131,19 @@ impl CountCache {
         }
         query_with_script::<()>(&mut self.redis.connection(), &self.script, &pipe).await
     }
+}
+
+/// The raw stored values (`"<count>:<stamp>"`) of `items`, in order, in one MGET.
+#[instrument(skip_all, fields(items = items.len()))]
+pub async fn raw_counts(redis: &Redis, items: &[ItemKey]) -> Result<Vec<Option<String>>, Error> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = items.iter().map(|i| redis.keys().count(*i)).collect();
+    Ok(redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut redis.connection())
+        .await?)
 }
 
 /// Reads both parts of a stored `"<count>:<stamp>"`.

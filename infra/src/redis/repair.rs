@@ -54,19 +54,6 @@ pub struct CountRepair {
     pub count: Option<(i64, i64)>,
 }
 
-/// The raw stored values (`"<count>:<stamp>"`) of `items`, in order, in one MGET.
-#[instrument(skip_all, fields(items = items.len()))]
-pub async fn raw_counts(redis: &Redis, items: &[ItemKey]) -> Result<Vec<Option<String>>, Error> {
-    if items.is_empty() {
-        return Ok(Vec::new());
-    }
-    let keys: Vec<String> = items.iter().map(|i| redis.keys().count(*i)).collect();
-    Ok(redis::cmd("MGET")
-        .arg(&keys)
-        .query_async(&mut redis.connection())
-        .await?)
-}
-
 /// Applies `repairs`, each only if its key still holds what was seen; returns
 /// how many were written.
 #[instrument(skip_all, fields(repairs = repairs.len()))]
