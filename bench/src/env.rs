@@ -164,7 +164,7 @@ impl BenchEnv {
             produce_timeout: Duration::from_secs(5),
             max_body_bytes: 64 * 1024,
         };
-        let app = likes_ingest::Application::build_with(
+        let app = likes_ingest::Application::build(
             &settings,
             likes_ingest::Limits {
                 cache_refill_ttl: Some(Duration::from_secs(3600)),

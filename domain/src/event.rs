@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{EventId, ItemKey, UserId, ValidationError};
 
-/// What the user did.
+/// What the user did. Its names on every wire live here: the Avro enum's
+/// symbol and position ([`Action::symbol`], [`Action::ordinal`]) and the word
+/// clients send and metrics show ([`Action::name`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Action {
@@ -14,6 +16,30 @@ pub enum Action {
 }
 
 impl Action {
+    /// The position of this action's symbol in the Avro enum (what the binary
+    /// encoding writes).
+    pub fn ordinal(self) -> u32 {
+        match self {
+            Action::Like => 0,
+            Action::Unlike => 1,
+        }
+    }
+
+    /// The word the HTTP API and the metrics use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Like => "like",
+            Action::Unlike => "unlike",
+        }
+    }
+
+    /// Reads the word the HTTP API uses.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Action::Like, Action::Unlike]
+            .into_iter()
+            .find(|a| a.name() == name)
+    }
+
     /// The Avro enum symbol of this action.
     pub fn symbol(self) -> &'static str {
         match self {
@@ -48,4 +74,19 @@ pub struct LikeEvent {
 pub struct Position {
     pub partition: i32,
     pub offset: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_reads_back_from_its_name_and_its_symbol() {
+        for action in [Action::Like, Action::Unlike] {
+            assert_eq!(Action::from_name(action.name()), Some(action));
+            assert_eq!(Action::from_symbol(action.symbol()).ok(), Some(action));
+        }
+        assert_eq!(Action::from_name("LIKE"), None);
+        assert_ne!(Action::Like.ordinal(), Action::Unlike.ordinal());
+    }
 }

@@ -1,19 +1,15 @@
 //! Adapters shared by the likes services and tools. One home per concern:
 //! the Avro codec and schema registry ([`codec`]), Kafka by role ([`kafka`]:
-//! producer, consumers, admin, dead letters, readiness),
-//! the PostgreSQL projection ([`store`]) and the Redis projection ([`cache`]).
+//! producer, consumers, admin, dead letters, readiness), the PostgreSQL
+//! projection ([`store`]) and everything kept in Redis ([`redis`]).
 //! Every retry policy and the one backoff helper are in [`retry`].
 //! Settings helpers and logging set-up live here too so every binary reads its
 //! environment and logs the same way.
 
-pub mod cache;
-pub mod cache_repair;
 pub mod codec;
-pub mod dedup;
 mod error;
 pub mod kafka;
-pub mod likers;
-pub mod ratelimit;
+pub mod redis;
 pub mod retry;
 pub mod settings;
 pub mod store;

@@ -1,10 +1,26 @@
 //! `likes-ingest`: the HTTP API that accepts likes and unlikes, appends them to
 //! Kafka (answering only once the broker acked) and serves cached counts.
 //!
-//! Routes are split the warp way: [`filters`] match requests, [`handlers`] do
-//! the work, [`recover`] turns every error into one JSON shape.
+//! A tour:
+//! - [`routes`]: the one table of routes (method, path template) that the
+//!   router, the metrics labels and the OpenAPI test all read.
+//! - [`filters`]: matches requests to handlers the warp way; `handlers/` does
+//!   the work (`write` for a like or unlike, `batch` for `POST
+//!   /v1/likes:batch`, `read` for counts, likers and a user's like, `ops` for
+//!   probes and metrics); `recover` turns every error into one JSON shape
+//!   ([`ApiError`], `error`).
+//! - `request` and `batch_body`: parse and validate bodies and path segments
+//!   into domain values (one like request; a whole batch body).
+//! - `protection`: the per-user rate limit, the quick-dedup memo and load
+//!   shedding in front of the producer (all in Redis through infra).
+//! - `lookups`, `progress`: batched PostgreSQL reads for the optimistic count
+//!   and for read-your-writes waits; `query`: the read routes' query strings
+//!   and path segments (item lists, limits, read-your-writes tokens).
+//! - `readiness`, `observability`: `/readyz` probes and Prometheus metrics.
+//! - [`Settings`], [`Limits`], [`Application`] (`startup`): configuration and
+//!   building and running the service.
 
-mod batch;
+mod batch_body;
 mod error;
 pub mod filters;
 mod handlers;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use likes_infra::Error;
-use likes_infra::ratelimit::Rate;
+use likes_infra::redis::ratelimit::Rate;
 use likes_infra::settings;
 
 /// Limits and protections of one ingest instance.
@@ -79,7 +79,7 @@ impl Limits {
                 message: "must be >= 1 while RATE_LIMIT_PER_SECOND > 0".into(),
             });
         }
-        let dedup_ms: u64 = settings::parse("DEDUP_WINDOW_MS", 2000)?;
+        let dedup_ms: u64 = settings::parse("DEDUP_WINDOW_MS", d.dedup_window.map_or(0, millis))?;
         Ok(Self {
             rate: (per_second > 0.0).then_some(Rate { per_second, burst }),
             dedup_window: (dedup_ms > 0).then(|| Duration::from_millis(dedup_ms)),
@@ -88,7 +88,7 @@ impl Limits {
             max_in_flight: settings::parse("MAX_IN_FLIGHT", d.max_in_flight)?,
             read_your_writes_timeout: Duration::from_millis(settings::parse(
                 "READ_YOUR_WRITES_TIMEOUT_MS",
-                2000,
+                millis(d.read_your_writes_timeout),
             )?),
             read_your_writes_max_waiters: match settings::parse(
                 "READ_YOUR_WRITES_MAX_WAITERS",
@@ -106,8 +106,9 @@ impl Limits {
         })
     }
 
-    /// The skeleton's behaviour: sizes and timeouts as documented, but neither
-    /// rate limiting nor quick dedup (what [`crate::Application::build`] runs).
+    /// Sizes and timeouts as documented, but neither rate limiting nor quick
+    /// dedup: for harnesses whose many requests from one user must all be
+    /// produced.
     pub fn unprotected() -> Self {
         Self {
             rate: None,
@@ -121,14 +122,43 @@ impl Limits {
         tracing::info!(
             rate_per_second = self.rate.map_or(0.0, |r| r.per_second),
             rate_burst = self.rate.map_or(0, |r| r.burst),
-            dedup_window_ms = self.dedup_window.map_or(0, |d| d.as_millis() as u64),
+            dedup_window_ms = self.dedup_window.map_or(0, millis),
             max_batch_events = self.max_batch_events,
             max_batch_body_bytes = self.max_batch_body_bytes,
             max_in_flight = self.max_in_flight,
-            read_your_writes_timeout_ms = self.read_your_writes_timeout.as_millis() as u64,
+            read_your_writes_timeout_ms = millis(self.read_your_writes_timeout),
             read_your_writes_max_waiters = self.read_your_writes_max_waiters,
             cache_refill_ttl_seconds = self.cache_refill_ttl.map_or(0, |t| t.as_secs()),
             "ingest limits"
         );
+    }
+}
+
+/// A duration as whole milliseconds (the unit of the `*_MS` settings).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_environment_without_limits_reads_as_the_documented_defaults() {
+        let names = [
+            "RATE_LIMIT_PER_SECOND",
+            "RATE_LIMIT_BURST",
+            "DEDUP_WINDOW_MS",
+            "MAX_BATCH_EVENTS",
+            "MAX_BATCH_BODY_BYTES",
+            "MAX_IN_FLIGHT",
+            "READ_YOUR_WRITES_TIMEOUT_MS",
+            "READ_YOUR_WRITES_MAX_WAITERS",
+            "CACHE_REFILL_TTL_SECONDS",
+        ];
+        if names.iter().any(|n| std::env::var_os(n).is_some()) {
+            return; // the environment sets one: nothing to compare
+        }
+        assert_eq!(Limits::from_env().ok(), Some(Limits::default()));
     }
 }

@@ -1,7 +1,7 @@
 //! The optimistic count's lookups, batched. Every accepted like wants the
 //! item's projected count and whether the user already likes it; asking
-//! PostgreSQL twice per request made the database the ceiling of the whole API
-//! (about 3,000 likes/s on the bench machine). Here concurrent asks queue on a
+//! PostgreSQL twice per request would make the database the ceiling of the
+//! whole API. Here concurrent asks queue on a
 //! channel and go out as one `UNNEST` query per batch, a few batches in flight,
 //! so the database sees tens of statements per second instead of thousands, and
 //! a lone ask still costs one round trip. Best effort: when the queue is full

@@ -9,7 +9,7 @@ async fn main() -> anyhow::Result<()> {
     let limits = Limits::from_env()?;
     settings.log();
     limits.log();
-    let app = Application::build_with(&settings, limits).await?;
+    let app = Application::build(&settings, limits).await?;
     app.run_until_stopped(likes_infra::telemetry::shutdown_signal())
         .await;
     Ok(())

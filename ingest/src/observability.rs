@@ -77,11 +77,7 @@ pub fn protection_unavailable(which: &'static str) {
 
 /// Counts acked events.
 pub fn accepted(action: likes_domain::Action, n: u64) {
-    let action = match action {
-        likes_domain::Action::Like => "like",
-        likes_domain::Action::Unlike => "unlike",
-    };
-    counter!("likes_ingest_events_accepted_total", "action" => action).increment(n);
+    counter!("likes_ingest_events_accepted_total", "action" => action.name()).increment(n);
 }
 
 /// Sets the producer queue depth gauge.
@@ -113,17 +109,19 @@ fn method_label(method: &warp::http::Method) -> &'static str {
 mod tests {
     use super::*;
 
+    use crate::routes;
+
     #[test]
     fn ids_never_become_label_values() {
         assert_eq!(
             route_label("/v1/items/1/123456/count"),
-            "/v1/items/{item_type}/{item_id}/count"
+            routes::COUNT.template
         );
         assert_eq!(
             route_label("/v1/users/42/likes/1/7"),
-            "/v1/users/{user_id}/likes/{item_type}/{item_id}"
+            routes::USER_LIKES.template
         );
         assert_eq!(route_label("/v1/whatever/99"), "unmatched");
-        assert_eq!(route_label("/v1/likes:batch"), "/v1/likes:batch");
+        assert_eq!(route_label("/v1/likes:batch"), routes::LIKE_BATCH.template);
     }
 }

@@ -7,14 +7,14 @@
 use std::time::Duration;
 
 use likes_domain::{Action, ItemKey, Position, UserId};
-use likes_infra::cache::CountCache;
-use likes_infra::dedup::{DedupMemos, Outcome, Recall, Settle};
 use likes_infra::kafka::PublishError;
-use likes_infra::ratelimit::RateLimiter;
+use likes_infra::redis::Redis;
+use likes_infra::redis::dedup::{DedupMemos, Outcome, Recall, Settle};
+use likes_infra::redis::ratelimit::RateLimiter;
 
 use crate::{ApiError, Limits, observability};
 
-pub use likes_infra::dedup::Memo;
+pub use likes_infra::redis::dedup::Memo;
 
 /// How long past the produce timeout a pair whose publish has not settled (or
 /// whose outcome is unknown) stays unanswerable: the producer gives up on a
@@ -41,18 +41,11 @@ pub struct Protection {
 
 impl Protection {
     /// `produce_timeout` bounds how long a publish may stay unsettled.
-    pub fn new(cache: CountCache, limits: &Limits, produce_timeout: Duration) -> Self {
+    pub fn new(redis: &Redis, limits: &Limits, produce_timeout: Duration) -> Self {
         Self {
-            limiter: limits
-                .rate
-                .map(|rate| RateLimiter::new(cache.connection(), cache.prefix(), rate)),
+            limiter: limits.rate.map(|rate| RateLimiter::new(redis, rate)),
             memos: limits.dedup_window.map(|window| {
-                DedupMemos::new(
-                    cache.connection(),
-                    cache.prefix(),
-                    window,
-                    window + produce_timeout + UNSETTLED_SLACK,
-                )
+                DedupMemos::new(redis, window, window + produce_timeout + UNSETTLED_SLACK)
             }),
             max_in_flight: limits.max_in_flight,
         }

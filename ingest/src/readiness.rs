@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use likes_infra::cache::CountCache;
 use likes_infra::codec::RegistryProbe;
 use likes_infra::kafka::readiness::KafkaProbe;
+use likes_infra::redis::Redis;
 use likes_infra::{Down, Unready};
 use tracing::instrument;
 
@@ -45,11 +45,11 @@ impl Readiness {
 
     /// Probes Kafka, the registry and Redis concurrently.
     #[instrument(skip_all)]
-    pub async fn check(&self, cache: &CountCache) -> Vec<Check> {
+    pub async fn check(&self, redis: &Redis) -> Vec<Check> {
         let (kafka, registry, redis) = tokio::join!(
             self.kafka.probe(TIMEOUT),
             self.registry.probe(),
-            self.redis(cache)
+            self.redis(redis)
         );
         vec![
             ("kafka", outcome(kafka)),
@@ -58,8 +58,8 @@ impl Readiness {
         ]
     }
 
-    async fn redis(&self, cache: &CountCache) -> Option<(Down, String)> {
-        match tokio::time::timeout(TIMEOUT, cache.ping()).await {
+    async fn redis(&self, redis: &Redis) -> Option<(Down, String)> {
+        match tokio::time::timeout(TIMEOUT, redis.ping()).await {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some((Down::Unreachable, e.to_string())),
             Err(_) => Some((Down::TimedOut, "no answer to PING".into())),

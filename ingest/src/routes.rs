@@ -144,7 +144,7 @@ mod tests {
     fn ids_never_become_label_values() {
         assert_eq!(
             template_of("/v1/users/42/likes/1/7"),
-            Some("/v1/users/{user_id}/likes/{item_type}/{item_id}")
+            Some(USER_LIKES.template)
         );
         assert_eq!(template_of("/v1/whatever/99"), None);
     }

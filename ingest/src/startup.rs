@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use likes_infra::cache::CountCache;
 use likes_infra::kafka::Publisher;
-use likes_infra::likers::{self, RecentLikers};
+use likes_infra::redis::Redis;
+use likes_infra::redis::counts::CountCache;
+use likes_infra::redis::likers::{self, RecentLikers};
 use likes_infra::store;
 use likes_infra::store::PgPool;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -23,6 +24,8 @@ use crate::{Limits, Settings, filters, observability};
 /// What the handlers share.
 pub struct State {
     pub publisher: Publisher,
+    /// The Redis connection the adapters below share (readiness pings it).
+    pub redis: Redis,
     pub cache: CountCache,
     pub db: PgPool,
     /// Batched projection lookups for the optimistic count.
@@ -45,16 +48,10 @@ pub struct Application {
 }
 
 impl Application {
-    /// [`Application::build_with`] without rate limiting or quick dedup (the
-    /// walking skeleton's behaviour, which harnesses building [`Settings`] by
-    /// hand rely on); the binary passes [`Limits::from_env`] instead.
-    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        Self::build_with(settings, Limits::unprotected()).await
-    }
-
     /// Connects to Kafka, the registry (registering the schema), PostgreSQL and
-    /// Redis, and binds the listen address.
-    pub async fn build_with(settings: &Settings, limits: Limits) -> anyhow::Result<Self> {
+    /// Redis, and binds the listen address; `limits` come from
+    /// [`Limits::from_env`] in the binary, from the test harness otherwise.
+    pub async fn build(settings: &Settings, limits: Limits) -> anyhow::Result<Self> {
         let stack = &settings.stack;
         let publisher = Publisher::new(
             &stack.kafka_bootstrap,
@@ -64,7 +61,7 @@ impl Application {
         )?;
         let schema_id = publisher.codec().register().await?;
         tracing::info!(schema_id, "schema registered");
-        let cache = CountCache::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
+        let redis = Redis::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
         let db = store::connect_lazy(&stack.database_url, stack.database_max_connections)?;
         let listener = TcpListener::bind(settings.listen_addr).await?;
         let readiness = Readiness::new(
@@ -76,13 +73,10 @@ impl Application {
             listener,
             state: Arc::new(State {
                 publisher,
-                likers: RecentLikers::new(
-                    cache.connection(),
-                    &stack.redis_key_prefix,
-                    likers::DEFAULT_KEEP,
-                ),
-                protection: Protection::new(cache.clone(), &limits, settings.produce_timeout),
-                cache,
+                likers: RecentLikers::new(&redis, likers::DEFAULT_KEEP),
+                protection: Protection::new(&redis, &limits, settings.produce_timeout),
+                cache: CountCache::new(&redis),
+                redis,
                 lookups: Lookups::spawn(db.clone()),
                 progress: Progress::spawn(
                     db.clone(),

@@ -23,9 +23,9 @@ use std::time::Duration;
 use futures::future::join_all;
 use likes_domain::Position;
 use likes_domain::{DedupHorizon, ItemKey};
-use likes_infra::cache::CountCache;
-use likes_infra::likers::RecentLikers;
-use likes_infra::store::writer::{self, Applied, BatchRules};
+use likes_infra::redis::counts::CountCache;
+use likes_infra::redis::likers::RecentLikers;
+use likes_infra::store::writer::{self, Applied, BatchRules, CountUpdate};
 use likes_infra::store::{PgPool, offsets};
 use likes_infra::{Error, retry};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
@@ -137,11 +137,7 @@ impl Writer {
             }
             Some(Ok(refresh)) => refresh,
         };
-        let updates: Vec<(ItemKey, i64, i64)> = refresh
-            .counts
-            .iter()
-            .map(|c| (c.item, c.count, c.last_offset))
-            .collect();
+        let updates = refresh.counts;
         match self.cache.put_counts(&updates).await {
             Ok(()) => {
                 self.refreshed = Some(generation);
@@ -416,10 +412,14 @@ impl Writer {
     /// (only after this generation's refresh: before it, older writes may be
     /// missing).
     async fn flush_pending(&mut self, generation: u64) {
-        let updates: Vec<(ItemKey, i64, i64)> = self
+        let updates: Vec<CountUpdate> = self
             .pending_cache
             .iter()
-            .map(|(item, (count, stamp))| (*item, *count, *stamp))
+            .map(|(item, (count, stamp))| CountUpdate {
+                item: *item,
+                count: *count,
+                last_offset: *stamp,
+            })
             .collect();
         match self.cache.put_counts(&updates).await {
             Ok(()) => {

@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use likes_domain::DedupHorizon;
-use likes_infra::cache::CountCache;
 use likes_infra::codec::EventCodec;
 use likes_infra::kafka::dead_letters::DeadLetters;
-use likes_infra::likers::RecentLikers;
+use likes_infra::redis::Redis;
+use likes_infra::redis::counts::CountCache;
+use likes_infra::redis::likers::{self, RecentLikers};
 use likes_infra::{retry, store};
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -47,9 +48,9 @@ pub async fn run(
         _ = &mut shutdown => return Ok(()),
         result = retry::forever(&retry::START_UP, "migrate", || store::migrate(&db)) => result,
     }
-    let cache = tokio::select! {
+    let redis = tokio::select! {
         _ = &mut shutdown => return Ok(()),
-        cache = retry::forever(&retry::START_UP, "redis connect", || CountCache::connect(&stack.redis_url, &stack.redis_key_prefix)) => cache,
+        redis = retry::forever(&retry::START_UP, "redis connect", || Redis::connect(&stack.redis_url, &stack.redis_key_prefix)) => redis,
     };
     let ownership = Arc::new(Ownership::default());
     let claimer = Claimer::spawn(&stack.database_url, &stack.topic)?;
@@ -73,12 +74,8 @@ pub async fn run(
         writers: settings.writers,
         consumer: consumer.clone(),
         ownership: ownership.clone(),
-        likers: RecentLikers::new(
-            cache.connection(),
-            &stack.redis_key_prefix,
-            likes_infra::likers::DEFAULT_KEEP,
-        ),
-        cache,
+        likers: RecentLikers::new(&redis, likers::DEFAULT_KEEP),
+        cache: CountCache::new(&redis),
         db: db.clone(),
         horizon: DedupHorizon::new(settings.dedup_horizon),
         pending_cache: HashMap::new(),

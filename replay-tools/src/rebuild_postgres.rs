@@ -23,9 +23,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use likes_domain::ItemKey;
-use likes_infra::cache::CountCache;
-use likes_infra::cache_repair;
+use likes_infra::redis::{Redis, repair};
 use likes_infra::settings::StackSettings;
+use likes_infra::store::writer::CountUpdate;
 use likes_infra::store::{self, PgPool};
 
 use crate::dedup::DedupWindow;
@@ -307,18 +307,18 @@ async fn refresh_redis(
     if differences.is_empty() {
         return Ok(0);
     }
-    let cache = CountCache::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
+    let redis = Redis::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
     let mut updates = Vec::with_capacity(differences.len());
     for d in differences {
         let partition = partition_for_item(d.item_id, partitions);
         let stamp = locked.get(&partition).copied().unwrap_or(0) - 1;
-        updates.push((
-            ItemKey::parse(d.item_type.into(), d.item_id)?,
-            d.rebuilt,
-            stamp,
-        ));
+        updates.push(CountUpdate {
+            item: ItemKey::parse(d.item_type.into(), d.item_id)?,
+            count: d.rebuilt,
+            last_offset: stamp,
+        });
     }
-    Ok(cache_repair::put_swapped_counts(&cache, &updates).await?)
+    Ok(repair::put_swapped_counts(&redis, &updates).await?)
 }
 
 /// The live projector's next offset per partition it has claimed.

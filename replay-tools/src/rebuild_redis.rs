@@ -9,10 +9,11 @@
 
 use futures::TryStreamExt;
 use likes_domain::ItemKey;
-use likes_infra::cache::CountCache;
-use likes_infra::cache_repair;
+use likes_infra::redis::counts::CountCache;
+use likes_infra::redis::{Redis, repair};
 use likes_infra::settings::StackSettings;
 use likes_infra::store;
+use likes_infra::store::writer::CountUpdate;
 use serde::Serialize;
 
 use crate::progress::Progress;
@@ -32,11 +33,12 @@ pub struct RedisRebuild {
 /// Rebuilds the Redis counts of `stack` from PostgreSQL.
 pub async fn run(stack: &StackSettings) -> anyhow::Result<RedisRebuild> {
     let pool = store::connect_lazy(&stack.database_url, 2)?;
-    let cache = CountCache::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
+    let redis = Redis::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
+    let cache = CountCache::new(&redis);
     let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM counters")
         .fetch_one(&pool)
         .await?;
-    let deleted = cache_repair::delete_all_counts(&cache).await?;
+    let deleted = repair::delete_all_counts(&redis).await?;
     let progress = Progress::new("rebuild redis", u64::try_from(total)?);
     let mut written = 0u64;
     {
@@ -44,9 +46,13 @@ pub async fn run(stack: &StackSettings) -> anyhow::Result<RedisRebuild> {
             "SELECT item_id, item_type, count, last_offset FROM counters",
         )
         .fetch(&pool);
-        let mut chunk: Vec<(ItemKey, i64, i64)> = Vec::with_capacity(CHUNK);
+        let mut chunk: Vec<CountUpdate> = Vec::with_capacity(CHUNK);
         while let Some((id, ty, count, last_offset)) = rows.try_next().await? {
-            chunk.push((ItemKey::parse(ty.into(), id)?, count, last_offset));
+            chunk.push(CountUpdate {
+                item: ItemKey::parse(ty.into(), id)?,
+                count,
+                last_offset,
+            });
             if chunk.len() == CHUNK {
                 cache.put_counts(&chunk).await?;
                 written += chunk.len() as u64;

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use likes_domain::ItemKey;
-use likes_infra::cache::{CountCache, parse_stamped};
-use likes_infra::cache_repair::{self, CountRepair};
+use likes_infra::redis::Redis;
+use likes_infra::redis::counts::{self, parse_stamped};
+use likes_infra::redis::repair::{self, CountRepair};
 use likes_infra::settings::StackSettings;
 use likes_infra::store::{self, PgPool};
 use serde::Serialize;
@@ -93,7 +94,7 @@ const SAMPLE: &str = "SELECT s.item_id, s.item_type, s.count, s.last_offset,
 /// Reconciles the projections of `stack`.
 pub async fn run(stack: &StackSettings, options: VerifyOptions) -> anyhow::Result<VerifyReport> {
     let pool = store::connect_lazy(&stack.database_url, 2)?;
-    let cache = CountCache::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
+    let cache = Redis::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
     let total: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM counters")
         .fetch_one(&pool)
         .await?;
@@ -128,7 +129,7 @@ pub async fn run(stack: &StackSettings, options: VerifyOptions) -> anyhow::Resul
 
 /// Compares one chunk; Redis mismatches become suspects to re-read.
 async fn check(
-    cache: &CountCache,
+    cache: &Redis,
     rows: &[Row],
     report: &mut VerifyReport,
     suspects: &mut Vec<Drift>,
@@ -137,7 +138,7 @@ async fn check(
     for &(id, ty, ..) in rows {
         items.push(ItemKey::parse(ty.into(), id)?);
     }
-    let cached = cache_repair::raw_counts(cache, &items).await?;
+    let cached = counts::raw_counts(cache, &items).await?;
     for ((item, row), raw) in items.iter().zip(rows).zip(cached) {
         let &(_, _, counters, last_offset, likers) = row;
         report.checked += 1;
@@ -172,7 +173,7 @@ async fn check(
 /// (and with `repair` fixes) those that still disagree.
 async fn recheck(
     pool: &PgPool,
-    cache: &CountCache,
+    cache: &Redis,
     suspects: Vec<Drift>,
     repair: bool,
     report: &mut VerifyReport,
@@ -186,7 +187,7 @@ async fn recheck(
         for d in chunk {
             items.push(ItemKey::parse(d.item_type.into(), d.item_id)?);
         }
-        let cached = cache_repair::raw_counts(cache, &items).await?;
+        let cached = counts::raw_counts(cache, &items).await?;
         let stored = store::reads::counts(pool, &items).await?;
         let mut repairs = Vec::new();
         for ((item, mut d), raw) in items.iter().zip(chunk.iter().cloned()).zip(cached) {
@@ -217,7 +218,7 @@ async fn recheck(
             }
         }
         if repair && !repairs.is_empty() {
-            report.repaired += cache_repair::replace_counts(cache, &repairs).await?;
+            report.repaired += repair::replace_counts(cache, &repairs).await?;
             for r in &repairs {
                 if let Some(d) = report.drift.iter_mut().find(|d| {
                     d.item_type == r.item.item_type.get() && d.item_id == r.item.item_id.get()

@@ -19,7 +19,7 @@ pub fn quiet_limits() -> Limits {
 
 /// Starts an ingest service in-process with `settings` and `limits`.
 pub async fn start_with(settings: Settings, limits: Limits) -> anyhow::Result<Ingest> {
-    let app = Application::build_with(&settings, limits).await?;
+    let app = Application::build(&settings, limits).await?;
     let addr = app.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until_stopped(async {

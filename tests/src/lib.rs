@@ -268,12 +268,15 @@ impl TestEnv {
 
     /// The count Redis holds for an item, if any.
     pub async fn redis_count(&self, item_type: i32, item_id: i64) -> anyhow::Result<Option<i64>> {
-        let key = format!("{}count:{item_type}:{item_id}", self.stack.redis_key_prefix);
+        let key = likes_infra::redis::Keys::new(&self.stack.redis_key_prefix)
+            .count(likes_domain::ItemKey::parse(item_type.into(), item_id)?);
         let value: Option<String> = redis::cmd("GET")
             .arg(&key)
             .query_async(&mut self.redis.clone())
             .await?;
-        Ok(value.as_deref().and_then(likes_infra::cache::parse_count))
+        Ok(value
+            .as_deref()
+            .and_then(likes_infra::redis::counts::parse_count))
     }
 }
 

@@ -82,10 +82,15 @@ impl PrivateRedis {
         item_id: i64,
     ) -> anyhow::Result<Option<i64>> {
         let value: Option<String> = redis::cmd("GET")
-            .arg(format!("{prefix}count:{item_type}:{item_id}"))
+            .arg(
+                likes_infra::redis::Keys::new(prefix)
+                    .count(likes_domain::ItemKey::parse(item_type.into(), item_id)?),
+            )
             .query_async(&mut self.connection().await?)
             .await?;
-        Ok(value.as_deref().and_then(likes_infra::cache::parse_count))
+        Ok(value
+            .as_deref()
+            .and_then(likes_infra::redis::counts::parse_count))
     }
 
     async fn wait_ready(&self) -> anyhow::Result<()> {

@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use likes_domain::ItemKey;
+use likes_infra::redis::Keys;
 use likes_ingest::Limits;
 use likes_tests::api::{quiet_limits, send, start_with};
 use likes_tests::redis_server::{PrivateRedis, ingest_settings_on, start_projector_on};
@@ -83,7 +85,7 @@ async fn a_flood_of_reads_of_never_liked_items_leaves_redis_bounded() -> anyhow:
     .await?;
     let http = reqwest::Client::new();
     let base = ingest.url("");
-    let pattern = format!("{}count:*", env.stack.redis_key_prefix);
+    let pattern = Keys::new(&env.stack.redis_key_prefix).all_counts();
     let before = dbsize(&conn).await?;
 
     for _ in 0..FLOOD_REQUESTS {
@@ -161,7 +163,7 @@ async fn a_count_evicted_under_memory_pressure_is_read_from_postgres_and_refille
     let projector = start_projector_on(&env, &redis);
     let http = reqwest::Client::new();
     let item = 424_242;
-    let key = format!("{}count:1:{item}", env.stack.redis_key_prefix);
+    let key = Keys::new(&env.stack.redis_key_prefix).count(ItemKey::parse(1, item)?);
     for user in 1..=3 {
         let like = json!({"user_id": user, "item_id": item, "item_type": 1});
         let answer = send(http.post(ingest.url("/v1/likes")).json(&like)).await?;

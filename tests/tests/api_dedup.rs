@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use likes_domain::{Action, EventId, ItemKey, Position, UserId};
-use likes_infra::dedup::{DedupMemos, Memo, Outcome, Recall, Settle};
+use likes_infra::redis::Redis;
+use likes_infra::redis::dedup::{DedupMemos, Memo, Outcome, Recall, Settle};
 use likes_ingest::Limits;
 use likes_tests::api::{Answer, quiet_limits, send, start_ingest};
 use likes_tests::{Ingest, TestEnv, eventually};
@@ -282,12 +283,8 @@ async fn concurrent_likes_and_unlikes_end_in_the_state_of_the_highest_acknowledg
 async fn the_memo_answers_only_for_the_highest_settled_offset_with_nothing_in_flight()
 -> anyhow::Result<()> {
     let env = TestEnv::new(1).await?;
-    let memos = DedupMemos::new(
-        env.redis.clone(),
-        &env.stack.redis_key_prefix,
-        Duration::from_secs(60),
-        Duration::from_secs(90),
-    );
+    let redis = Redis::connect(&env.stack.redis_url, &env.stack.redis_key_prefix).await?;
+    let memos = DedupMemos::new(&redis, Duration::from_secs(60), Duration::from_secs(90));
     let (user, item) = (UserId::parse(5)?, ItemKey::parse(1, 50)?);
     let memo = |action, offset| Memo {
         action,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use likes_infra::ratelimit::Rate;
+use likes_infra::redis::ratelimit::Rate;
 use likes_ingest::Limits;
 use likes_tests::TestEnv;
 use likes_tests::api::{quiet_limits, send, start_ingest, start_with};

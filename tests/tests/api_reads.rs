@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use likes_domain::{EventId, ItemKey, LikeState, NetChange, Position, UserId};
-use likes_infra::cache::CountCache;
-use likes_infra::likers::RecentLikers;
+use likes_infra::redis::Redis;
+use likes_infra::redis::counts::CountCache;
+use likes_infra::redis::likers::RecentLikers;
+use likes_infra::store::writer::CountUpdate;
 use likes_ingest::Limits;
 use likes_tests::api::{quiet_limits, send, start_ingest};
 use likes_tests::{TestEnv, eventually};
@@ -71,12 +73,16 @@ async fn bulk_counts_read_redis_then_postgres_for_misses_and_refill_them() -> an
     )
     .execute(&env.db)
     .await?;
-    let cache = CountCache::connect(&env.stack.redis_url, &env.stack.redis_key_prefix).await?;
-    cache
-        .put_counts(&[
-            (ItemKey::parse(1, 10)?, 3, 1),
-            (ItemKey::parse(1, 20)?, 6, 10),
-        ])
+    let redis = Redis::connect(&env.stack.redis_url, &env.stack.redis_key_prefix).await?;
+    let stamped = |item_id, count, last_offset| {
+        anyhow::Ok(CountUpdate {
+            item: ItemKey::parse(1, item_id)?,
+            count,
+            last_offset,
+        })
+    };
+    CountCache::new(&redis)
+        .put_counts(&[stamped(10, 3, 1)?, stamped(20, 6, 10)?])
         .await?;
 
     let url = ingest.url("/v1/counts?items=1:10,1:20,2:30,1:40,1:10");
@@ -163,8 +169,8 @@ async fn a_user_like_state_comes_from_postgres_and_recent_likers_from_redis() ->
     );
 
     // What the projector writes after a commit, the endpoint reads back.
-    let cache = CountCache::connect(&env.stack.redis_url, &env.stack.redis_key_prefix).await?;
-    let likers = RecentLikers::new(cache.connection(), &env.stack.redis_key_prefix, 3);
+    let redis = Redis::connect(&env.stack.redis_url, &env.stack.redis_key_prefix).await?;
+    let likers = RecentLikers::new(&redis, 3);
     let item = ItemKey::parse(1, 60)?;
     let change = |user: i64, state, second: i64| -> anyhow::Result<NetChange> {
         Ok(NetChange {

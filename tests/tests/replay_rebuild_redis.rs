@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use likes_domain::ItemKey;
+use likes_infra::redis::Keys;
 use likes_replay::rebuild_redis;
 use likes_replay::verify::{self, VerifyOptions};
 use likes_tests::{TestEnv, eventually};
@@ -32,11 +34,12 @@ async fn a_redis_rebuild_restores_every_count_from_postgres() -> anyhow::Result<
     projector.stop().await??;
     ingest.running.stop().await?;
 
-    let prefix = &env.stack.redis_key_prefix;
+    let keys = Keys::new(&env.stack.redis_key_prefix);
+    let count_key = |id| anyhow::Ok(keys.count(ItemKey::parse(ITEM_TYPE.into(), id)?));
     let mut redis = env.redis.clone();
     for (key, value) in [
-        (format!("{prefix}count:{ITEM_TYPE}:10"), "50:999999999"), // wrong, "newer" stamp
-        (format!("{prefix}count:{ITEM_TYPE}:99"), "7:1"),          // no such counter
+        (count_key(10)?, "50:999999999"), // wrong, "newer" stamp
+        (count_key(99)?, "7:1"),          // no such counter
     ] {
         redis::cmd("SET")
             .arg(key)
@@ -45,7 +48,7 @@ async fn a_redis_rebuild_restores_every_count_from_postgres() -> anyhow::Result<
             .await?;
     }
     redis::cmd("DEL")
-        .arg(format!("{prefix}count:{ITEM_TYPE}:11"))
+        .arg(count_key(11)?)
         .query_async::<()>(&mut redis)
         .await?;
 

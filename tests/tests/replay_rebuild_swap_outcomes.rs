@@ -44,7 +44,8 @@ async fn wrong_count_cached(env: &TestEnv, ingest: &Ingest) -> anyhow::Result<()
         .bind(ITEM)
         .execute(&env.db)
         .await?;
-    let key = format!("{}count:1:{ITEM}", env.stack.redis_key_prefix);
+    let key = likes_infra::redis::Keys::new(&env.stack.redis_key_prefix)
+        .count(likes_domain::ItemKey::parse(1, ITEM)?);
     redis::cmd("DEL")
         .arg(&key)
         .query_async::<()>(&mut env.redis.clone())

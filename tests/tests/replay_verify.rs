@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use likes_domain::ItemKey;
+use likes_infra::redis::Keys;
 use likes_replay::verify::{self, VerifyOptions, VerifyReport};
 use likes_tests::{TestEnv, eventually};
 use serde_json::json;
@@ -73,10 +75,11 @@ async fn projections_that_agree_verify_clean() -> anyhow::Result<()> {
 async fn verify_finds_injected_drift_and_repair_fixes_the_redis_side() -> anyhow::Result<()> {
     let env = projected_env().await?;
     let mut redis = env.redis.clone();
-    let prefix = &env.stack.redis_key_prefix;
+    let keys = Keys::new(&env.stack.redis_key_prefix);
+    let count_key = |id| anyhow::Ok(keys.count(ItemKey::parse(ITEM_TYPE.into(), id)?));
     // A wrong Redis count with a stamp so high the normal write path would keep it.
     redis::cmd("SET")
-        .arg(format!("{prefix}count:{ITEM_TYPE}:1"))
+        .arg(count_key(1)?)
         .arg("99:999999999")
         .query_async::<()>(&mut redis)
         .await?;
@@ -87,7 +90,7 @@ async fn verify_finds_injected_drift_and_repair_fixes_the_redis_side() -> anyhow
         .await?;
     // A missing Redis count is a cache miss, not drift.
     redis::cmd("DEL")
-        .arg(format!("{prefix}count:{ITEM_TYPE}:3"))
+        .arg(count_key(3)?)
         .query_async::<()>(&mut redis)
         .await?;
 

@@ -14,11 +14,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use hyper::Method;
-use likes_infra::cache::{CountCache, parse_stamped};
 use likes_infra::kafka;
+use likes_infra::redis::Redis;
+use likes_infra::redis::counts::{self, parse_stamped};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use redis::AsyncCommands;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -44,7 +44,7 @@ pub async fn convergence(cfg: &Config, report: &mut Report, rate: f64) -> anyhow
     let env = BenchEnv::new(8).await?;
     let ingest = env.start_ingest().await?;
     let floor = FloorReader::start(&env).await?;
-    let cache = CountCache::connect(&env.stack.redis_url, &env.stack.redis_key_prefix).await?;
+    let cache = Redis::connect(&env.stack.redis_url, &env.stack.redis_key_prefix).await?;
     let mut keys = Keys::new(cfg.items, cfg.zipf_exponent, cfg.users, 4)?;
     let load = Http {
         connections: cfg.connections,
@@ -181,12 +181,11 @@ struct Watch {
 /// Reads the stamps of every like still pending until the load ends and all
 /// are visible (or 30 s passed since the last answer).
 async fn watch(
-    cache: CountCache,
+    cache: Redis,
     items: Vec<i64>,
     mut answered: mpsc::UnboundedReceiver<Answer>,
 ) -> anyhow::Result<Watch> {
-    let mut conn = cache.connection();
-    let mut pending: Vec<(String, i64, Instant)> = Vec::new();
+    let mut pending: Vec<(likes_domain::ItemKey, i64, Instant)> = Vec::new();
     let mut watch = Watch {
         answers: Vec::new(),
         visible: histogram()?,
@@ -203,7 +202,7 @@ async fn watch(
             };
             let item = items[answer.index as usize];
             let item = likes_domain::ItemKey::parse(ITEM_TYPE.into(), item)?;
-            pending.push((cache.count_key(item), offset, answer.at));
+            pending.push((item, offset, answer.at));
             watch.answers.push(Watched {
                 partition: partition as i32,
                 offset,
@@ -215,17 +214,17 @@ async fn watch(
             open = false;
         }
         if !pending.is_empty() {
-            let keys: Vec<&str> = pending.iter().map(|(k, _, _)| k.as_str()).collect();
-            let values: Vec<Option<String>> = conn.mget(&keys).await?;
+            let items: Vec<_> = pending.iter().map(|(item, _, _)| *item).collect();
+            let values = counts::raw_counts(&cache, &items).await?;
             let now = Instant::now();
             let mut still = Vec::with_capacity(pending.len());
-            for ((key, offset, at), value) in pending.into_iter().zip(values) {
+            for ((item, offset, at), value) in pending.into_iter().zip(values) {
                 match value.as_deref().and_then(parse_stamped) {
                     Some((_, stamp)) if stamp >= offset => {
                         let micros = now.saturating_duration_since(at).as_micros() as u64;
                         watch.visible.saturating_record(micros.max(1));
                     }
-                    _ => still.push((key, offset, at)),
+                    _ => still.push((item, offset, at)),
                 }
             }
             pending = still;

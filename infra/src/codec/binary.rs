@@ -9,7 +9,7 @@
 //! (a long) then UTF-8, an `enum` is the symbol's index (an int). Fields follow
 //! in schema order: event_id, user_id, item_id, item_type, action, timestamp.
 
-use likes_domain::{Action, LikeEvent};
+use likes_domain::LikeEvent;
 
 /// Appends the zig-zag varint of `n` (Avro `long` and `int`).
 fn long(out: &mut Vec<u8>, n: i64) {
@@ -30,13 +30,7 @@ pub fn write(out: &mut Vec<u8>, event: &LikeEvent) {
     long(out, event.user_id.get());
     long(out, event.item.item_id.get());
     long(out, i64::from(event.item.item_type.get()));
-    long(
-        out,
-        match event.action {
-            Action::Like => 0,
-            Action::Unlike => 1,
-        },
-    );
+    long(out, i64::from(event.action.ordinal()));
     long(out, event.timestamp.timestamp_millis());
 }
 
@@ -52,7 +46,7 @@ pub fn framed(schema_id: u32, event: &LikeEvent) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use likes_domain::{EventId, ItemKey, UserId};
+    use likes_domain::{Action, EventId, ItemKey, UserId};
 
     fn generic(event: &LikeEvent) -> Vec<u8> {
         let schema = apache_avro::Schema::parse_str(crate::codec::SCHEMA).unwrap();

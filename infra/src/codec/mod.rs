@@ -242,10 +242,7 @@ fn registry_error(e: SRCError) -> Error {
 /// tested against).
 #[cfg(test)]
 fn to_value(event: &LikeEvent) -> Value {
-    let (index, symbol) = match event.action {
-        Action::Like => (0, "LIKE"),
-        Action::Unlike => (1, "UNLIKE"),
-    };
+    let (index, symbol) = (event.action.ordinal(), event.action.symbol());
     Value::Record(vec![
         ("event_id".into(), Value::Uuid(*event.event_id.as_uuid())),
         ("user_id".into(), Value::Long(event.user_id.get())),

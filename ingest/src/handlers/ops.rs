@@ -18,7 +18,7 @@ pub async fn healthz() -> Result<Response, warp::Rejection> {
 /// GET /readyz: 200 when every dependency of a write answers, else 503 naming
 /// the ones that do not.
 pub async fn readyz(state: Arc<State>) -> Result<Response, warp::Rejection> {
-    let checks = state.readiness.check(&state.cache).await;
+    let checks = state.readiness.check(&state.redis).await;
     let ready = checks.iter().all(|(_, failure)| failure.is_none());
     let mut detail = serde_json::Map::new();
     for (name, failure) in checks {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, UserId};
-use likes_infra::dedup::{Outcome, Settle};
+use likes_infra::redis::dedup::{Outcome, Settle};
 use serde_json::json;
 use warp::http::StatusCode;
 use warp::reply::Response;

@@ -123,15 +123,12 @@ fn next_integer<'de, A: MapAccess<'de>>(
 }
 
 fn action(value: Scalar<'_>) -> Slot<Action> {
-    match value {
-        Scalar::Null => None,
-        Scalar::Str("like") => Some(Ok(Action::Like)),
-        Scalar::Str("unlike") => Some(Ok(Action::Unlike)),
-        _ => Some(Err(ApiError::wrong_type(
-            "action",
-            "\"like\" or \"unlike\"",
-        ))),
-    }
+    let name = match value {
+        Scalar::Null => return None,
+        Scalar::Str(name) => Action::from_name(name),
+        _ => None,
+    };
+    Some(name.ok_or_else(|| ApiError::wrong_type("action", "\"like\" or \"unlike\"")))
 }
 
 fn event_id(value: Scalar<'_>) -> Slot<EventId> {

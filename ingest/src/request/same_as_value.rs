@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::{LikeRequest, parse_like};
 use crate::ApiError;
-use crate::batch::{BatchEvent, parse_batch};
+use crate::batch_body::{BatchEvent, parse_batch};
 
 mod reference {
     use super::*;
@@ -111,9 +111,10 @@ mod reference {
         )?;
         let action = match map.get("action") {
             None | Some(Value::Null) => return Err(ApiError::missing("action")),
-            Some(Value::String(s)) if s == "like" => Action::Like,
-            Some(Value::String(s)) if s == "unlike" => Action::Unlike,
-            Some(_) => return Err(ApiError::wrong_type("action", "\"like\" or \"unlike\"")),
+            Some(value) => value
+                .as_str()
+                .and_then(Action::from_name)
+                .ok_or_else(|| ApiError::wrong_type("action", "\"like\" or \"unlike\""))?,
         };
         Ok(BatchEvent {
             action,

@@ -1,6 +1,6 @@
 //! Repairing the Redis counts from PostgreSQL, for the operator tools.
 //!
-//! The normal write path ([`crate::cache::CountCache::put_counts`]) refuses a
+//! The normal write path ([`super::counts::CountCache::put_counts`]) refuses a
 //! stamp that is not newer than the stored one, which is right for the
 //! projector but keeps a wrong value with a high (or equal) stamp forever. A
 //! repair therefore replaces a value only if it is still exactly the wrong
@@ -10,8 +10,9 @@
 use likes_domain::ItemKey;
 use tracing::instrument;
 
+use super::{Redis, evalsha, query_with_script};
 use crate::Error;
-use crate::cache::CountCache;
+use crate::store::writer::CountUpdate;
 
 /// Replaces KEYS[1] by ARGV[2]:ARGV[3] (or deletes it when ARGV[2] is empty)
 /// only while it still holds ARGV[1] ('' meaning absent).
@@ -53,26 +54,12 @@ pub struct CountRepair {
     pub count: Option<(i64, i64)>,
 }
 
-/// The raw stored values (`"<count>:<stamp>"`) of `items`, in order, in one MGET.
-#[instrument(skip_all, fields(items = items.len()))]
-pub async fn raw_counts(
-    cache: &CountCache,
-    items: &[ItemKey],
-) -> Result<Vec<Option<String>>, Error> {
-    if items.is_empty() {
-        return Ok(Vec::new());
-    }
-    let keys: Vec<String> = items.iter().map(|i| cache.count_key(*i)).collect();
-    let mut conn = cache.connection();
-    Ok(redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?)
-}
-
 /// Applies `repairs`, each only if its key still holds what was seen; returns
 /// how many were written.
 #[instrument(skip_all, fields(repairs = repairs.len()))]
-pub async fn replace_counts(cache: &CountCache, repairs: &[CountRepair]) -> Result<u64, Error> {
+pub async fn replace_counts(redis: &Redis, repairs: &[CountRepair]) -> Result<u64, Error> {
     let script = redis::Script::new(REPLACE_IF_UNCHANGED);
-    let mut conn = cache.connection();
+    let mut conn = redis.connection();
     let mut written = 0;
     for repair in repairs {
         let (count, stamp) = match repair.count {
@@ -81,7 +68,7 @@ pub async fn replace_counts(cache: &CountCache, repairs: &[CountRepair]) -> Resu
         };
         // One key per script call: valid on Redis Cluster too.
         let done: i64 = script
-            .key(cache.count_key(repair.item))
+            .key(redis.keys().count(repair.item))
             .arg(repair.seen.as_deref().unwrap_or(""))
             .arg(count)
             .arg(stamp)
@@ -98,31 +85,19 @@ pub async fn replace_counts(cache: &CountCache, repairs: &[CountRepair]) -> Resu
 /// however late it arrives) is replaced, and one stamped above it (the
 /// projector's commit after the swap) is kept. Returns how many were written.
 #[instrument(skip_all, fields(items = updates.len()))]
-pub async fn put_swapped_counts(
-    cache: &CountCache,
-    updates: &[(ItemKey, i64, i64)],
-) -> Result<u64, Error> {
+pub async fn put_swapped_counts(redis: &Redis, updates: &[CountUpdate]) -> Result<u64, Error> {
     let script = redis::Script::new(SET_UNLESS_NEWER);
-    let mut conn = cache.connection();
+    let mut conn = redis.connection();
     let mut written = 0;
     for chunk in updates.chunks(1000) {
         // One key per script call (valid on Redis Cluster), a chunk per round trip.
         let mut pipe = redis::pipe();
-        for (item, count, stamp) in chunk {
-            pipe.cmd("EVALSHA")
-                .arg(script.get_hash())
-                .arg(1)
-                .arg(cache.count_key(*item))
-                .arg(*count)
-                .arg(*stamp);
+        for update in chunk {
+            let mut call = evalsha(&script, &redis.keys().count(update.item));
+            call.arg(update.count).arg(update.last_offset);
+            pipe.add_command(call);
         }
-        let done: Vec<i64> = match pipe.query_async(&mut conn).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                script.prepare_invoke().load_async(&mut conn).await?;
-                pipe.query_async(&mut conn).await?
-            }
-            other => other?,
-        };
+        let done: Vec<i64> = query_with_script(&mut conn, &script, &pipe).await?;
         written += done
             .iter()
             .map(|n| u64::try_from(*n).unwrap_or(0))
@@ -134,9 +109,9 @@ pub async fn put_swapped_counts(
 /// Deletes every cached count of this deployment's prefix (SCAN, never KEYS,
 /// so Redis keeps serving); returns how many keys went.
 #[instrument(skip_all)]
-pub async fn delete_all_counts(cache: &CountCache) -> Result<u64, Error> {
-    let mut conn = cache.connection();
-    let pattern = format!("{}count:*", escape_glob(cache.prefix()));
+pub async fn delete_all_counts(redis: &Redis) -> Result<u64, Error> {
+    let mut conn = redis.connection();
+    let pattern = redis.keys().all_counts();
     let mut cursor: u64 = 0;
     let mut deleted = 0;
     loop {
@@ -165,28 +140,5 @@ pub async fn delete_all_counts(cache: &CountCache) -> Result<u64, Error> {
             return Ok(deleted);
         }
         cursor = next;
-    }
-}
-
-/// Escapes the glob characters of a literal key prefix for SCAN MATCH.
-fn escape_glob(literal: &str) -> String {
-    let mut out = String::with_capacity(literal.len());
-    for c in literal.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn glob_characters_in_a_prefix_match_only_themselves() {
-        assert_eq!(escape_glob("likes:"), "likes:");
-        assert_eq!(escape_glob("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
     }
 }

@@ -1,7 +1,7 @@
 //! Per-user rate limiting in Redis, shared by every ingest instance.
 //!
 //! The algorithm is a token bucket kept in one Redis hash per user
-//! (`<prefix>rate:{<user_id>}` with fields `tokens` and `ts`). A Lua script,
+//! ([`super::Keys::rate`], with fields `tokens` and `ts`). A Lua script,
 //! atomic on the server and timed by the server's own clock (`TIME`, so the
 //! instances' clocks do not matter):
 //! 1. refills the bucket by `elapsed × rate` tokens, capped at `burst`
@@ -14,9 +14,9 @@
 //! A batch asks for one token per event of the user; it may be granted part.
 
 use likes_domain::UserId;
-use redis::aio::ConnectionManager;
 use tracing::instrument;
 
+use super::Redis;
 use crate::Error;
 
 /// KEYS[1]: the bucket. ARGV: rate per second, burst, cost. Returns {granted, wait_ms}.
@@ -66,39 +66,31 @@ pub struct Grant {
 /// The shared limiter; cheap to clone.
 #[derive(Clone)]
 pub struct RateLimiter {
-    conn: ConnectionManager,
-    prefix: String,
+    redis: Redis,
     rate: Rate,
     script: redis::Script,
 }
 
 impl RateLimiter {
-    /// A limiter over `conn` whose keys start with `prefix`.
-    pub fn new(conn: ConnectionManager, prefix: &str, rate: Rate) -> Self {
+    /// A limiter allowing `rate` per user, its buckets kept in `redis`.
+    pub fn new(redis: &Redis, rate: Rate) -> Self {
         Self {
-            conn,
-            prefix: prefix.to_string(),
+            redis: redis.clone(),
             rate,
             script: redis::Script::new(TOKEN_BUCKET),
         }
     }
 
-    /// The bucket key of `user`; the hash tag keeps it in the user's cluster slot.
-    pub fn key(&self, user: UserId) -> String {
-        format!("{}rate:{{{}}}", self.prefix, user.get())
-    }
-
     /// Takes up to `cost` tokens from `user`'s bucket.
     #[instrument(skip_all, fields(cost))]
     pub async fn acquire(&self, user: UserId, cost: u32) -> Result<Grant, Error> {
-        let mut conn = self.conn.clone();
         let (granted, wait): (i64, i64) = self
             .script
-            .key(self.key(user))
+            .key(self.redis.keys().rate(user))
             .arg(self.rate.per_second)
             .arg(self.rate.burst)
             .arg(cost)
-            .invoke_async(&mut conn)
+            .invoke_async(&mut self.redis.connection())
             .await?;
         Ok(Grant {
             granted: u32::try_from(granted.max(0)).unwrap_or(0),

@@ -1,5 +1,5 @@
 //! The Redis projection of each item's most recent likers: a sorted set per
-//! item, `<prefix>likers:<type>:<id>`, member = user id, score = when the like
+//! item ([`super::Keys::likers`]), member = user id, score = when the like
 //! happened (milliseconds since the epoch), trimmed to the newest `keep`.
 //!
 //! The projector writes it after each PostgreSQL commit with the batch's net
@@ -8,9 +8,9 @@
 //! view, and `user_likes` in PostgreSQL stays the truth.
 
 use likes_domain::{ItemKey, LikeState, NetChange, UserId};
-use redis::aio::ConnectionManager;
 use tracing::instrument;
 
+use super::Redis;
 use crate::Error;
 
 /// How many likers are kept per item by default.
@@ -27,29 +27,17 @@ pub struct Liker {
 /// A handle on the likers projection; cheap to clone.
 #[derive(Clone)]
 pub struct RecentLikers {
-    conn: ConnectionManager,
-    prefix: String,
+    redis: Redis,
     keep: usize,
 }
 
 impl RecentLikers {
-    /// A handle over `conn` keeping the newest `keep` likers per item.
-    pub fn new(conn: ConnectionManager, prefix: &str, keep: usize) -> Self {
+    /// The likers kept in `redis`, the newest `keep` per item.
+    pub fn new(redis: &Redis, keep: usize) -> Self {
         Self {
-            conn,
-            prefix: prefix.to_string(),
+            redis: redis.clone(),
             keep: keep.max(1),
         }
-    }
-
-    /// The sorted set of `item`.
-    pub fn key(&self, item: ItemKey) -> String {
-        format!(
-            "{}likers:{}:{}",
-            self.prefix,
-            item.item_type.get(),
-            item.item_id.get()
-        )
     }
 
     /// Applies a committed batch's net changes in one round trip: a pair left
@@ -63,7 +51,7 @@ impl RecentLikers {
         let keep = i64::try_from(self.keep).unwrap_or(i64::MAX);
         let mut pipe = redis::pipe();
         for change in changes {
-            let key = self.key(change.item);
+            let key = self.redis.keys().likers(change.item);
             match change.state {
                 LikeState::Liked => {
                     pipe.zadd(
@@ -83,8 +71,7 @@ impl RecentLikers {
                 }
             }
         }
-        let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await?;
+        pipe.query_async::<()>(&mut self.redis.connection()).await?;
         Ok(())
     }
 
@@ -95,14 +82,13 @@ impl RecentLikers {
             return Ok(Vec::new());
         }
         let stop = i64::try_from(limit).unwrap_or(i64::MAX) - 1;
-        let mut conn = self.conn.clone();
         let rows: Vec<(i64, f64)> = redis::cmd("ZRANGE")
-            .arg(self.key(item))
+            .arg(self.redis.keys().likers(item))
             .arg(0)
             .arg(stop)
             .arg("REV")
             .arg("WITHSCORES")
-            .query_async(&mut conn)
+            .query_async(&mut self.redis.connection())
             .await?;
         Ok(rows
             .into_iter()

@@ -3,8 +3,7 @@
 //! producing it again.
 //!
 //! The memo may answer only when its action is the user's latest logged action
-//! on the item. One hash per pair, `<prefix>dedup:{<user_id>}:<type>:<id>`, with
-//! the fields
+//! on the item. One hash per pair ([`super::Keys::dedup`]), with the fields
 //! - `a`, `p`, `o`, `e`, `t`: the acked action with the highest offset (its
 //!   action symbol, partition, offset, event id, and the Redis server time in
 //!   ms when it was settled, which starts the dedup window);
@@ -31,10 +30,10 @@
 
 use futures::future::join_all;
 use likes_domain::{Action, EventId, ItemKey, Position, UserId};
-use redis::aio::ConnectionManager;
 use std::time::Duration;
 use tracing::instrument;
 
+use super::{Redis, millis};
 use crate::Error;
 
 /// Answers with the memo when it may answer; otherwise marks a publish.
@@ -145,8 +144,7 @@ pub struct Settle {
 /// The memos of one deployment; cheap to clone.
 #[derive(Clone)]
 pub struct DedupMemos {
-    conn: ConnectionManager,
-    prefix: String,
+    redis: Redis,
     window: Duration,
     hold: Duration,
     recall: redis::Script,
@@ -155,31 +153,18 @@ pub struct DedupMemos {
 }
 
 impl DedupMemos {
-    /// Memos over `conn` answering within `window` of an ack; a pair with a
-    /// publish in flight or of unknown outcome stays unanswerable for `hold`
+    /// Memos kept in `redis` answering within `window` of an ack; a pair with
+    /// a publish in flight or of unknown outcome stays unanswerable for `hold`
     /// after its last mark (at least the window).
-    pub fn new(conn: ConnectionManager, prefix: &str, window: Duration, hold: Duration) -> Self {
+    pub fn new(redis: &Redis, window: Duration, hold: Duration) -> Self {
         Self {
-            conn,
-            prefix: prefix.to_string(),
+            redis: redis.clone(),
             window,
             hold: hold.max(window),
             recall: redis::Script::new(RECALL),
             mark: redis::Script::new(MARK),
             settle: redis::Script::new(SETTLE),
         }
-    }
-
-    /// The hash of one user on one item; the hash tag keeps a user's keys in
-    /// one cluster slot.
-    pub fn key(&self, user: UserId, item: ItemKey) -> String {
-        format!(
-            "{}dedup:{{{}}}:{}:{}",
-            self.prefix,
-            user.get(),
-            item.item_type.get(),
-            item.item_id.get()
-        )
     }
 
     /// The memo if `action` is the user's latest logged action on `item`
@@ -191,10 +176,10 @@ impl DedupMemos {
         item: ItemKey,
         action: Action,
     ) -> Result<Recall, Error> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.redis.connection();
         let found: Option<(String, i32, i64, String)> = self
             .recall
-            .key(self.key(user, item))
+            .key(self.redis.keys().dedup(user, item))
             .arg(action.symbol())
             .arg(millis(self.window))
             .arg(millis(self.hold))
@@ -217,7 +202,7 @@ impl DedupMemos {
             Error::Redis(redis::RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
                 "unreadable dedup memo",
-                self.key(user, item),
+                self.redis.keys().dedup(user, item),
             )))
         })
     }
@@ -227,8 +212,8 @@ impl DedupMemos {
     pub async fn mark(&self, pairs: &[(UserId, ItemKey)]) -> Result<(), Error> {
         let hold = millis(self.hold);
         let calls = pairs.iter().map(|(user, item)| {
-            let mut conn = self.conn.clone();
-            let key = self.key(*user, *item);
+            let mut conn = self.redis.connection();
+            let key = self.redis.keys().dedup(*user, *item);
             async move {
                 self.mark
                     .key(key)
@@ -253,8 +238,8 @@ impl DedupMemos {
     pub async fn settle(&self, settles: &[Settle]) -> Result<(), Error> {
         let (window, hold) = (millis(self.window), millis(self.hold));
         let calls = settles.iter().map(|s| {
-            let mut conn = self.conn.clone();
-            let mut call = self.settle.key(self.key(s.user, s.item));
+            let mut conn = self.redis.connection();
+            let mut call = self.settle.key(self.redis.keys().dedup(s.user, s.item));
             let outcome = match s.outcome {
                 Outcome::Acked(_) => "ack",
                 Outcome::Released => "release",
@@ -277,8 +262,4 @@ impl DedupMemos {
         }
         Ok(())
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }

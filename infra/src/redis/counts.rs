@@ -1,0 +1,176 @@
+//! The Redis projection: cached counts, written only after PostgreSQL committed.
+//!
+//! Each count is stored as `"<count>:<stamp>"` under its item's count key
+//! ([`super::Keys::count`]), where the stamp is the log offset the count reflects. A small script refuses
+//! to replace a newer stamp with an older one, so writes may be repeated, raced
+//! or replayed in any order and the cache still converges on the newest count.
+//!
+//! A read that misses refills the key from PostgreSQL. An item PostgreSQL has
+//! never counted is refilled as `"0:-1"` (any projected count replaces it)
+//! with a TTL, or not at all: reads of random ids must not grow Redis without
+//! bound. Every other count has no TTL and is bounded by the items that exist;
+//! Redis runs with `maxmemory` and `allkeys-lru` (see `dev/config/redis.conf`),
+//! so an evicted count is simply a miss, read again from PostgreSQL.
+
+use likes_domain::ItemKey;
+use tracing::instrument;
+
+use super::{Redis, evalsha, query_with_script};
+use crate::Error;
+use crate::store::writer::CountUpdate;
+
+/// Sets KEYS[1] to ARGV[1]:ARGV[2] unless it already holds a stamp >= ARGV[2].
+/// With ARGV[3] (milliseconds) the value expires; without, any TTL is cleared,
+/// so a projected count replacing an expiring refill stays.
+const SET_IF_NEWER: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local sep = string.find(current, ':', 1, true)
+  if sep and tonumber(string.sub(current, sep + 1)) >= tonumber(ARGV[2]) then
+    return 0
+  end
+end
+if ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2])
+end
+return 1
+"#;
+
+/// The stamp of a count PostgreSQL has never held: older than any offset.
+const NEVER_COUNTED: i64 = -1;
+
+/// A handle on the cached counts; cheap to clone.
+#[derive(Clone)]
+pub struct CountCache {
+    redis: Redis,
+    script: redis::Script,
+}
+
+impl CountCache {
+    /// The counts kept in `redis`.
+    pub fn new(redis: &Redis) -> Self {
+        Self {
+            redis: redis.clone(),
+            script: redis::Script::new(SET_IF_NEWER),
+        }
+    }
+
+    /// The cached count of `item`, if Redis has it.
+    #[instrument(skip_all, fields(item = %item))]
+    pub async fn count(&self, item: ItemKey) -> Result<Option<i64>, Error> {
+        let value: Option<String> = redis::cmd("GET")
+            .arg(self.redis.keys().count(item))
+            .query_async(&mut self.redis.connection())
+            .await?;
+        Ok(value.as_deref().and_then(parse_count))
+    }
+
+    /// The cached counts of `items` in one MGET, in the same order (`None` = miss).
+    #[instrument(skip_all, fields(items = items.len()))]
+    pub async fn counts(&self, items: &[ItemKey]) -> Result<Vec<Option<i64>>, Error> {
+        let values = raw_counts(&self.redis, items).await?;
+        Ok(values
+            .iter()
+            .map(|v| v.as_deref().and_then(parse_count))
+            .collect())
+    }
+
+    /// Writes counts stamped with the offsets they reflect, in one round trip;
+    /// older stamps never overwrite newer ones.
+    #[instrument(skip_all, fields(items = updates.len()))]
+    pub async fn put_counts(&self, updates: &[CountUpdate]) -> Result<(), Error> {
+        let calls: Vec<redis::Cmd> = updates
+            .iter()
+            .map(|u| self.set_if_newer(u.item, u.count, u.last_offset))
+            .collect();
+        self.run(calls).await
+    }
+
+    /// Refills the keys of counts read from PostgreSQL after a miss: each item
+    /// with its `(count, stamp)`, or `None` when PostgreSQL never counted it.
+    /// Those are stored as 0 expiring after `absent_ttl`, or not at all when
+    /// `absent_ttl` is `None`. Newer stamps already in Redis are kept.
+    #[instrument(skip_all, fields(items = found.len()))]
+    pub async fn refill_counts(
+        &self,
+        found: &[(ItemKey, Option<(i64, i64)>)],
+        absent_ttl: Option<std::time::Duration>,
+    ) -> Result<(), Error> {
+        let ttl_ms = absent_ttl.map(super::millis);
+        let calls: Vec<redis::Cmd> = found
+            .iter()
+            .filter_map(|(item, stored)| match (stored, ttl_ms) {
+                (Some((count, stamp)), _) => Some(self.set_if_newer(*item, *count, *stamp)),
+                (None, Some(ms)) => {
+                    let mut cmd = self.set_if_newer(*item, 0, NEVER_COUNTED);
+                    cmd.arg(ms);
+                    Some(cmd)
+                }
+                (None, None) => None,
+            })
+            .collect();
+        self.run(calls).await
+    }
+
+    fn set_if_newer(&self, item: ItemKey, count: i64, stamp: i64) -> redis::Cmd {
+        let mut cmd = evalsha(&self.script, &self.redis.keys().count(item));
+        cmd.arg(count).arg(stamp);
+        cmd
+    }
+
+    /// Sends the script calls in one pipeline.
+    async fn run(&self, calls: Vec<redis::Cmd>) -> Result<(), Error> {
+        if calls.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for call in calls {
+            pipe.add_command(call).ignore();
+        }
+        query_with_script::<()>(&mut self.redis.connection(), &self.script, &pipe).await
+    }
+}
+
+/// The raw stored values (`"<count>:<stamp>"`) of `items`, in order, in one MGET.
+#[instrument(skip_all, fields(items = items.len()))]
+pub async fn raw_counts(redis: &Redis, items: &[ItemKey]) -> Result<Vec<Option<String>>, Error> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = items.iter().map(|i| redis.keys().count(*i)).collect();
+    Ok(redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut redis.connection())
+        .await?)
+}
+
+/// Reads both parts of a stored `"<count>:<stamp>"`.
+pub fn parse_stamped(value: &str) -> Option<(i64, i64)> {
+    let (count, stamp) = value.split_once(':')?;
+    Some((count.parse().ok()?, stamp.parse().ok()?))
+}
+
+/// Reads the count part of a stored `"<count>:<stamp>"`.
+pub fn parse_count(value: &str) -> Option<i64> {
+    value.split(':').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_value_reads_back_its_count() {
+        assert_eq!(parse_count("17:4096"), Some(17));
+        assert_eq!(parse_count("garbage"), None);
+    }
+
+    #[test]
+    fn stored_value_reads_back_its_count_and_stamp() {
+        assert_eq!(parse_stamped("17:4096"), Some((17, 4096)));
+        assert_eq!(parse_stamped("17:-1"), Some((17, -1)));
+        assert_eq!(parse_stamped("17"), None);
+    }
+}
