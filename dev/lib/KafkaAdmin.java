@@ -3,7 +3,7 @@
 // classpath of the broker has the admin client but not the kafka-tools CLI. Bootstrap
 // servers come from KAFKA_BOOTSTRAP_SERVERS.
 //
-//   cluster                               brokers and the active controller
+//   cluster                               the brokers that are up
 //   create-topic <name> <partitions> <rf>  create (or keep) a topic; min.insync.replicas is the brokers' default
 //   describe-topic <name>                  partitions, leaders, replicas, ISR and the durability settings
 //   delete-topic <name>
@@ -63,7 +63,6 @@ public class KafkaAdmin {
         DescribeClusterResult c = admin.describeCluster();
         List<Node> nodes = c.nodes().get().stream().sorted((a, b) -> a.id() - b.id()).toList();
         System.out.println("cluster id: " + c.clusterId().get());
-        System.out.println("controller: " + c.controller().get().id());
         System.out.println("brokers: " + nodes.size());
         for (Node n : nodes) System.out.println("  broker " + n.id() + " at " + n.host() + ":" + n.port());
     }

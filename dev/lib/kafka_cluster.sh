@@ -77,8 +77,10 @@ kafka_cluster_start() {
 
 kafka_cluster_stop() {
   local n count; count=$(kafka_cluster_count)
-  # Stopped one by one: each controlled shutdown moves its leaderships to the others.
-  for ((n = count; n >= 1; n--)); do stop_pid "kafka-$n" 60; done
+  # All at once: stopped one by one, the last node's controlled shutdown waits for a
+  # controller quorum that left with the others, and hangs until killed.
+  for ((n = 1; n <= count; n++)); do stop_pid "kafka-$n" 60 & done
+  wait
 }
 
 # start|stop|restart|kill of one node, for fault tests and operators.
