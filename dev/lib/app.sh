@@ -85,7 +85,9 @@ app_test() {
 }
 
 # The cluster tests (tests/tests/cluster_*.rs) against the running cluster topology, one at a
-# time: they kill and restart the cluster's nodes. The default suite does not run them.
+# time: they kill and restart the cluster's nodes. Each is declared in tests/Cargo.toml with
+# `test = false`, so the default suite's `cargo test --workspace` leaves it out and only this
+# explicit `--test 'cluster_*'` runs it.
 app_test_cluster() {
   cd "$ROOT"
   if ! compgen -G "$ROOT/tests/tests/cluster_*.rs" >/dev/null; then
