@@ -7,7 +7,10 @@
 //   create-topic <name> <partitions> <rf>  create (or keep) a topic; min.insync.replicas is the brokers' default
 //   describe-topic <name>                  partitions, leaders, replicas, ISR and the durability settings
 //   delete-topic <name>
+//   end-offsets <name>                     the sum of the partitions' end offsets (records written)
+//   produce <name> <count>                 idempotent, acks=all; prints how many were acknowledged
 import java.util.List;
+import java.util.Map;
 import java.util.Properties;
 import java.util.concurrent.ExecutionException;
 import java.util.stream.Collectors;
@@ -17,6 +20,10 @@ import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.TopicDescription;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.serialization.StringSerializer;
 import org.apache.kafka.common.Node;
 import org.apache.kafka.common.TopicPartitionInfo;
 import org.apache.kafka.common.config.ConfigResource;
@@ -46,6 +53,14 @@ public class KafkaAdmin {
                     admin.deleteTopics(List.of(args[1])).all().get();
                     System.out.println("deleted " + args[1]);
                 }
+                case "end-offsets" -> {
+                    if (args.length != 2) usage();
+                    endOffsets(admin, args[1]);
+                }
+                case "produce" -> {
+                    if (args.length != 3) usage();
+                    produce(bootstrap, args[1], Integer.parseInt(args[2]));
+                }
                 default -> usage();
             }
         } catch (ExecutionException e) {
@@ -55,7 +70,7 @@ public class KafkaAdmin {
     }
 
     static void usage() {
-        System.err.println("usage: KafkaAdmin cluster | create-topic <name> <partitions> <rf> | describe-topic <name> | delete-topic <name>");
+        System.err.println("usage: KafkaAdmin cluster | create-topic <name> <partitions> <rf> | describe-topic <name> | delete-topic <name> | end-offsets <name> | produce <name> <count>");
         System.exit(2);
     }
 
@@ -91,6 +106,57 @@ public class KafkaAdmin {
                     + " replicas " + ids(p.replicas())
                     + " isr " + ids(p.isr()));
         }
+    }
+
+    static void endOffsets(Admin admin, String name) throws Exception {
+        TopicDescription d = admin.describeTopics(List.of(name)).allTopicNames().get().get(name);
+        Map<org.apache.kafka.common.TopicPartition, org.apache.kafka.clients.admin.OffsetSpec> ask = new java.util.HashMap<>();
+        for (TopicPartitionInfo p : d.partitions()) {
+            ask.put(new org.apache.kafka.common.TopicPartition(name, p.partition()), org.apache.kafka.clients.admin.OffsetSpec.latest());
+        }
+        long sum = 0;
+        for (var e : admin.listOffsets(ask).all().get().values()) sum += e.offset();
+        System.out.println("topic " + name + ": end offsets sum " + sum);
+    }
+
+    static void produce(String bootstrap, String topic, int count) throws Exception {
+        Properties p = new Properties();
+        p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        p.put(ProducerConfig.ACKS_CONFIG, "all");
+        p.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
+        p.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, "15000");
+        p.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, "5000");
+        p.put(ProducerConfig.LINGER_MS_CONFIG, "5");
+        p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        java.util.concurrent.atomic.AtomicInteger acked = new java.util.concurrent.atomic.AtomicInteger();
+        java.util.Map<String, Integer> errors = new java.util.concurrent.ConcurrentHashMap<>();
+        KafkaProducer<String, String> producer = new KafkaProducer<>(p);
+        List<java.util.concurrent.Future<?>> sent = new java.util.ArrayList<>();
+        for (int i = 0; i < count; i++) {
+            sent.add(producer.send(new ProducerRecord<>(topic, "key-" + i, "value-" + i), (md, e) -> {
+                if (e == null) acked.incrementAndGet();
+                else errors.merge(e.getClass().getSimpleName(), 1, Integer::sum);
+            }));
+        }
+        // flush() may wait for ever on a request a broker without its quorum never answers:
+        // wait at most 30 s, then abandon what is not acknowledged.
+        long deadline = System.nanoTime() + 30_000_000_000L;
+        int unanswered = 0;
+        for (java.util.concurrent.Future<?> f : sent) {
+            try {
+                f.get(Math.max(0, deadline - System.nanoTime()), java.util.concurrent.TimeUnit.NANOSECONDS);
+            } catch (java.util.concurrent.TimeoutException e) {
+                unanswered++;
+            } catch (ExecutionException e) {
+                // counted by the callback
+            }
+        }
+        producer.close(java.time.Duration.ZERO);
+        System.out.println("produced " + count + " to " + topic + ": acknowledged " + acked.get()
+                + (errors.isEmpty() ? "" : ", failed " + errors)
+                + (unanswered == 0 ? "" : ", unanswered after 30 s " + unanswered));
+        if (acked.get() != count) System.exit(1);
     }
 
     static String ids(List<Node> nodes) {
