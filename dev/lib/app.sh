@@ -1,12 +1,31 @@
 # The project's own part of the stack: setting up topics, schema and migrations,
 # running the services, running the tests. Everything talks to 127.0.0.1.
 
-export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
-export SCHEMA_REGISTRY_URL=${SCHEMA_REGISTRY_URL:-http://127.0.0.1:8081/apis/ccompat/v7}
-export DATABASE_URL=${DATABASE_URL:-postgres://likes:likes@127.0.0.1:5432/likes}
-export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
+# Exports the topology's addresses from dev/config/<topology>.env (STACK_TOPOLOGY: single
+# or cluster). On the single node a variable already set in the environment wins, as it
+# always did; on the cluster the file wins, so a shell that exported the single node's
+# addresses cannot send a cluster run to the single node.
+app_env() {
+  local file="$DEV/config/$STACK_TOPOLOGY.env" line key
+  [[ -f $file ]] || die "unknown topology '$STACK_TOPOLOGY' (single, cluster)"
+  while IFS= read -r line; do
+    [[ $line =~ ^([A-Z_][A-Z0-9_]*)=(.*)$ ]] || continue
+    key=${BASH_REMATCH[1]}
+    if [[ $STACK_TOPOLOGY != single || -z ${!key:-} ]]; then export "$key=${BASH_REMATCH[2]}"; fi
+  done <"$file"
+}
 
-# Creates the 64-partition topic and its DLQ, applies migrations, registers the schema.
+# Prints the topology's settings as KEY=value lines (`eval "$(dev/stack env --cluster)"`,
+# or `--env-file` for docker and systemd).
+app_print_env() {
+  local key
+  for key in $(sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' "$DEV/config/$STACK_TOPOLOGY.env"); do
+    echo "$key=${!key}"
+  done
+}
+
+# Creates the events topic (partitions and replication: the topology's .env) and its DLQ,
+# applies migrations, registers the schema.
 app_setup() {
   log "setting up topics, migrations and schema (likes-replay setup)"
   # The debug build: the tests build the same profile, so CI compiles once.
@@ -14,7 +33,8 @@ app_setup() {
   local attempt
   for attempt in 1 2 3 4 5 6; do
     # The registry may answer 500 once while its database connections recover.
-    "$ROOT/target/debug/likes-replay" setup --partitions 64 && return 0
+    "$ROOT/target/debug/likes-replay" setup --partitions "$STACK_TOPIC_PARTITIONS" \
+      --replication "$STACK_TOPIC_REPLICATION" && return 0
     log "setup attempt $attempt failed; retrying"
     sleep 2
   done
@@ -61,5 +81,26 @@ app_test() {
   echo "$fuzz"
   echo "$bench"
   echo "suite: $passed passed, $failed failed"
+  return "$status"
+}
+
+# The cluster tests (tests/tests/cluster_*.rs) against the running cluster topology, one at a
+# time: they kill and restart the cluster's nodes. Each is declared in tests/Cargo.toml with
+# `test = false`, so the default suite's `cargo test --workspace` leaves it out and only this
+# explicit `--test 'cluster_*'` runs it.
+app_test_cluster() {
+  cd "$ROOT"
+  if ! compgen -G "$ROOT/tests/tests/cluster_*.rs" >/dev/null; then
+    log "no cluster tests yet (tests/tests/cluster_*.rs); the cluster is up and set up"
+    echo "suite (cluster): 0 passed, 0 failed"
+    return 0
+  fi
+  cargo build -q --bins
+  local log="$ROOT/target/test-output-cluster.log" status=0
+  cargo test -p likes-tests --test 'cluster_*' --no-fail-fast "$@" -- --test-threads=1 2>&1 | tee "$log" || status=$?
+  local passed failed
+  passed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+  failed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+  echo "suite (cluster): $passed passed, $failed failed"
   return "$status"
 }
