@@ -10,7 +10,6 @@ use anyhow::Context;
 use likes_infra::kafka::{self, RETENTION_MS, TopicSpec};
 use likes_infra::settings::StackSettings;
 use likes_infra::store::{self, PgPool};
-use redis::AsyncCommands;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -88,23 +87,12 @@ impl BenchEnv {
     /// topics, so runs do not pile up data in the shared stack (a FLUSHALL of
     /// a few runs' leftovers took seconds).
     pub async fn clean(self) -> anyhow::Result<()> {
-        let client = redis::Client::open(self.stack.redis_url.as_str())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let pattern = format!("{}*", self.stack.redis_key_prefix);
-        let keys: Vec<String> = {
-            let mut iter: redis::AsyncIter<'_, String> = conn.scan_match(&pattern).await?;
-            let mut keys = Vec::new();
-            while let Some(key) = futures::StreamExt::next(&mut iter).await {
-                keys.push(key?);
-            }
-            keys
-        };
-        for chunk in keys.chunks(1000) {
-            redis::cmd("UNLINK")
-                .arg(chunk)
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
+        let redis = likes_infra::redis::Redis::connect(
+            &self.stack.redis_address(),
+            &self.stack.redis_key_prefix,
+        )
+        .await?;
+        likes_infra::redis::repair::delete_all_keys(&redis).await?;
         self.db.close().await;
         drop_database(&self.stack.database_url).await?;
         let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
@@ -132,6 +120,10 @@ impl BenchEnv {
             database_url,
             database_max_connections: 10,
             redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_cluster_nodes: likes_infra::settings::url_list(
+                "REDIS_CLUSTER_NODES",
+                &["redis"],
+            )?,
             redis_key_prefix: format!("bench:{suffix}:"),
         };
         let topic = |name: String, partitions| TopicSpec {

@@ -13,6 +13,40 @@ pub fn string(name: &'static str, default: &str) -> String {
     }
 }
 
+/// A comma-separated list of URLs (empty when unset); each must start with
+/// one of `schemes`.
+pub fn url_list(name: &'static str, schemes: &[&str]) -> Result<Vec<String>, Error> {
+    let value = string(name, "");
+    let urls: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    match urls
+        .iter()
+        .find(|u| !schemes.iter().any(|s| u.starts_with(&format!("{s}://"))))
+    {
+        Some(bad) => Err(Error::Setting {
+            name,
+            message: format!(
+                "{bad:?} must be a URL starting with {}://",
+                schemes.join(":// or ")
+            ),
+        }),
+        None => Ok(urls),
+    }
+}
+
+/// Where the Redis projection lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisAddress {
+    /// One node (`REDIS_URL`).
+    Node(String),
+    /// A Redis Cluster's seed nodes (`REDIS_CLUSTER_NODES`).
+    Cluster(Vec<String>),
+}
+
 /// `DEDUP_HORIZON_SECONDS` by default: how long applied event ids are
 /// remembered. The projector and a rebuild must agree on it, so both read
 /// the same variable with this one default.
@@ -206,8 +240,13 @@ pub struct StackSettings {
     pub database_url: String,
     /// `DATABASE_MAX_CONNECTIONS`: pool size per process.
     pub database_max_connections: u32,
-    /// `REDIS_URL`: the Redis projection.
+    /// `REDIS_URL`: the Redis projection on one node.
     pub redis_url: String,
+    /// `REDIS_CLUSTER_NODES`: seed nodes of a Redis Cluster, comma separated
+    /// `redis://` URLs (any one reachable is enough; the client learns the
+    /// slot map). Non-empty selects the cluster client and `REDIS_URL` is not
+    /// used; empty (the default) means the single node of `REDIS_URL`.
+    pub redis_cluster_nodes: Vec<String>,
     /// `REDIS_KEY_PREFIX`: prefix of every Redis key written or read.
     pub redis_key_prefix: String,
 }
@@ -234,8 +273,19 @@ impl StackSettings {
                 "redis://localhost:6379/0",
                 &["redis", "rediss"],
             )?,
+            redis_cluster_nodes: url_list("REDIS_CLUSTER_NODES", &["redis", "rediss"])?,
             redis_key_prefix: string("REDIS_KEY_PREFIX", "likes:"),
         })
+    }
+
+    /// Which Redis the projection lives in: the cluster when seed nodes are
+    /// listed, else the single node.
+    pub fn redis_address(&self) -> RedisAddress {
+        if self.redis_cluster_nodes.is_empty() {
+            RedisAddress::Node(self.redis_url.clone())
+        } else {
+            RedisAddress::Cluster(self.redis_cluster_nodes.clone())
+        }
     }
 
     /// Logs the values in use, without secrets.
@@ -247,6 +297,12 @@ impl StackSettings {
             database_url = %redact(&self.database_url),
             database_max_connections = self.database_max_connections,
             redis_url = %redact(&self.redis_url),
+            redis_cluster_nodes = %self
+                .redis_cluster_nodes
+                .iter()
+                .map(|n| redact(n))
+                .collect::<Vec<_>>()
+                .join(","),
             redis_key_prefix = %self.redis_key_prefix,
             "stack settings"
         );

@@ -48,9 +48,10 @@ pub async fn run(
         _ = &mut shutdown => return Ok(()),
         result = retry::forever(&retry::START_UP, "migrate", || store::migrate(&db)) => result,
     }
+    let redis_address = stack.redis_address();
     let redis = tokio::select! {
         _ = &mut shutdown => return Ok(()),
-        redis = retry::forever(&retry::START_UP, "redis connect", || Redis::connect(&stack.redis_url, &stack.redis_key_prefix)) => redis,
+        redis = retry::forever(&retry::START_UP, "redis connect", || Redis::connect(&redis_address, &stack.redis_key_prefix)) => redis,
     };
     let ownership = Arc::new(Ownership::default());
     let claimer = Claimer::spawn(&stack.database_url, &stack.topic)?;

@@ -307,7 +307,7 @@ async fn refresh_redis(
     if differences.is_empty() {
         return Ok(0);
     }
-    let redis = Redis::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
+    let redis = Redis::connect(&stack.redis_address(), &stack.redis_key_prefix).await?;
     let mut updates = Vec::with_capacity(differences.len());
     for d in differences {
         let partition = partition_for_item(d.item_id, partitions);

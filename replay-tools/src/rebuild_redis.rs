@@ -33,7 +33,7 @@ pub struct RedisRebuild {
 /// Rebuilds the Redis counts of `stack` from PostgreSQL.
 pub async fn run(stack: &StackSettings) -> anyhow::Result<RedisRebuild> {
     let pool = store::connect_lazy(&stack.database_url, 2)?;
-    let redis = Redis::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
+    let redis = Redis::connect(&stack.redis_address(), &stack.redis_key_prefix).await?;
     let cache = CountCache::new(&redis);
     let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM counters")
         .fetch_one(&pool)

@@ -94,7 +94,7 @@ const SAMPLE: &str = "SELECT s.item_id, s.item_type, s.count, s.last_offset,
 /// Reconciles the projections of `stack`.
 pub async fn run(stack: &StackSettings, options: VerifyOptions) -> anyhow::Result<VerifyReport> {
     let pool = store::connect_lazy(&stack.database_url, 2)?;
-    let cache = Redis::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
+    let cache = Redis::connect(&stack.redis_address(), &stack.redis_key_prefix).await?;
     let total: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM counters")
         .fetch_one(&pool)
         .await?;

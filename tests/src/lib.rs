@@ -36,7 +36,7 @@ pub mod watch;
 pub struct TestEnv {
     pub stack: StackSettings,
     pub db: PgPool,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: likes_infra::redis::Connection,
     pub partitions: i32,
     pub suffix: String,
 }
@@ -155,6 +155,10 @@ impl TestEnv {
             database_url,
             database_max_connections: 10,
             redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_cluster_nodes: likes_infra::settings::url_list(
+                "REDIS_CLUSTER_NODES",
+                &["redis"],
+            )?,
             redis_key_prefix: format!("test:{suffix}:"),
         };
         kafka::ensure_topics(
@@ -178,8 +182,9 @@ impl TestEnv {
         let db = store::connect_lazy(&stack.database_url, 5)?;
         store::migrate(&db).await?;
         let redis =
-            redis::aio::ConnectionManager::new(redis::Client::open(stack.redis_url.as_str())?)
-                .await?;
+            likes_infra::redis::Redis::connect(&stack.redis_address(), &stack.redis_key_prefix)
+                .await?
+                .connection();
         Ok(Self {
             stack,
             db,

@@ -283,7 +283,7 @@ async fn concurrent_likes_and_unlikes_end_in_the_state_of_the_highest_acknowledg
 async fn the_memo_answers_only_for_the_highest_settled_offset_with_nothing_in_flight()
 -> anyhow::Result<()> {
     let env = TestEnv::new(1).await?;
-    let redis = Redis::connect(&env.stack.redis_url, &env.stack.redis_key_prefix).await?;
+    let redis = Redis::connect(&env.stack.redis_address(), &env.stack.redis_key_prefix).await?;
     let memos = DedupMemos::new(&redis, Duration::from_secs(60), Duration::from_secs(90));
     let (user, item) = (UserId::parse(5)?, ItemKey::parse(1, 50)?);
     let memo = |action, offset| Memo {

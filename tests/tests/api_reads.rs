@@ -73,7 +73,7 @@ async fn bulk_counts_read_redis_then_postgres_for_misses_and_refill_them() -> an
     )
     .execute(&env.db)
     .await?;
-    let redis = Redis::connect(&env.stack.redis_url, &env.stack.redis_key_prefix).await?;
+    let redis = Redis::connect(&env.stack.redis_address(), &env.stack.redis_key_prefix).await?;
     let stamped = |item_id, count, last_offset| {
         anyhow::Ok(CountUpdate {
             item: ItemKey::parse(1, item_id)?,
@@ -169,7 +169,7 @@ async fn a_user_like_state_comes_from_postgres_and_recent_likers_from_redis() ->
     );
 
     // What the projector writes after a commit, the endpoint reads back.
-    let redis = Redis::connect(&env.stack.redis_url, &env.stack.redis_key_prefix).await?;
+    let redis = Redis::connect(&env.stack.redis_address(), &env.stack.redis_key_prefix).await?;
     let likers = RecentLikers::new(&redis, 3);
     let item = ItemKey::parse(1, 60)?;
     let change = |user: i64, state, second: i64| -> anyhow::Result<NetChange> {

@@ -44,7 +44,7 @@ pub async fn convergence(cfg: &Config, report: &mut Report, rate: f64) -> anyhow
     let env = BenchEnv::new(8).await?;
     let ingest = env.start_ingest().await?;
     let floor = FloorReader::start(&env).await?;
-    let cache = Redis::connect(&env.stack.redis_url, &env.stack.redis_key_prefix).await?;
+    let cache = Redis::connect(&env.stack.redis_address(), &env.stack.redis_key_prefix).await?;
     let mut keys = Keys::new(cfg.items, cfg.zipf_exponent, cfg.users, 4)?;
     let load = Http {
         connections: cfg.connections,

@@ -13,9 +13,10 @@
 //! so an evicted count is simply a miss, read again from PostgreSQL.
 
 use likes_domain::ItemKey;
+use redis::Value;
 use tracing::instrument;
 
-use super::{Redis, evalsha, query_with_script};
+use super::{Keyed, Redis, evalsha};
 use crate::Error;
 use crate::store::writer::CountUpdate;
 
@@ -81,7 +82,7 @@ impl CountCache {
     /// older stamps never overwrite newer ones.
     #[instrument(skip_all, fields(items = updates.len()))]
     pub async fn put_counts(&self, updates: &[CountUpdate]) -> Result<(), Error> {
-        let calls: Vec<redis::Cmd> = updates
+        let calls: Vec<Keyed> = updates
             .iter()
             .map(|u| self.set_if_newer(u.item, u.count, u.last_offset))
             .collect();
@@ -99,14 +100,14 @@ impl CountCache {
         absent_ttl: Option<std::time::Duration>,
     ) -> Result<(), Error> {
         let ttl_ms = absent_ttl.map(super::millis);
-        let calls: Vec<redis::Cmd> = found
+        let calls: Vec<Keyed> = found
             .iter()
             .filter_map(|(item, stored)| match (stored, ttl_ms) {
                 (Some((count, stamp)), _) => Some(self.set_if_newer(*item, *count, *stamp)),
                 (None, Some(ms)) => {
-                    let mut cmd = self.set_if_newer(*item, 0, NEVER_COUNTED);
-                    cmd.arg(ms);
-                    Some(cmd)
+                    let mut call = self.set_if_newer(*item, 0, NEVER_COUNTED);
+                    call.cmd.arg(ms);
+                    Some(call)
                 }
                 (None, None) => None,
             })
@@ -114,26 +115,23 @@ impl CountCache {
         self.run(calls).await
     }
 
-    fn set_if_newer(&self, item: ItemKey, count: i64, stamp: i64) -> redis::Cmd {
-        let mut cmd = evalsha(&self.script, &self.redis.keys().count(item));
-        cmd.arg(count).arg(stamp);
-        cmd
+    fn set_if_newer(&self, item: ItemKey, count: i64, stamp: i64) -> Keyed {
+        let mut call = evalsha(&self.script, &self.redis.keys().count(item));
+        call.cmd.arg(count).arg(stamp);
+        call
     }
 
-    /// Sends the script calls in one pipeline.
-    async fn run(&self, calls: Vec<redis::Cmd>) -> Result<(), Error> {
-        if calls.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for call in calls {
-            pipe.add_command(call).ignore();
-        }
-        query_with_script::<()>(&mut self.redis.connection(), &self.script, &pipe).await
+    /// Sends the script calls pipelined (split by slot on a cluster).
+    async fn run(&self, calls: Vec<Keyed>) -> Result<(), Error> {
+        self.redis
+            .pipelined::<Value>(Some(&self.script), calls)
+            .await
+            .map(drop)
     }
 }
 
-/// The raw stored values (`"<count>:<stamp>"`) of `items`, in order, in one MGET.
+/// The raw stored values (`"<count>:<stamp>"`) of `items`, in order, in one
+/// MGET (on a cluster the client splits it by slot and sends the parts at once).
 #[instrument(skip_all, fields(items = items.len()))]
 pub async fn raw_counts(redis: &Redis, items: &[ItemKey]) -> Result<Vec<Option<String>>, Error> {
     if items.is_empty() {

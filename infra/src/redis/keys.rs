@@ -49,6 +49,11 @@ impl Keys {
         format!("{}count:*", escape_glob(&self.prefix))
     }
 
+    /// A SCAN MATCH pattern for every key of this prefix.
+    pub fn everything(&self) -> String {
+        format!("{}*", escape_glob(&self.prefix))
+    }
+
     /// An item's most recent likers.
     pub fn likers(&self, item: ItemKey) -> String {
         format!(

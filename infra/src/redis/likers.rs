@@ -10,7 +10,7 @@
 use likes_domain::{ItemKey, LikeState, NetChange, UserId};
 use tracing::instrument;
 
-use super::Redis;
+use super::{Keyed, Redis};
 use crate::Error;
 
 /// How many likers are kept per item by default.
@@ -49,30 +49,34 @@ impl RecentLikers {
             return Ok(());
         }
         let keep = i64::try_from(self.keep).unwrap_or(i64::MAX);
-        let mut pipe = redis::pipe();
+        let mut calls = Vec::with_capacity(changes.len() * 2);
         for change in changes {
             let key = self.redis.keys().likers(change.item);
             match change.state {
                 LikeState::Liked => {
-                    pipe.zadd(
-                        &key,
-                        change.user_id.get(),
-                        change.timestamp.timestamp_millis(),
-                    )
-                    .ignore();
-                    pipe.cmd("ZREMRANGEBYRANK")
-                        .arg(&key)
-                        .arg(0)
-                        .arg(-(keep + 1))
-                        .ignore();
+                    let mut add = redis::cmd("ZADD");
+                    add.arg(&key)
+                        .arg(change.timestamp.timestamp_millis())
+                        .arg(change.user_id.get());
+                    let mut trim = redis::cmd("ZREMRANGEBYRANK");
+                    trim.arg(&key).arg(0).arg(-(keep + 1));
+                    calls.push(Keyed {
+                        key: key.clone(),
+                        cmd: add,
+                    });
+                    calls.push(Keyed { key, cmd: trim });
                 }
                 LikeState::NotLiked => {
-                    pipe.zrem(&key, change.user_id.get()).ignore();
+                    let mut rem = redis::cmd("ZREM");
+                    rem.arg(&key).arg(change.user_id.get());
+                    calls.push(Keyed { key, cmd: rem });
                 }
             }
         }
-        pipe.query_async::<()>(&mut self.redis.connection()).await?;
-        Ok(())
+        self.redis
+            .pipelined::<redis::Value>(None, calls)
+            .await
+            .map(drop)
     }
 
     /// The newest `limit` likers of `item`, newest first.

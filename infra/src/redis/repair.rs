@@ -10,7 +10,7 @@
 use likes_domain::ItemKey;
 use tracing::instrument;
 
-use super::{Redis, evalsha, query_with_script};
+use super::{Keyed, Redis, evalsha};
 use crate::Error;
 use crate::store::writer::CountUpdate;
 
@@ -87,17 +87,18 @@ pub async fn replace_counts(redis: &Redis, repairs: &[CountRepair]) -> Result<u6
 #[instrument(skip_all, fields(items = updates.len()))]
 pub async fn put_swapped_counts(redis: &Redis, updates: &[CountUpdate]) -> Result<u64, Error> {
     let script = redis::Script::new(SET_UNLESS_NEWER);
-    let mut conn = redis.connection();
     let mut written = 0;
     for chunk in updates.chunks(1000) {
         // One key per script call (valid on Redis Cluster), a chunk per round trip.
-        let mut pipe = redis::pipe();
-        for update in chunk {
-            let mut call = evalsha(&script, &redis.keys().count(update.item));
-            call.arg(update.count).arg(update.last_offset);
-            pipe.add_command(call);
-        }
-        let done: Vec<i64> = query_with_script(&mut conn, &script, &pipe).await?;
+        let calls: Vec<Keyed> = chunk
+            .iter()
+            .map(|update| {
+                let mut call = evalsha(&script, &redis.keys().count(update.item));
+                call.cmd.arg(update.count).arg(update.last_offset);
+                call
+            })
+            .collect();
+        let done: Vec<i64> = redis.pipelined(Some(&script), calls).await?;
         written += done
             .iter()
             .map(|n| u64::try_from(*n).unwrap_or(0))
@@ -107,38 +108,46 @@ pub async fn put_swapped_counts(redis: &Redis, updates: &[CountUpdate]) -> Resul
 }
 
 /// Deletes every cached count of this deployment's prefix (SCAN, never KEYS,
-/// so Redis keeps serving); returns how many keys went.
+/// so Redis keeps serving; on a cluster, on every primary); returns how many
+/// keys went.
 #[instrument(skip_all)]
 pub async fn delete_all_counts(redis: &Redis) -> Result<u64, Error> {
-    let mut conn = redis.connection();
-    let pattern = redis.keys().all_counts();
-    let mut cursor: u64 = 0;
+    delete_matching(redis, &redis.keys().all_counts()).await
+}
+
+/// Deletes every key of this deployment's prefix (a test's or a benchmark's
+/// leftovers); returns how many keys went.
+#[instrument(skip_all)]
+pub async fn delete_all_keys(redis: &Redis) -> Result<u64, Error> {
+    delete_matching(redis, &redis.keys().everything()).await
+}
+
+async fn delete_matching(redis: &Redis, pattern: &str) -> Result<u64, Error> {
     let mut deleted = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
+    for node in redis.scan_nodes().await? {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys) = redis.scan_page(&node, cursor, pattern).await?;
             // UNLINK frees memory off the main thread; one key per command keeps
-            // it valid on a cluster, pipelined into one round trip.
-            let mut pipe = redis::pipe();
-            for key in &keys {
-                pipe.cmd("UNLINK").arg(key);
-            }
-            let removed: Vec<i64> = pipe.query_async(&mut conn).await?;
+            // it valid on a cluster, pipelined.
+            let calls: Vec<Keyed> = keys
+                .into_iter()
+                .map(|key| {
+                    let mut cmd = redis::cmd("UNLINK");
+                    cmd.arg(&key);
+                    Keyed { key, cmd }
+                })
+                .collect();
+            let removed: Vec<i64> = redis.pipelined(None, calls).await?;
             deleted += removed
                 .iter()
                 .map(|n| u64::try_from(*n).unwrap_or(0))
                 .sum::<u64>();
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
-        if next == 0 {
-            return Ok(deleted);
-        }
-        cursor = next;
     }
+    Ok(deleted)
 }
