@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use likes_infra::cache::CountCache;
 use likes_infra::likers::{self, RecentLikers};
+use likes_infra::postgres;
+use likes_infra::postgres::PgPool;
 use likes_infra::publisher::Publisher;
-use likes_infra::store;
-use likes_infra::store::PgPool;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
@@ -65,7 +65,7 @@ impl Application {
         let schema_id = publisher.codec().register().await?;
         tracing::info!(schema_id, "schema registered");
         let cache = CountCache::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
-        let db = store::connect_lazy(&stack.database_url, stack.database_max_connections)?;
+        let db = postgres::connect_lazy(&stack.database_url, stack.database_max_connections)?;
         let listener = TcpListener::bind(settings.listen_addr).await?;
         let readiness = Readiness::new(
             &stack.kafka_bootstrap,

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use likes_domain::DedupHorizon;
-use likes_infra::store::PgPool;
-use likes_infra::store::writer;
+use likes_infra::postgres::PgPool;
+use likes_infra::postgres::writer;
 
 /// Forgets applied events that can no longer make anything a duplicate, once
 /// a minute (by each partition's log time, never the wall clock: see

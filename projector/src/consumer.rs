@@ -36,7 +36,7 @@ impl ProjectorContext {
     fn claim_with_retries(
         &self,
         partitions: &[i32],
-    ) -> Option<Vec<likes_infra::store::offsets::Claim>> {
+    ) -> Option<Vec<likes_infra::postgres::offsets::Claim>> {
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=CLAIM_ATTEMPTS {
             match self.claimer.claim(partitions.to_vec()) {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use likes_infra::store::{PgPool, losses};
+use likes_infra::postgres::{PgPool, losses};
 use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 

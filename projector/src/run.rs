@@ -18,7 +18,7 @@ use likes_infra::cache::CountCache;
 use likes_infra::codec::EventCodec;
 use likes_infra::kafka;
 use likes_infra::likers::RecentLikers;
-use likes_infra::store;
+use likes_infra::postgres;
 use rdkafka::consumer::Consumer;
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -43,11 +43,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ProjectorError> {
     let stack = &settings.stack;
-    let db = store::connect_lazy(&stack.database_url, stack.database_max_connections)?;
+    let db = postgres::connect_lazy(&stack.database_url, stack.database_max_connections)?;
     let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => return Ok(()),
-        result = crate::retry::forever("migrate", || store::migrate(&db)) => result,
+        result = crate::retry::forever("migrate", || postgres::migrate(&db)) => result,
     }
     let cache = tokio::select! {
         _ = &mut shutdown => return Ok(()),

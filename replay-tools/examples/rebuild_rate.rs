@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use futures::future::try_join_all;
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, UserId};
 use likes_infra::kafka::{self, RETENTION_MS, TopicSpec};
+use likes_infra::postgres::{self, PgPool};
 use likes_infra::publisher::Publisher;
 use likes_infra::settings::StackSettings;
-use likes_infra::store::{self, PgPool};
 use likes_replay::rebuild_postgres::{self, PostgresRebuild, RebuildFrom, RebuildOptions};
 use tokio::sync::oneshot;
 
@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     stack.topic = format!("like-events-rate-{suffix}");
     stack.redis_key_prefix = format!("rate:{suffix}:");
-    let admin = store::connect_lazy(&stack.database_url, 1)?;
+    let admin = postgres::connect_lazy(&stack.database_url, 1)?;
     let db_name = format!("likes_rate_{suffix}");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
         .execute(&admin)
@@ -48,8 +48,8 @@ async fn main() -> anyhow::Result<()> {
         }],
     )
     .await?;
-    let pool = store::connect_lazy(&stack.database_url, 2)?;
-    store::migrate(&pool).await?;
+    let pool = postgres::connect_lazy(&stack.database_url, 2)?;
+    postgres::migrate(&pool).await?;
 
     let total = fill(&stack, events).await?;
     let drain = drain(&stack, &pool, total).await?;
@@ -145,7 +145,7 @@ async fn drain(stack: &StackSettings, pool: &PgPool, total: i64) -> anyhow::Resu
     }));
     let mut first_commit = None;
     loop {
-        let stored = store::offsets::positions(pool, &stack.topic).await?;
+        let stored = postgres::offsets::positions(pool, &stack.topic).await?;
         let applied: i64 = stored.iter().map(|p| p.1).sum();
         if applied > 0 && first_commit.is_none() {
             first_commit = Some(Instant::now());

@@ -9,8 +9,8 @@
 use std::io::Write;
 
 use anyhow::{Context, bail};
+use likes_infra::postgres::{self, losses};
 use likes_infra::settings::StackSettings;
-use likes_infra::store::{self, losses};
 use serde::Serialize;
 
 use crate::output::{Format, json_line};
@@ -67,8 +67,8 @@ pub async fn run(stack: &StackSettings, request: &LossRequest) -> anyhow::Result
             log_start
         );
     }
-    let pool = store::connect_lazy(&stack.database_url, 1)?;
-    let stored = store::offsets::positions(&pool, &stack.topic)
+    let pool = postgres::connect_lazy(&stack.database_url, 1)?;
+    let stored = postgres::offsets::positions(&pool, &stack.topic)
         .await
         .context("read the projector's offsets")?
         .into_iter()

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use anyhow::bail;
 use chrono::{DateTime, Utc};
 use likes_domain::ItemKey;
+use likes_infra::postgres;
 use likes_infra::settings::StackSettings;
-use likes_infra::store;
 use serde::Serialize;
 
 use crate::history::{self, HistoryQuery, Seed, Subject};
@@ -44,7 +44,7 @@ pub async fn run(
     let (log_start, high) = handle.watermarks(partition)?;
     drop(handle);
     let seed = if log_start > 0 {
-        let pool = store::connect_lazy(&stack.database_url, 1)?;
+        let pool = postgres::connect_lazy(&stack.database_url, 1)?;
         let usable =
             snapshot_base::newest_usable(&pool, &stack.topic, partition, log_start, high, at)
                 .await?;

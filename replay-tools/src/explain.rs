@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use likes_domain::ItemKey;
+use likes_infra::postgres;
 use likes_infra::settings::StackSettings;
-use likes_infra::store;
 use serde::Serialize;
 
 use crate::history::{self, Effect, HistoryPrinter, HistoryQuery, HistoryRow, Seed, Subject};
@@ -70,13 +70,13 @@ pub struct Explanation {
 
 /// Derives `item`'s count from the log and compares it with PostgreSQL.
 pub async fn run(stack: &StackSettings, item: ItemKey) -> anyhow::Result<Explanation> {
-    let pool = store::connect_lazy(&stack.database_url, 2)?;
+    let pool = postgres::connect_lazy(&stack.database_url, 2)?;
     let handle = TopicHandle::open(stack)?;
     let partition = partition_for_item(item.item_id.get(), handle.partition_count()?);
     let (log_start, high) = handle.watermarks(partition)?;
     drop(handle);
-    let projector_offset = store::reads::applied_until(&pool, &stack.topic, partition).await?;
-    let stored = store::reads::count(&pool, item).await?;
+    let projector_offset = postgres::reads::applied_until(&pool, &stack.topic, partition).await?;
+    let stored = postgres::reads::count(&pool, item).await?;
     // Up to where PostgreSQL stands; a partition never claimed has nothing
     // projected, so the whole log is what the projection still has to apply.
     let read_until = projector_offset.unwrap_or(high).min(high);

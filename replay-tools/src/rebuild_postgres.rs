@@ -25,8 +25,8 @@ use anyhow::{Context, bail};
 use likes_domain::ItemKey;
 use likes_infra::cache::CountCache;
 use likes_infra::cache_repair;
+use likes_infra::postgres::{self, PgPool};
 use likes_infra::settings::StackSettings;
-use likes_infra::store::{self, PgPool};
 
 use crate::dedup::DedupWindow;
 use crate::partitioner::partition_for_item;
@@ -57,8 +57,8 @@ pub async fn run(
         .unwrap_or(cores)
         .clamp(1, usize::try_from(partitions)?);
     // A connection per worker, one for the swap, one holding the rebuild lock.
-    let pool = store::connect_lazy(&stack.database_url, u32::try_from(workers)? + 2)?;
-    store::migrate(&pool).await?;
+    let pool = postgres::connect_lazy(&stack.database_url, u32::try_from(workers)? + 2)?;
+    postgres::migrate(&pool).await?;
     let result = rebuild(stack, &pool, options, partitions, workers).await;
     // Closing the pool also releases the rebuild lock.
     pool.close().await;
@@ -323,7 +323,7 @@ async fn refresh_redis(
 
 /// The live projector's next offset per partition it has claimed.
 async fn live_offsets(pool: &PgPool, topic: &str) -> anyhow::Result<HashMap<i32, i64>> {
-    Ok(store::offsets::positions(pool, topic)
+    Ok(postgres::offsets::positions(pool, topic)
         .await?
         .into_iter()
         .collect())

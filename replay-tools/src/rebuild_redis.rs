@@ -11,8 +11,8 @@ use futures::TryStreamExt;
 use likes_domain::ItemKey;
 use likes_infra::cache::CountCache;
 use likes_infra::cache_repair;
+use likes_infra::postgres;
 use likes_infra::settings::StackSettings;
-use likes_infra::store;
 use serde::Serialize;
 
 use crate::progress::Progress;
@@ -31,7 +31,7 @@ pub struct RedisRebuild {
 
 /// Rebuilds the Redis counts of `stack` from PostgreSQL.
 pub async fn run(stack: &StackSettings) -> anyhow::Result<RedisRebuild> {
-    let pool = store::connect_lazy(&stack.database_url, 2)?;
+    let pool = postgres::connect_lazy(&stack.database_url, 2)?;
     let cache = CountCache::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
     let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM counters")
         .fetch_one(&pool)

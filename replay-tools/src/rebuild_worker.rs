@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::Context;
 use likes_domain::{ItemKey, LikeEvent, Position, dedup_key};
+use likes_infra::postgres::PgPool;
 use likes_infra::settings::StackSettings;
-use likes_infra::store::PgPool;
 use sqlx::PgConnection;
 use tokio::task::JoinSet;
 

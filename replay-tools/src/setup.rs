@@ -4,8 +4,8 @@
 
 use likes_infra::codec::EventCodec;
 use likes_infra::kafka::{self, RETENTION_MS, TopicSpec};
+use likes_infra::postgres;
 use likes_infra::settings::StackSettings;
-use likes_infra::store;
 
 /// How the topics are laid out.
 #[derive(Debug, Clone, Copy)]
@@ -34,8 +34,8 @@ pub async fn run(stack: &StackSettings, layout: Layout) -> anyhow::Result<()> {
         },
     ];
     kafka::ensure_topics(&stack.kafka_bootstrap, &topics).await?;
-    let pool = store::connect_lazy(&stack.database_url, 2)?;
-    store::migrate(&pool).await?;
+    let pool = postgres::connect_lazy(&stack.database_url, 2)?;
+    postgres::migrate(&pool).await?;
     pool.close().await;
     let codec = EventCodec::new(&stack.schema_registry_url, &stack.topic)?;
     let id = codec.register().await?;

@@ -1,6 +1,6 @@
 //! The shadow tables of `rebuild postgres`: `user_likes_rebuild` and
 //! `counters_rebuild`, created fresh `LIKE` the live tables, filled with the
-//! projector's counting rule (the SQL follows `likes_infra::store::writer`, minus
+//! projector's counting rule (the SQL follows `likes_infra::postgres::writer`, minus
 //! offsets and `applied_events`: the rebuild dedups event ids in memory), then
 //! checked and swapped in by renaming inside one transaction.
 
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use likes_domain::{BatchFold, ItemKey, LikeEvent, Position};
-use likes_infra::store::writer::{self, Tables};
+use likes_infra::postgres::writer::{self, Tables};
 use sqlx::{AssertSqlSafe, PgConnection};
 
 /// Drops any leftover shadow or `*_old` tables and creates empty shadows.

@@ -11,8 +11,8 @@ use std::io::Write;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
+use likes_infra::postgres::{self, PgPool};
 use likes_infra::settings::StackSettings;
-use likes_infra::store::{self, PgPool};
 use serde::Serialize;
 use sqlx::{Acquire, PgConnection};
 
@@ -205,8 +205,8 @@ pub enum SnapshotCommand {
 
 /// Runs a `snapshot` subcommand against `stack`, printing to stdout.
 pub async fn command(stack: &StackSettings, command: SnapshotCommand) -> anyhow::Result<()> {
-    let pool = store::connect_lazy(&stack.database_url, 2)?;
-    store::migrate(&pool).await?;
+    let pool = postgres::connect_lazy(&stack.database_url, 2)?;
+    postgres::migrate(&pool).await?;
     let mut out = std::io::stdout().lock();
     let result = match command {
         SnapshotCommand::Create { note, format } => {

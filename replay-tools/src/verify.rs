@@ -15,8 +15,8 @@ use futures::TryStreamExt;
 use likes_domain::ItemKey;
 use likes_infra::cache::{CountCache, parse_stamped};
 use likes_infra::cache_repair::{self, CountRepair};
+use likes_infra::postgres::{self, PgPool};
 use likes_infra::settings::StackSettings;
-use likes_infra::store::{self, PgPool};
 use serde::Serialize;
 
 use crate::output::{Format, table_row};
@@ -92,7 +92,7 @@ const SAMPLE: &str = "SELECT s.item_id, s.item_type, s.count, s.last_offset,
 
 /// Reconciles the projections of `stack`.
 pub async fn run(stack: &StackSettings, options: VerifyOptions) -> anyhow::Result<VerifyReport> {
-    let pool = store::connect_lazy(&stack.database_url, 2)?;
+    let pool = postgres::connect_lazy(&stack.database_url, 2)?;
     let cache = CountCache::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
     let total: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM counters")
         .fetch_one(&pool)
@@ -187,7 +187,7 @@ async fn recheck(
             items.push(ItemKey::parse(d.item_type.into(), d.item_id)?);
         }
         let cached = cache_repair::raw_counts(cache, &items).await?;
-        let stored = store::reads::counts(pool, &items).await?;
+        let stored = postgres::reads::counts(pool, &items).await?;
         let mut repairs = Vec::new();
         for ((item, mut d), raw) in items.iter().zip(chunk.iter().cloned()).zip(cached) {
             let now = stored.iter().find(|s| s.0 == *item).map(|s| (s.1, s.2));

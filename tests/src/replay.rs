@@ -173,7 +173,7 @@ pub async fn write_and_settle(
         .await?;
     anyhow::ensure!(response.status() == 202, "{}", response.text().await?);
     eventually(Duration::from_secs(60), || async {
-        let stored = likes_infra::store::offsets::positions(&env.db, &env.stack.topic).await?;
+        let stored = likes_infra::postgres::offsets::positions(&env.db, &env.stack.topic).await?;
         Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
     })
     .await

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use likes_domain::{DedupHorizon, LoggedEvent, Position};
-use likes_infra::store::offsets;
-use likes_infra::store::writer::{BatchRules, OffsetCommit, apply_batch, prune_applied_events};
+use likes_infra::postgres::offsets;
+use likes_infra::postgres::writer::{BatchRules, OffsetCommit, apply_batch, prune_applied_events};
 use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
 use likes_tests::replay::{live_counts, live_rows};
 use likes_tests::timed_records::{TimedProducer, like_event, now_millis};

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use likes_domain::ItemKey;
-use likes_infra::store::losses;
+use likes_infra::postgres::losses;
 use likes_replay::accept_loss::{self, LossRequest};
 use likes_replay::explain::{self, Verdict};
 use likes_replay::history::{self, HistoryQuery, Subject};

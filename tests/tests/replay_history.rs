@@ -166,7 +166,8 @@ async fn explain_derives_the_projected_count_and_says_why_events_changed_nothing
     let partition = written[6].partition;
     eventually(Duration::from_secs(30), || async {
         let applied =
-            likes_infra::store::reads::applied_until(&env.db, &env.stack.topic, partition).await?;
+            likes_infra::postgres::reads::applied_until(&env.db, &env.stack.topic, partition)
+                .await?;
         Ok(applied.is_some_and(|a| a >= end))
     })
     .await?;

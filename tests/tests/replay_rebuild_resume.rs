@@ -32,7 +32,7 @@ async fn a_rebuild_killed_half_way_leaves_live_tables_alone_and_a_rerun_resumes_
     let total = env.end_offsets()?;
     let projector = env.start_projector();
     eventually(Duration::from_secs(120), || async {
-        let stored = likes_infra::store::offsets::positions(&env.db, &env.stack.topic).await?;
+        let stored = likes_infra::postgres::offsets::positions(&env.db, &env.stack.topic).await?;
         Ok(stored.iter().map(|p| p.1).sum::<i64>() == total)
     })
     .await?;

@@ -22,7 +22,7 @@ async fn live(env: &TestEnv) -> anyhow::Result<(Likes, Counts, Vec<(i32, i64)>)>
         sqlx::query_as("SELECT item_id, item_type, count, last_offset FROM counters ORDER BY 1, 2")
             .fetch_all(&env.db)
             .await?;
-    let offsets = likes_infra::store::offsets::positions(&env.db, &env.stack.topic).await?;
+    let offsets = likes_infra::postgres::offsets::positions(&env.db, &env.stack.topic).await?;
     Ok((likes, counts, offsets))
 }
 
