@@ -12,6 +12,9 @@ use tracing::instrument;
 
 use crate::Error;
 
+pub mod partitioner;
+pub mod reader;
+
 /// Seven days, the retention of the product topic.
 pub const RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
@@ -44,7 +47,7 @@ pub fn producer(bootstrap: &str, delivery_timeout: Duration) -> Result<FuturePro
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("partitioner", "murmur2_random")
+        .set("partitioner", partitioner::PRODUCER_PARTITIONER)
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "200000")

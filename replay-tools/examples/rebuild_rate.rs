@@ -121,7 +121,7 @@ async fn fill(stack: &StackSettings, events: u64) -> anyhow::Result<i64> {
         "filled {events} events in {secs:.1} s ({:.0} events/s)",
         events as f64 / secs
     );
-    let handle = likes_replay::reader::TopicHandle::open(stack)?;
+    let handle = likes_infra::kafka::reader::TopicHandle::open(stack)?;
     let mut total = 0;
     for partition in 0..PARTITIONS {
         total += handle.watermarks(partition)?.1;

@@ -14,7 +14,7 @@ use likes_infra::settings::StackSettings;
 use serde::Serialize;
 
 use crate::output::{Format, json_line};
-use crate::reader::TopicHandle;
+use likes_infra::kafka::reader::TopicHandle;
 
 /// What the operator accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,9 +15,9 @@ use likes_infra::settings::StackSettings;
 use serde::Serialize;
 
 use crate::history::{self, HistoryQuery, Seed, Subject};
-use crate::partitioner::partition_for_item;
-use crate::reader::TopicHandle;
 use crate::snapshot_base;
+use likes_infra::kafka::partitioner::partition_for_item;
+use likes_infra::kafka::reader::TopicHandle;
 
 /// An item's count at a point of the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -17,9 +17,9 @@ use serde::Serialize;
 
 use crate::history::{self, Effect, HistoryPrinter, HistoryQuery, HistoryRow, Seed, Subject};
 use crate::output::Format;
-use crate::partitioner::partition_for_item;
-use crate::reader::TopicHandle;
 use crate::snapshot_base::{self, SnapshotBase};
+use likes_infra::kafka::partitioner::partition_for_item;
+use likes_infra::kafka::reader::TopicHandle;
 
 /// At most this many unchanged events are listed (all are counted).
 pub const MAX_LISTED: usize = 1000;

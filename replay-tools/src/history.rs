@@ -13,8 +13,9 @@ use serde::Serialize;
 
 pub use crate::history_print::HistoryPrinter;
 use crate::merge::TimeMerge;
-use crate::partitioner::partition_for_item;
-use crate::reader::{Span, TopicHandle};
+use crate::progress::ProgressRead;
+use likes_infra::kafka::partitioner::partition_for_item;
+use likes_infra::kafka::reader::{Span, TopicHandle};
 
 /// Whose history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +157,7 @@ pub async fn run_seeded(
         || spans
             .iter()
             .any(|s| s.log_start > 0 && !seed.starts.contains_key(&s.partition));
-    let mut reader = handle.read(stack, &spans, "history")?;
+    let mut reader = ProgressRead::new(handle, stack, &spans, "history")?;
     let mut merge = TimeMerge::new(
         spans
             .iter()

@@ -29,12 +29,12 @@ use likes_infra::postgres::{self, PgPool};
 use likes_infra::settings::StackSettings;
 
 use crate::dedup::DedupWindow;
-use crate::partitioner::partition_for_item;
 use crate::progress::Progress;
-use crate::reader::{Span, TopicHandle, span_total};
 pub use crate::rebuild_report::{PostgresRebuild, RebuildFrom, RebuildOptions, print};
 use crate::rebuild_worker::{Crew, Tally, Windows, Writing, apply_spans, parallel_pass};
 use crate::{rebuild_progress, rebuild_start, rebuild_warmup, shadow, swap_lock};
+use likes_infra::kafka::partitioner::partition_for_item;
+use likes_infra::kafka::reader::{Span, TopicHandle, span_total};
 
 /// Unlocked catch-up passes at most, and the tail that is short enough to
 /// apply while the projector waits.

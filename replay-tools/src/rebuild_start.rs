@@ -15,9 +15,9 @@ use chrono::{DateTime, Utc};
 use likes_infra::settings::StackSettings;
 use sqlx::PgPool;
 
-use crate::reader::TopicHandle;
 use crate::rebuild_report::RebuildFrom;
 use crate::snapshot;
+use likes_infra::kafka::reader::TopicHandle;
 
 /// A resolved start.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,9 +15,9 @@ use sqlx::PgConnection;
 use tokio::task::JoinSet;
 
 use crate::dedup::DedupWindow;
-use crate::progress::Progress;
-use crate::reader::{LogRecord, Span, TopicHandle};
+use crate::progress::{Progress, ProgressRead};
 use crate::{rebuild_progress, shadow};
+use likes_infra::kafka::reader::{LogRecord, Span, TopicHandle};
 
 /// What a worker read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +140,8 @@ pub async fn apply_spans(
     mut writing: Writing<'_>,
 ) -> anyhow::Result<Tally> {
     let own_tx = matches!(writing, Writing::OwnTransactions);
-    let mut reader = TopicHandle::open(stack)?.read_with(stack, spans, progress.clone())?;
+    let mut reader =
+        ProgressRead::sharing(TopicHandle::open(stack)?, stack, spans, progress.clone())?;
     let mut tally = Tally::default();
     let mut batch = Batch {
         events: Vec::with_capacity(batch_events),

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::future::try_join_all;
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, Projection, UserId};
+use likes_infra::kafka::reader::TopicHandle;
 use likes_infra::publisher::Publisher;
-use likes_replay::reader::TopicHandle;
 use tokio::process::{Child, Command};
 
 use crate::process::binary;
@@ -83,7 +83,7 @@ pub async fn recount(env: &TestEnv) -> anyhow::Result<BTreeMap<(i16, i64), i64>>
     let handle = TopicHandle::open(&env.stack)?;
     let partitions: Vec<i32> = (0..handle.partition_count()?).collect();
     let spans = handle.plan(&partitions, None, &Default::default())?;
-    let mut reader = handle.read(&env.stack, &spans, "recount")?;
+    let mut reader = handle.read(&env.stack, &spans)?;
     let mut model = Projection::default();
     while let Some(record) = reader.next().await? {
         model.apply(&record.event.map_err(anyhow::Error::msg)?);

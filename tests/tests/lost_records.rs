@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use likes_domain::ItemKey;
+use likes_infra::kafka::partitioner::partition_for_item;
 use likes_infra::postgres::losses;
 use likes_replay::accept_loss::{self, LossRequest};
 use likes_replay::explain::{self, Verdict};
 use likes_replay::history::{self, HistoryQuery, Subject};
-use likes_replay::partitioner::partition_for_item;
 use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
 use likes_replay::{count, output::Format};
 use likes_tests::log_surgery::{delete_records_before, one_item_per_other_partition};

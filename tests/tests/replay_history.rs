@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use likes_domain::{ItemKey, UserId};
+use likes_infra::kafka::partitioner::partition_for_item;
 use likes_replay::explain::{self, Verdict};
 use likes_replay::history::{self, Effect, HistoryQuery, HistoryRow, Subject};
-use likes_replay::partitioner::partition_for_item;
 use likes_tests::{Ingest, TestEnv, eventually};
 use serde_json::json;
 
