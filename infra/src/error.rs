@@ -74,6 +74,21 @@ pub enum Error {
         offset: i64,
         source: DecodeError,
     },
+
+    /// Another `rebuild postgres` holds the database's rebuild lock.
+    #[error(
+        "another `rebuild postgres` is running on this database; refusing to interleave with it"
+    )]
+    RebuildRunning,
+
+    /// The shadow tables lack an index the live table has: swapping them in
+    /// would lose it.
+    #[error("the shadow of {table} has no index like {index}; not swapping")]
+    ShadowIndexMissing { table: String, index: String },
+
+    /// No snapshot has this id.
+    #[error("no snapshot {id} (see `likes-replay snapshot list`)")]
+    NoSnapshot { id: i64 },
 }
 
 impl Error {

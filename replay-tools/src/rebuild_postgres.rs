@@ -25,14 +25,15 @@ use anyhow::{Context, bail};
 use likes_domain::ItemKey;
 use likes_infra::cache::CountCache;
 use likes_infra::cache_repair;
-use likes_infra::postgres::{self, PgPool};
+use likes_infra::postgres::shadow::{self, CountDiff};
+use likes_infra::postgres::{self, PgPool, offsets, rebuild_progress, swap_lock};
 use likes_infra::settings::StackSettings;
 
 use crate::dedup::DedupWindow;
 use crate::progress::Progress;
 pub use crate::rebuild_report::{PostgresRebuild, RebuildFrom, RebuildOptions, print};
 use crate::rebuild_worker::{Crew, Tally, Windows, Writing, apply_spans, parallel_pass};
-use crate::{rebuild_progress, rebuild_start, rebuild_warmup, shadow, swap_lock};
+use crate::{rebuild_start, rebuild_warmup};
 use likes_infra::kafka::partitioner::partition_for_item;
 use likes_infra::kafka::reader::{Span, TopicHandle, span_total};
 
@@ -150,7 +151,7 @@ async fn rebuild(
         };
         if inconsistent > 0 {
             // A shadow that disagrees with itself must not be resumed either.
-            discard(pool).await?;
+            rebuild_progress::discard(pool).await?;
             bail!("{inconsistent} rebuilt items disagree with their own user_likes; not swapping");
         }
         let mut tx = pool.begin().await?;
@@ -203,7 +204,7 @@ async fn rebuild(
     if inconsistent > 0 {
         tx.rollback().await?;
         // A shadow that disagrees with itself must not be resumed either.
-        discard(pool).await?;
+        rebuild_progress::discard(pool).await?;
         bail!("{inconsistent} rebuilt items disagree with their own user_likes; not swapping");
     }
     let refused = match (live_differences, tally.poison) {
@@ -219,13 +220,15 @@ async fn rebuild(
     let mut redis_error = None;
     if options.dry_run {
         tx.rollback().await?;
-        discard(pool).await?;
+        rebuild_progress::discard(pool).await?;
     } else if refused.is_some() {
         // The tail is rolled back with the lock; the shadow rows and their
         // recorded progress stay, so a re-run with the flag resumes here.
         tx.rollback().await?;
     } else {
-        shadow::swap(&mut tx).await?;
+        shadow::swap(&mut tx)
+            .await
+            .context("swap the rebuilt tables in; not swapping")?;
         rebuild_progress::finish(&mut tx).await?;
         tx.commit().await.context("commit the swap")?;
         shadow::drop_old(&mut guard).await?;
@@ -266,24 +269,15 @@ async fn rebuild(
 /// wait) and reads them. Waits at most a few seconds for a projector
 /// transaction that holds them.
 async fn lock_offsets(
-    tx: &mut sqlx::PgConnection,
+    tx: &mut postgres::PgConnection,
     topic: &str,
 ) -> anyhow::Result<HashMap<i32, i64>> {
     // Snapshots first (the projector does not wait on this one), then the
     // projector's rows.
-    swap_lock::exclusive(&mut *tx).await?;
-    sqlx::query("SET LOCAL lock_timeout = '5s'")
-        .execute(&mut *tx)
-        .await?;
-    Ok(sqlx::query_as(
-        "SELECT partition, next_offset FROM projector_offsets
-         WHERE topic = $1 ORDER BY partition FOR UPDATE",
-    )
-    .bind(topic)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect())
+    swap_lock::exclusive(&mut *tx)
+        .await
+        .context("wait for running snapshots before the swap")?;
+    Ok(offsets::lock_all(tx, topic).await?)
 }
 
 /// Brings Redis to the swapped counts of the items whose count changed.
@@ -300,7 +294,7 @@ async fn lock_offsets(
 /// projector's own check refuses it once ours is stored.
 async fn refresh_redis(
     stack: &StackSettings,
-    differences: &[shadow::CountDiff],
+    differences: &[CountDiff],
     locked: &HashMap<i32, i64>,
     partitions: i32,
 ) -> anyhow::Result<u64> {
@@ -327,15 +321,6 @@ async fn live_offsets(pool: &PgPool, topic: &str) -> anyhow::Result<HashMap<i32,
         .await?
         .into_iter()
         .collect())
-}
-
-/// Drops the shadow tables and forgets the build, in one transaction.
-async fn discard(pool: &PgPool) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await?;
-    shadow::drop_shadow(&mut tx).await?;
-    rebuild_progress::finish(&mut tx).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 /// Moves `positions` to the ends of `spans`, which were read completely.

@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 use likes_domain::ItemKey;
 use likes_infra::cache::CountCache;
 use likes_infra::cache_repair;
-use likes_infra::postgres;
+use likes_infra::postgres::{self, reads};
 use likes_infra::settings::StackSettings;
 use serde::Serialize;
 
@@ -33,20 +33,15 @@ pub struct RedisRebuild {
 pub async fn run(stack: &StackSettings) -> anyhow::Result<RedisRebuild> {
     let pool = postgres::connect_lazy(&stack.database_url, 2)?;
     let cache = CountCache::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
-    let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM counters")
-        .fetch_one(&pool)
-        .await?;
+    let total = reads::counters_len(&pool).await?;
     let deleted = cache_repair::delete_all_counts(&cache).await?;
-    let progress = Progress::new("rebuild redis", u64::try_from(total)?);
+    let progress = Progress::new("rebuild redis", total);
     let mut written = 0u64;
     {
-        let mut rows = sqlx::query_as::<_, (i64, i16, i64, i64)>(
-            "SELECT item_id, item_type, count, last_offset FROM counters",
-        )
-        .fetch(&pool);
+        let mut rows = reads::all_counts(&pool);
         let mut chunk: Vec<(ItemKey, i64, i64)> = Vec::with_capacity(CHUNK);
-        while let Some((id, ty, count, last_offset)) = rows.try_next().await? {
-            chunk.push((ItemKey::parse(ty.into(), id)?, count, last_offset));
+        while let Some(row) = rows.try_next().await? {
+            chunk.push(row);
             if chunk.len() == CHUNK {
                 cache.put_counts(&chunk).await?;
                 written += chunk.len() as u64;

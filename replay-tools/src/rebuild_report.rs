@@ -6,10 +6,11 @@ use std::io::Write;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use likes_infra::settings::DEFAULT_DEDUP_HORIZON_SECONDS;
 use serde::Serialize;
 
 use crate::output::{Format, json_line};
-use crate::shadow::CountDiff;
+use likes_infra::postgres::shadow::CountDiff;
 
 /// Where a rebuild starts. Whatever the start, the rebuilt tables end at the
 /// live projector's offsets: the start only says which state the replay builds on.
@@ -68,7 +69,7 @@ pub struct RebuildOptions {
 
 impl RebuildOptions {
     /// The defaults: swap, resume, a worker per core, 10,000-record batches,
-    /// the projector's default dedup horizon of an hour.
+    /// the projector's default dedup horizon (`DEFAULT_DEDUP_HORIZON_SECONDS`).
     pub fn new(from: RebuildFrom) -> Self {
         Self {
             from,
@@ -77,7 +78,7 @@ impl RebuildOptions {
             parallel: None,
             batch_events: 10_000,
             restart: false,
-            dedup_horizon: Duration::from_secs(3600),
+            dedup_horizon: Duration::from_secs(DEFAULT_DEDUP_HORIZON_SECONDS),
         }
     }
 }

@@ -9,14 +9,13 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::Context;
 use likes_domain::{ItemKey, LikeEvent, Position, dedup_key};
-use likes_infra::postgres::PgPool;
+use likes_infra::postgres::rebuild_progress;
+use likes_infra::postgres::{self, PgConnection, PgPool};
 use likes_infra::settings::StackSettings;
-use sqlx::PgConnection;
 use tokio::task::JoinSet;
 
 use crate::dedup::DedupWindow;
 use crate::progress::{Progress, ProgressRead};
-use crate::{rebuild_progress, shadow};
 use likes_infra::kafka::reader::{LogRecord, Span, TopicHandle};
 
 /// What a worker read.
@@ -213,28 +212,16 @@ impl Batch {
         }
         let reached: Vec<(i32, i64)> = self.reached.drain().collect();
         if own_tx {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            write(&mut tx, topic, &self.events, &reached).await?;
+            let mut tx = postgres::begin(conn).await?;
+            rebuild_progress::write_batch(&mut tx, topic, &self.events, &reached).await?;
             tx.commit().await?;
         } else {
-            write(conn, topic, &self.events, &reached).await?;
+            rebuild_progress::write_batch(conn, topic, &self.events, &reached).await?;
         }
         self.events.clear();
         self.records = 0;
         Ok(())
     }
-}
-
-async fn write(
-    conn: &mut PgConnection,
-    topic: &str,
-    events: &[(Position, LikeEvent)],
-    reached: &[(i32, i64)],
-) -> anyhow::Result<()> {
-    if !events.is_empty() {
-        shadow::apply(&mut *conn, events).await?;
-    }
-    rebuild_progress::record(conn, topic, reached).await
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use futures::TryStreamExt;
 use likes_domain::ItemKey;
 use likes_infra::cache::{CountCache, parse_stamped};
 use likes_infra::cache_repair::{self, CountRepair};
+use likes_infra::postgres::reads::{self, ItemCounts};
 use likes_infra::postgres::{self, PgPool};
 use likes_infra::settings::StackSettings;
 use serde::Serialize;
@@ -75,39 +76,16 @@ impl VerifyReport {
     }
 }
 
-type Row = (i64, i16, Option<i64>, Option<i64>, i64);
-
-const ALL: &str = "SELECT COALESCE(c.item_id, u.item_id), COALESCE(c.item_type, u.item_type),
-        c.count, c.last_offset, COALESCE(u.n, 0)
-   FROM counters AS c
-   FULL OUTER JOIN (SELECT item_id, item_type, COUNT(*) AS n
-                      FROM user_likes GROUP BY item_id, item_type) AS u
-     ON c.item_id = u.item_id AND c.item_type = u.item_type";
-
-const SAMPLE: &str = "SELECT s.item_id, s.item_type, s.count, s.last_offset,
-        (SELECT COUNT(*) FROM user_likes AS u
-          WHERE u.item_id = s.item_id AND u.item_type = s.item_type)
-   FROM (SELECT item_id, item_type, count, last_offset FROM counters
-          ORDER BY random() LIMIT $1) AS s";
-
 /// Reconciles the projections of `stack`.
 pub async fn run(stack: &StackSettings, options: VerifyOptions) -> anyhow::Result<VerifyReport> {
     let pool = postgres::connect_lazy(&stack.database_url, 2)?;
     let cache = CountCache::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
-    let total: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM counters")
-        .fetch_one(&pool)
-        .await?;
-    let total = u64::try_from(total.0)?;
+    let total = reads::counters_len(&pool).await?;
     let progress = Progress::new("verify", options.sample.map_or(total, |s| s.min(total)));
     let mut report = VerifyReport::default();
     let mut suspects = Vec::new();
     {
-        let mut rows = match options.sample {
-            Some(n) => sqlx::query_as::<_, Row>(SAMPLE)
-                .bind(i64::try_from(n)?)
-                .fetch(&pool),
-            None => sqlx::query_as::<_, Row>(ALL).fetch(&pool),
-        };
+        let mut rows = reads::item_counts(&pool, options.sample);
         let mut chunk = Vec::with_capacity(CHUNK);
         while let Some(row) = rows.try_next().await? {
             chunk.push(row);
@@ -129,17 +107,19 @@ pub async fn run(stack: &StackSettings, options: VerifyOptions) -> anyhow::Resul
 /// Compares one chunk; Redis mismatches become suspects to re-read.
 async fn check(
     cache: &CountCache,
-    rows: &[Row],
+    rows: &[ItemCounts],
     report: &mut VerifyReport,
     suspects: &mut Vec<Drift>,
 ) -> anyhow::Result<()> {
-    let mut items = Vec::with_capacity(rows.len());
-    for &(id, ty, ..) in rows {
-        items.push(ItemKey::parse(ty.into(), id)?);
-    }
+    let items: Vec<ItemKey> = rows.iter().map(|r| r.item).collect();
     let cached = cache_repair::raw_counts(cache, &items).await?;
     for ((item, row), raw) in items.iter().zip(rows).zip(cached) {
-        let &(_, _, counters, last_offset, likers) = row;
+        let &ItemCounts {
+            count: counters,
+            last_offset,
+            likers,
+            ..
+        } = row;
         report.checked += 1;
         let stamped = raw.as_deref().and_then(parse_stamped);
         if raw.is_none() {

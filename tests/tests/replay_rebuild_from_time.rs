@@ -3,8 +3,8 @@
 //! while retention has deleted nothing, and refuses once it has.
 
 use chrono::{DateTime, Utc};
+use likes_infra::postgres::snapshots;
 use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
-use likes_replay::snapshot;
 use likes_tests::load::ITEM_TYPE;
 use likes_tests::replay::{a_moment, write_and_settle};
 use likes_tests::{Ingest, TestEnv};
@@ -33,10 +33,10 @@ async fn a_rebuild_from_a_time_uses_the_newest_snapshot_taken_by_then_or_refuses
     let before_any_snapshot = a_moment().await;
     like(&env, &ingest, 1, 10).await?;
     like(&env, &ingest, 2, 10).await?;
-    let first = snapshot::create(&env.db, &env.stack.topic, None).await?;
+    let first = snapshots::create(&env.db, &env.stack.topic, None).await?;
     let between = a_moment().await;
     like(&env, &ingest, 1, 11).await?;
-    let newer = snapshot::create(&env.db, &env.stack.topic, None).await?;
+    let newer = snapshots::create(&env.db, &env.stack.topic, None).await?;
     like(&env, &ingest, 3, 10).await?;
 
     let whole_log =

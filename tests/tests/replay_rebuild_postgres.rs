@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
+use likes_infra::postgres::snapshots;
 use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
-use likes_replay::snapshot;
 use likes_tests::load::{ITEM_TYPE, Load};
 use likes_tests::replay::tables;
 use likes_tests::watch::{Settled, Watch};
@@ -191,7 +191,7 @@ async fn a_rebuild_that_needs_deleted_events_refuses_and_a_newer_snapshot_still_
         post_like(&ingest.url("/v1/likes"), user, item).await?;
     }
     projected_everything(&env).await?;
-    let snap = snapshot::create(&env.db, &env.stack.topic, None).await?;
+    let snap = snapshots::create(&env.db, &env.stack.topic, None).await?;
     post_like(&ingest.url("/v1/likes"), 3, 10).await?;
     projected_everything(&env).await?;
     // Retention: everything before the snapshot's offset 3 is gone.
@@ -231,7 +231,7 @@ async fn shadow_tables_without_recorded_progress_are_discarded_not_resumed() -> 
     // Shadow tables with rows but no recorded build (left by hand, or by a
     // version without progress): nothing says which offsets they reflect.
     let mut conn = env.db.acquire().await?;
-    likes_replay::shadow::recreate(&mut conn).await?;
+    likes_infra::postgres::shadow::recreate(&mut conn).await?;
     sqlx::query(
         "INSERT INTO counters_rebuild (item_id, item_type, count, last_offset) VALUES (10, 1, 40, 0)",
     )

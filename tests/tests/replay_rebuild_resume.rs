@@ -136,7 +136,7 @@ async fn a_rebuild_killed_half_way_leaves_live_tables_alone_and_a_rerun_resumes_
 async fn a_second_rebuild_refuses_while_another_holds_the_database() -> anyhow::Result<()> {
     let env = TestEnv::new(1).await?;
     let mut running = env.db.acquire().await?;
-    likes_replay::rebuild_progress::lock(&mut running).await?;
+    likes_infra::postgres::rebuild_progress::lock(&mut running).await?;
 
     let second =
         rebuild_postgres::run(&env.stack, &RebuildOptions::new(RebuildFrom::Earliest)).await;
