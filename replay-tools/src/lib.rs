@@ -7,7 +7,6 @@
 pub mod accept_loss;
 pub mod cli;
 pub mod count;
-pub mod dedup;
 pub mod explain;
 pub mod history;
 pub mod history_print;

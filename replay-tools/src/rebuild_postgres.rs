@@ -29,11 +29,11 @@ use likes_infra::postgres::shadow::{self, CountDiff};
 use likes_infra::postgres::{self, PgPool, offsets, rebuild_progress, swap_lock};
 use likes_infra::settings::StackSettings;
 
-use crate::dedup::DedupWindow;
 use crate::progress::Progress;
 pub use crate::rebuild_report::{PostgresRebuild, RebuildFrom, RebuildOptions, print};
 use crate::rebuild_worker::{Crew, Tally, Windows, Writing, apply_spans, parallel_pass};
 use crate::{rebuild_start, rebuild_warmup};
+use likes_domain::DedupWindow;
 use likes_infra::kafka::partitioner::partition_for_item;
 use likes_infra::kafka::reader::{Span, TopicHandle, span_total};
 

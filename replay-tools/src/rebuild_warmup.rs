@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use likes_infra::settings::StackSettings;
 
-use crate::dedup::DedupWindow;
 use crate::progress::ProgressRead;
 use crate::rebuild_worker::Windows;
+use likes_domain::DedupWindow;
 use likes_infra::kafka::reader::{LogRecord, Span, TopicHandle};
 
 /// Fills `windows` with the ids seen within `horizon` before each partition's

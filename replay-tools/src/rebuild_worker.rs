@@ -14,8 +14,8 @@ use likes_infra::postgres::{self, PgConnection, PgPool};
 use likes_infra::settings::StackSettings;
 use tokio::task::JoinSet;
 
-use crate::dedup::DedupWindow;
 use crate::progress::{Progress, ProgressRead};
+use likes_domain::DedupWindow;
 use likes_infra::kafka::reader::{LogRecord, Span, TopicHandle};
 
 /// What a worker read.
