@@ -19,7 +19,7 @@ use likes_infra::kafka::{self, RETENTION_MS, TopicSpec};
 use likes_infra::postgres::{self, PgPool};
 use likes_infra::publisher::Publisher;
 use likes_infra::settings::StackSettings;
-use likes_replay::rebuild_postgres::{self, PostgresRebuild, RebuildFrom, RebuildOptions};
+use likes_replay::rebuild::{self, PostgresRebuild, RebuildFrom, RebuildOptions};
 use tokio::sync::oneshot;
 
 const PARTITIONS: i32 = 8;
@@ -176,7 +176,7 @@ async fn rebuild(
         dry_run,
         ..RebuildOptions::new(RebuildFrom::Earliest)
     };
-    rebuild_postgres::run(stack, &options).await
+    rebuild::run(stack, &options).await
 }
 
 /// Drops what the run created: the database, the topic, the Redis keys.

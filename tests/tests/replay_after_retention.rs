@@ -6,9 +6,9 @@
 
 use likes_domain::ItemKey;
 use likes_infra::postgres::snapshots;
-use likes_replay::count;
-use likes_replay::explain::{self, Verdict};
-use likes_replay::history::Effect;
+use likes_replay::commands::count;
+use likes_replay::commands::explain::{self, Verdict};
+use likes_replay::commands::history::Effect;
 use likes_replay::output::Format;
 use likes_tests::load::ITEM_TYPE;
 use likes_tests::replay::{a_moment, write_and_settle};

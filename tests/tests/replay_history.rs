@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use likes_domain::{ItemKey, UserId};
 use likes_infra::kafka::partitioner::partition_for_item;
-use likes_replay::explain::{self, Verdict};
-use likes_replay::history::{self, Effect, HistoryQuery, HistoryRow, Subject};
+use likes_replay::commands::explain::{self, Verdict};
+use likes_replay::commands::history::{self, Effect, HistoryQuery, HistoryRow, Subject};
 use likes_tests::{Ingest, TestEnv, eventually};
 use serde_json::json;
 

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use likes_infra::postgres::snapshots;
-use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
+use likes_replay::rebuild::{self, RebuildFrom, RebuildOptions};
 use likes_tests::load::{ITEM_TYPE, Load};
 use likes_tests::replay::tables;
 use likes_tests::watch::{Settled, Watch};
@@ -106,7 +106,7 @@ async fn a_rebuild_while_likes_flow_swaps_in_a_full_recount_and_the_api_reads_se
 
     let watch = Watch::start(&ingest.url(""), settled);
 
-    let done = rebuild_postgres::run(&env.stack, &from(RebuildFrom::Earliest)).await?;
+    let done = rebuild::run(&env.stack, &from(RebuildFrom::Earliest)).await?;
 
     let reads = watch.stop().await?;
     eprintln!(
@@ -169,7 +169,7 @@ async fn a_dry_run_reports_the_differences_and_leaves_the_live_tables_untouched(
     projected_everything(&env).await?;
     inject_bogus_counter(&env).await?;
 
-    let done = rebuild_postgres::run(&env.stack, &dry_run(RebuildFrom::Earliest)).await?;
+    let done = rebuild::run(&env.stack, &dry_run(RebuildFrom::Earliest)).await?;
 
     projector.stop().await??;
     ingest.running.stop().await?;
@@ -202,9 +202,8 @@ async fn a_rebuild_that_needs_deleted_events_refuses_and_a_newer_snapshot_still_
     admin.delete_records(&upto, &AdminOptions::new()).await?;
     inject_bogus_counter(&env).await?;
 
-    let refused = rebuild_postgres::run(&env.stack, &from(RebuildFrom::Earliest)).await;
-    let from_snapshot =
-        rebuild_postgres::run(&env.stack, &from(RebuildFrom::Snapshot(snap.id))).await;
+    let refused = rebuild::run(&env.stack, &from(RebuildFrom::Earliest)).await;
+    let from_snapshot = rebuild::run(&env.stack, &from(RebuildFrom::Snapshot(snap.id))).await;
 
     projector.stop().await??;
     ingest.running.stop().await?;
@@ -240,7 +239,7 @@ async fn shadow_tables_without_recorded_progress_are_discarded_not_resumed() -> 
     drop(conn);
     let live_before = env.db_count(ITEM_TYPE, 10).await?;
 
-    let done = rebuild_postgres::run(&env.stack, &from(RebuildFrom::Earliest)).await?;
+    let done = rebuild::run(&env.stack, &from(RebuildFrom::Earliest)).await?;
 
     projector.stop().await??;
     ingest.running.stop().await?;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
+use likes_replay::rebuild::{self, RebuildFrom, RebuildOptions};
 use likes_tests::replay::{self, ReplayProcess, tables};
 use likes_tests::{TestEnv, eventually};
 
@@ -71,7 +71,7 @@ async fn a_rebuild_killed_half_way_leaves_live_tables_alone_and_a_rerun_resumes_
     let live_at_kill = replay::live_rows(&env).await?;
     let tables_at_kill = tables(&env).await?;
 
-    let done = rebuild_postgres::run(
+    let done = rebuild::run(
         &env.stack,
         &RebuildOptions {
             parallel: Some(2),
@@ -138,8 +138,7 @@ async fn a_second_rebuild_refuses_while_another_holds_the_database() -> anyhow::
     let mut running = env.db.acquire().await?;
     likes_infra::postgres::rebuild_progress::lock(&mut running).await?;
 
-    let second =
-        rebuild_postgres::run(&env.stack, &RebuildOptions::new(RebuildFrom::Earliest)).await;
+    let second = rebuild::run(&env.stack, &RebuildOptions::new(RebuildFrom::Earliest)).await;
 
     let message = format!("{:#}", second.err().ok_or(anyhow::anyhow!("not refused"))?);
     assert!(message.contains("another `rebuild postgres`"), "{message}");

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
+use likes_replay::rebuild::{self, RebuildFrom, RebuildOptions};
 use likes_tests::api::send;
 use likes_tests::{Ingest, TestEnv, eventually};
 
@@ -62,7 +62,7 @@ async fn a_repairing_rebuild_brings_the_cached_counts_to_the_swapped_values() ->
     let projector = env.start_projector();
     wrong_count_cached(&env, &ingest).await?;
 
-    let done = rebuild_postgres::run(
+    let done = rebuild::run(
         &env.stack,
         &RebuildOptions {
             accept_differences: true,
@@ -109,14 +109,13 @@ async fn a_rebuild_that_differs_from_the_live_counts_is_not_swapped_without_the_
     let projector = env.start_projector();
     wrong_count_cached(&env, &ingest).await?;
 
-    let refused =
-        rebuild_postgres::run(&env.stack, &RebuildOptions::new(RebuildFrom::Earliest)).await?;
+    let refused = rebuild::run(&env.stack, &RebuildOptions::new(RebuildFrom::Earliest)).await?;
     let (shadow_kept,): (bool,) =
         sqlx::query_as("SELECT to_regclass('counters_rebuild') IS NOT NULL")
             .fetch_one(&env.db)
             .await?;
     let live_after_refusal = env.db_count(1, ITEM).await?;
-    let resumed = rebuild_postgres::run(
+    let resumed = rebuild::run(
         &env.stack,
         &RebuildOptions {
             accept_differences: true,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use likes_replay::verify::{self, VerifyOptions, VerifyReport};
+use likes_replay::commands::verify::{self, VerifyOptions, VerifyReport};
 use likes_tests::{TestEnv, eventually};
 use serde_json::json;
 

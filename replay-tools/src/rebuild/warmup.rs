@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use likes_infra::settings::StackSettings;
 
+use super::worker::Windows;
 use crate::progress::ProgressRead;
-use crate::rebuild_worker::Windows;
 use likes_domain::DedupWindow;
 use likes_infra::kafka::reader::{LogRecord, Span, TopicHandle};
 

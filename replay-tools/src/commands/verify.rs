@@ -9,6 +9,7 @@
 //! `user_likes`: those need a rebuild and are only reported.
 
 use std::io::Write;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -26,7 +27,35 @@ use crate::progress::Progress;
 /// Items compared per round trip.
 const CHUNK: usize = 500;
 /// At most this many drifted items are kept for the report (all are counted).
-pub const MAX_LISTED: usize = 10_000;
+pub const MAX_DRIFT_LISTED: usize = 10_000;
+
+/// `likes-replay verify`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Rewrite drifted Redis counts from PostgreSQL (stamped with `counters.last_offset`).
+    #[arg(long)]
+    repair: bool,
+    /// Check this many random items of `counters` instead of all.
+    #[arg(long)]
+    sample: Option<u64>,
+    /// Output: a table and a summary line, or one JSON document.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// Runs `verify` and prints the report; exit 2 while drift remains.
+pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCode> {
+    let options = VerifyOptions {
+        sample: args.sample,
+        repair: args.repair,
+    };
+    let report = run(stack, options).await?;
+    print(&mut std::io::stdout().lock(), &report, args.format)?;
+    Ok(match report.has_drift() {
+        true => ExitCode::from(2),
+        false => ExitCode::SUCCESS,
+    })
+}
 
 /// What to check.
 #[derive(Debug, Clone, Copy, Default)]
@@ -211,7 +240,7 @@ async fn recheck(
 }
 
 fn push(report: &mut VerifyReport, drift: Drift) {
-    if report.drift.len() < MAX_LISTED {
+    if report.drift.len() < MAX_DRIFT_LISTED {
         report.drift.push(drift);
     }
 }

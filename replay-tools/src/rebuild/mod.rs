@@ -1,41 +1,56 @@
-//! `likes-replay rebuild postgres`: rebuilds `user_likes` and `counters` side
-//! by side while the projector keeps running.
+//! The rebuilds. `rebuild postgres` ([`run`], here) rebuilds `user_likes` and
+//! `counters` side by side while the projector keeps running; `rebuild redis`
+//! ([`redis`]) rewrites the Redis counts from PostgreSQL. By role:
+//! - [`start`]: `--from` resolved to a state to build on (nothing, or a
+//!   snapshot) and the offsets to replay from; [`plan`]: the spans a pass reads,
+//!   refused when retention already deleted part of them (a rebuild never
+//!   produces short counts);
+//! - the shadow tables, their checks and the swap, and the progress recorded
+//!   with their rows: `likes_infra::postgres::{shadow, rebuild_progress}`;
+//! - [`warmup`]: the dedup windows refilled from one horizon before a start
+//!   that is not the log's beginning; [`worker`]: partition-parallel passes
+//!   that fill the shadow tables, dedup by the domain's rule;
+//! - [`report`]: what a rebuild is asked and what it reports; [`redis`]: the
+//!   Redis side, whole or the items a swap changed.
 //!
-//! The start (`--from`, [`rebuild_start`]) is checked against retention first:
-//! a start that retention already deleted is refused, a rebuild never produces
-//! short counts. Shadow tables ([`shadow`]) are begun clean (seeded from a
-//! snapshot, or empty) or, after an interruption, resumed from the progress
-//! recorded with their rows ([`rebuild_progress`]). Workers
-//! ([`rebuild_worker`]) fill them partition-parallel up to the live projector's
-//! offsets, in passes until the tail is short. Then one transaction locks the
-//! topic's `projector_offsets` rows (`FOR UPDATE`: the projector's next batch
-//! commit waits), applies the last tail up to the offsets it read, verifies the
-//! shadow against itself and against the live tables (both now at the same
-//! offsets: the whole tables are compared just before the lock, and under it
-//! only the items the tail touched and those that already differed, so the
-//! time under the lock follows the tail, not the table size), and — unless `--dry-run`, or the rebuilt counts differ from the
-//! live ones without `--accept-differences` — renames shadow → live and
-//! commits. The live tables change only at that commit; right after it, the
-//! Redis counts of the items that changed are brought to the swapped values.
+//! The flow of [`run`]: shadow tables are begun clean (seeded from a snapshot,
+//! or empty) or, after an interruption, resumed from the progress recorded with
+//! their rows. Workers fill them up to the live projector's offsets, in passes
+//! until the tail is short. Then one transaction locks the topic's
+//! `projector_offsets` rows (`FOR UPDATE`: the projector's next batch commit
+//! waits), applies the last tail up to the offsets it read, verifies the shadow
+//! against itself and against the live tables (both now at the same offsets:
+//! the whole tables are compared just before the lock, and under it only the
+//! items the tail touched and those that already differed, so the time under
+//! the lock follows the tail, not the table size), and, unless `--dry-run`, or
+//! the rebuilt counts differ from the live ones without
+//! `--accept-differences`, renames shadow → live and commits. The live tables
+//! change only at that commit; right after it, the Redis counts of the items
+//! that changed are brought to the swapped values.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use likes_domain::ItemKey;
-use likes_infra::cache::CountCache;
-use likes_infra::cache_repair;
-use likes_infra::postgres::shadow::{self, CountDiff};
+use likes_infra::postgres::shadow;
 use likes_infra::postgres::{self, PgPool, offsets, rebuild_progress, swap_lock};
 use likes_infra::settings::StackSettings;
 
-use crate::progress::Progress;
-pub use crate::rebuild_report::{PostgresRebuild, RebuildFrom, RebuildOptions, print};
-use crate::rebuild_worker::{Crew, Tally, Windows, Writing, apply_spans, parallel_pass};
-use crate::{rebuild_start, rebuild_warmup};
 use likes_domain::DedupWindow;
-use likes_infra::kafka::partitioner::partition_for_item;
-use likes_infra::kafka::reader::{Span, TopicHandle, span_total};
+use likes_infra::kafka::reader::{TopicHandle, span_total};
+
+use crate::progress::Progress;
+use plan::{advance, live_offsets, plan};
+pub use report::{PostgresRebuild, RebuildFrom, RebuildOptions};
+use worker::{Crew, Tally, Windows, Writing, apply_spans, parallel_pass};
+
+pub mod plan;
+pub mod redis;
+pub mod report;
+pub mod start;
+pub mod warmup;
+pub mod worker;
 
 /// Unlocked catch-up passes at most, and the tail that is short enough to
 /// apply while the projector waits.
@@ -44,7 +59,7 @@ const SHORT_TAIL: i64 = 1_000;
 /// The largest tail applied while the projector waits on the lock.
 const MAX_LOCKED_TAIL: i64 = 5_000;
 /// Differences from the live counts listed in the report (all are counted).
-const MAX_LISTED: usize = 100;
+const MAX_DIFFERENCES_LISTED: usize = 100;
 
 /// Rebuilds the PostgreSQL projection of `stack`'s topic as `options` say.
 pub async fn run(
@@ -76,7 +91,7 @@ async fn rebuild(
     let topic = &stack.topic;
     let mut guard = pool.acquire().await?;
     rebuild_progress::lock(&mut guard).await?;
-    let start = rebuild_start::resolve(stack, pool, options.from).await?;
+    let start = start::resolve(stack, pool, options.from).await?;
     let source = start.source();
     let first: HashMap<i32, i64> = (0..partitions)
         .map(|p| (p, start.offsets.get(&p).copied().unwrap_or(0)))
@@ -102,7 +117,7 @@ async fn rebuild(
     let mut windows: Windows = (0..partitions)
         .map(|p| (p, DedupWindow::new(horizon)))
         .collect();
-    rebuild_warmup::warm(stack, &positions, &mut windows, horizon).await?;
+    warmup::warm(stack, &positions, &mut windows, horizon).await?;
     let crew = Crew {
         workers,
         batch_events: options.batch_events,
@@ -200,7 +215,11 @@ async fn rebuild(
     let inconsistent = shadow::inconsistent_among(&mut tx, &recheck).await?;
     let differences = shadow::live_differences_among(&mut tx, &recheck).await?;
     let live_differences = i64::try_from(differences.len())?;
-    let listed_differences: Vec<_> = differences.iter().take(MAX_LISTED).cloned().collect();
+    let listed_differences: Vec<_> = differences
+        .iter()
+        .take(MAX_DIFFERENCES_LISTED)
+        .cloned()
+        .collect();
     if inconsistent > 0 {
         tx.rollback().await?;
         // A shadow that disagrees with itself must not be resumed either.
@@ -232,7 +251,7 @@ async fn rebuild(
         rebuild_progress::finish(&mut tx).await?;
         tx.commit().await.context("commit the swap")?;
         shadow::drop_old(&mut guard).await?;
-        match refresh_redis(stack, &differences, &locked, partitions).await {
+        match redis::refresh_swapped(stack, &differences, &locked, partitions).await {
             Ok(n) => redis_refreshed = n,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "redis refresh after the swap failed");
@@ -278,83 +297,4 @@ async fn lock_offsets(
         .await
         .context("wait for running snapshots before the swap")?;
     Ok(offsets::lock_all(tx, topic).await?)
-}
-
-/// Brings Redis to the swapped counts of the items whose count changed.
-///
-/// Each is stamped with the last offset the swap covered in its item's
-/// partition (`locked - 1`) and replaces any value stamped at or below that:
-/// Redis may hold a stamp equal to or newer than the changed row's own
-/// `last_offset`, written from the replaced tables, and the projector's normal
-/// write would refuse to replace it. This cannot go backwards against the live
-/// projector: every commit it makes after the swap covers offsets at or above
-/// `locked`, so its value carries a strictly higher stamp that this write
-/// leaves alone (and that later replaces this one), while a late Redis write of
-/// a commit from before the swap carries a stamp at or below ours and the
-/// projector's own check refuses it once ours is stored.
-async fn refresh_redis(
-    stack: &StackSettings,
-    differences: &[CountDiff],
-    locked: &HashMap<i32, i64>,
-    partitions: i32,
-) -> anyhow::Result<u64> {
-    if differences.is_empty() {
-        return Ok(0);
-    }
-    let cache = CountCache::connect(&stack.redis_url, &stack.redis_key_prefix).await?;
-    let mut updates = Vec::with_capacity(differences.len());
-    for d in differences {
-        let partition = partition_for_item(d.item_id, partitions);
-        let stamp = locked.get(&partition).copied().unwrap_or(0) - 1;
-        updates.push((
-            ItemKey::parse(d.item_type.into(), d.item_id)?,
-            d.rebuilt,
-            stamp,
-        ));
-    }
-    Ok(cache_repair::put_swapped_counts(&cache, &updates).await?)
-}
-
-/// The live projector's next offset per partition it has claimed.
-async fn live_offsets(pool: &PgPool, topic: &str) -> anyhow::Result<HashMap<i32, i64>> {
-    Ok(postgres::offsets::positions(pool, topic)
-        .await?
-        .into_iter()
-        .collect())
-}
-
-/// Moves `positions` to the ends of `spans`, which were read completely.
-fn advance(positions: &mut HashMap<i32, i64>, spans: &[Span]) {
-    for span in spans {
-        positions.insert(span.partition, span.end);
-    }
-}
-
-/// The spans from the shadow's positions up to `limits` (partitions the
-/// projector never saw: nothing), refusing when retention deleted a part.
-fn plan(
-    stack: &StackSettings,
-    positions: &HashMap<i32, i64>,
-    limits: &HashMap<i32, i64>,
-) -> anyhow::Result<Vec<Span>> {
-    let handle = TopicHandle::open(stack)?;
-    let mut spans = Vec::new();
-    for (&partition, &start) in positions {
-        let end = limits.get(&partition).copied().unwrap_or(0).max(start);
-        let (low, _high) = handle.watermarks(partition)?;
-        if end > start && low > start {
-            bail!(
-                "partition {partition} starts at offset {low} but the rebuild needs offsets \
-                 from {start}: retention deleted them, so the rebuilt counts would be short; \
-                 refusing (rebuild from a newer snapshot: `likes-replay snapshot list`)"
-            );
-        }
-        spans.push(Span {
-            partition,
-            start,
-            end,
-            log_start: low,
-        });
-    }
-    Ok(spans)
 }

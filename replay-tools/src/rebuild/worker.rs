@@ -172,7 +172,7 @@ fn sort(record: LogRecord, windows: &mut Windows, batch: &mut Batch) -> Tally {
         events: 1,
         ..Tally::default()
     };
-    let millis = crate::rebuild_warmup::millis(&record);
+    let millis = super::warmup::millis(&record);
     match record.event {
         Err(_) => tally.poison = 1,
         Ok(event) => {

@@ -9,20 +9,45 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::process::ExitCode;
 
 use likes_domain::ItemKey;
 use likes_infra::postgres;
 use likes_infra::settings::StackSettings;
 use serde::Serialize;
 
-use crate::history::{self, Effect, HistoryPrinter, HistoryQuery, HistoryRow, Seed, Subject};
+use crate::cli;
+use crate::commands::history::{
+    self, Effect, HistoryPrinter, HistoryQuery, HistoryRow, Seed, Subject,
+};
+use crate::commands::snapshot::base::{self as snapshot_base, SnapshotBase};
 use crate::output::Format;
-use crate::snapshot_base::{self, SnapshotBase};
 use likes_infra::kafka::partitioner::partition_for_item;
 use likes_infra::kafka::reader::TopicHandle;
 
+/// `likes-replay explain`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    item_type: i64,
+    item_id: i64,
+    /// Output: readable text, or one JSON document.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// Runs `explain` and prints it; exit 2 when the derived count differs from
+/// the stored one.
+pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCode> {
+    let x = run(stack, cli::item(args.item_type, args.item_id)?).await?;
+    print(&mut std::io::stdout().lock(), &x, args.format)?;
+    Ok(match x.verdict {
+        Verdict::Differs => ExitCode::from(2),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
 /// At most this many unchanged events are listed (all are counted).
-pub const MAX_LISTED: usize = 1000;
+pub const MAX_UNCHANGED_LISTED: usize = 1000;
 
 /// Whether the derivation agrees with PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -64,7 +89,7 @@ pub struct Explanation {
     pub stored_count: Option<i64>,
     pub stored_last_offset: Option<i64>,
     pub verdict: Verdict,
-    /// The events that changed nothing, oldest first (at most [`MAX_LISTED`]).
+    /// The events that changed nothing, oldest first (at most [`MAX_UNCHANGED_LISTED`]).
     pub unchanged: Vec<HistoryRow>,
 }
 
@@ -141,7 +166,7 @@ pub async fn run(stack: &StackSettings, item: ItemKey) -> anyhow::Result<Explana
             Effect::NotLiked => &mut x.not_liked,
         } += 1;
         x.derived_count = row.count;
-        if !row.effect.changed() && x.unchanged.len() < MAX_LISTED {
+        if !row.effect.changed() && x.unchanged.len() < MAX_UNCHANGED_LISTED {
             x.unchanged.push(row);
         }
         Ok(())

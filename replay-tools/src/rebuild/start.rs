@@ -16,7 +16,7 @@ use likes_infra::postgres::PgPool;
 use likes_infra::postgres::snapshots;
 use likes_infra::settings::StackSettings;
 
-use crate::rebuild_report::RebuildFrom;
+use super::report::RebuildFrom;
 use likes_infra::kafka::reader::TopicHandle;
 
 /// A resolved start.
