@@ -5,8 +5,9 @@
 //!   snapshot) and the offsets to replay from; [`plan`]: the spans a pass reads,
 //!   refused when retention already deleted part of them (a rebuild never
 //!   produces short counts);
-//! - the shadow tables, their checks and the swap, and the progress recorded
-//!   with their rows: `likes_infra::postgres::{shadow, rebuild_progress}`;
+//! - [`swap`]: the checks around the lock, the lock, and the renaming; the
+//!   SQL of the shadow tables and of the progress recorded with their rows is
+//!   `likes_infra::postgres::{shadow, rebuild_progress}`;
 //! - [`warmup`]: the dedup windows refilled from one horizon before a start
 //!   that is not the log's beginning; [`worker`]: partition-parallel passes
 //!   that fill the shadow tables, dedup by the domain's rule;
@@ -31,10 +32,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use likes_domain::ItemKey;
 use likes_infra::postgres::shadow;
-use likes_infra::postgres::{self, PgPool, offsets, rebuild_progress, swap_lock};
+use likes_infra::postgres::{self, PgPool, rebuild_progress};
 use likes_infra::settings::StackSettings;
 
 use likes_domain::DedupWindow;
@@ -49,6 +50,7 @@ pub mod plan;
 pub mod redis;
 pub mod report;
 pub mod start;
+pub mod swap;
 pub mod warmup;
 pub mod worker;
 
@@ -153,24 +155,9 @@ async fn rebuild(
             advance(&mut positions, &spans);
             passes += 1;
         }
-        // The whole-table checks run here, before the lock: under it only the
-        // items the tail touches can change (on either side: every live
-        // commit since the last pass is in the tail's range), so only those,
-        // and the items that already differed, are checked again there.
-        let (inconsistent, differing) = {
-            let mut conn = pool.acquire().await?;
-            (
-                shadow::inconsistent_items(&mut conn).await?,
-                shadow::live_differences(&mut conn).await?,
-            )
-        };
-        if inconsistent > 0 {
-            // A shadow that disagrees with itself must not be resumed either.
-            rebuild_progress::discard(pool).await?;
-            bail!("{inconsistent} rebuilt items disagree with their own user_likes; not swapping");
-        }
+        let differing = swap::check_before_lock(pool).await?;
         let mut tx = pool.begin().await?;
-        let locked = lock_offsets(&mut tx, topic).await?;
+        let locked = swap::lock_offsets(&mut tx, topic).await?;
         let spans = plan(stack, &positions, &locked)?;
         let tail = i64::try_from(span_total(&spans))?;
         if tail <= MAX_LOCKED_TAIL {
@@ -206,12 +193,7 @@ async fn rebuild(
     drop(progress);
     tally += tail;
     let seconds = started.elapsed().as_secs_f64();
-    let mut recheck: Vec<ItemKey> = touched.into_iter().collect();
-    for d in &differing {
-        recheck.push(ItemKey::parse(i64::from(d.item_type), d.item_id)?);
-    }
-    recheck.sort_by_key(|i| (i.item_type.get(), i.item_id.get()));
-    recheck.dedup();
+    let recheck = swap::items_to_recheck(touched, &differing)?;
     let inconsistent = shadow::inconsistent_among(&mut tx, &recheck).await?;
     let differences = shadow::live_differences_among(&mut tx, &recheck).await?;
     let live_differences = i64::try_from(differences.len())?;
@@ -245,12 +227,7 @@ async fn rebuild(
         // recorded progress stay, so a re-run with the flag resumes here.
         tx.rollback().await?;
     } else {
-        shadow::swap(&mut tx)
-            .await
-            .context("swap the rebuilt tables in; not swapping")?;
-        rebuild_progress::finish(&mut tx).await?;
-        tx.commit().await.context("commit the swap")?;
-        shadow::drop_old(&mut guard).await?;
+        swap::swap_in(tx, &mut guard).await?;
         match redis::refresh_swapped(stack, &differences, &locked, partitions).await {
             Ok(n) => redis_refreshed = n,
             Err(e) => {
@@ -281,20 +258,4 @@ async fn rebuild(
         redis_refreshed,
         redis_error,
     })
-}
-
-/// Takes the swap lock (waiting for running snapshots), then locks the
-/// topic's offset rows (`FOR UPDATE`: the projector's commits and claims
-/// wait) and reads them. Waits at most a few seconds for a projector
-/// transaction that holds them.
-async fn lock_offsets(
-    tx: &mut postgres::PgConnection,
-    topic: &str,
-) -> anyhow::Result<HashMap<i32, i64>> {
-    // Snapshots first (the projector does not wait on this one), then the
-    // projector's rows.
-    swap_lock::exclusive(&mut *tx)
-        .await
-        .context("wait for running snapshots before the swap")?;
-    Ok(offsets::lock_all(tx, topic).await?)
 }
