@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use likes_infra::store::PgPool;
+use likes_infra::postgres::PgPool;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

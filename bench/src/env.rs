@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use likes_infra::kafka::{self, RETENTION_MS, TopicSpec};
+use likes_infra::postgres::{self, PgPool};
 use likes_infra::settings::StackSettings;
-use likes_infra::store::{self, PgPool};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -140,8 +140,8 @@ impl BenchEnv {
             ],
         )
         .await?;
-        let db = store::connect_lazy(&stack.database_url, 10)?;
-        store::migrate(&db).await?;
+        let db = postgres::connect_lazy(&stack.database_url, 10)?;
+        postgres::migrate(&db).await?;
         Ok(Self { stack, db, suffix })
     }
 

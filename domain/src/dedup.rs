@@ -14,8 +14,13 @@
 //! applied at a log time no more than the horizon before this record's log
 //! time. A duplicate does not refresh the memory; an event applied again past
 //! the horizon does.
+//!
+//! The projector keeps its memory in PostgreSQL and loads what a batch needs
+//! into a [`DedupMemory`]; a rebuild keeps one [`DedupWindow`] per partition,
+//! the same memory that also forgets, in log-time order, what can no longer
+//! decide anything (as the projector prunes its table), so it stays bounded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use crate::{EventId, ItemKey, LikeEvent};
@@ -145,6 +150,67 @@ impl DedupMemory {
     }
 }
 
+/// A partition's [`DedupMemory`] bounded by the horizon: judges each record
+/// with [`LogClock`] and [`DedupMemory::admit`], and forgets memories once the
+/// partition's log time passed them by the horizon, at the same point the
+/// projector prunes its `applied_events` rows. Its decisions are exactly an
+/// unbounded memory's (property-tested in `tests/dedup_properties.rs`).
+#[derive(Debug, Clone)]
+pub struct DedupWindow {
+    horizon: DedupHorizon,
+    clock: LogClock,
+    memory: DedupMemory,
+    /// Applications in log-time order, for forgetting.
+    order: VecDeque<(i64, DedupKey)>,
+}
+
+impl DedupWindow {
+    /// An empty window remembering events for `horizon`.
+    pub fn new(horizon: Duration) -> Self {
+        let horizon = DedupHorizon::new(horizon);
+        Self {
+            horizon,
+            clock: LogClock::default(),
+            memory: DedupMemory::new(horizon),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Judges the partition's next record (event `key`, record time
+    /// `record_time`, see [`record_time`]): `true` when it is applied, `false`
+    /// for a duplicate.
+    pub fn first_sight(&mut self, key: DedupKey, record_time: i64) -> bool {
+        let at = self.clock.tick(record_time);
+        self.forget_old(at);
+        if !self.memory.admit(key, at) {
+            return false;
+        }
+        self.order.push_back((at, key));
+        true
+    }
+
+    /// How many events are remembered now.
+    pub fn len(&self) -> usize {
+        self.memory.len()
+    }
+
+    /// Whether no event is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_empty()
+    }
+
+    fn forget_old(&mut self, log_time: i64) {
+        let oldest = self.horizon.oldest_that_matters(log_time);
+        while let Some(&(at, key)) = self.order.front() {
+            if at >= oldest {
+                break;
+            }
+            self.order.pop_front();
+            self.memory.forget(&key, at);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +282,47 @@ mod tests {
         };
         assert_eq!(record_time(None, &event), 1234);
         assert_eq!(record_time(Some(99), &event), 99);
+    }
+
+    fn new_key() -> DedupKey {
+        (ItemKey::parse(1, 1).unwrap(), EventId::generate())
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    const HOUR_MS: i64 = 3_600_000;
+
+    #[test]
+    fn a_window_finds_an_id_seen_again_within_the_horizon_a_duplicate() {
+        let mut w = DedupWindow::new(HOUR);
+        let id = new_key();
+        assert!(w.first_sight(id, 0));
+        assert!(!w.first_sight(id, HOUR_MS));
+    }
+
+    #[test]
+    fn a_window_counts_an_id_seen_again_past_the_horizon_as_new_like_the_projector() {
+        let mut w = DedupWindow::new(HOUR);
+        let id = new_key();
+        assert!(w.first_sight(id, 0));
+        assert!(w.first_sight(id, HOUR_MS + 1));
+    }
+
+    #[test]
+    fn a_window_holds_only_the_ids_inside_the_horizon() {
+        let mut w = DedupWindow::new(HOUR);
+        for minute in 0..600 {
+            w.first_sight(new_key(), minute * 60_000);
+        }
+        // Minutes 539..=599 are within an hour of minute 599.
+        assert_eq!(w.len(), 61);
+    }
+
+    #[test]
+    fn a_slightly_older_record_does_not_evict_newer_ids_from_a_window() {
+        let mut w = DedupWindow::new(Duration::from_millis(10));
+        let id = new_key();
+        assert!(w.first_sight(id, 100));
+        assert!(w.first_sight(new_key(), 95));
+        assert!(!w.first_sight(id, 105));
     }
 }

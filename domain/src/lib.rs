@@ -12,7 +12,9 @@ mod fold;
 mod ids;
 mod state;
 
-pub use dedup::{DedupHorizon, DedupKey, DedupMemory, LogClock, dedup_key, record_time};
+pub use dedup::{
+    DedupHorizon, DedupKey, DedupMemory, DedupWindow, LogClock, dedup_key, record_time,
+};
 pub use error::ValidationError;
 pub use event::{Action, LikeEvent, Position};
 pub use fold::{BatchFold, LoggedEvent, NetChange};

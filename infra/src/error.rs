@@ -65,6 +65,47 @@ pub enum Error {
     /// Redis failed; the Redis projection is a cache, so callers may fall back.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+
+    /// A topic a tool reads is not in the cluster (or has no partitions).
+    #[error("topic {topic} does not exist: {reason}")]
+    TopicMissing { topic: String, reason: String },
+
+    /// A tool's read of the log received nothing for a long time while records
+    /// were still due.
+    #[error("no record for {waited:?} while partitions {partitions:?} are unfinished")]
+    ReadStalled {
+        waited: std::time::Duration,
+        partitions: Vec<i32>,
+    },
+
+    /// A record that may well be a good event could not be decoded (its schema
+    /// id stays unknown, or the registry stays away): a tool stops rather than
+    /// skip it, since its result would be short.
+    #[error(
+        "partition {partition} offset {offset}: {source}; refusing to go on without it (the \
+         result would be short): check that SCHEMA_REGISTRY_URL is the registry the events \
+         were written with and that it is reachable and up to date, then run again"
+    )]
+    UnreadableRecord {
+        partition: i32,
+        offset: i64,
+        source: DecodeError,
+    },
+
+    /// Another `rebuild postgres` holds the database's rebuild lock.
+    #[error(
+        "another `rebuild postgres` is running on this database; refusing to interleave with it"
+    )]
+    RebuildRunning,
+
+    /// The shadow tables lack an index the live table has: swapping them in
+    /// would lose it.
+    #[error("the shadow of {table} has no index like {index}; not swapping")]
+    ShadowIndexMissing { table: String, index: String },
+
+    /// No snapshot has this id.
+    #[error("no snapshot {id} (see `likes-replay snapshot list`)")]
+    NoSnapshot { id: i64 },
 }
 
 /// Why a dependency failed a readiness probe, as a kind a caller can report

@@ -1,7 +1,8 @@
 //! Adapters shared by the likes services and tools. One home per concern:
 //! the Avro codec and schema registry ([`codec`]), Kafka by role ([`kafka`]:
-//! producer, consumers, admin, dead letters, readiness), the PostgreSQL
-//! projection ([`store`]) and everything kept in Redis ([`redis`]).
+//! producer, consumers, admin, dead letters, readiness, the log reader of the
+//! tools, the partitioner), the PostgreSQL projection and the tools' tables
+//! ([`postgres`]) and everything kept in Redis ([`redis`]).
 //! Every retry policy and the one backoff helper are in [`retry`].
 //! Settings helpers and logging set-up live here too so every binary reads its
 //! environment and logs the same way.
@@ -9,10 +10,10 @@
 pub mod codec;
 mod error;
 pub mod kafka;
+pub mod postgres;
 pub mod redis;
 pub mod retry;
 pub mod settings;
-pub mod store;
 pub mod telemetry;
 
 pub use error::{DecodeError, Down, Error, Unready};

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use likes_domain::{ItemKey, UserId};
-use likes_infra::store::{self, PgPool};
+use likes_infra::postgres::{self, PgPool};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Asks waiting at most; beyond, requests go without an optimistic count.
@@ -74,7 +74,7 @@ async fn serve(db: PgPool, mut queue: mpsc::Receiver<Ask>) {
         tokio::spawn(async move {
             let _slot = slot;
             let pairs: Vec<(UserId, ItemKey)> = batch.iter().map(|a| (a.user, a.item)).collect();
-            match store::reads::states(&db, &pairs).await {
+            match postgres::reads::states(&db, &pairs).await {
                 Ok(states) => {
                     for (ask, state) in batch.into_iter().zip(states) {
                         let _ = ask.reply.send(state);

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use likes_domain::ValidationError;
 use likes_infra::kafka::Publisher;
-use likes_infra::store::{self, PgPool};
+use likes_infra::postgres::{self, PgPool};
 use tokio::sync::{Notify, OnceCell, Semaphore, watch};
 
 use crate::ApiError;
@@ -142,7 +142,7 @@ async fn poll(
             wake.notified().await;
             continue;
         }
-        match store::offsets::positions(&db, &topic).await {
+        match postgres::offsets::positions(&db, &topic).await {
             Ok(positions) => {
                 let size = positions
                     .iter()

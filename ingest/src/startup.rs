@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use likes_infra::kafka::Publisher;
+use likes_infra::postgres;
+use likes_infra::postgres::PgPool;
 use likes_infra::redis::Redis;
 use likes_infra::redis::counts::CountCache;
 use likes_infra::redis::likers::{self, RecentLikers};
-use likes_infra::store;
-use likes_infra::store::PgPool;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
@@ -62,7 +62,7 @@ impl Application {
         let schema_id = publisher.codec().register().await?;
         tracing::info!(schema_id, "schema registered");
         let redis = Redis::connect(&stack.redis_address(), &stack.redis_key_prefix).await?;
-        let db = store::connect_lazy(&stack.database_url, stack.database_max_connections)?;
+        let db = postgres::connect_lazy(&stack.database_url, stack.database_max_connections)?;
         let listener = TcpListener::bind(settings.listen_addr).await?;
         let readiness = Readiness::new(
             &stack.kafka_bootstrap,

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use likes_domain::DedupHorizon;
-use likes_infra::store::PgPool;
-use likes_infra::store::writer;
+use likes_infra::postgres::PgPool;
+use likes_infra::postgres::writer;
 
 /// How often applied event ids are pruned; a failed prune is simply done at
 /// the next one.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use likes_domain::{LikeEvent, LoggedEvent, Position};
-use likes_infra::store::writer::OffsetCommit;
+use likes_infra::postgres::writer::OffsetCommit;
 
 use crate::ownership::Ownership;
 
@@ -219,7 +219,7 @@ impl Part {
 #[cfg(test)]
 mod tests {
     use likes_domain::{Action, EventId, ItemKey, UserId};
-    use likes_infra::store::offsets::Claim;
+    use likes_infra::postgres::offsets::Claim;
 
     use super::*;
     use crate::ownership::ParkReason;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use likes_domain::Position;
 use likes_infra::kafka::consumer::{GroupConsumer, Rebalance};
+use likes_infra::postgres::offsets::Claim;
 use likes_infra::retry;
-use likes_infra::store::offsets::Claim;
 
 use crate::ownership::{Claimer, Ownership};
 

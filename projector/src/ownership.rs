@@ -11,7 +11,7 @@ use std::sync::{Mutex, mpsc};
 
 use likes_domain::Position;
 use likes_infra::Error;
-use likes_infra::store::{self, offsets::Claim};
+use likes_infra::postgres::{self, offsets::Claim};
 
 type Reply = mpsc::Sender<Result<Vec<Claim>, Error>>;
 
@@ -24,7 +24,7 @@ impl Claimer {
     /// Starts the claim thread for `topic` on the database at `database_url`.
     pub fn spawn(database_url: &str, topic: &str) -> Result<Self, Error> {
         let (tx, rx) = mpsc::channel::<(Vec<i32>, Reply)>();
-        let pool = store::connect_lazy(database_url, 2)?;
+        let pool = postgres::connect_lazy(database_url, 2)?;
         let topic = topic.to_string();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -39,7 +39,7 @@ impl Claimer {
                 // The pool must live and die inside the runtime that drives it.
                 runtime.block_on(async move {
                     while let Ok((partitions, reply)) = rx.recv() {
-                        let result = store::offsets::claim(&pool, &topic, &partitions).await;
+                        let result = postgres::offsets::claim(&pool, &topic, &partitions).await;
                         let _ = reply.send(result);
                     }
                     pool.close().await;

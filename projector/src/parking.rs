@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use likes_domain::Position;
-use likes_infra::store::{PgPool, losses};
+use likes_infra::postgres::{PgPool, losses};
 
 use crate::consumer::ProjectorConsumer;
 use crate::ownership::{Ownership, ParkReason};

@@ -19,7 +19,7 @@ use likes_infra::kafka::dead_letters::DeadLetters;
 use likes_infra::redis::Redis;
 use likes_infra::redis::counts::CountCache;
 use likes_infra::redis::likers::{self, RecentLikers};
-use likes_infra::{retry, store};
+use likes_infra::{postgres, retry};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::background::prune_forever;
@@ -42,11 +42,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ProjectorError> {
     let stack = &settings.stack;
-    let db = store::connect_lazy(&stack.database_url, stack.database_max_connections)?;
+    let db = postgres::connect_lazy(&stack.database_url, stack.database_max_connections)?;
     let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => return Ok(()),
-        result = retry::forever(&retry::START_UP, "migrate", || store::migrate(&db)) => result,
+        result = retry::forever(&retry::START_UP, "migrate", || postgres::migrate(&db)) => result,
     }
     let redis_address = stack.redis_address();
     let redis = tokio::select! {

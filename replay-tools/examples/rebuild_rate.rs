@@ -17,9 +17,9 @@ use futures::future::try_join_all;
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, UserId};
 use likes_infra::kafka::Publisher;
 use likes_infra::kafka::{self, RETENTION_MS, TopicSpec};
+use likes_infra::postgres::{self, PgPool};
 use likes_infra::settings::StackSettings;
-use likes_infra::store::{self, PgPool};
-use likes_replay::rebuild_postgres::{self, PostgresRebuild, RebuildFrom, RebuildOptions};
+use likes_replay::rebuild::{self, PostgresRebuild, RebuildFrom, RebuildOptions};
 use tokio::sync::oneshot;
 
 const PARTITIONS: i32 = 8;
@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     stack.topic = format!("like-events-rate-{suffix}");
     stack.redis_key_prefix = format!("rate:{suffix}:");
-    let admin = store::connect_lazy(&stack.database_url, 1)?;
+    let admin = postgres::connect_lazy(&stack.database_url, 1)?;
     let db_name = format!("likes_rate_{suffix}");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
         .execute(&admin)
@@ -48,8 +48,8 @@ async fn main() -> anyhow::Result<()> {
         }],
     )
     .await?;
-    let pool = store::connect_lazy(&stack.database_url, 2)?;
-    store::migrate(&pool).await?;
+    let pool = postgres::connect_lazy(&stack.database_url, 2)?;
+    postgres::migrate(&pool).await?;
 
     let total = fill(&stack, events).await?;
     let drain = drain(&stack, &pool, total).await?;
@@ -121,7 +121,7 @@ async fn fill(stack: &StackSettings, events: u64) -> anyhow::Result<i64> {
         "filled {events} events in {secs:.1} s ({:.0} events/s)",
         events as f64 / secs
     );
-    let handle = likes_replay::reader::TopicHandle::open(stack)?;
+    let handle = likes_infra::kafka::reader::TopicHandle::open(stack)?;
     let mut total = 0;
     for partition in 0..PARTITIONS {
         total += handle.watermarks(partition)?.1;
@@ -145,7 +145,7 @@ async fn drain(stack: &StackSettings, pool: &PgPool, total: i64) -> anyhow::Resu
     }));
     let mut first_commit = None;
     loop {
-        let stored = store::offsets::positions(pool, &stack.topic).await?;
+        let stored = postgres::offsets::positions(pool, &stack.topic).await?;
         let applied: i64 = stored.iter().map(|p| p.1).sum();
         if applied > 0 && first_commit.is_none() {
             first_commit = Some(Instant::now());
@@ -176,7 +176,7 @@ async fn rebuild(
         dry_run,
         ..RebuildOptions::new(RebuildFrom::Earliest)
     };
-    rebuild_postgres::run(stack, &options).await
+    rebuild::run(stack, &options).await
 }
 
 /// Drops what the run created: the database, the topic, the Redis keys.

@@ -1,31 +1,23 @@
 //! `likes-replay`: tools for data engineers and auditors over the `like-events`
-//! topic: preparing a stack (`setup`), reading an item's or a user's history,
-//! explaining a count, reconciling the projections, snapshots and rebuilds. Every read of the topic
-//! uses its own consumer with assigned partitions ([`reader`]), never joining
-//! or committing for the live projector's group.
+//! topic. Every read of the topic uses its own consumer with assigned
+//! partitions (`likes_infra::kafka::reader`), never joining or committing for
+//! the live projector's group; every SQL statement and Redis call goes through
+//! `likes_infra`, and every counting decision (state machine, fold, dedup
+//! horizon) through `likes_domain`.
+//!
+//! Where things live:
+//! - [`commands`]: one module per CLI command (`setup`, `history`, `count`,
+//!   `explain`, `verify`, `snapshot`, `rebuild`, `accept-loss`), each with its
+//!   arguments, its run and its printing. `main.rs` only parses and dispatches.
+//! - [`rebuild`]: `rebuild postgres` split by role (start, plan, warmup,
+//!   worker, report, redis), the way `projector/src/` is split.
+//! - Shared by the commands: [`cli`] (ids and times from the command line),
+//!   [`output`] (table or JSON), [`progress`] (progress of long reads),
+//!   [`merge`] (a user's history merged across partitions by time).
 
-pub mod accept_loss;
 pub mod cli;
-pub mod count;
-pub mod dedup;
-pub mod explain;
-pub mod history;
-pub mod history_print;
+pub mod commands;
 pub mod merge;
 pub mod output;
-pub mod partitioner;
 pub mod progress;
-pub mod reader;
-pub mod rebuild_postgres;
-pub mod rebuild_progress;
-pub mod rebuild_redis;
-pub mod rebuild_report;
-pub mod rebuild_start;
-pub mod rebuild_warmup;
-pub mod rebuild_worker;
-pub mod setup;
-pub mod shadow;
-pub mod snapshot;
-pub mod snapshot_base;
-pub mod swap_lock;
-pub mod verify;
+pub mod rebuild;

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use likes_infra::kafka::reader::{LogReader, LogRecord, Span, TopicHandle, span_total};
+use likes_infra::settings::StackSettings;
 
 /// How often the plain progress line is printed.
 const LINE_EVERY: Duration = Duration::from_secs(5);
@@ -97,5 +99,57 @@ impl Drop for Inner {
             None if self.started.elapsed() >= LINE_EVERY => eprintln!("{}", self.line()),
             None => {}
         }
+    }
+}
+
+/// A read of the log that moves a progress report by one per record read.
+pub struct ProgressRead {
+    reader: LogReader,
+    progress: Progress,
+}
+
+impl ProgressRead {
+    /// Reads `spans` with a progress report of its own (empty spans are skipped).
+    pub fn new(
+        handle: TopicHandle,
+        stack: &StackSettings,
+        spans: &[Span],
+        label: &str,
+    ) -> anyhow::Result<Self> {
+        let progress = Progress::new(label, span_total(spans));
+        Self::sharing(handle, stack, spans, progress)
+    }
+
+    /// Reads `spans`, counting records on a shared `progress` (parallel readers
+    /// of one job move one report).
+    pub fn sharing(
+        handle: TopicHandle,
+        stack: &StackSettings,
+        spans: &[Span],
+        progress: Progress,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            reader: handle.read(stack, spans)?,
+            progress,
+        })
+    }
+
+    /// The next record ([`LogReader::next`]).
+    pub async fn next(&mut self) -> anyhow::Result<Option<LogRecord>> {
+        let record = self.reader.next().await?;
+        if record.is_some() {
+            self.progress.inc(1);
+        }
+        Ok(record)
+    }
+
+    /// Stops reading `partition` before its planned end.
+    pub fn finish_partition(&mut self, partition: i32) {
+        self.reader.finish_partition(partition);
+    }
+
+    /// Whether `partition` still has records due.
+    pub fn is_active(&self, partition: i32) -> bool {
+        self.reader.is_active(partition)
     }
 }

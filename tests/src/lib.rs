@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use likes_infra::kafka::{self, RETENTION_MS, TopicSpec};
+use likes_infra::postgres::{self, PgPool};
 use likes_infra::settings::StackSettings;
-use likes_infra::store::{self, PgPool};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -96,8 +96,8 @@ impl TestDb {
     pub async fn new() -> anyhow::Result<Self> {
         likes_infra::telemetry::init("warn");
         let url = fresh_database().await?;
-        let pool = store::connect_lazy(&url, 5)?;
-        store::migrate(&pool).await?;
+        let pool = postgres::connect_lazy(&url, 5)?;
+        postgres::migrate(&pool).await?;
         Ok(Self { pool, url })
     }
 
@@ -179,8 +179,8 @@ impl TestEnv {
             ],
         )
         .await?;
-        let db = store::connect_lazy(&stack.database_url, 5)?;
-        store::migrate(&db).await?;
+        let db = postgres::connect_lazy(&stack.database_url, 5)?;
+        postgres::migrate(&db).await?;
         let redis =
             likes_infra::redis::Redis::connect(&stack.redis_address(), &stack.redis_key_prefix)
                 .await?

@@ -33,7 +33,7 @@ pub fn one_item_per_other_partition(partitions: i32, except: i32) -> Vec<i64> {
     let mut items = Vec::new();
     let mut covered = std::collections::HashSet::new();
     for item in 1.. {
-        let p = likes_replay::partitioner::partition_for_item(item, partitions);
+        let p = likes_infra::kafka::partitioner::partition_for_item(item, partitions);
         if p != except && covered.insert(p) {
             items.push(item);
         }

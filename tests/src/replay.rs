@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::future::try_join_all;
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, Projection, UserId};
 use likes_infra::kafka::Publisher;
-use likes_replay::reader::TopicHandle;
+use likes_infra::kafka::reader::TopicHandle;
 use tokio::process::{Child, Command};
 
 use crate::process::binary;
@@ -83,7 +83,7 @@ pub async fn recount(env: &TestEnv) -> anyhow::Result<BTreeMap<(i16, i64), i64>>
     let handle = TopicHandle::open(&env.stack)?;
     let partitions: Vec<i32> = (0..handle.partition_count()?).collect();
     let spans = handle.plan(&partitions, None, &Default::default())?;
-    let mut reader = handle.read(&env.stack, &spans, "recount")?;
+    let mut reader = handle.read(&env.stack, &spans)?;
     let mut model = Projection::default();
     while let Some(record) = reader.next().await? {
         model.apply(&record.event.map_err(anyhow::Error::msg)?);
@@ -173,7 +173,7 @@ pub async fn write_and_settle(
         .await?;
     anyhow::ensure!(response.status() == 202, "{}", response.text().await?);
     eventually(Duration::from_secs(60), || async {
-        let stored = likes_infra::store::offsets::positions(&env.db, &env.stack.topic).await?;
+        let stored = likes_infra::postgres::offsets::positions(&env.db, &env.stack.topic).await?;
         Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
     })
     .await

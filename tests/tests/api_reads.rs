@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use likes_domain::{EventId, ItemKey, LikeState, NetChange, Position, UserId};
+use likes_infra::postgres::writer::CountUpdate;
 use likes_infra::redis::Redis;
 use likes_infra::redis::counts::CountCache;
 use likes_infra::redis::likers::RecentLikers;
-use likes_infra::store::writer::CountUpdate;
 use likes_ingest::Limits;
 use likes_tests::api::{quiet_limits, send, start_ingest};
 use likes_tests::{TestEnv, eventually};

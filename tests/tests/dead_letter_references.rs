@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use likes_replay::partitioner::partition_for_item;
+use likes_infra::kafka::partitioner::partition_for_item;
 use likes_tests::dead_letters::{
     DeadLetter, JsonSchema, limit_dead_letter_size, read_dead_letters,
 };

@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use likes_domain::{DedupHorizon, LoggedEvent, Position};
-use likes_infra::store::offsets;
-use likes_infra::store::writer::{BatchRules, OffsetCommit, apply_batch, prune_applied_events};
-use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
+use likes_infra::postgres::offsets;
+use likes_infra::postgres::writer::{BatchRules, OffsetCommit, apply_batch, prune_applied_events};
+use likes_replay::rebuild::{self, RebuildFrom, RebuildOptions};
 use likes_tests::replay::{live_counts, live_rows};
 use likes_tests::timed_records::{TimedProducer, like_event, now_millis};
 use likes_tests::{TestDb, TestEnv, eventually};
@@ -194,7 +194,7 @@ async fn a_retry_near_its_original_counts_once_after_an_outage_longer_than_the_h
     );
 
     // The rebuild, with the same horizon, builds the same tables and swaps them in.
-    let report = rebuild_postgres::run(
+    let report = rebuild::run(
         &env.stack,
         &RebuildOptions {
             dedup_horizon: HORIZON,

@@ -266,7 +266,8 @@ async fn a_request_retried_many_times_is_applied_once() -> anyhow::Result<()> {
     // Let the projector see the late retry, then check nothing moved.
     let end = env.end_offsets()?;
     eventually(Duration::from_secs(20), || async {
-        let positions = likes_infra::store::offsets::positions(&env.db, &env.stack.topic).await?;
+        let positions =
+            likes_infra::postgres::offsets::positions(&env.db, &env.stack.topic).await?;
         Ok(positions.iter().map(|(_, next)| next).sum::<i64>() >= end)
     })
     .await?;

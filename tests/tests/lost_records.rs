@@ -10,13 +10,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use likes_domain::ItemKey;
-use likes_infra::store::losses;
-use likes_replay::accept_loss::{self, LossRequest};
-use likes_replay::explain::{self, Verdict};
-use likes_replay::history::{self, HistoryQuery, Subject};
-use likes_replay::partitioner::partition_for_item;
-use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
-use likes_replay::{count, output::Format};
+use likes_infra::kafka::partitioner::partition_for_item;
+use likes_infra::postgres::losses;
+use likes_replay::commands::accept_loss::{self, LossRequest};
+use likes_replay::commands::count;
+use likes_replay::commands::explain::{self, Verdict};
+use likes_replay::commands::history::{self, HistoryQuery, Subject};
+use likes_replay::output::Format;
+use likes_replay::rebuild::{self, RebuildFrom, RebuildOptions};
 use likes_tests::log_surgery::{delete_records_before, one_item_per_other_partition};
 use likes_tests::projector_http::ObservedProjector;
 use likes_tests::{TestEnv, eventually};
@@ -262,8 +263,7 @@ async fn the_replay_tools_refuse_a_short_answer_when_unread_records_were_deleted
         },
     )
     .await?;
-    let rebuilt =
-        rebuild_postgres::run(&env.stack, &RebuildOptions::new(RebuildFrom::Earliest)).await;
+    let rebuilt = rebuild::run(&env.stack, &RebuildOptions::new(RebuildFrom::Earliest)).await;
 
     let refusal = format!(
         "{:#}",

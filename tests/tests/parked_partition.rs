@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use likes_replay::partitioner::partition_for_item;
+use likes_infra::kafka::partitioner::partition_for_item;
 use likes_tests::log_surgery::one_item_per_other_partition;
 use likes_tests::projector_http::ObservedProjector;
 use likes_tests::{TestEnv, eventually};

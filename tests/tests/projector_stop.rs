@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use likes_infra::store::offsets;
+use likes_infra::postgres::offsets;
 use likes_tests::process::ProjectorProcess;
 use likes_tests::rewire::rewired;
 use likes_tests::tcp_proxy::TcpProxy;

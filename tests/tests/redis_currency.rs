@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use likes_domain::{DedupHorizon, LoggedEvent, Position};
-use likes_infra::store::writer::{BatchRules, apply_batch};
+use likes_infra::postgres::writer::{BatchRules, apply_batch};
 use likes_tests::process::ProjectorProcess;
 use likes_tests::redis_server::PrivateRedis;
 use likes_tests::rewire::rewired;

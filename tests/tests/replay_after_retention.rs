@@ -5,10 +5,11 @@
 //! incomplete (`explain`) or refuse (`count`), never a short count.
 
 use likes_domain::ItemKey;
-use likes_replay::explain::{self, Verdict};
-use likes_replay::history::Effect;
+use likes_infra::postgres::snapshots;
+use likes_replay::commands::count;
+use likes_replay::commands::explain::{self, Verdict};
+use likes_replay::commands::history::Effect;
 use likes_replay::output::Format;
-use likes_replay::{count, snapshot};
 use likes_tests::load::ITEM_TYPE;
 use likes_tests::replay::{a_moment, write_and_settle};
 use likes_tests::{Ingest, TestEnv};
@@ -32,7 +33,7 @@ async fn explain_and_count_start_from_a_snapshot_once_retention_deleted_the_star
     let before_snapshot = a_moment().await;
     write(&env, &ingest, true, 1).await?;
     write(&env, &ingest, true, 2).await?;
-    let snap = snapshot::create(&env.db, &env.stack.topic, None).await?;
+    let snap = snapshots::create(&env.db, &env.stack.topic, None).await?;
     write(&env, &ingest, true, 1).await?; // already liked
     let at_two = a_moment().await;
     write(&env, &ingest, false, 2).await?; // unliked
@@ -52,7 +53,7 @@ async fn explain_and_count_start_from_a_snapshot_once_retention_deleted_the_star
     let now = count::run(&env.stack, item, None).await?;
     let then = count::run(&env.stack, item, Some(at_two)).await?;
     let too_early = count::run(&env.stack, item, Some(before_snapshot)).await;
-    snapshot::delete(&env.db, snap.id).await?;
+    snapshots::delete(&env.db, snap.id).await?;
     let without = explain::run(&env.stack, item).await?;
     let refused = count::run(&env.stack, item, None).await;
 

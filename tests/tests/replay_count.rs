@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use likes_domain::ItemKey;
-use likes_replay::count;
+use likes_replay::commands::count;
 use likes_tests::{Ingest, TestEnv};
 use serde_json::json;
 

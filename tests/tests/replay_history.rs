@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use likes_domain::{ItemKey, UserId};
-use likes_replay::explain::{self, Verdict};
-use likes_replay::history::{self, Effect, HistoryQuery, HistoryRow, Subject};
-use likes_replay::partitioner::partition_for_item;
+use likes_infra::kafka::partitioner::partition_for_item;
+use likes_replay::commands::explain::{self, Verdict};
+use likes_replay::commands::history::{self, Effect, HistoryQuery, HistoryRow, Subject};
 use likes_tests::{Ingest, TestEnv, eventually};
 use serde_json::json;
 
@@ -166,7 +166,8 @@ async fn explain_derives_the_projected_count_and_says_why_events_changed_nothing
     let partition = written[6].partition;
     eventually(Duration::from_secs(30), || async {
         let applied =
-            likes_infra::store::reads::applied_until(&env.db, &env.stack.topic, partition).await?;
+            likes_infra::postgres::reads::applied_until(&env.db, &env.stack.topic, partition)
+                .await?;
         Ok(applied.is_some_and(|a| a >= end))
     })
     .await?;

@@ -3,8 +3,8 @@
 //! while retention has deleted nothing, and refuses once it has.
 
 use chrono::{DateTime, Utc};
-use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
-use likes_replay::snapshot;
+use likes_infra::postgres::snapshots;
+use likes_replay::rebuild::{self, RebuildFrom, RebuildOptions};
 use likes_tests::load::ITEM_TYPE;
 use likes_tests::replay::{a_moment, write_and_settle};
 use likes_tests::{Ingest, TestEnv};
@@ -33,25 +33,24 @@ async fn a_rebuild_from_a_time_uses_the_newest_snapshot_taken_by_then_or_refuses
     let before_any_snapshot = a_moment().await;
     like(&env, &ingest, 1, 10).await?;
     like(&env, &ingest, 2, 10).await?;
-    let first = snapshot::create(&env.db, &env.stack.topic, None).await?;
+    let first = snapshots::create(&env.db, &env.stack.topic, None).await?;
     let between = a_moment().await;
     like(&env, &ingest, 1, 11).await?;
-    let newer = snapshot::create(&env.db, &env.stack.topic, None).await?;
+    let newer = snapshots::create(&env.db, &env.stack.topic, None).await?;
     like(&env, &ingest, 3, 10).await?;
 
-    let whole_log =
-        rebuild_postgres::run(&env.stack, &from_time(before_any_snapshot, true)).await?;
+    let whole_log = rebuild::run(&env.stack, &from_time(before_any_snapshot, true)).await?;
     // Retention: everything before the first snapshot's offset 2 is gone.
     let admin: AdminClient<DefaultClientContext> =
         likes_infra::kafka::consumer_config(&env.stack.kafka_bootstrap, "admin").create()?;
     let mut upto = TopicPartitionList::new();
     upto.add_partition_offset(&env.stack.topic, 0, rdkafka::Offset::Offset(2))?;
     admin.delete_records(&upto, &AdminOptions::new()).await?;
-    let refused = rebuild_postgres::run(&env.stack, &from_time(before_any_snapshot, false)).await;
+    let refused = rebuild::run(&env.stack, &from_time(before_any_snapshot, false)).await;
     sqlx::query("UPDATE counters SET count = 7 WHERE item_id = 10")
         .execute(&env.db)
         .await?;
-    let from_first = rebuild_postgres::run(&env.stack, &from_time(between, false)).await?;
+    let from_first = rebuild::run(&env.stack, &from_time(between, false)).await?;
 
     projector.stop().await??;
     ingest.running.stop().await?;

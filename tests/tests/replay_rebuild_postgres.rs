@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
-use likes_replay::snapshot;
+use likes_infra::postgres::snapshots;
+use likes_replay::rebuild::{self, RebuildFrom, RebuildOptions};
 use likes_tests::load::{ITEM_TYPE, Load};
 use likes_tests::replay::tables;
 use likes_tests::watch::{Settled, Watch};
@@ -48,7 +48,7 @@ async fn inject_bogus_counter(env: &TestEnv) -> anyhow::Result<()> {
 /// Waits until the projector has applied every record of the topic.
 async fn projected_everything(env: &TestEnv) -> anyhow::Result<()> {
     eventually(Duration::from_secs(60), || async {
-        let stored = likes_infra::store::offsets::positions(&env.db, &env.stack.topic).await?;
+        let stored = likes_infra::postgres::offsets::positions(&env.db, &env.stack.topic).await?;
         Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
     })
     .await
@@ -106,7 +106,7 @@ async fn a_rebuild_while_likes_flow_swaps_in_a_full_recount_and_the_api_reads_se
 
     let watch = Watch::start(&ingest.url(""), settled);
 
-    let done = rebuild_postgres::run(&env.stack, &from(RebuildFrom::Earliest)).await?;
+    let done = rebuild::run(&env.stack, &from(RebuildFrom::Earliest)).await?;
 
     let reads = watch.stop().await?;
     eprintln!(
@@ -169,7 +169,7 @@ async fn a_dry_run_reports_the_differences_and_leaves_the_live_tables_untouched(
     projected_everything(&env).await?;
     inject_bogus_counter(&env).await?;
 
-    let done = rebuild_postgres::run(&env.stack, &dry_run(RebuildFrom::Earliest)).await?;
+    let done = rebuild::run(&env.stack, &dry_run(RebuildFrom::Earliest)).await?;
 
     projector.stop().await??;
     ingest.running.stop().await?;
@@ -191,7 +191,7 @@ async fn a_rebuild_that_needs_deleted_events_refuses_and_a_newer_snapshot_still_
         post_like(&ingest.url("/v1/likes"), user, item).await?;
     }
     projected_everything(&env).await?;
-    let snap = snapshot::create(&env.db, &env.stack.topic, None).await?;
+    let snap = snapshots::create(&env.db, &env.stack.topic, None).await?;
     post_like(&ingest.url("/v1/likes"), 3, 10).await?;
     projected_everything(&env).await?;
     // Retention: everything before the snapshot's offset 3 is gone.
@@ -202,9 +202,8 @@ async fn a_rebuild_that_needs_deleted_events_refuses_and_a_newer_snapshot_still_
     admin.delete_records(&upto, &AdminOptions::new()).await?;
     inject_bogus_counter(&env).await?;
 
-    let refused = rebuild_postgres::run(&env.stack, &from(RebuildFrom::Earliest)).await;
-    let from_snapshot =
-        rebuild_postgres::run(&env.stack, &from(RebuildFrom::Snapshot(snap.id))).await;
+    let refused = rebuild::run(&env.stack, &from(RebuildFrom::Earliest)).await;
+    let from_snapshot = rebuild::run(&env.stack, &from(RebuildFrom::Snapshot(snap.id))).await;
 
     projector.stop().await??;
     ingest.running.stop().await?;
@@ -231,7 +230,7 @@ async fn shadow_tables_without_recorded_progress_are_discarded_not_resumed() -> 
     // Shadow tables with rows but no recorded build (left by hand, or by a
     // version without progress): nothing says which offsets they reflect.
     let mut conn = env.db.acquire().await?;
-    likes_replay::shadow::recreate(&mut conn).await?;
+    likes_infra::postgres::shadow::recreate(&mut conn).await?;
     sqlx::query(
         "INSERT INTO counters_rebuild (item_id, item_type, count, last_offset) VALUES (10, 1, 40, 0)",
     )
@@ -240,7 +239,7 @@ async fn shadow_tables_without_recorded_progress_are_discarded_not_resumed() -> 
     drop(conn);
     let live_before = env.db_count(ITEM_TYPE, 10).await?;
 
-    let done = rebuild_postgres::run(&env.stack, &from(RebuildFrom::Earliest)).await?;
+    let done = rebuild::run(&env.stack, &from(RebuildFrom::Earliest)).await?;
 
     projector.stop().await??;
     ingest.running.stop().await?;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use likes_domain::ItemKey;
 use likes_infra::redis::Keys;
-use likes_replay::rebuild_redis;
-use likes_replay::verify::{self, VerifyOptions};
+use likes_replay::commands::verify::{self, VerifyOptions};
+use likes_replay::rebuild;
 use likes_tests::{TestEnv, eventually};
 use serde_json::json;
 
@@ -52,7 +52,7 @@ async fn a_redis_rebuild_restores_every_count_from_postgres() -> anyhow::Result<
         .query_async::<()>(&mut redis)
         .await?;
 
-    let done = rebuild_redis::run(&env.stack).await?;
+    let done = rebuild::redis::run(&env.stack).await?;
 
     assert_eq!((done.deleted, done.written), (2, 2));
     assert_eq!(env.redis_count(ITEM_TYPE, 10).await?, Some(2));

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
+use likes_replay::rebuild::{self, RebuildFrom, RebuildOptions};
 use likes_tests::replay::{self, ReplayProcess, tables};
 use likes_tests::{TestEnv, eventually};
 
@@ -32,7 +32,7 @@ async fn a_rebuild_killed_half_way_leaves_live_tables_alone_and_a_rerun_resumes_
     let total = env.end_offsets()?;
     let projector = env.start_projector();
     eventually(Duration::from_secs(120), || async {
-        let stored = likes_infra::store::offsets::positions(&env.db, &env.stack.topic).await?;
+        let stored = likes_infra::postgres::offsets::positions(&env.db, &env.stack.topic).await?;
         Ok(stored.iter().map(|p| p.1).sum::<i64>() == total)
     })
     .await?;
@@ -71,7 +71,7 @@ async fn a_rebuild_killed_half_way_leaves_live_tables_alone_and_a_rerun_resumes_
     let live_at_kill = replay::live_rows(&env).await?;
     let tables_at_kill = tables(&env).await?;
 
-    let done = rebuild_postgres::run(
+    let done = rebuild::run(
         &env.stack,
         &RebuildOptions {
             parallel: Some(2),
@@ -136,10 +136,9 @@ async fn a_rebuild_killed_half_way_leaves_live_tables_alone_and_a_rerun_resumes_
 async fn a_second_rebuild_refuses_while_another_holds_the_database() -> anyhow::Result<()> {
     let env = TestEnv::new(1).await?;
     let mut running = env.db.acquire().await?;
-    likes_replay::rebuild_progress::lock(&mut running).await?;
+    likes_infra::postgres::rebuild_progress::lock(&mut running).await?;
 
-    let second =
-        rebuild_postgres::run(&env.stack, &RebuildOptions::new(RebuildFrom::Earliest)).await;
+    let second = rebuild::run(&env.stack, &RebuildOptions::new(RebuildFrom::Earliest)).await;
 
     let message = format!("{:#}", second.err().ok_or(anyhow::anyhow!("not refused"))?);
     assert!(message.contains("another `rebuild postgres`"), "{message}");

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
+use likes_replay::rebuild::{self, RebuildFrom, RebuildOptions};
 use likes_tests::api::send;
 use likes_tests::{Ingest, TestEnv, eventually};
 
@@ -15,7 +15,7 @@ const ITEM: i64 = 10;
 /// Waits until the projector has applied every record of the topic.
 async fn projected_everything(env: &TestEnv) -> anyhow::Result<()> {
     eventually(Duration::from_secs(60), || async {
-        let stored = likes_infra::store::offsets::positions(&env.db, &env.stack.topic).await?;
+        let stored = likes_infra::postgres::offsets::positions(&env.db, &env.stack.topic).await?;
         Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
     })
     .await
@@ -63,7 +63,7 @@ async fn a_repairing_rebuild_brings_the_cached_counts_to_the_swapped_values() ->
     let projector = env.start_projector();
     wrong_count_cached(&env, &ingest).await?;
 
-    let done = rebuild_postgres::run(
+    let done = rebuild::run(
         &env.stack,
         &RebuildOptions {
             accept_differences: true,
@@ -110,14 +110,13 @@ async fn a_rebuild_that_differs_from_the_live_counts_is_not_swapped_without_the_
     let projector = env.start_projector();
     wrong_count_cached(&env, &ingest).await?;
 
-    let refused =
-        rebuild_postgres::run(&env.stack, &RebuildOptions::new(RebuildFrom::Earliest)).await?;
+    let refused = rebuild::run(&env.stack, &RebuildOptions::new(RebuildFrom::Earliest)).await?;
     let (shadow_kept,): (bool,) =
         sqlx::query_as("SELECT to_regclass('counters_rebuild') IS NOT NULL")
             .fetch_one(&env.db)
             .await?;
     let live_after_refusal = env.db_count(1, ITEM).await?;
-    let resumed = rebuild_postgres::run(
+    let resumed = rebuild::run(
         &env.stack,
         &RebuildOptions {
             accept_differences: true,

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use likes_replay::rebuild_postgres::{self, RebuildFrom, RebuildOptions};
+use likes_replay::rebuild::{self, RebuildFrom, RebuildOptions};
 use likes_tests::commit_gaps::{CommitGaps, longest_gap};
 use likes_tests::load::{ITEM_TYPE, Load};
 use likes_tests::replay::{fill, live_counts, recount};
@@ -14,7 +14,7 @@ use likes_tests::{TestEnv, eventually};
 /// Waits until the projector has applied every record of the topic.
 async fn projected_everything(env: &TestEnv) -> anyhow::Result<()> {
     eventually(Duration::from_secs(120), || async {
-        let stored = likes_infra::store::offsets::positions(&env.db, &env.stack.topic).await?;
+        let stored = likes_infra::postgres::offsets::positions(&env.db, &env.stack.topic).await?;
         Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
     })
     .await
@@ -41,8 +41,7 @@ async fn a_rebuild_under_a_steady_stream_of_likes_swaps_in_exact_counts_and_the_
     tokio::time::sleep(Duration::from_secs(3)).await; // a baseline of undisturbed commits
 
     let before = Instant::now();
-    let done =
-        rebuild_postgres::run(&env.stack, &RebuildOptions::new(RebuildFrom::Earliest)).await?;
+    let done = rebuild::run(&env.stack, &RebuildOptions::new(RebuildFrom::Earliest)).await?;
     let after = Instant::now();
 
     load.wait_for_requests(200).await; // the projector keeps committing into the new tables

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use likes_replay::snapshot;
+use likes_infra::postgres::snapshots;
 use likes_tests::{TestEnv, eventually};
 use serde_json::json;
 
@@ -22,7 +22,7 @@ async fn live(env: &TestEnv) -> anyhow::Result<(Likes, Counts, Vec<(i32, i64)>)>
         sqlx::query_as("SELECT item_id, item_type, count, last_offset FROM counters ORDER BY 1, 2")
             .fetch_all(&env.db)
             .await?;
-    let offsets = likes_infra::store::offsets::positions(&env.db, &env.stack.topic).await?;
+    let offsets = likes_infra::postgres::offsets::positions(&env.db, &env.stack.topic).await?;
     Ok((likes, counts, offsets))
 }
 
@@ -78,8 +78,8 @@ async fn a_snapshot_copies_the_projection_at_its_offsets_and_can_be_listed_and_d
     projector.stop().await??;
     ingest.running.stop().await?;
 
-    let first = snapshot::create(&env.db, &env.stack.topic, Some("before deploy")).await?;
-    let second = snapshot::create(&env.db, &env.stack.topic, None).await?;
+    let first = snapshots::create(&env.db, &env.stack.topic, Some("before deploy")).await?;
+    let second = snapshots::create(&env.db, &env.stack.topic, None).await?;
 
     let expected = live(&env).await?;
     assert_eq!(copied(&env, first.id).await?, expected);
@@ -89,13 +89,13 @@ async fn a_snapshot_copies_the_projection_at_its_offsets_and_can_be_listed_and_d
         "{first:?}"
     );
     assert_eq!(first.note.as_deref(), Some("before deploy"));
-    let listed = snapshot::list(&env.db).await?;
+    let listed = snapshots::list(&env.db).await?;
     assert_eq!(listed, vec![first.clone(), second.clone()]);
 
-    snapshot::delete(&env.db, first.id).await?;
-    assert_eq!(snapshot::list(&env.db).await?, vec![second]);
+    snapshots::delete(&env.db, first.id).await?;
+    assert_eq!(snapshots::list(&env.db).await?, vec![second]);
     assert_eq!(copied(&env, first.id).await?, (vec![], vec![], vec![]));
-    assert!(snapshot::delete(&env.db, first.id).await.is_err());
-    assert!(snapshot::get(&env.db, first.id).await.is_err());
+    assert!(snapshots::delete(&env.db, first.id).await.is_err());
+    assert_eq!(snapshots::get(&env.db, first.id).await?, None);
     Ok(())
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use likes_replay::{shadow, snapshot, swap_lock};
+use likes_infra::postgres::{shadow, snapshots, swap_lock};
 use likes_tests::TestEnv;
 use sqlx::PgConnection;
 
@@ -47,7 +47,7 @@ async fn a_snapshot_during_a_swap_waits_and_copies_only_the_swapped_in_tables() 
 
     let db = env.db.clone();
     let topic = env.stack.topic.clone();
-    let copying = tokio::spawn(async move { snapshot::create(&db, &topic, None).await });
+    let copying = tokio::spawn(async move { snapshots::create(&db, &topic, None).await });
     tokio::time::sleep(Duration::from_millis(700)).await;
     let waited = !copying.is_finished();
     swap.commit().await?;

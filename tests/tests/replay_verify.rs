@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use likes_domain::ItemKey;
 use likes_infra::redis::Keys;
-use likes_replay::verify::{self, VerifyOptions, VerifyReport};
+use likes_replay::commands::verify::{self, VerifyOptions, VerifyReport};
 use likes_tests::{TestEnv, eventually};
 use serde_json::json;
 

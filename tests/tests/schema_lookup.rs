@@ -197,7 +197,7 @@ async fn post(
 /// Waits until the projection's stored offsets reach the end of every partition.
 async fn projected_everything(env: &TestEnv) -> anyhow::Result<()> {
     eventually(Duration::from_secs(60), || async {
-        let stored = likes_infra::store::offsets::positions(&env.db, &env.stack.topic).await?;
+        let stored = likes_infra::postgres::offsets::positions(&env.db, &env.stack.topic).await?;
         Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
     })
     .await

@@ -9,8 +9,8 @@ use chrono::Utc;
 use likes_domain::{
     Action, DedupHorizon, EventId, ItemKey, LikeEvent, LoggedEvent, Position, UserId,
 };
-use likes_infra::store::offsets;
-use likes_infra::store::writer::{BatchRules, OffsetCommit, apply_batch};
+use likes_infra::postgres::offsets;
+use likes_infra::postgres::writer::{BatchRules, OffsetCommit, apply_batch};
 use likes_tests::TestDb;
 
 /// Far longer than the store's lock timeout, far shorter than "forever".

@@ -6,8 +6,8 @@ use likes_domain::{
     Action, DedupHorizon, EventId, ItemKey, LikeEvent, LoggedEvent, Position, UserId,
 };
 use likes_infra::Error;
-use likes_infra::store::offsets;
-use likes_infra::store::writer::{BatchRules, OffsetCommit, apply_batch, apply_in};
+use likes_infra::postgres::offsets;
+use likes_infra::postgres::writer::{BatchRules, OffsetCommit, apply_batch, apply_in};
 use likes_tests::TestDb;
 
 /// The product's default horizon; no Redis marks.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use likes_infra::codec::EventCodec;
 use likes_infra::kafka;
-use likes_infra::store::{self, PgPool};
+use likes_infra::postgres::{self, PgPool};
 use rdkafka::producer::FutureRecord;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -144,8 +144,8 @@ async fn project(
 /// events/s (events represented ÷ time) and the CPU used.
 async fn unnest_baseline(nets: &[NetBatch], events: usize) -> anyhow::Result<(f64, CpuUse)> {
     let url = fresh_database().await?;
-    let db = store::connect_lazy(&url, 2)?;
-    store::migrate(&db).await?;
+    let db = postgres::connect_lazy(&url, 2)?;
+    postgres::migrate(&db).await?;
     let started = Instant::now();
     let before = cpu::snapshot();
     for net in nets {

@@ -2,7 +2,7 @@
 //! transaction per like behind a bare warp handler, on a fresh database. The
 //! figure is our single-like max sustainable rate ÷ the naive one.
 
-use likes_infra::store;
+use likes_infra::postgres;
 
 use crate::baselines;
 use crate::env::{drop_database, fresh_database};
@@ -16,8 +16,8 @@ use crate::scenarios::api::{WRITE_P99_MS, search_rows};
 pub async fn naive(cfg: &Config, report: &mut Report, ours: &Search) -> anyhow::Result<()> {
     const NAME: &str = "6 vs naive UPDATE";
     let url = fresh_database().await?;
-    let db = store::connect_lazy(&url, 10)?;
-    store::migrate(&db).await?;
+    let db = postgres::connect_lazy(&url, 10)?;
+    postgres::migrate(&db).await?;
     let server = baselines::naive(db.clone()).await?;
     let load = Http {
         connections: cfg.connections,

@@ -2,13 +2,16 @@
 //! ([`producer`]), the consumers ([`consumer`]: the settings every reader
 //! shares and the projector's group consumer with its rebalance hook), topic
 //! creation and metadata ([`admin`]), the dead-letter topic
-//! ([`dead_letters`]) and the readiness probe ([`readiness`]). Nothing outside
-//! this module names an rdkafka type.
+//! ([`dead_letters`]), the readiness probe ([`readiness`]), the tools' log
+//! reader ([`reader`]) and the partitioner every writer shares
+//! ([`partitioner`]). Nothing outside this module names an rdkafka type.
 
 pub mod admin;
 pub mod consumer;
 pub mod dead_letters;
+pub mod partitioner;
 pub mod producer;
+pub mod reader;
 pub mod readiness;
 
 use rdkafka::ClientConfig;

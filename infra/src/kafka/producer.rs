@@ -31,7 +31,7 @@ pub fn producer(bootstrap: &str, delivery_timeout: Duration) -> Result<FuturePro
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("partitioner", "murmur2_random")
+        .set("partitioner", super::partitioner::PRODUCER_PARTITIONER)
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "200000")

@@ -18,7 +18,7 @@ use tracing::instrument;
 
 use super::{Keyed, Redis, evalsha};
 use crate::Error;
-use crate::store::writer::CountUpdate;
+use crate::postgres::writer::CountUpdate;
 
 /// Sets KEYS[1] to ARGV[1]:ARGV[2] unless it already holds a stamp >= ARGV[2].
 /// With ARGV[3] (milliseconds) the value expires; without, any TTL is cleared,

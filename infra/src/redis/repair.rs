@@ -12,7 +12,7 @@ use tracing::instrument;
 
 use super::{Keyed, Redis, evalsha};
 use crate::Error;
-use crate::store::writer::CountUpdate;
+use crate::postgres::writer::CountUpdate;
 
 /// Replaces KEYS[1] by ARGV[2]:ARGV[3] (or deletes it when ARGV[2] is empty)
 /// only while it still holds ARGV[1] ('' meaning absent).

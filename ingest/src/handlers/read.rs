@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use likes_domain::ItemKey;
-use likes_infra::store;
+use likes_infra::postgres;
 use serde_json::{Value, json};
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -47,7 +47,7 @@ pub async fn count(
         None => None,
     };
     let (count, source) = if included == Some(true) {
-        let stored = store::reads::count(&state.db, item)
+        let stored = postgres::reads::count(&state.db, item)
             .await
             .map_err(|e| unavailable("count store", e))?;
         (stored.map_or(0, |(count, _)| count), "database")
@@ -73,7 +73,7 @@ async fn cached_count(state: &State, item: ItemKey) -> Result<(i64, &'static str
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "redis read failed, falling back to postgres"),
     }
-    let stored = store::reads::count(&state.db, item)
+    let stored = postgres::reads::count(&state.db, item)
         .await
         .map_err(|e| unavailable("count store", e))?;
     if let Err(e) = state
@@ -117,7 +117,7 @@ pub async fn counts(
         .collect();
     let mut stored: HashMap<ItemKey, (i64, i64)> = HashMap::new();
     if !misses.is_empty() {
-        for (item, count, stamp) in store::reads::counts(&state.db, &misses)
+        for (item, count, stamp) in postgres::reads::counts(&state.db, &misses)
             .await
             .map_err(|e| unavailable("count store", e))?
         {
@@ -164,7 +164,7 @@ pub async fn user_likes(
 ) -> Result<Response, warp::Rejection> {
     let user = query::user_path(&user_id)?;
     let item = parse_item_path(&item_type, &item_id)?;
-    let liked = store::reads::likes(&state.db, user, item)
+    let liked = postgres::reads::likes(&state.db, user, item)
         .await
         .map_err(|e| unavailable("like store", e))?;
     let body = json!({

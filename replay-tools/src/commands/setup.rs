@@ -2,10 +2,33 @@
 //! creates the events topic and its dead-letter topic, applies the database
 //! migrations and registers the Avro schema.
 
+use std::process::ExitCode;
+
 use likes_infra::codec::EventCodec;
 use likes_infra::kafka::{self, RETENTION_MS, TopicSpec};
+use likes_infra::postgres;
 use likes_infra::settings::StackSettings;
-use likes_infra::store;
+
+/// `likes-replay setup`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Partitions of the events topic; choose once, it bounds projector parallelism.
+    #[arg(long, default_value_t = 64)]
+    partitions: i32,
+    /// Replication factor of the topics.
+    #[arg(long, default_value_t = 1)]
+    replication: i32,
+}
+
+/// Runs `setup`.
+pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCode> {
+    let layout = Layout {
+        partitions: args.partitions,
+        replication: args.replication,
+    };
+    run(stack, layout).await?;
+    Ok(ExitCode::SUCCESS)
+}
 
 /// How the topics are laid out.
 #[derive(Debug, Clone, Copy)]
@@ -34,8 +57,8 @@ pub async fn run(stack: &StackSettings, layout: Layout) -> anyhow::Result<()> {
         },
     ];
     kafka::ensure_topics(&stack.kafka_bootstrap, &topics).await?;
-    let pool = store::connect_lazy(&stack.database_url, 2)?;
-    store::migrate(&pool).await?;
+    let pool = postgres::connect_lazy(&stack.database_url, 2)?;
+    postgres::migrate(&pool).await?;
     pool.close().await;
     let codec = EventCodec::new(&stack.schema_registry_url, &stack.topic)?;
     let id = codec.register().await?;

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use likes_infra::settings::StackSettings;
 
-use crate::dedup::DedupWindow;
-use crate::reader::{LogRecord, Span, TopicHandle};
-use crate::rebuild_worker::Windows;
+use super::worker::Windows;
+use crate::progress::ProgressRead;
+use likes_domain::DedupWindow;
+use likes_infra::kafka::reader::{LogRecord, Span, TopicHandle};
 
 /// Fills `windows` with the ids seen within `horizon` before each partition's
 /// position; returns how many records were read for it.
@@ -40,7 +41,7 @@ pub async fn warm(
         return Ok(0);
     }
     let mut times = HashMap::new();
-    let mut reader = handle.read(stack, &lasts, "rebuild postgres: dedup horizon")?;
+    let mut reader = ProgressRead::new(handle, stack, &lasts, "rebuild postgres: dedup horizon")?;
     while let Some(record) = reader.next().await? {
         times.insert(record.partition, millis(&record));
     }
@@ -63,7 +64,7 @@ pub async fn warm(
         });
     }
     let mut read = 0;
-    let mut reader = handle.read(stack, &spans, "rebuild postgres: dedup horizon")?;
+    let mut reader = ProgressRead::new(handle, stack, &spans, "rebuild postgres: dedup horizon")?;
     while let Some(record) = reader.next().await? {
         read += 1;
         let at = millis(&record);

@@ -1,5 +1,6 @@
 //! Reads of the PostgreSQL projection for the API and tools.
 
+use futures::stream::{BoxStream, StreamExt};
 use likes_domain::{ItemKey, UserId};
 use sqlx::PgPool;
 use tracing::instrument;
@@ -118,4 +119,76 @@ pub async fn states(pool: &PgPool, pairs: &[(UserId, ItemKey)]) -> Result<Vec<(i
         }
     }
     Ok(out)
+}
+
+/// How many items `counters` holds.
+pub async fn counters_len(pool: &PgPool) -> Result<u64, Error> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM counters")
+        .fetch_one(pool)
+        .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Every row of `counters` as a [`CountUpdate`] (item, count, last offset),
+/// streamed: the table is never held in memory.
+pub fn all_counts(pool: &PgPool) -> BoxStream<'_, Result<super::writer::CountUpdate, Error>> {
+    sqlx::query_as::<_, (i64, i16, i64, i64)>(
+        "SELECT item_id, item_type, count, last_offset FROM counters",
+    )
+    .fetch(pool)
+    .map(|row| {
+        let (id, ty, count, last_offset) = row?;
+        Ok(super::writer::CountUpdate {
+            item: super::writer::item_key(id, ty)?,
+            count,
+            last_offset,
+        })
+    })
+    .boxed()
+}
+
+/// An item's two PostgreSQL counts: `counters` (`None`: no row) and
+/// `COUNT(*)` of its `user_likes` rows, read in one statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemCounts {
+    pub item: ItemKey,
+    pub count: Option<i64>,
+    pub last_offset: Option<i64>,
+    pub likers: i64,
+}
+
+/// [`ItemCounts`] of every item either table knows (`sample: None`), or of
+/// `sample` random items of `counters`, streamed.
+pub fn item_counts(pool: &PgPool, sample: Option<u64>) -> BoxStream<'_, Result<ItemCounts, Error>> {
+    type Row = (i64, i16, Option<i64>, Option<i64>, i64);
+    let rows = match sample {
+        Some(n) => sqlx::query_as::<_, Row>(
+            "SELECT s.item_id, s.item_type, s.count, s.last_offset,
+                    (SELECT COUNT(*) FROM user_likes AS u
+                      WHERE u.item_id = s.item_id AND u.item_type = s.item_type)
+               FROM (SELECT item_id, item_type, count, last_offset FROM counters
+                      ORDER BY random() LIMIT $1) AS s",
+        )
+        .bind(i64::try_from(n).unwrap_or(i64::MAX))
+        .fetch(pool),
+        None => sqlx::query_as::<_, Row>(
+            "SELECT COALESCE(c.item_id, u.item_id), COALESCE(c.item_type, u.item_type),
+                    c.count, c.last_offset, COALESCE(u.n, 0)
+               FROM counters AS c
+               FULL OUTER JOIN (SELECT item_id, item_type, COUNT(*) AS n
+                                  FROM user_likes GROUP BY item_id, item_type) AS u
+                 ON c.item_id = u.item_id AND c.item_type = u.item_type",
+        )
+        .fetch(pool),
+    };
+    rows.map(|row| {
+        let (id, ty, count, last_offset, likers) = row?;
+        Ok(ItemCounts {
+            item: super::writer::item_key(id, ty)?,
+            count,
+            last_offset,
+            likers,
+        })
+    })
+    .boxed()
 }

@@ -10,7 +10,7 @@ use tracing::instrument;
 use crate::Error;
 
 /// One accepted loss: offsets `from_offset..=to_offset` of `partition`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct AcceptedLoss {
     pub id: i64,
     pub topic: String,
@@ -20,6 +20,13 @@ pub struct AcceptedLoss {
     pub accepted_by: String,
     pub reason: Option<String>,
     pub accepted_at: DateTime<Utc>,
+}
+
+impl AcceptedLoss {
+    /// How many records were accepted as lost.
+    pub fn records(&self) -> i64 {
+        self.to_offset - self.from_offset + 1
+    }
 }
 
 /// What an operator accepts.

@@ -2,14 +2,13 @@
 //! what it reports ([`PostgresRebuild`], printed as a few lines or one JSON
 //! document).
 
-use std::io::Write;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use likes_infra::settings::DEFAULT_DEDUP_HORIZON_SECONDS;
 use serde::Serialize;
 
-use crate::output::{Format, json_line};
-use crate::shadow::CountDiff;
+use likes_infra::postgres::shadow::CountDiff;
 
 /// Where a rebuild starts. Whatever the start, the rebuilt tables end at the
 /// live projector's offsets: the start only says which state the replay builds on.
@@ -68,7 +67,7 @@ pub struct RebuildOptions {
 
 impl RebuildOptions {
     /// The defaults: swap, resume, a worker per core, 10,000-record batches,
-    /// the projector's default dedup horizon of an hour.
+    /// the projector's default dedup horizon (`DEFAULT_DEDUP_HORIZON_SECONDS`).
     pub fn new(from: RebuildFrom) -> Self {
         Self {
             from,
@@ -77,7 +76,7 @@ impl RebuildOptions {
             parallel: None,
             batch_events: 10_000,
             restart: false,
-            dedup_horizon: Duration::from_secs(3600),
+            dedup_horizon: Duration::from_secs(DEFAULT_DEDUP_HORIZON_SECONDS),
         }
     }
 }
@@ -123,73 +122,6 @@ pub struct PostgresRebuild {
     /// A Redis refresh that failed after the swap committed: PostgreSQL is
     /// right, Redis needs `likes-replay rebuild redis`.
     pub redis_error: Option<String>,
-}
-
-/// Prints a rebuild's report: a few lines, or one JSON document.
-pub fn print(out: &mut impl Write, done: &PostgresRebuild, format: Format) -> anyhow::Result<()> {
-    if format == Format::Json {
-        return json_line(out, done);
-    }
-    let resumed = if done.resumed {
-        format!(
-            ", resumed a half-done build ({} records already in the shadow tables)",
-            done.resumed_records
-        )
-    } else {
-        String::new()
-    };
-    writeln!(
-        out,
-        "from {}, {} workers{resumed}",
-        done.source, done.parallel
-    )?;
-    writeln!(
-        out,
-        "read {} events ({} duplicates, {} poison, {} in the final tail, {} items checked again \
-         under the lock) in {:.1} s: {:.0} events/s",
-        done.events,
-        done.duplicates,
-        done.poison,
-        done.tail_events,
-        done.locked_items_checked,
-        done.seconds,
-        done.events_per_second
-    )?;
-    writeln!(
-        out,
-        "rebuilt counts vs live at the same offsets: {} items differ",
-        done.live_differences
-    )?;
-    for d in &done.listed_differences {
-        writeln!(
-            out,
-            "  item {}:{}  live {}  rebuilt {}",
-            d.item_type, d.item_id, d.live, d.rebuilt
-        )?;
-    }
-    let verdict = match (done.dry_run, done.swapped) {
-        (true, _) => "dry run: live tables untouched, shadow tables dropped",
-        (false, true) => "swapped: the rebuilt tables are live",
-        (false, false) => "not swapped",
-    };
-    writeln!(out, "{verdict}")?;
-    if let Some(why) = &done.refused {
-        writeln!(out, "refused: {why}")?;
-    }
-    if done.swapped {
-        writeln!(
-            out,
-            "redis: {} changed counts refreshed",
-            done.redis_refreshed
-        )?;
-    }
-    if let Some(e) = &done.redis_error {
-        writeln!(
-            out,
-            "redis refresh failed ({e}): run `likes-replay rebuild redis`"
-        )?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

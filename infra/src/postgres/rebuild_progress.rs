@@ -7,9 +7,11 @@
 
 use std::collections::HashMap;
 
+use likes_domain::{LikeEvent, Position};
 use sqlx::{PgConnection, PgPool};
 
-use crate::shadow;
+use super::shadow;
+use crate::Error;
 
 /// Serializes rebuilds of one database: a second one refuses instead of
 /// interleaving with the first in the same shadow tables. The lock is held by a
@@ -17,17 +19,16 @@ use crate::shadow;
 const LOCK_KEY: i64 = 0x6c_696b_6573_7262; // "likesrb"
 
 /// Takes the database's rebuild lock on `conn` for as long as it stays open;
-/// refuses when another rebuild holds it.
-pub async fn lock(conn: &mut PgConnection) -> anyhow::Result<()> {
+/// refuses ([`Error::RebuildRunning`]) when another rebuild holds it.
+pub async fn lock(conn: &mut PgConnection) -> Result<(), Error> {
     let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
         .bind(LOCK_KEY)
         .fetch_one(conn)
         .await?;
-    anyhow::ensure!(
-        got,
-        "another `rebuild postgres` is running on this database; refusing to interleave with it"
-    );
-    Ok(())
+    match got {
+        true => Ok(()),
+        false => Err(Error::RebuildRunning),
+    }
 }
 
 /// Begins a build of `topic` from `source` clean, in one transaction: fresh
@@ -39,7 +40,7 @@ pub async fn begin_clean(
     source: &str,
     start: &HashMap<i32, i64>,
     snapshot: Option<i64>,
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     let mut tx = pool.begin().await?;
     shadow::recreate(&mut tx).await?;
     if let Some(id) = snapshot {
@@ -64,18 +65,13 @@ pub async fn resumable(
     pool: &PgPool,
     topic: &str,
     source: &str,
-) -> anyhow::Result<Option<HashMap<i32, i64>>> {
+) -> Result<Option<HashMap<i32, i64>>, Error> {
     let run: Option<(String,)> = sqlx::query_as("SELECT source FROM rebuild_runs WHERE topic = $1")
         .bind(topic)
         .fetch_optional(pool)
         .await?;
-    let (shadows,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema()
-         AND tablename IN ('user_likes_rebuild', 'counters_rebuild')",
-    )
-    .fetch_one(pool)
-    .await?;
-    if run.is_none_or(|(s,)| s != source) || shadows != 2 {
+    let shadows = shadow::exists(&mut *pool.acquire().await?).await?;
+    if run.is_none_or(|(s,)| s != source) || !shadows {
         return Ok(None);
     }
     let rows: Vec<(i32, i64)> =
@@ -92,7 +88,7 @@ pub async fn record(
     conn: &mut PgConnection,
     topic: &str,
     positions: &[(i32, i64)],
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     let (partitions, offsets): (Vec<i32>, Vec<i64>) = positions.iter().copied().unzip();
     sqlx::query(
         "INSERT INTO rebuild_progress (topic, partition, next_offset)
@@ -108,11 +104,35 @@ pub async fn record(
     Ok(())
 }
 
+/// One batch of a build: `events` applied to the shadow tables and the
+/// partitions' next offsets `reached`, inside the caller's transaction, so the
+/// rows and the progress they reflect commit together.
+pub async fn write_batch(
+    conn: &mut PgConnection,
+    topic: &str,
+    events: &[(Position, LikeEvent)],
+    reached: &[(i32, i64)],
+) -> Result<(), Error> {
+    if !events.is_empty() {
+        shadow::apply(&mut *conn, events).await?;
+    }
+    record(conn, topic, reached).await
+}
+
 /// Forgets the build (its progress goes with it), inside the caller's
 /// transaction: the swap's, or the one dropping a dry run's shadow tables.
-pub async fn finish(conn: &mut PgConnection) -> anyhow::Result<()> {
+pub async fn finish(conn: &mut PgConnection) -> Result<(), Error> {
     sqlx::query("DELETE FROM rebuild_runs")
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Drops the shadow tables and forgets the build, in one transaction.
+pub async fn discard(pool: &PgPool) -> Result<(), Error> {
+    let mut tx = pool.begin().await?;
+    shadow::drop_shadow(&mut tx).await?;
+    finish(&mut tx).await?;
+    tx.commit().await?;
     Ok(())
 }

@@ -1,6 +1,12 @@
-//! Which partition holds an item's events: the same murmur2 partitioner the
-//! producer uses (`partitioner=murmur2_random`, identical to the Java client's
-//! default for keyed records), so a tool can read one partition instead of all.
+//! Which partition holds an item's events: the producer's partitioner
+//! ([`PRODUCER_PARTITIONER`], set on every producer from here) and its
+//! computation, so a tool can read one partition instead of all.
+
+/// librdkafka's `partitioner` setting of every producer of `like-events`:
+/// murmur2 over the key, identical to the Java client's default for keyed
+/// records, and the function [`partition_for_key`] computes. Changing one
+/// without the other would send tools to the wrong partition.
+pub const PRODUCER_PARTITIONER: &str = "murmur2_random";
 
 /// Kafka's `Utils.murmur2` over `data` (seed `0x9747b28c`), as a signed 32-bit hash.
 pub fn murmur2(data: &[u8]) -> i32 {
@@ -44,7 +50,7 @@ pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
 
 /// The partition holding `item_id`'s events (the key is the item id in decimal text).
 pub fn partition_for_item(item_id: i64, partitions: i32) -> i32 {
-    partition_for_key(likes_infra::kafka::item_key(item_id).as_bytes(), partitions)
+    partition_for_key(super::item_key(item_id).as_bytes(), partitions)
 }
 
 #[cfg(test)]

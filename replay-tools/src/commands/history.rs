@@ -5,16 +5,62 @@
 //! like state of the subject, never the events.
 
 use std::collections::HashMap;
+use std::io::Write;
+use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use likes_domain::{Action, ItemKey, LikeEvent, NoChange, Projection, Transition, UserId};
 use likes_infra::settings::StackSettings;
 use serde::Serialize;
 
-pub use crate::history_print::HistoryPrinter;
+use crate::cli::{self, parse_time};
 use crate::merge::TimeMerge;
-use crate::partitioner::partition_for_item;
-use crate::reader::{Span, TopicHandle};
+use crate::output::{Format, json_line, table_row};
+use crate::progress::ProgressRead;
+use likes_infra::kafka::partitioner::partition_for_item;
+use likes_infra::kafka::reader::{Span, TopicHandle};
+
+/// `likes-replay history`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    subject: SubjectArg,
+    /// Start at the first event at or after this time (RFC 3339); running
+    /// counts then start from zero there.
+    #[arg(long, global = true, value_parser = parse_time)]
+    since: Option<DateTime<Utc>>,
+    /// Stop after this time (RFC 3339).
+    #[arg(long, global = true, value_parser = parse_time)]
+    until: Option<DateTime<Utc>>,
+    /// Output: an aligned table, or JSON Lines (one event per line).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum SubjectArg {
+    /// One item's events (reads only the item's partition).
+    Item { item_type: i64, item_id: i64 },
+    /// One user's events (reads every partition).
+    User { user_id: i64 },
+}
+
+/// Runs `history` and prints each row as it comes.
+pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCode> {
+    let subject = match args.subject {
+        SubjectArg::Item { item_type, item_id } => Subject::Item(cli::item(item_type, item_id)?),
+        SubjectArg::User { user_id } => Subject::User(cli::user(user_id)?),
+    };
+    let query = HistoryQuery {
+        subject,
+        since: args.since,
+        until: args.until,
+    };
+    let mut printer = HistoryPrinter::new(std::io::stdout().lock(), args.format);
+    let summary = run(stack, &query, &HashMap::new(), |row| printer.print(&row)).await?;
+    printer.finish(&summary)?;
+    Ok(ExitCode::SUCCESS)
+}
 
 /// Whose history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +202,7 @@ pub async fn run_seeded(
         || spans
             .iter()
             .any(|s| s.log_start > 0 && !seed.starts.contains_key(&s.partition));
-    let mut reader = handle.read(stack, &spans, "history")?;
+    let mut reader = ProgressRead::new(handle, stack, &spans, "history")?;
     let mut merge = TimeMerge::new(
         spans
             .iter()
@@ -242,6 +288,85 @@ fn matches(subject: Subject, event: &LikeEvent) -> bool {
     match subject {
         Subject::Item(item) => event.item == item,
         Subject::User(user) => event.user_id == user,
+    }
+}
+
+/// Prints history rows as they come, in `format` (an aligned table for
+/// people, or JSON Lines), so a long history is never held before it is shown.
+pub struct HistoryPrinter<W: Write> {
+    out: W,
+    format: Format,
+    header_done: bool,
+}
+
+const WIDTHS: [usize; 9] = [4, 8, 24, 36, 10, 14, 6, 13, 5];
+
+impl<W: Write> HistoryPrinter<W> {
+    /// A printer writing to `out`; nothing is printed before the first row.
+    pub fn new(out: W, format: Format) -> Self {
+        Self {
+            out,
+            format,
+            header_done: false,
+        }
+    }
+
+    /// Prints one row (the table header before the first).
+    pub fn print(&mut self, row: &HistoryRow) -> anyhow::Result<()> {
+        match self.format {
+            Format::Json => json_line(&mut self.out, row),
+            Format::Table => {
+                if !self.header_done {
+                    self.header_done = true;
+                    let header = [
+                        "part",
+                        "offset",
+                        "timestamp",
+                        "event_id",
+                        "user",
+                        "item",
+                        "action",
+                        "effect",
+                        "count",
+                    ];
+                    table_row(&mut self.out, &WIDTHS, &header.map(String::from))?;
+                }
+                let cells = [
+                    row.partition.to_string(),
+                    row.offset.to_string(),
+                    row.timestamp.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+                    row.event_id.clone(),
+                    row.user_id.to_string(),
+                    format!("{}:{}", row.item_type, row.item_id),
+                    row.action.symbol().to_lowercase(),
+                    row.effect.as_str().to_string(),
+                    row.count.to_string(),
+                ];
+                table_row(&mut self.out, &WIDTHS, &cells)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Says what the read covered, on stderr (stdout stays pure data).
+    pub fn finish(mut self, summary: &HistorySummary) -> anyhow::Result<()> {
+        self.out.flush()?;
+        if self.format == Format::Table && !self.header_done {
+            eprintln!("no events");
+        }
+        if summary.relative {
+            eprintln!(
+                "note: the read starts after the log's beginning (--since or retention); \
+                 running counts start from zero there"
+            );
+        }
+        if summary.poison > 0 {
+            eprintln!(
+                "note: {} undecodable records skipped (see the dead-letter topic)",
+                summary.poison
+            );
+        }
+        Ok(())
     }
 }
 

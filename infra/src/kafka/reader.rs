@@ -1,23 +1,22 @@
-//! Reading the events topic for tools: its own consumer with *assigned*
-//! partitions and a throwaway group id, so it never joins the live projector's
-//! group (which would steal its partitions) and never commits an offset. Each
-//! partition is read over a fixed span `[start, end)` decided up front, and
-//! records come back one at a time: nothing holds the whole log in memory.
+//! Reading the events topic for tools (`likes-replay`): its own consumer with
+//! *assigned* partitions and a throwaway group id, so it never joins the live
+//! projector's group (which would steal its partitions) and never commits an
+//! offset. Each partition is read over a fixed span `[start, end)` decided up
+//! front, and records come back one at a time: nothing holds the whole log in
+//! memory. Progress reporting is the caller's: one call of
+//! [`LogReader::next`] is one record read.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use likes_domain::LikeEvent;
-use likes_infra::DecodeError;
-use likes_infra::codec::EventCodec;
-use likes_infra::kafka;
-use likes_infra::settings::StackSettings;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::progress::Progress;
+use crate::codec::EventCodec;
+use crate::settings::StackSettings;
+use crate::{DecodeError, Error};
 
 /// Broker calls (metadata, watermarks, offsets for times) give up after this.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,11 +54,10 @@ pub struct TopicHandle {
 impl TopicHandle {
     /// A consumer on `stack`'s topic with a group id of its own that is never
     /// used for a subscription or a commit.
-    pub fn open(stack: &StackSettings) -> anyhow::Result<Self> {
+    pub fn open(stack: &StackSettings) -> Result<Self, Error> {
         let group = format!("likes-replay-{}", uuid::Uuid::new_v4().simple());
-        let consumer: StreamConsumer = kafka::consumer_config(&stack.kafka_bootstrap, &group)
-            .create()
-            .context("create the Kafka consumer")?;
+        let consumer: StreamConsumer =
+            super::consumer_config(&stack.kafka_bootstrap, &group).create()?;
         Ok(Self {
             consumer,
             topic: stack.topic.clone(),
@@ -67,46 +65,45 @@ impl TopicHandle {
     }
 
     /// How many partitions the topic has.
-    pub fn partition_count(&self) -> anyhow::Result<i32> {
+    pub fn partition_count(&self) -> Result<i32, Error> {
         let metadata = self
             .consumer
-            .fetch_metadata(Some(&self.topic), BROKER_TIMEOUT)
-            .with_context(|| format!("read the metadata of topic {}", self.topic))?;
+            .fetch_metadata(Some(&self.topic), BROKER_TIMEOUT)?;
+        let missing = |reason: String| Error::TopicMissing {
+            topic: self.topic.clone(),
+            reason,
+        };
         let topic = metadata
             .topics()
             .iter()
             .find(|t| t.name() == self.topic)
-            .with_context(|| format!("topic {} not found", self.topic))?;
+            .ok_or_else(|| missing("not in the metadata".into()))?;
         if let Some(e) = topic.error() {
-            bail!("topic {}: {:?}", self.topic, e);
+            return Err(missing(format!("{e:?}")));
         }
-        let n = i32::try_from(topic.partitions().len())?;
-        if n == 0 {
-            bail!("topic {} does not exist (no partitions)", self.topic);
+        match i32::try_from(topic.partitions().len()) {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(missing("no partitions".into())),
         }
-        Ok(n)
     }
 
     /// The first retained offset and the next offset to be written.
-    pub fn watermarks(&self, partition: i32) -> anyhow::Result<(i64, i64)> {
-        self.consumer
-            .fetch_watermarks(&self.topic, partition, BROKER_TIMEOUT)
-            .with_context(|| format!("read the watermarks of partition {partition}"))
+    pub fn watermarks(&self, partition: i32) -> Result<(i64, i64), Error> {
+        Ok(self
+            .consumer
+            .fetch_watermarks(&self.topic, partition, BROKER_TIMEOUT)?)
     }
 
     /// The first offset of `partition` whose timestamp is at or after `time`
     /// (the high watermark when there is none).
-    pub fn offset_at(&self, partition: i32, time: DateTime<Utc>) -> anyhow::Result<i64> {
+    pub fn offset_at(&self, partition: i32, time: DateTime<Utc>) -> Result<i64, Error> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(
             &self.topic,
             partition,
             Offset::Offset(time.timestamp_millis()),
         )?;
-        let found = self
-            .consumer
-            .offsets_for_times(tpl, BROKER_TIMEOUT)
-            .context("look up offsets for a time")?;
+        let found = self.consumer.offsets_for_times(tpl, BROKER_TIMEOUT)?;
         let offset = found
             .find_partition(&self.topic, partition)
             .map(|e| e.offset());
@@ -123,7 +120,7 @@ impl TopicHandle {
         partitions: &[i32],
         since: Option<DateTime<Utc>>,
         limits: &HashMap<i32, i64>,
-    ) -> anyhow::Result<Vec<Span>> {
+    ) -> Result<Vec<Span>, Error> {
         let mut spans = Vec::with_capacity(partitions.len());
         for &partition in partitions {
             let (low, high) = self.watermarks(partition)?;
@@ -142,26 +139,9 @@ impl TopicHandle {
         Ok(spans)
     }
 
-    /// Starts reading `spans` with a progress report of its own; empty spans
+    /// Starts reading `spans`, decoding with `stack`'s registry; empty spans
     /// are skipped.
-    pub fn read(
-        self,
-        stack: &StackSettings,
-        spans: &[Span],
-        label: &str,
-    ) -> anyhow::Result<LogReader> {
-        let progress = Progress::new(label, span_total(spans));
-        self.read_with(stack, spans, progress)
-    }
-
-    /// Starts reading `spans`, counting records on a shared `progress` (parallel
-    /// readers of one job move one report).
-    pub fn read_with(
-        self,
-        stack: &StackSettings,
-        spans: &[Span],
-        progress: Progress,
-    ) -> anyhow::Result<LogReader> {
+    pub fn read(self, stack: &StackSettings, spans: &[Span]) -> Result<LogReader, Error> {
         let mut tpl = TopicPartitionList::new();
         let mut remaining = HashMap::new();
         for span in spans.iter().filter(|s| s.end > s.start) {
@@ -170,13 +150,12 @@ impl TopicHandle {
         }
         if !remaining.is_empty() {
             // assign, never subscribe: no group membership, no rebalance, no commit.
-            self.consumer.assign(&tpl).context("assign partitions")?;
+            self.consumer.assign(&tpl)?;
         }
         Ok(LogReader {
             consumer: self.consumer,
             codec: EventCodec::new(&stack.schema_registry_url, &stack.topic)?,
             remaining,
-            progress,
         })
     }
 }
@@ -194,7 +173,6 @@ pub struct LogReader {
     consumer: StreamConsumer,
     codec: EventCodec,
     remaining: HashMap<i32, i64>,
-    progress: Progress,
 }
 
 impl LogReader {
@@ -204,7 +182,7 @@ impl LogReader {
     /// registry still does not know after `UNKNOWN_SCHEMA_RETRY_SECONDS`: it is
     /// most likely a good event behind a registry that is wrong or behind, and
     /// a count or rebuild without it would be short.
-    pub async fn next(&mut self) -> anyhow::Result<Option<LogRecord>> {
+    pub async fn next(&mut self) -> Result<Option<LogRecord>, Error> {
         loop {
             if self.remaining.is_empty() {
                 return Ok(None);
@@ -212,12 +190,13 @@ impl LogReader {
             let message = tokio::time::timeout(STALL_TIMEOUT, self.consumer.recv())
                 .await
                 .map_err(|_| {
-                    anyhow::anyhow!(
-                        "no record for {STALL_TIMEOUT:?} while partitions {:?} are unfinished",
-                        self.remaining.keys().collect::<Vec<_>>()
-                    )
-                })?
-                .context("read from Kafka")?;
+                    let mut partitions: Vec<i32> = self.remaining.keys().copied().collect();
+                    partitions.sort_unstable();
+                    Error::ReadStalled {
+                        waited: STALL_TIMEOUT,
+                        partitions,
+                    }
+                })??;
             let partition = message.partition();
             let offset = message.offset();
             let Some(&end) = self.remaining.get(&partition) else {
@@ -230,7 +209,6 @@ impl LogReader {
             if offset + 1 >= end {
                 self.remaining.remove(&partition);
             }
-            self.progress.inc(1);
             let record_time = message
                 .timestamp()
                 .to_millis()
@@ -263,7 +241,7 @@ impl LogReader {
         partition: i32,
         offset: i64,
         payload: Option<&[u8]>,
-    ) -> anyhow::Result<Result<LikeEvent, String>> {
+    ) -> Result<Result<LikeEvent, String>, Error> {
         let mut attempt = 0;
         loop {
             let failure = match self.codec.decode_event(payload).await {
@@ -271,20 +249,22 @@ impl LogReader {
                 Err(failure) => failure,
             };
             if let DecodeError::UnknownSchemaId { .. } = failure {
-                bail!(
-                    "partition {partition} offset {offset}: {failure}; refusing to go on without it \
-                     (the result would be short): check that SCHEMA_REGISTRY_URL is the registry \
-                     the events were written with and that it is up to date, then run again"
-                );
+                return Err(Error::UnreadableRecord {
+                    partition,
+                    offset,
+                    source: failure,
+                });
             }
             let reason = failure.to_string();
-            let error = likes_infra::Error::from(failure);
+            let error = Error::from(failure.clone());
             if !error.is_transient() {
                 return Ok(Err(reason));
             }
             if attempt == 5 {
-                return Err(error).with_context(|| {
-                    format!("decode the event at partition {partition} offset {offset}")
+                return Err(Error::UnreadableRecord {
+                    partition,
+                    offset,
+                    source: failure,
                 });
             }
             attempt += 1;

@@ -9,15 +9,17 @@
 //! `user_likes`: those need a rebuild and are only reported.
 
 use std::io::Write;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use futures::TryStreamExt;
 use likes_domain::ItemKey;
+use likes_infra::postgres::reads::{self, ItemCounts};
+use likes_infra::postgres::{self, PgPool};
 use likes_infra::redis::Redis;
 use likes_infra::redis::counts::{self, parse_stamped};
 use likes_infra::redis::repair::{self, CountRepair};
 use likes_infra::settings::StackSettings;
-use likes_infra::store::{self, PgPool};
 use serde::Serialize;
 
 use crate::output::{Format, table_row};
@@ -26,7 +28,35 @@ use crate::progress::Progress;
 /// Items compared per round trip.
 const CHUNK: usize = 500;
 /// At most this many drifted items are kept for the report (all are counted).
-pub const MAX_LISTED: usize = 10_000;
+pub const MAX_DRIFT_LISTED: usize = 10_000;
+
+/// `likes-replay verify`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Rewrite drifted Redis counts from PostgreSQL (stamped with `counters.last_offset`).
+    #[arg(long)]
+    repair: bool,
+    /// Check this many random items of `counters` instead of all.
+    #[arg(long)]
+    sample: Option<u64>,
+    /// Output: a table and a summary line, or one JSON document.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// Runs `verify` and prints the report; exit 2 while drift remains.
+pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCode> {
+    let options = VerifyOptions {
+        sample: args.sample,
+        repair: args.repair,
+    };
+    let report = run(stack, options).await?;
+    print(&mut std::io::stdout().lock(), &report, args.format)?;
+    Ok(match report.has_drift() {
+        true => ExitCode::from(2),
+        false => ExitCode::SUCCESS,
+    })
+}
 
 /// What to check.
 #[derive(Debug, Clone, Copy, Default)]
@@ -76,39 +106,16 @@ impl VerifyReport {
     }
 }
 
-type Row = (i64, i16, Option<i64>, Option<i64>, i64);
-
-const ALL: &str = "SELECT COALESCE(c.item_id, u.item_id), COALESCE(c.item_type, u.item_type),
-        c.count, c.last_offset, COALESCE(u.n, 0)
-   FROM counters AS c
-   FULL OUTER JOIN (SELECT item_id, item_type, COUNT(*) AS n
-                      FROM user_likes GROUP BY item_id, item_type) AS u
-     ON c.item_id = u.item_id AND c.item_type = u.item_type";
-
-const SAMPLE: &str = "SELECT s.item_id, s.item_type, s.count, s.last_offset,
-        (SELECT COUNT(*) FROM user_likes AS u
-          WHERE u.item_id = s.item_id AND u.item_type = s.item_type)
-   FROM (SELECT item_id, item_type, count, last_offset FROM counters
-          ORDER BY random() LIMIT $1) AS s";
-
 /// Reconciles the projections of `stack`.
 pub async fn run(stack: &StackSettings, options: VerifyOptions) -> anyhow::Result<VerifyReport> {
-    let pool = store::connect_lazy(&stack.database_url, 2)?;
+    let pool = postgres::connect_lazy(&stack.database_url, 2)?;
     let cache = Redis::connect(&stack.redis_address(), &stack.redis_key_prefix).await?;
-    let total: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM counters")
-        .fetch_one(&pool)
-        .await?;
-    let total = u64::try_from(total.0)?;
+    let total = reads::counters_len(&pool).await?;
     let progress = Progress::new("verify", options.sample.map_or(total, |s| s.min(total)));
     let mut report = VerifyReport::default();
     let mut suspects = Vec::new();
     {
-        let mut rows = match options.sample {
-            Some(n) => sqlx::query_as::<_, Row>(SAMPLE)
-                .bind(i64::try_from(n)?)
-                .fetch(&pool),
-            None => sqlx::query_as::<_, Row>(ALL).fetch(&pool),
-        };
+        let mut rows = reads::item_counts(&pool, options.sample);
         let mut chunk = Vec::with_capacity(CHUNK);
         while let Some(row) = rows.try_next().await? {
             chunk.push(row);
@@ -130,17 +137,19 @@ pub async fn run(stack: &StackSettings, options: VerifyOptions) -> anyhow::Resul
 /// Compares one chunk; Redis mismatches become suspects to re-read.
 async fn check(
     cache: &Redis,
-    rows: &[Row],
+    rows: &[ItemCounts],
     report: &mut VerifyReport,
     suspects: &mut Vec<Drift>,
 ) -> anyhow::Result<()> {
-    let mut items = Vec::with_capacity(rows.len());
-    for &(id, ty, ..) in rows {
-        items.push(ItemKey::parse(ty.into(), id)?);
-    }
+    let items: Vec<ItemKey> = rows.iter().map(|r| r.item).collect();
     let cached = counts::raw_counts(cache, &items).await?;
     for ((item, row), raw) in items.iter().zip(rows).zip(cached) {
-        let &(_, _, counters, last_offset, likers) = row;
+        let &ItemCounts {
+            count: counters,
+            last_offset,
+            likers,
+            ..
+        } = row;
         report.checked += 1;
         let stamped = raw.as_deref().and_then(parse_stamped);
         if raw.is_none() {
@@ -188,7 +197,7 @@ async fn recheck(
             items.push(ItemKey::parse(d.item_type.into(), d.item_id)?);
         }
         let cached = counts::raw_counts(cache, &items).await?;
-        let stored = store::reads::counts(pool, &items).await?;
+        let stored = postgres::reads::counts(pool, &items).await?;
         let mut repairs = Vec::new();
         for ((item, mut d), raw) in items.iter().zip(chunk.iter().cloned()).zip(cached) {
             let now = stored.iter().find(|s| s.0 == *item).map(|s| (s.1, s.2));
@@ -232,7 +241,7 @@ async fn recheck(
 }
 
 fn push(report: &mut VerifyReport, drift: Drift) {
-    if report.drift.len() < MAX_LISTED {
+    if report.drift.len() < MAX_DRIFT_LISTED {
         report.drift.push(drift);
     }
 }

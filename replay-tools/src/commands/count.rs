@@ -6,18 +6,46 @@
 //! rather than short.
 
 use std::collections::HashMap;
+use std::io::Write;
+use std::process::ExitCode;
 
 use anyhow::bail;
 use chrono::{DateTime, Utc};
 use likes_domain::ItemKey;
+use likes_infra::postgres;
 use likes_infra::settings::StackSettings;
-use likes_infra::store;
 use serde::Serialize;
 
-use crate::history::{self, HistoryQuery, Seed, Subject};
-use crate::partitioner::partition_for_item;
-use crate::reader::TopicHandle;
-use crate::snapshot_base;
+use crate::cli::{self, parse_time};
+use crate::commands::history::{self, HistoryQuery, Seed, Subject};
+use crate::commands::snapshot::base as snapshot_base;
+use crate::output::{self, Format};
+use likes_infra::kafka::partitioner::partition_for_item;
+use likes_infra::kafka::reader::TopicHandle;
+
+/// `likes-replay count`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    item_type: i64,
+    item_id: i64,
+    /// Count the events up to this time (RFC 3339, broker time); default now.
+    #[arg(long, value_parser = parse_time)]
+    at: Option<DateTime<Utc>>,
+    /// Output: the count, or one JSON document.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// Runs `count` and prints the count.
+pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCode> {
+    let c = run(stack, cli::item(args.item_type, args.item_id)?, args.at).await?;
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Json => output::json_line(&mut out, &c)?,
+        Format::Table => writeln!(out, "{}", c.count)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 /// An item's count at a point of the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,7 +72,7 @@ pub async fn run(
     let (log_start, high) = handle.watermarks(partition)?;
     drop(handle);
     let seed = if log_start > 0 {
-        let pool = store::connect_lazy(&stack.database_url, 1)?;
+        let pool = postgres::connect_lazy(&stack.database_url, 1)?;
         let usable =
             snapshot_base::newest_usable(&pool, &stack.topic, partition, log_start, high, at)
                 .await?;

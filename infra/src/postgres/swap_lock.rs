@@ -12,29 +12,29 @@
 //! (before it locks the projector's offsets, so the projector never waits on
 //! a snapshot).
 
-use anyhow::Context;
 use sqlx::PgConnection;
+
+use crate::Error;
 
 /// The advisory lock key ("likessw").
 const SWAP_LOCK_KEY: i64 = 0x6c_696b_6573_7377;
 
 /// Takes the swap lock for the rest of the caller's transaction, waiting at
 /// most `lock_timeout` for snapshots that hold it.
-pub async fn exclusive(tx: &mut PgConnection) -> anyhow::Result<()> {
+pub async fn exclusive(tx: &mut PgConnection) -> Result<(), Error> {
     sqlx::query("SET LOCAL lock_timeout = '60s'")
         .execute(&mut *tx)
         .await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(SWAP_LOCK_KEY)
         .execute(&mut *tx)
-        .await
-        .context("wait for running snapshots before the swap")?;
+        .await?;
     Ok(())
 }
 
 /// Takes the swap lock shared on `conn`'s session (outside any transaction),
 /// waiting for a swap in progress to commit. Release it with [`release_shared`].
-pub async fn shared(conn: &mut PgConnection) -> anyhow::Result<()> {
+pub async fn shared(conn: &mut PgConnection) -> Result<(), Error> {
     sqlx::query("SELECT pg_advisory_lock_shared($1)")
         .bind(SWAP_LOCK_KEY)
         .execute(conn)
@@ -43,7 +43,7 @@ pub async fn shared(conn: &mut PgConnection) -> anyhow::Result<()> {
 }
 
 /// Releases a lock taken by [`shared`].
-pub async fn release_shared(conn: &mut PgConnection) -> anyhow::Result<()> {
+pub async fn release_shared(conn: &mut PgConnection) -> Result<(), Error> {
     sqlx::query("SELECT pg_advisory_unlock_shared($1)")
         .bind(SWAP_LOCK_KEY)
         .execute(conn)

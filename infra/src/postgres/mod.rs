@@ -1,16 +1,30 @@
-//! The PostgreSQL projection: connecting, migrating, partition ownership and
-//! offsets ([`offsets`]), the batch writer ([`writer`]) and reads ([`reads`]).
+//! Everything that speaks PostgreSQL, by role:
+//! - the live projection: connecting and migrating (here), partition
+//!   ownership and offsets ([`offsets`]), the batch writer ([`writer`]) over
+//!   the one counting SQL (`changes.rs`, for live and shadow tables alike),
+//!   reads for the API and the tools ([`reads`]), accepted losses ([`losses`]);
+//! - the rebuild: its shadow tables, checks and swap ([`shadow`]), its
+//!   resumable progress and lock ([`rebuild_progress`]), and the lock that
+//!   keeps a swap and a snapshot apart ([`swap_lock`]);
+//! - snapshots of the projection ([`snapshots`]).
+//!
+//! Callers hold connections and transactions ([`PgPool`], [`PgConnection`],
+//! [`PgTransaction`]) but never write SQL: every statement lives here.
 
 mod changes;
 pub mod losses;
 pub mod offsets;
 pub mod reads;
+pub mod rebuild_progress;
+pub mod shadow;
+pub mod snapshots;
+pub mod swap_lock;
 pub mod writer;
 
 use std::time::Duration;
 
-pub use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+pub use sqlx::{PgConnection, PgPool};
 use tracing::instrument;
 
 use crate::Error;
@@ -53,4 +67,12 @@ pub(crate) async fn bound_waits(tx: &mut sqlx::PgConnection) -> Result<(), Error
 pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
     sqlx::migrate!("../migrations").run(pool).await?;
     Ok(())
+}
+
+/// A transaction on the projection's database.
+pub type PgTransaction<'c> = sqlx::Transaction<'c, sqlx::Postgres>;
+
+/// Begins a transaction on `conn` (a pooled connection the caller holds).
+pub async fn begin(conn: &mut PgConnection) -> Result<PgTransaction<'_>, Error> {
+    Ok(sqlx::Connection::begin(conn).await?)
 }

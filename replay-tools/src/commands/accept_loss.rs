@@ -7,14 +7,53 @@
 //! within a few seconds (or on its next claim).
 
 use std::io::Write;
+use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+pub use likes_infra::postgres::losses::AcceptedLoss;
+use likes_infra::postgres::{self, losses};
 use likes_infra::settings::StackSettings;
-use likes_infra::store::{self, losses};
 use serde::Serialize;
 
 use crate::output::{Format, json_line};
-use crate::reader::TopicHandle;
+use likes_infra::kafka::reader::TopicHandle;
+
+/// `likes-replay accept-loss`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The parked partition.
+    #[arg(long)]
+    partition: i32,
+    /// First missing offset.
+    #[arg(long)]
+    from: i64,
+    /// Last missing offset (included).
+    #[arg(long)]
+    to: i64,
+    /// Who accepts the loss (recorded).
+    #[arg(long)]
+    by: String,
+    /// Why (recorded).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Output: a sentence, or one JSON document.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// Runs `accept-loss` and prints what was recorded.
+pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCode> {
+    let request = LossRequest {
+        partition: args.partition,
+        from: args.from,
+        to: args.to,
+        by: args.by,
+        reason: args.reason,
+    };
+    let loss = run(stack, &request).await?;
+    print(&mut std::io::stdout().lock(), &loss, args.format)?;
+    Ok(ExitCode::SUCCESS)
+}
 
 /// What the operator accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,20 +65,6 @@ pub struct LossRequest {
     pub to: i64,
     pub by: String,
     pub reason: Option<String>,
-}
-
-/// The acceptance as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AcceptedLoss {
-    pub id: i64,
-    pub topic: String,
-    pub partition: i32,
-    pub from_offset: i64,
-    pub to_offset: i64,
-    pub records: i64,
-    pub accepted_by: String,
-    pub reason: Option<String>,
-    pub accepted_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Checks the request against the log and the projector's stored offset, then
@@ -67,8 +92,8 @@ pub async fn run(stack: &StackSettings, request: &LossRequest) -> anyhow::Result
             log_start
         );
     }
-    let pool = store::connect_lazy(&stack.database_url, 1)?;
-    let stored = store::offsets::positions(&pool, &stack.topic)
+    let pool = postgres::connect_lazy(&stack.database_url, 1)?;
+    let stored = postgres::offsets::positions(&pool, &stack.topic)
         .await
         .context("read the projector's offsets")?
         .into_iter()
@@ -83,7 +108,7 @@ pub async fn run(stack: &StackSettings, request: &LossRequest) -> anyhow::Result
             stored
         );
     }
-    let row = losses::accept(
+    let loss = losses::accept(
         &pool,
         &losses::Acceptance {
             topic: &stack.topic,
@@ -97,17 +122,7 @@ pub async fn run(stack: &StackSettings, request: &LossRequest) -> anyhow::Result
     .await
     .context("record the accepted loss")?;
     pool.close().await;
-    Ok(AcceptedLoss {
-        id: row.id,
-        topic: row.topic,
-        partition: row.partition,
-        from_offset: row.from_offset,
-        to_offset: row.to_offset,
-        records: row.to_offset - row.from_offset + 1,
-        accepted_by: row.accepted_by,
-        reason: row.reason,
-        accepted_at: row.accepted_at,
-    })
+    Ok(loss)
 }
 
 /// The checks that need nothing but the request.
@@ -128,10 +143,24 @@ fn check_request(request: &LossRequest) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The JSON document of an acceptance: the row, and how many records it covers.
+#[derive(Serialize)]
+struct Printed<'a> {
+    #[serde(flatten)]
+    loss: &'a AcceptedLoss,
+    records: i64,
+}
+
 /// Prints what was recorded.
 pub fn print(out: &mut impl Write, loss: &AcceptedLoss, format: Format) -> anyhow::Result<()> {
     match format {
-        Format::Json => json_line(out, loss)?,
+        Format::Json => json_line(
+            out,
+            &Printed {
+                loss,
+                records: loss.records(),
+            },
+        )?,
         Format::Table => writeln!(
             out,
             "accepted loss #{}: partition {} offsets {} to {} ({} records) of {}, by {} at {}{}; \
@@ -140,7 +169,7 @@ pub fn print(out: &mut impl Write, loss: &AcceptedLoss, format: Format) -> anyho
             loss.partition,
             loss.from_offset,
             loss.to_offset,
-            loss.records,
+            loss.records(),
             loss.topic,
             loss.accepted_by,
             loss.accepted_at.to_rfc3339(),

@@ -9,15 +9,14 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::Context;
 use likes_domain::{ItemKey, LikeEvent, Position, dedup_key};
+use likes_infra::postgres::rebuild_progress;
+use likes_infra::postgres::{self, PgConnection, PgPool};
 use likes_infra::settings::StackSettings;
-use likes_infra::store::PgPool;
-use sqlx::PgConnection;
 use tokio::task::JoinSet;
 
-use crate::dedup::DedupWindow;
-use crate::progress::Progress;
-use crate::reader::{LogRecord, Span, TopicHandle};
-use crate::{rebuild_progress, shadow};
+use crate::progress::{Progress, ProgressRead};
+use likes_domain::DedupWindow;
+use likes_infra::kafka::reader::{LogRecord, Span, TopicHandle};
 
 /// What a worker read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +139,8 @@ pub async fn apply_spans(
     mut writing: Writing<'_>,
 ) -> anyhow::Result<Tally> {
     let own_tx = matches!(writing, Writing::OwnTransactions);
-    let mut reader = TopicHandle::open(stack)?.read_with(stack, spans, progress.clone())?;
+    let mut reader =
+        ProgressRead::sharing(TopicHandle::open(stack)?, stack, spans, progress.clone())?;
     let mut tally = Tally::default();
     let mut batch = Batch {
         events: Vec::with_capacity(batch_events),
@@ -172,7 +172,7 @@ fn sort(record: LogRecord, windows: &mut Windows, batch: &mut Batch) -> Tally {
         events: 1,
         ..Tally::default()
     };
-    let millis = crate::rebuild_warmup::millis(&record);
+    let millis = super::warmup::millis(&record);
     match record.event {
         Err(_) => tally.poison = 1,
         Ok(event) => {
@@ -212,28 +212,16 @@ impl Batch {
         }
         let reached: Vec<(i32, i64)> = self.reached.drain().collect();
         if own_tx {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            write(&mut tx, topic, &self.events, &reached).await?;
+            let mut tx = postgres::begin(conn).await?;
+            rebuild_progress::write_batch(&mut tx, topic, &self.events, &reached).await?;
             tx.commit().await?;
         } else {
-            write(conn, topic, &self.events, &reached).await?;
+            rebuild_progress::write_batch(conn, topic, &self.events, &reached).await?;
         }
         self.events.clear();
         self.records = 0;
         Ok(())
     }
-}
-
-async fn write(
-    conn: &mut PgConnection,
-    topic: &str,
-    events: &[(Position, LikeEvent)],
-    reached: &[(i32, i64)],
-) -> anyhow::Result<()> {
-    if !events.is_empty() {
-        shadow::apply(&mut *conn, events).await?;
-    }
-    rebuild_progress::record(conn, topic, reached).await
 }
 
 #[cfg(test)]

@@ -151,3 +151,24 @@ pub async fn record_cache_marks(
     .await?;
     Ok(())
 }
+
+/// Locks `topic`'s offset rows (`FOR UPDATE`: the projector's commits and
+/// claims wait until the caller's transaction ends) and reads them, waiting at
+/// most a few seconds for a projector transaction that holds them. A
+/// rebuild's swap applies its last tail under this lock.
+pub async fn lock_all(
+    tx: &mut sqlx::PgConnection,
+    topic: &str,
+) -> Result<std::collections::HashMap<i32, i64>, Error> {
+    sqlx::query("SET LOCAL lock_timeout = '5s'")
+        .execute(&mut *tx)
+        .await?;
+    let rows: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT partition, next_offset FROM projector_offsets
+         WHERE topic = $1 ORDER BY partition FOR UPDATE",
+    )
+    .bind(topic)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows.into_iter().collect())
+}

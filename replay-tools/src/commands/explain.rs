@@ -9,20 +9,45 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::process::ExitCode;
 
 use likes_domain::ItemKey;
+use likes_infra::postgres;
 use likes_infra::settings::StackSettings;
-use likes_infra::store;
 use serde::Serialize;
 
-use crate::history::{self, Effect, HistoryPrinter, HistoryQuery, HistoryRow, Seed, Subject};
+use crate::cli;
+use crate::commands::history::{
+    self, Effect, HistoryPrinter, HistoryQuery, HistoryRow, Seed, Subject,
+};
+use crate::commands::snapshot::base::{self as snapshot_base, SnapshotBase};
 use crate::output::Format;
-use crate::partitioner::partition_for_item;
-use crate::reader::TopicHandle;
-use crate::snapshot_base::{self, SnapshotBase};
+use likes_infra::kafka::partitioner::partition_for_item;
+use likes_infra::kafka::reader::TopicHandle;
+
+/// `likes-replay explain`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    item_type: i64,
+    item_id: i64,
+    /// Output: readable text, or one JSON document.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// Runs `explain` and prints it; exit 2 when the derived count differs from
+/// the stored one.
+pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCode> {
+    let x = run(stack, cli::item(args.item_type, args.item_id)?).await?;
+    print(&mut std::io::stdout().lock(), &x, args.format)?;
+    Ok(match x.verdict {
+        Verdict::Differs => ExitCode::from(2),
+        _ => ExitCode::SUCCESS,
+    })
+}
 
 /// At most this many unchanged events are listed (all are counted).
-pub const MAX_LISTED: usize = 1000;
+pub const MAX_UNCHANGED_LISTED: usize = 1000;
 
 /// Whether the derivation agrees with PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -64,19 +89,19 @@ pub struct Explanation {
     pub stored_count: Option<i64>,
     pub stored_last_offset: Option<i64>,
     pub verdict: Verdict,
-    /// The events that changed nothing, oldest first (at most [`MAX_LISTED`]).
+    /// The events that changed nothing, oldest first (at most [`MAX_UNCHANGED_LISTED`]).
     pub unchanged: Vec<HistoryRow>,
 }
 
 /// Derives `item`'s count from the log and compares it with PostgreSQL.
 pub async fn run(stack: &StackSettings, item: ItemKey) -> anyhow::Result<Explanation> {
-    let pool = store::connect_lazy(&stack.database_url, 2)?;
+    let pool = postgres::connect_lazy(&stack.database_url, 2)?;
     let handle = TopicHandle::open(stack)?;
     let partition = partition_for_item(item.item_id.get(), handle.partition_count()?);
     let (log_start, high) = handle.watermarks(partition)?;
     drop(handle);
-    let projector_offset = store::reads::applied_until(&pool, &stack.topic, partition).await?;
-    let stored = store::reads::count(&pool, item).await?;
+    let projector_offset = postgres::reads::applied_until(&pool, &stack.topic, partition).await?;
+    let stored = postgres::reads::count(&pool, item).await?;
     // Up to where PostgreSQL stands; a partition never claimed has nothing
     // projected, so the whole log is what the projection still has to apply.
     let read_until = projector_offset.unwrap_or(high).min(high);
@@ -141,7 +166,7 @@ pub async fn run(stack: &StackSettings, item: ItemKey) -> anyhow::Result<Explana
             Effect::NotLiked => &mut x.not_liked,
         } += 1;
         x.derived_count = row.count;
-        if !row.effect.changed() && x.unchanged.len() < MAX_LISTED {
+        if !row.effect.changed() && x.unchanged.len() < MAX_UNCHANGED_LISTED {
             x.unchanged.push(row);
         }
         Ok(())

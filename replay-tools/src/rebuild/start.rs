@@ -12,12 +12,12 @@ use std::collections::HashMap;
 
 use anyhow::bail;
 use chrono::{DateTime, Utc};
+use likes_infra::postgres::PgPool;
+use likes_infra::postgres::snapshots;
 use likes_infra::settings::StackSettings;
-use sqlx::PgPool;
 
-use crate::reader::TopicHandle;
-use crate::rebuild_report::RebuildFrom;
-use crate::snapshot;
+use super::report::RebuildFrom;
+use likes_infra::kafka::reader::TopicHandle;
 
 /// A resolved start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub async fn resolve(
     let id = match from {
         RebuildFrom::Earliest => None,
         RebuildFrom::Snapshot(id) => Some(id),
-        RebuildFrom::Time(time) => match newest_snapshot_at(pool, &stack.topic, time).await? {
+        RebuildFrom::Time(time) => match snapshots::newest_at(pool, &stack.topic, time).await? {
             Some(id) => Some(id),
             None => {
                 whole_log_retained(stack, time)?;
@@ -61,7 +61,9 @@ pub async fn resolve(
             offsets: HashMap::new(),
         });
     };
-    let info = snapshot::get(pool, id).await?;
+    let info = snapshots::get(pool, id)
+        .await?
+        .ok_or(likes_infra::Error::NoSnapshot { id })?;
     if info.topic != stack.topic {
         bail!(
             "snapshot {id} is of topic {}, not {}",
@@ -71,25 +73,8 @@ pub async fn resolve(
     }
     Ok(Start {
         snapshot: Some(id),
-        offsets: snapshot::offsets(pool, id).await?,
+        offsets: snapshots::offsets(pool, id).await?,
     })
-}
-
-/// The newest snapshot of `topic` taken at or before `time`.
-async fn newest_snapshot_at(
-    pool: &PgPool,
-    topic: &str,
-    time: DateTime<Utc>,
-) -> anyhow::Result<Option<i64>> {
-    let row: Option<(i64,)> = sqlx::query_as(
-        "SELECT id FROM snapshots WHERE topic = $1 AND created_at <= $2
-         ORDER BY created_at DESC, id DESC LIMIT 1",
-    )
-    .bind(topic)
-    .bind(time)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|r| r.0))
 }
 
 /// Refuses a start at `time` that has no snapshot when retention already
