@@ -40,12 +40,12 @@ async fn main() -> anyhow::Result<()> {
     stack.database_url = format!("{base}/{db_name}");
     kafka::ensure_topics(
         &stack.kafka_bootstrap,
-        &[TopicSpec {
-            name: stack.topic.clone(),
-            partitions: PARTITIONS,
-            replication: 1,
-            retention_ms: RETENTION_MS,
-        }],
+        &[TopicSpec::new(
+            stack.topic.clone(),
+            PARTITIONS,
+            kafka::default_replication(&stack.kafka_bootstrap).await?,
+            RETENTION_MS,
+        )],
     )
     .await?;
     let pool = postgres::connect_lazy(&stack.database_url, 2)?;

@@ -126,12 +126,9 @@ impl BenchEnv {
             )?,
             redis_key_prefix: format!("bench:{suffix}:"),
         };
-        let topic = |name: String, partitions| TopicSpec {
-            name,
-            partitions,
-            replication: 1,
-            retention_ms: RETENTION_MS,
-        };
+        let replication = kafka::default_replication(&stack.kafka_bootstrap).await?;
+        let topic =
+            |name: String, partitions| TopicSpec::new(name, partitions, replication, RETENTION_MS);
         kafka::ensure_topics(
             &stack.kafka_bootstrap,
             &[

@@ -161,21 +161,14 @@ impl TestEnv {
             )?,
             redis_key_prefix: format!("test:{suffix}:"),
         };
+        // Replicated as `setup` would on this stack: 1 on the single node, 3
+        // (min.insync.replicas 2) on the cluster.
+        let replication = kafka::default_replication(&stack.kafka_bootstrap).await?;
         kafka::ensure_topics(
             &stack.kafka_bootstrap,
             &[
-                TopicSpec {
-                    name: stack.topic.clone(),
-                    partitions,
-                    replication: 1,
-                    retention_ms: RETENTION_MS,
-                },
-                TopicSpec {
-                    name: stack.dlq_topic(),
-                    partitions: 1,
-                    replication: 1,
-                    retention_ms: RETENTION_MS,
-                },
+                TopicSpec::new(stack.topic.clone(), partitions, replication, RETENTION_MS),
+                TopicSpec::new(stack.dlq_topic(), 1, replication, RETENTION_MS),
             ],
         )
         .await?;

@@ -16,7 +16,7 @@ pub mod readiness;
 
 use rdkafka::ClientConfig;
 
-pub use admin::{RETENTION_MS, TopicSpec, ensure_topics};
+pub use admin::{RETENTION_MS, TopicOutcome, TopicSpec, default_replication, ensure_topics};
 pub use consumer::consumer_config;
 pub use producer::{PublishError, Publisher, item_key, producer};
 

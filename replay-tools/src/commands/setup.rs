@@ -15,16 +15,22 @@ pub struct Args {
     /// Partitions of the events topic; choose once, it bounds projector parallelism.
     #[arg(long, default_value_t = 64)]
     partitions: i32,
-    /// Replication factor of the topics.
-    #[arg(long, default_value_t = 1)]
-    replication: i32,
+    /// Replication factor of the topics (default: min(3, brokers));
+    /// `min.insync.replicas` is one less (at least 1).
+    #[arg(long)]
+    replication: Option<i32>,
 }
 
 /// Runs `setup`.
 pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCode> {
+    let replication = match args.replication {
+        Some(r) if r < 1 => anyhow::bail!("--replication must be at least 1 (got {r})"),
+        Some(r) => r,
+        None => likes_infra::kafka::default_replication(&stack.kafka_bootstrap).await?,
+    };
     let layout = Layout {
         partitions: args.partitions,
-        replication: args.replication,
+        replication,
     };
     run(stack, layout).await?;
     Ok(ExitCode::SUCCESS)
@@ -42,21 +48,25 @@ pub struct Layout {
 /// Creates what is missing; leaves what exists alone.
 pub async fn run(stack: &StackSettings, layout: Layout) -> anyhow::Result<()> {
     let topics = [
-        TopicSpec {
-            name: stack.topic.clone(),
-            partitions: layout.partitions,
-            replication: layout.replication,
-            retention_ms: RETENTION_MS,
-        },
-        TopicSpec {
-            name: stack.dlq_topic(),
-            partitions: 1,
-            replication: layout.replication,
-            // Poison must outlive the investigation: keep it four weeks.
-            retention_ms: 4 * RETENTION_MS,
-        },
+        TopicSpec::new(
+            stack.topic.clone(),
+            layout.partitions,
+            layout.replication,
+            RETENTION_MS,
+        ),
+        // Poison must outlive the investigation: keep it four weeks.
+        TopicSpec::new(stack.dlq_topic(), 1, layout.replication, 4 * RETENTION_MS),
     ];
-    kafka::ensure_topics(&stack.kafka_bootstrap, &topics).await?;
+    for topic in kafka::ensure_topics(&stack.kafka_bootstrap, &topics).await? {
+        println!(
+            "topic {} {}: {} partitions, replication {}, min.insync.replicas {}, unclean leader election off",
+            topic.name,
+            if topic.created { "created" } else { "kept" },
+            topic.partitions,
+            topic.replication,
+            topic.min_insync_replicas
+        );
+    }
     let pool = postgres::connect_lazy(&stack.database_url, 2)?;
     postgres::migrate(&pool).await?;
     pool.close().await;
