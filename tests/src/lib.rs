@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod commit_gaps;
 pub mod dead_letters;
 pub mod figures;

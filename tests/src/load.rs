@@ -27,6 +27,10 @@ pub struct Ledger {
     pub refused_ids: BTreeSet<uuid::Uuid>,
     /// Events still not accepted when the clients gave up.
     pub unresolved: u64,
+    /// Every event id answered 202.
+    pub acked_ids: BTreeSet<uuid::Uuid>,
+    /// When the first and the last refusal came (the window a fault refused writes).
+    pub refused_between: Option<(std::time::Instant, std::time::Instant)>,
     /// Pairs (user, item) whose last accepted action is a like.
     pub liked: BTreeSet<(i64, i64)>,
 }
@@ -129,6 +133,11 @@ impl Load {
                     _ => {
                         ledger.refused += 1;
                         ledger.refused_ids.insert(event_id);
+                        let now = std::time::Instant::now();
+                        ledger.refused_between = Some(match ledger.refused_between {
+                            Some((first, _)) => (first, now),
+                            None => (now, now),
+                        });
                         if tokio::time::Instant::now() > deadline {
                             break false;
                         }
@@ -138,6 +147,7 @@ impl Load {
             };
             if accepted {
                 ledger.acked += 1;
+                ledger.acked_ids.insert(event_id);
                 if like {
                     ledger.liked.insert((user, item));
                 } else {
@@ -167,6 +177,11 @@ impl Running {
             total.refused_ids.extend(ledger.refused_ids);
             total.unresolved += ledger.unresolved;
             total.liked.extend(ledger.liked);
+            total.acked_ids.extend(ledger.acked_ids);
+            total.refused_between = match (total.refused_between, ledger.refused_between) {
+                (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+                (x, None) | (None, x) => x,
+            };
         }
         total
     }

@@ -1,0 +1,316 @@
+//! Nodes killed under load on the cluster topology (3 KRaft brokers, topics
+//! replicated 3 times with `min.insync.replicas` 2, and a Redis Cluster of 3
+//! primaries + 3 replicas): nothing acknowledged is lost, nothing is counted
+//! twice, and Redis comes back to PostgreSQL's counts without an operator.
+//!
+//! Run by `dev/stack test --cluster` only (declared `test = false`): the tests
+//! kill and restart the cluster's nodes, one test at a time. Each prints a
+//! `FIGURES |` row for the README's cluster fault table.
+
+use std::time::{Duration, Instant};
+
+use likes_tests::cluster::{self, LogCopies};
+use likes_tests::figures::{Figures, api_agrees, converge};
+use likes_tests::load::{ITEM_TYPE, Ledger, Load};
+use likes_tests::process::ProjectorProcess;
+use likes_tests::{Ingest, TestEnv, eventually};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+/// Partitions of each test's topic: enough that every broker leads some.
+const PARTITIONS: i32 = 12;
+
+fn load() -> Load {
+    Load {
+        users: 24,
+        items: (1..=12).collect(),
+        pace: Duration::from_millis(20),
+        give_up_after: Duration::from_secs(120),
+    }
+}
+
+/// The end of every test: converge, compare the API, the log and Redis with
+/// what the clients were told, stop everything, then assert.
+async fn finish(
+    scenario: &'static str,
+    env: &TestEnv,
+    ingest: Ingest,
+    projectors: Vec<ProjectorProcess>,
+    ledger: Ledger,
+    items: &[i64],
+) -> anyhow::Result<(Figures, LogCopies)> {
+    let figures = converge(env, scenario, &ledger, items).await?;
+    api_agrees(env, &ingest.url(""), &ledger, items).await?;
+    cluster::redis_catches_up(env, items, Instant::now()).await?;
+    let copies = cluster::log_copies(env, &ledger).await?;
+    for p in projectors {
+        p.terminate().await?;
+    }
+    ingest.running.stop().await?;
+    let window = ledger
+        .refused_between
+        .map_or(0.0, |(first, last)| (last - first).as_secs_f64());
+    println!(
+        "FIGURES | {scenario} | refused (503 or no answer) {} over {window:.1} s | acked missing from the log {} | written twice (refused, landed, retried) {}",
+        ledger.refused, copies.acked_missing, copies.written_twice
+    );
+    figures.assert_exact();
+    assert_eq!(copies.acked_missing, 0, "{copies:?}");
+    Ok((figures, copies))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_leading_most_partitions_killed_and_back_20_s_later_loses_and_doubles_nothing()
+-> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new(PARTITIONS).await?;
+    cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
+    let ingest = env.start_ingest().await?;
+    let projector = ProjectorProcess::start(&env)?;
+    let load = load();
+    let running = load.start(&ingest.url(""));
+    running.wait_for_requests(500).await;
+    let leader = cluster::busiest_leader(&env.stack.kafka_bootstrap, &env.stack.topic)?;
+    let name = format!("kafka-{leader}");
+    cluster::node("kill", &name).await?;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    cluster::node("start", &name).await?;
+    running.wait_for_requests(500).await;
+    let ledger = running.stop().await;
+    cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
+    finish(
+        "cluster: leader broker SIGKILL, back after 20 s",
+        &env,
+        ingest,
+        vec![projector],
+        ledger,
+        &load.items,
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_brokers_down_writes_are_refused_never_acked_and_resume_when_one_returns()
+-> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new(PARTITIONS).await?;
+    cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
+    let ingest = env.start_ingest().await?;
+    let projector = ProjectorProcess::start(&env)?;
+    // Warm: every partition's leader known to the producer.
+    let http = reqwest::Client::new();
+    for item in 1..=24 {
+        let r = http
+            .post(ingest.url("/v1/likes"))
+            .json(&json!({"user_id": 1, "item_id": item, "item_type": ITEM_TYPE}))
+            .send()
+            .await?;
+        assert_eq!(r.status(), 202);
+    }
+    cluster::node("kill", "kafka-2").await?;
+    cluster::node("kill", "kafka-3").await?;
+    // Below min.insync.replicas (and without a KRaft quorum): every write
+    // must be refused, none acknowledged.
+    let started = Instant::now();
+    let mut answers = Vec::new();
+    for user in 2..=13 {
+        let http = http.clone();
+        let url = ingest.url("/v1/likes");
+        answers.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .json(&json!({"user_id": user, "item_id": user, "item_type": ITEM_TYPE}))
+                .send()
+                .await?;
+            let retry_after = r.headers().get("retry-after").is_some();
+            anyhow::Ok((r.status().as_u16(), retry_after))
+        }));
+    }
+    let mut refused = 0;
+    for a in answers {
+        let (status, retry_after) = a.await??;
+        assert_eq!(
+            (status, retry_after),
+            (503, true),
+            "a write with two of three brokers down"
+        );
+        refused += 1;
+    }
+    let refused_in = started.elapsed();
+    cluster::node("start", "kafka-2").await?;
+    // Writes resume with one broker still down (2 in sync = min.insync.replicas).
+    let resumed = Instant::now();
+    eventually(Duration::from_secs(90), || async {
+        let r = http
+            .post(ingest.url("/v1/likes"))
+            .json(&json!({"user_id": 99, "item_id": 1, "item_type": ITEM_TYPE}))
+            .send()
+            .await?;
+        Ok(r.status() == 202)
+    })
+    .await?;
+    let resumed_in = resumed.elapsed();
+    cluster::node("start", "kafka-3").await?;
+    cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
+    println!(
+        "FIGURES | cluster: two brokers down | writes refused with 503 + Retry-After {refused} of {refused} (answered within {:.1} s) | acked while below min.insync 0 | writes accepted again {:.1} s after one broker returned",
+        refused_in.as_secs_f64(),
+        resumed_in.as_secs_f64()
+    );
+    // What was refused may still have been written: the projection must hold
+    // exactly what the log holds, and item 1 has users 1 and 99.
+    eventually(Duration::from_secs(60), || async {
+        Ok(env.db_count(ITEM_TYPE, 1).await? == 2)
+    })
+    .await?;
+    let (drift,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM counters c
+         WHERE c.count <> (SELECT COUNT(*) FROM user_likes u
+                           WHERE u.item_id = c.item_id AND u.item_type = c.item_type)",
+    )
+    .fetch_one(&env.db)
+    .await?;
+    assert_eq!(drift, 0);
+    projector.terminate().await?;
+    ingest.running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_primary_killed_keeps_reads_right_and_redis_catches_up_on_its_own()
+-> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new(PARTITIONS).await?;
+    cluster::wait_redis_ok().await?;
+    let ingest = env.start_ingest().await?;
+    let projector = ProjectorProcess::start(&env)?;
+    let load = load();
+    let running = load.start(&ingest.url(""));
+    running.wait_for_requests(500).await;
+    // A reader asks for counts all along; each answer must be a count.
+    let stop_reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop_reading.clone();
+        let url = ingest.url("");
+        let items = load.items.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?;
+            let (mut reads, mut failed, mut slowest) = (0u64, 0u64, Duration::ZERO);
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let item = items[i % items.len()];
+                i += 1;
+                let started = Instant::now();
+                let answer = http
+                    .get(format!("{url}/v1/items/{ITEM_TYPE}/{item}/count"))
+                    .send()
+                    .await;
+                slowest = slowest.max(started.elapsed());
+                reads += 1;
+                match answer {
+                    Ok(r) if r.status() == 200 => {
+                        let body: serde_json::Value = r.json().await?;
+                        if body["count"].as_i64().is_none() {
+                            failed += 1;
+                        }
+                    }
+                    _ => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            anyhow::Ok((reads, failed, slowest))
+        })
+    };
+    let primary = cluster::serving_primary().await?;
+    let killed = Instant::now();
+    cluster::node("kill", &primary).await?;
+    running.wait_for_requests(800).await;
+    let ledger = running.stop().await;
+    let caught_up = cluster::redis_catches_up(&env, &load.items, killed).await?;
+    stop_reading.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, failed, slowest) = reader.await??;
+    cluster::node("start", &primary).await?;
+    cluster::wait_redis_ok().await?;
+    println!(
+        "FIGURES | cluster: Redis primary {primary} SIGKILL | reads {reads} | failed {failed} | slowest read {} ms | Redis equal to PostgreSQL {:.1} s after the kill",
+        slowest.as_millis(),
+        caught_up.as_secs_f64()
+    );
+    assert_eq!(failed, 0, "every read during the failover answered a count");
+    finish(
+        "cluster: Redis primary SIGKILL",
+        &env,
+        ingest,
+        vec![projector],
+        ledger,
+        &load.items,
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_broker_loses_and_doubles_nothing() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new(PARTITIONS).await?;
+    cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
+    let ingest = env.start_ingest().await?;
+    let projector = ProjectorProcess::start(&env)?;
+    let load = load();
+    let running = load.start(&ingest.url(""));
+    running.wait_for_requests(300).await;
+    for n in 1..=3 {
+        cluster::node("restart", &format!("kafka-{n}")).await?;
+        // The next broker goes only when this one is back in every ISR, as an
+        // operator's rolling restart would.
+        cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
+        running.wait_for_requests(150).await;
+    }
+    let ledger = running.stop().await;
+    finish(
+        "cluster: rolling restart of 3 brokers",
+        &env,
+        ingest,
+        vec![projector],
+        ledger,
+        &load.items,
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_killed_during_a_broker_restart_loses_and_doubles_nothing() -> anyhow::Result<()>
+{
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new(PARTITIONS).await?;
+    cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
+    let ingest = env.start_ingest().await?;
+    let steady = ProjectorProcess::start(&env)?;
+    let doomed = ProjectorProcess::start(&env)?;
+    let load = load();
+    let running = load.start(&ingest.url(""));
+    running.wait_for_requests(400).await;
+    let restart = tokio::spawn(cluster::node("restart", "kafka-1"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    doomed.kill().await?;
+    restart.await??;
+    running.wait_for_requests(400).await;
+    let ledger = running.stop().await;
+    cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
+    finish(
+        "cluster: projector SIGKILL during a broker restart",
+        &env,
+        ingest,
+        vec![steady],
+        ledger,
+        &load.items,
+    )
+    .await?;
+    Ok(())
+}
