@@ -25,6 +25,7 @@ use likes_domain::Position;
 use likes_domain::{DedupHorizon, ItemKey};
 use likes_infra::postgres::writer::{self, Applied, BatchRules, CountUpdate};
 use likes_infra::postgres::{PgPool, offsets};
+use likes_infra::redis::FAILOVER_LOOKBACK;
 use likes_infra::redis::counts::CountCache;
 use likes_infra::redis::likers::RecentLikers;
 use likes_infra::{Error, retry};
@@ -57,6 +58,10 @@ pub struct Writer {
     pub pending_marks: HashMap<i32, i64>,
     /// The ownership generation whose claims had their Redis counts refreshed.
     pub refreshed: Option<u64>,
+    /// A Redis write failed since the last refresh: the next refresh reaches
+    /// back [`FAILOVER_LOOKBACK`] further, for writes a dead primary
+    /// acknowledged but never replicated.
+    pub redis_failed: bool,
     /// Becomes `true` when the projector is asked to stop.
     pub stop: watch::Receiver<bool>,
 }
@@ -128,7 +133,12 @@ impl Writer {
             .iter()
             .map(|c| (c.next.partition, c.epoch))
             .collect();
-        let read = offsets::cache_refresh(&self.db, &self.topic, &claims);
+        let lookback = if self.redis_failed {
+            FAILOVER_LOOKBACK
+        } else {
+            Duration::ZERO
+        };
+        let read = offsets::cache_refresh(&self.db, &self.topic, &claims, lookback);
         let refresh = match self.unless_stopped(read).await {
             None => return,
             Some(Err(e)) => {
@@ -141,6 +151,7 @@ impl Writer {
         match self.cache.put_counts(&updates).await {
             Ok(()) => {
                 self.refreshed = Some(generation);
+                self.redis_failed = false;
                 self.cache_marks = refresh.current_until.into_iter().collect();
                 self.pending_marks.clear();
                 tracing::info!(
@@ -434,7 +445,11 @@ impl Writer {
             }
             Err(e) => {
                 metrics::counter!(crate::metrics::REDIS_FAILURES).increment(1);
-                tracing::warn!(error = %e, pending = updates.len(), "redis update failed; will retry")
+                tracing::warn!(error = %e, pending = updates.len(), "redis update failed; will retry");
+                // Once Redis answers again, everything applied shortly before
+                // this failure is put again (a failover may have lost it).
+                self.redis_failed = true;
+                self.refreshed = None;
             }
         }
     }

@@ -83,6 +83,7 @@ pub async fn run(
         cache_marks: HashMap::new(),
         pending_marks: HashMap::new(),
         refreshed: None,
+        redis_failed: false,
         stop: stop_rx,
     };
     let metrics_server = settings.metrics_addr.map(|addr| {

@@ -188,24 +188,37 @@ pub async fn redis_catches_up(
     items: &[i64],
     since: Instant,
 ) -> anyhow::Result<Duration> {
-    let redis = Redis::connect(&env.stack.redis_address(), &env.stack.redis_key_prefix).await?;
-    let cache = CountCache::new(&redis);
     let keys: Vec<ItemKey> = items
         .iter()
         .map(|i| ItemKey::parse(ITEM_TYPE.into(), *i))
         .collect::<Result<_, _>>()?;
-    eventually(Duration::from_secs(60), || async {
-        let cached = match cache.counts(&keys).await {
+    let last = std::sync::Mutex::new(String::new());
+    let caught_up = eventually(Duration::from_secs(60), || async {
+        // A fresh client each time: what a new reader would see.
+        let redis = Redis::connect(&env.stack.redis_address(), &env.stack.redis_key_prefix).await?;
+        let cached = match CountCache::new(&redis).counts(&keys).await {
             Ok(c) => c,
-            Err(_) => return Ok(false),
+            Err(e) => {
+                *last.lock().expect("not poisoned") = format!("read failed: {e}");
+                return Ok(false);
+            }
         };
         for (item, count) in items.iter().zip(cached) {
-            if count != Some(env.db_count(ITEM_TYPE, *item).await?) {
+            let stored = env.db_count(ITEM_TYPE, *item).await?;
+            if count != Some(stored) {
+                *last.lock().expect("not poisoned") =
+                    format!("item {item}: redis {count:?}, postgres {stored}");
                 return Ok(false);
             }
         }
         Ok(true)
     })
-    .await?;
+    .await;
+    if let Err(e) = caught_up {
+        anyhow::bail!(
+            "{e}; last difference: {}",
+            last.lock().expect("not poisoned")
+        );
+    }
     Ok(since.elapsed())
 }

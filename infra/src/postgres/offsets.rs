@@ -73,14 +73,17 @@ pub struct CacheRefresh {
 /// Redis writes that failed after a commit, or never ran (a crash, a SIGTERM
 /// while Redis was away), are lost with the process, but `applied_events`
 /// still names every item applied at or after the partition's
-/// `cached_until_ms` (the pruner keeps those rows). Partitions no longer held
+/// `cached_until_ms` (the pruner keeps those rows), or `lookback` before it
+/// after Redis failed (see [`crate::redis::FAILOVER_LOOKBACK`]). Partitions no longer held
 /// under the given epoch are left to their owner.
 #[instrument(skip_all, fields(topic, partitions = claims.len()))]
 pub async fn cache_refresh(
     pool: &PgPool,
     topic: &str,
     claims: &[(i32, i64)],
+    lookback: std::time::Duration,
 ) -> Result<CacheRefresh, Error> {
+    let lookback_ms = i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX);
     let partitions: Vec<i32> = claims.iter().map(|c| c.0).collect();
     let epochs: Vec<i64> = claims.iter().map(|c| c.1).collect();
     let marks: Vec<(i32, i64, Option<i64>)> = sqlx::query_as(
@@ -95,11 +98,14 @@ pub async fn cache_refresh(
     .bind(&epochs)
     .fetch_all(pool)
     .await?;
-    let Some(oldest) = marks.iter().map(|m| m.1).min() else {
+    let Some(oldest) = marks.iter().map(|m| m.1.saturating_sub(lookback_ms)).min() else {
         return Ok(CacheRefresh::default());
     };
     let partitions: Vec<i32> = marks.iter().map(|m| m.0).collect();
-    let since: Vec<i64> = marks.iter().map(|m| m.1).collect();
+    let since: Vec<i64> = marks
+        .iter()
+        .map(|m| m.1.saturating_sub(lookback_ms))
+        .collect();
     // The constant lower bound lets the BRIN index on record_ms skip old rows.
     let rows: Vec<(i64, i16, i64, i64)> = sqlx::query_as(
         "SELECT c.item_id, c.item_type, c.count, c.last_offset

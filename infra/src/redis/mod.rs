@@ -47,6 +47,15 @@ pub use keys::Keys;
 /// whose primary died until its replica is promoted.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How far back, in log time, a writer re-puts counts after Redis failed it.
+/// Redis replicates asynchronously: a primary that dies may have acknowledged
+/// writes its replica never received, and the replica promoted in its place
+/// then holds older counts with nothing to say so. Those writes come just
+/// before the failures the writer sees, so re-putting every count applied
+/// this long before the last known-current mark covers them (the stamps keep
+/// the repeat harmless).
+pub const FAILOVER_LOOKBACK: Duration = Duration::from_secs(10);
+
 /// The connection every adapter sends its commands on: multiplexed, cheap to
 /// clone, reconnecting on its own; one node or a cluster.
 #[derive(Clone)]
