@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use apache_avro::types::Value;
 use likes_domain::ItemKey;
 use likes_infra::redis::Redis;
 use likes_infra::redis::counts::CountCache;
@@ -156,21 +155,7 @@ pub struct LogCopies {
 
 /// Reads the whole topic and checks it against `ledger`.
 pub async fn log_copies(env: &TestEnv, ledger: &Ledger) -> anyhow::Result<LogCopies> {
-    let records = crate::topic::read_all(
-        &env.stack.kafka_bootstrap,
-        &env.stack.schema_registry_url,
-        &env.stack.topic,
-        env.partitions,
-    )
-    .await?;
-    let mut copies: HashMap<uuid::Uuid, usize> = HashMap::new();
-    for r in &records {
-        if let Value::Record(fields) = &r.value
-            && let Some((_, Value::Uuid(id))) = fields.iter().find(|(n, _)| n == "event_id")
-        {
-            *copies.entry(*id).or_default() += 1;
-        }
-    }
+    let copies = crate::topic::event_copies(env).await?;
     Ok(LogCopies {
         acked_missing: ledger
             .acked_ids

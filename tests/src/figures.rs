@@ -95,13 +95,7 @@ pub async fn converge(
             .fetch_all(&env.db)
             .await?;
     let actual: BTreeSet<(i64, i64)> = rows.into_iter().collect();
-    let (drift,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM counters c
-         WHERE c.count <> (SELECT COUNT(*) FROM user_likes u
-                           WHERE u.item_id = c.item_id AND u.item_type = c.item_type)",
-    )
-    .fetch_one(&env.db)
-    .await?;
+    let drift = counter_drift(env).await?;
     let mut counted = 0;
     for item in items {
         counted += env.db_count(ITEM_TYPE, *item).await?;
@@ -116,8 +110,20 @@ pub async fn converge(
         counted,
         lost: ledger.liked.difference(&actual).count(),
         double: actual.difference(&ledger.liked).count(),
-        counter_drift: drift as usize,
+        counter_drift: drift,
     })
+}
+
+/// Items whose `counters` value differs from the number of their `user_likes` rows.
+pub async fn counter_drift(env: &TestEnv) -> anyhow::Result<usize> {
+    let (drift,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM counters c
+         WHERE c.count <> (SELECT COUNT(*) FROM user_likes u
+                           WHERE u.item_id = c.item_id AND u.item_type = c.item_type)",
+    )
+    .fetch_one(&env.db)
+    .await?;
+    Ok(usize::try_from(drift)?)
 }
 
 /// Every item's count over the HTTP API equals `expected` (bounded wait: Redis

@@ -91,3 +91,23 @@ pub async fn read_all(
     }
     Ok(records)
 }
+
+/// How many times each event id is in `env`'s topic.
+pub async fn event_copies(env: &crate::TestEnv) -> anyhow::Result<HashMap<uuid::Uuid, usize>> {
+    let records = read_all(
+        &env.stack.kafka_bootstrap,
+        &env.stack.schema_registry_url,
+        &env.stack.topic,
+        env.partitions,
+    )
+    .await?;
+    let mut copies: HashMap<uuid::Uuid, usize> = HashMap::new();
+    for r in &records {
+        if let Value::Record(fields) = &r.value
+            && let Some((_, Value::Uuid(id))) = fields.iter().find(|(n, _)| n == "event_id")
+        {
+            *copies.entry(*id).or_default() += 1;
+        }
+    }
+    Ok(copies)
+}

@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use likes_tests::cluster::{self, LogCopies};
-use likes_tests::figures::{Figures, api_agrees, converge};
+use likes_tests::cluster;
+use likes_tests::figures::{api_agrees, converge, counter_drift};
 use likes_tests::load::{ITEM_TYPE, Ledger, Load};
 use likes_tests::process::ProjectorProcess;
 use likes_tests::{Ingest, TestEnv, eventually};
@@ -31,80 +31,98 @@ fn load() -> Load {
     }
 }
 
-/// The end of every test: converge, compare the API, the log and Redis with
-/// what the clients were told, stop everything, then assert.
-async fn finish(
-    scenario: &'static str,
-    env: &TestEnv,
+/// One test's slice of the cluster: its topic, database and Redis prefix,
+/// an ingest and the projectors it runs.
+struct Run {
+    env: TestEnv,
     ingest: Ingest,
     projectors: Vec<ProjectorProcess>,
-    ledger: Ledger,
-    items: &[i64],
-) -> anyhow::Result<(Figures, LogCopies)> {
-    let figures = converge(env, scenario, &ledger, items).await?;
-    api_agrees(env, &ingest.url(""), &ledger, items).await?;
-    cluster::redis_catches_up(env, items, Instant::now()).await?;
-    let copies = cluster::log_copies(env, &ledger).await?;
-    for p in projectors {
-        p.terminate().await?;
+}
+
+impl Run {
+    /// A fresh slice with every replica in sync, an ingest and `projectors`.
+    async fn start(projectors: usize) -> anyhow::Result<Self> {
+        let env = TestEnv::new(PARTITIONS).await?;
+        cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
+        let ingest = env.start_ingest().await?;
+        let projectors = (0..projectors)
+            .map(|_| ProjectorProcess::start(&env))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            env,
+            ingest,
+            projectors,
+        })
     }
-    ingest.running.stop().await?;
-    let window = ledger
-        .refused_between
-        .map_or(0.0, |(first, last)| (last - first).as_secs_f64());
-    println!(
-        "FIGURES | {scenario} | refused (503 or no answer) {} over {window:.1} s | acked missing from the log {} | written twice (refused, landed, retried) {}",
-        ledger.refused, copies.acked_missing, copies.written_twice
-    );
-    figures.assert_exact();
-    assert_eq!(copies.acked_missing, 0, "{copies:?}");
-    Ok((figures, copies))
+
+    fn url(&self) -> String {
+        self.ingest.url("")
+    }
+
+    /// Converges, compares the API, the log and Redis with what the clients
+    /// were told, stops everything, then asserts.
+    async fn finish(
+        self,
+        scenario: &'static str,
+        ledger: Ledger,
+        items: &[i64],
+    ) -> anyhow::Result<()> {
+        let env = &self.env;
+        let figures = converge(env, scenario, &ledger, items).await?;
+        api_agrees(env, &self.url(), &ledger, items).await?;
+        cluster::redis_catches_up(env, items, Instant::now()).await?;
+        let copies = cluster::log_copies(env, &ledger).await?;
+        for p in self.projectors {
+            p.terminate().await?;
+        }
+        self.ingest.running.stop().await?;
+        let window = ledger
+            .refused_between
+            .map_or(0.0, |(first, last)| (last - first).as_secs_f64());
+        println!(
+            "FIGURES | {scenario} | refused (503 or no answer) {} over {window:.1} s | acked missing from the log {} | written twice (refused, landed, retried) {}",
+            ledger.refused, copies.acked_missing, copies.written_twice
+        );
+        figures.assert_exact();
+        assert_eq!(copies.acked_missing, 0, "{copies:?}");
+        Ok(())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_leading_most_partitions_killed_and_back_20_s_later_loses_and_doubles_nothing()
 -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
-    let env = TestEnv::new(PARTITIONS).await?;
-    cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
-    let ingest = env.start_ingest().await?;
-    let projector = ProjectorProcess::start(&env)?;
+    let run = Run::start(1).await?;
     let load = load();
-    let running = load.start(&ingest.url(""));
+    let running = load.start(&run.url());
     running.wait_for_requests(500).await;
-    let leader = cluster::busiest_leader(&env.stack.kafka_bootstrap, &env.stack.topic)?;
+    let leader = cluster::busiest_leader(&run.env.stack.kafka_bootstrap, &run.env.stack.topic)?;
     let name = format!("kafka-{leader}");
     cluster::node("kill", &name).await?;
     tokio::time::sleep(Duration::from_secs(20)).await;
     cluster::node("start", &name).await?;
     running.wait_for_requests(500).await;
     let ledger = running.stop().await;
-    cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
-    finish(
+    cluster::wait_in_sync(&run.env.stack.kafka_bootstrap, &run.env.stack.topic).await?;
+    run.finish(
         "cluster: leader broker SIGKILL, back after 20 s",
-        &env,
-        ingest,
-        vec![projector],
         ledger,
         &load.items,
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_brokers_down_writes_are_refused_never_acked_and_resume_when_one_returns()
 -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
-    let env = TestEnv::new(PARTITIONS).await?;
-    cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
-    let ingest = env.start_ingest().await?;
-    let projector = ProjectorProcess::start(&env)?;
+    let run = Run::start(1).await?;
     // Warm: every partition's leader known to the producer.
     let http = reqwest::Client::new();
     for item in 1..=24 {
         let r = http
-            .post(ingest.url("/v1/likes"))
+            .post(run.ingest.url("/v1/likes"))
             .json(&json!({"user_id": 1, "item_id": item, "item_type": ITEM_TYPE}))
             .send()
             .await?;
@@ -118,7 +136,7 @@ async fn with_two_brokers_down_writes_are_refused_never_acked_and_resume_when_on
     let mut answers = Vec::new();
     for user in 2..=13 {
         let http = http.clone();
-        let url = ingest.url("/v1/likes");
+        let url = run.ingest.url("/v1/likes");
         answers.push(tokio::spawn(async move {
             let r = http
                 .post(url)
@@ -145,7 +163,7 @@ async fn with_two_brokers_down_writes_are_refused_never_acked_and_resume_when_on
     let resumed = Instant::now();
     eventually(Duration::from_secs(90), || async {
         let r = http
-            .post(ingest.url("/v1/likes"))
+            .post(run.ingest.url("/v1/likes"))
             .json(&json!({"user_id": 99, "item_id": 1, "item_type": ITEM_TYPE}))
             .send()
             .await?;
@@ -154,7 +172,7 @@ async fn with_two_brokers_down_writes_are_refused_never_acked_and_resume_when_on
     .await?;
     let resumed_in = resumed.elapsed();
     cluster::node("start", "kafka-3").await?;
-    cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
+    cluster::wait_in_sync(&run.env.stack.kafka_bootstrap, &run.env.stack.topic).await?;
     println!(
         "FIGURES | cluster: two brokers down | writes refused with 503 + Retry-After {refused} of {refused} (answered within {:.1} s) | acked while below min.insync 0 | writes accepted again {:.1} s after one broker returned",
         refused_in.as_secs_f64(),
@@ -163,19 +181,14 @@ async fn with_two_brokers_down_writes_are_refused_never_acked_and_resume_when_on
     // What was refused may still have been written: the projection must hold
     // exactly what the log holds, and item 1 has users 1 and 99.
     eventually(Duration::from_secs(60), || async {
-        Ok(env.db_count(ITEM_TYPE, 1).await? == 2)
+        Ok(run.env.db_count(ITEM_TYPE, 1).await? == 2)
     })
     .await?;
-    let (drift,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM counters c
-         WHERE c.count <> (SELECT COUNT(*) FROM user_likes u
-                           WHERE u.item_id = c.item_id AND u.item_type = c.item_type)",
-    )
-    .fetch_one(&env.db)
-    .await?;
-    assert_eq!(drift, 0);
-    projector.terminate().await?;
-    ingest.running.stop().await?;
+    assert_eq!(counter_drift(&run.env).await?, 0);
+    for p in run.projectors {
+        p.terminate().await?;
+    }
+    run.ingest.running.stop().await?;
     Ok(())
 }
 
@@ -183,18 +196,16 @@ async fn with_two_brokers_down_writes_are_refused_never_acked_and_resume_when_on
 async fn a_redis_primary_killed_keeps_reads_right_and_redis_catches_up_on_its_own()
 -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
-    let env = TestEnv::new(PARTITIONS).await?;
     cluster::wait_redis_ok().await?;
-    let ingest = env.start_ingest().await?;
-    let projector = ProjectorProcess::start(&env)?;
+    let run = Run::start(1).await?;
     let load = load();
-    let running = load.start(&ingest.url(""));
+    let running = load.start(&run.url());
     running.wait_for_requests(500).await;
     // A reader asks for counts all along; each answer must be a count.
     let stop_reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
         let stop = stop_reading.clone();
-        let url = ingest.url("");
+        let url = run.ingest.url("");
         let items = load.items.clone();
         tokio::spawn(async move {
             let http = reqwest::Client::builder()
@@ -231,7 +242,7 @@ async fn a_redis_primary_killed_keeps_reads_right_and_redis_catches_up_on_its_ow
     cluster::node("kill", &primary).await?;
     running.wait_for_requests(800).await;
     let ledger = running.stop().await;
-    let caught_up = cluster::redis_catches_up(&env, &load.items, killed).await?;
+    let caught_up = cluster::redis_catches_up(&run.env, &load.items, killed).await?;
     stop_reading.store(true, std::sync::atomic::Ordering::Relaxed);
     let (reads, failed, slowest) = reader.await??;
     cluster::node("start", &primary).await?;
@@ -242,59 +253,37 @@ async fn a_redis_primary_killed_keeps_reads_right_and_redis_catches_up_on_its_ow
         caught_up.as_secs_f64()
     );
     assert_eq!(failed, 0, "every read during the failover answered a count");
-    finish(
-        "cluster: Redis primary SIGKILL",
-        &env,
-        ingest,
-        vec![projector],
-        ledger,
-        &load.items,
-    )
-    .await?;
-    Ok(())
+    run.finish("cluster: Redis primary SIGKILL", ledger, &load.items)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_every_broker_loses_and_doubles_nothing() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
-    let env = TestEnv::new(PARTITIONS).await?;
-    cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
-    let ingest = env.start_ingest().await?;
-    let projector = ProjectorProcess::start(&env)?;
+    let run = Run::start(1).await?;
     let load = load();
-    let running = load.start(&ingest.url(""));
+    let running = load.start(&run.url());
     running.wait_for_requests(300).await;
     for n in 1..=3 {
         cluster::node("restart", &format!("kafka-{n}")).await?;
         // The next broker goes only when this one is back in every ISR, as an
         // operator's rolling restart would.
-        cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
+        cluster::wait_in_sync(&run.env.stack.kafka_bootstrap, &run.env.stack.topic).await?;
         running.wait_for_requests(150).await;
     }
     let ledger = running.stop().await;
-    finish(
-        "cluster: rolling restart of 3 brokers",
-        &env,
-        ingest,
-        vec![projector],
-        ledger,
-        &load.items,
-    )
-    .await?;
-    Ok(())
+    run.finish("cluster: rolling restart of 3 brokers", ledger, &load.items)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_killed_during_a_broker_restart_loses_and_doubles_nothing() -> anyhow::Result<()>
 {
     let _serial = SERIAL.lock().await;
-    let env = TestEnv::new(PARTITIONS).await?;
-    cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
-    let ingest = env.start_ingest().await?;
-    let steady = ProjectorProcess::start(&env)?;
-    let doomed = ProjectorProcess::start(&env)?;
+    let run = Run::start(1).await?;
+    let doomed = ProjectorProcess::start(&run.env)?;
     let load = load();
-    let running = load.start(&ingest.url(""));
+    let running = load.start(&run.url());
     running.wait_for_requests(400).await;
     let restart = tokio::spawn(cluster::node("restart", "kafka-1"));
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -302,15 +291,11 @@ async fn a_projector_killed_during_a_broker_restart_loses_and_doubles_nothing() 
     restart.await??;
     running.wait_for_requests(400).await;
     let ledger = running.stop().await;
-    cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
-    finish(
+    cluster::wait_in_sync(&run.env.stack.kafka_bootstrap, &run.env.stack.topic).await?;
+    run.finish(
         "cluster: projector SIGKILL during a broker restart",
-        &env,
-        ingest,
-        vec![steady],
         ledger,
         &load.items,
     )
-    .await?;
-    Ok(())
+    .await
 }

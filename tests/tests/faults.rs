@@ -114,22 +114,7 @@ async fn a_kafka_restart_loses_no_acked_like_and_the_api_recovers() -> anyhow::R
     // A 503 may mean "possibly written": the broker can store an event whose ack
     // never arrived. The client's retry with the same id then puts it in the log
     // twice, and the projector must count it once (which `figures` checks).
-    let records = likes_tests::topic::read_all(
-        &env.stack.kafka_bootstrap,
-        &env.stack.schema_registry_url,
-        &env.stack.topic,
-        env.partitions,
-    )
-    .await?;
-    let mut copies: std::collections::HashMap<uuid::Uuid, usize> = Default::default();
-    for r in &records {
-        if let apache_avro::types::Value::Record(fields) = &r.value
-            && let Some((_, apache_avro::types::Value::Uuid(id))) =
-                fields.iter().find(|(n, _)| n == "event_id")
-        {
-            *copies.entry(*id).or_default() += 1;
-        }
-    }
+    let copies = likes_tests::topic::event_copies(&env).await?;
     let in_log = |n: usize| {
         ledger
             .refused_ids

@@ -138,18 +138,7 @@ pub mod base {
         pub count: i64,
     }
 
-    /// The newest snapshot of `topic` usable for `partition` (see
-    /// [`snapshots::newest_usable`]).
-    pub async fn newest_usable(
-        pool: &PgPool,
-        topic: &str,
-        partition: i32,
-        log_start: i64,
-        until: i64,
-        taken_by: Option<DateTime<Utc>>,
-    ) -> anyhow::Result<Option<PartitionBase>> {
-        Ok(snapshots::newest_usable(pool, topic, partition, log_start, until, taken_by).await?)
-    }
+    pub use snapshots::newest_usable;
 
     /// Loads `item`'s state in snapshot `base` into a fresh reference model: each
     /// liker as the like event that made the row (so a later copy of that event
