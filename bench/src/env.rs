@@ -177,7 +177,9 @@ impl BenchEnv {
             group_id: format!("projector-bench-{}", self.suffix),
             max_batch_events: 10_000,
             writers: 2,
-            dedup_horizon: Duration::from_secs(3600),
+            dedup_horizon: Duration::from_secs(
+                likes_infra::settings::DEFAULT_DEDUP_HORIZON_SECONDS,
+            ),
             metrics_addr: None,
         }
     }

@@ -128,15 +128,9 @@ pub async fn counter_drift(env: &TestEnv) -> anyhow::Result<usize> {
 
 /// Every item's count over the HTTP API equals `expected` (bounded wait: Redis
 /// may briefly hold an older count right after a fault).
-pub async fn api_agrees(
-    env: &TestEnv,
-    base_url: &str,
-    ledger: &Ledger,
-    items: &[i64],
-) -> anyhow::Result<()> {
+pub async fn api_agrees(base_url: &str, ledger: &Ledger, items: &[i64]) -> anyhow::Result<()> {
     let expected = ledger.expected_counts(items);
     let http = reqwest::Client::new();
-    let _ = env;
     eventually(Duration::from_secs(15), || async {
         for (item, count) in &expected {
             let body: serde_json::Value = http

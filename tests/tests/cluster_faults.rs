@@ -69,7 +69,7 @@ impl Run {
     ) -> anyhow::Result<()> {
         let env = &self.env;
         let figures = converge(env, scenario, &ledger, items).await?;
-        api_agrees(env, &self.url(), &ledger, items).await?;
+        api_agrees(&self.url(), &ledger, items).await?;
         cluster::redis_catches_up(env, items, Instant::now()).await?;
         let copies = cluster::log_copies(env, &ledger).await?;
         for p in self.projectors {

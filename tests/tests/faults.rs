@@ -44,7 +44,7 @@ where
     running.wait_for_requests(400).await;
     let ledger = running.stop().await;
     let figures = converge(env, scenario, &ledger, &load.items).await?;
-    api_agrees(env, &ingest.url(""), &ledger, &load.items).await?;
+    api_agrees(&ingest.url(""), &ledger, &load.items).await?;
     Ok((figures, started))
 }
 
@@ -110,7 +110,7 @@ async fn a_kafka_restart_loses_no_acked_like_and_the_api_recovers() -> anyhow::R
     running.wait_for_requests(400).await;
     let ledger = running.stop().await;
     let figures = converge(&env, "kafka restart", &ledger, &load.items).await?;
-    api_agrees(&env, &ingest.url(""), &ledger, &load.items).await?;
+    api_agrees(&ingest.url(""), &ledger, &load.items).await?;
     // A 503 may mean "possibly written": the broker can store an event whose ack
     // never arrived. The client's retry with the same id then puts it in the log
     // twice, and the projector must count it once (which `figures` checks).
@@ -167,7 +167,7 @@ async fn a_redis_flushall_is_repaired_and_reads_stay_right() -> anyhow::Result<(
     let figures = converge(&env, "redis FLUSHALL", &ledger, &load.items).await?;
     // How long after the load stops until every read over the API is right again.
     let settled = Instant::now();
-    api_agrees(&env, &ingest.url(""), &ledger, &load.items).await?;
+    api_agrees(&ingest.url(""), &ledger, &load.items).await?;
     println!(
         "FIGURES | redis FLUSHALL | reads right again {} ms after the last like",
         settled.elapsed().as_millis()
