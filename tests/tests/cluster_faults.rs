@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use likes_tests::cli::likes_replay;
 use likes_tests::cluster;
 use likes_tests::figures::{api_agrees, converge, counter_drift};
 use likes_tests::load::{ITEM_TYPE, Ledger, Load};
@@ -298,4 +299,69 @@ async fn a_projector_killed_during_a_broker_restart_loses_and_doubles_nothing() 
         &load.items,
     )
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_the_projector_and_the_tools_work_while_the_first_listed_broker_is_down()
+-> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let run = Run::start(1).await?;
+    let first = run
+        .env
+        .stack
+        .kafka_bootstrap
+        .split(',')
+        .next()
+        .unwrap_or_default();
+    assert!(
+        first.ends_with(":19092"),
+        "kafka-1 is listed first: {first}"
+    );
+    cluster::node("kill", "kafka-1").await?;
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(60), || async {
+        let r = http
+            .post(run.ingest.url("/v1/likes"))
+            .json(&json!({"user_id": 1, "item_id": 5, "item_type": ITEM_TYPE}))
+            .send()
+            .await?;
+        Ok(r.status() == 202)
+    })
+    .await?;
+    eventually(Duration::from_secs(60), || async {
+        Ok(run.env.db_count(ITEM_TYPE, 5).await? == 1)
+    })
+    .await?;
+    let count = likes_replay(&run.env, &["count", "1", "5"]).await?;
+    assert!(
+        count.status.success(),
+        "{}",
+        String::from_utf8_lossy(&count.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "1");
+    let setup = likes_replay(
+        &run.env,
+        &["setup", "--partitions", &PARTITIONS.to_string()],
+    )
+    .await?;
+    assert!(
+        setup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&setup.stdout).contains("kept"),
+        "{}",
+        String::from_utf8_lossy(&setup.stdout)
+    );
+    cluster::node("start", "kafka-1").await?;
+    cluster::wait_in_sync(&run.env.stack.kafka_bootstrap, &run.env.stack.topic).await?;
+    println!(
+        "FIGURES | cluster: first listed broker down | like accepted and projected, likes-replay count and setup answered | yes"
+    );
+    for p in run.projectors {
+        p.terminate().await?;
+    }
+    run.ingest.running.stop().await?;
+    Ok(())
 }

@@ -42,3 +42,43 @@ async fn setup_refuses_to_change_the_partition_count_of_an_existing_topic() -> a
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_says_how_each_topic_is_replicated_and_refuses_a_weaker_one() -> anyhow::Result<()> {
+    let env = TestEnv::new(2).await?;
+    // TestEnv laid the topics out as setup would on this stack.
+    let replication = likes_infra::kafka::default_replication(&env.stack.kafka_bootstrap).await?;
+    let kept = likes_replay(&env, &["setup", "--partitions", "2"]).await?;
+    let said = String::from_utf8_lossy(&kept.stdout);
+    assert!(
+        kept.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kept.stderr)
+    );
+    assert!(
+        said.contains(&format!(
+            "topic {} kept: 2 partitions, replication {replication}, min.insync.replicas {}",
+            env.stack.topic,
+            (replication - 1).max(1)
+        )),
+        "setup says what the topic is: {said}"
+    );
+    // Asking for more copies than the topic has is refused, never silently kept.
+    let asked = (replication + 1).to_string();
+    let stronger = likes_replay(
+        &env,
+        &["setup", "--partitions", "2", "--replication", &asked],
+    )
+    .await?;
+    let refused = String::from_utf8_lossy(&stronger.stderr);
+    assert_eq!(stronger.status.code(), Some(1), "{refused}");
+    assert!(
+        refused.contains(&format!("replication factor {replication}, {asked} asked")),
+        "the refusal says what differs: {refused}"
+    );
+    assert!(
+        refused.contains("kafka-reassign-partitions"),
+        "and how to fix it: {refused}"
+    );
+    Ok(())
+}
