@@ -17,7 +17,39 @@ struct Saved {
     topology: Option<SavedTopology>,
     replication: Option<i32>,
     rows: Vec<SavedRow>,
+    #[serde(default)]
+    runs: Vec<(String, String, SavedRun)>,
     failures: Vec<(String, String)>,
+}
+
+/// A fixed-rate run of the service under test.
+#[derive(Debug, Deserialize)]
+struct SavedRun {
+    target_rate: f64,
+    achieved_rate: f64,
+    ok: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu: SavedCpu,
+}
+
+#[derive(Debug, Deserialize)]
+struct SavedCpu {
+    service_s: f64,
+    postgres_s: f64,
+    kafka_s: f64,
+    redis_s: f64,
+}
+
+impl SavedRun {
+    fn kafka_us(&self) -> f64 {
+        crate::load::per(self.cpu.kafka_s, self.ok)
+    }
+
+    fn stack_us(&self) -> f64 {
+        let c = &self.cpu;
+        crate::load::per(c.service_s + c.postgres_s + c.kafka_s + c.redis_s, self.ok)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +163,7 @@ fn markdown(single: &Saved, cluster: &Saved) -> String {
             ));
         }
     }
+    s.push_str(&same_rates(single, cluster, followers));
     for run in [single, cluster] {
         if !run.failures.is_empty() {
             s.push_str(&format!("\n## Failed on {}\n\n", run.topology()));
@@ -140,6 +173,54 @@ fn markdown(single: &Saved, cluster: &Saved) -> String {
         }
     }
     s
+}
+
+/// Scenario 1's runs of the service (fixed rates and the search) paired by
+/// the rate asked: the fixed-rate rows above may compare a saturated cluster
+/// with an unsaturated single broker, these show how far each got.
+fn same_rates(single: &Saved, cluster: &Saved, followers: i32) -> String {
+    fn ours(run: &Saved) -> Vec<&SavedRun> {
+        run.runs
+            .iter()
+            .filter(|(scenario, side, _)| scenario.starts_with("1 ") && side.starts_with("ours"))
+            .map(|(_, _, r)| r)
+            .collect()
+    }
+    let (a, b) = (ours(single), ours(cluster));
+    let mut s = String::from(
+        "\n## Scenario 1 by rate asked (fixed-rate and search runs)\n\n\
+         | asked/s | achieved single | achieved cluster | P50 ms single | P50 ms cluster | P99 ms single | P99 ms cluster | Kafka µs/like single | Kafka µs/like cluster | cluster ÷ single | per follower ÷ leader-only | stack µs/like single | stack µs/like cluster | cluster ÷ single |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut pairs = 0;
+    for x in &a {
+        let Some(y) = b
+            .iter()
+            .find(|y| (y.target_rate - x.target_rate).abs() < 0.5)
+        else {
+            continue;
+        };
+        pairs += 1;
+        let per_follower = (y.kafka_us() - x.kafka_us()) / f64::from(followers.max(1));
+        s.push_str(&format!(
+            "| {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {} | {} | {:.1} | {:.1} | {} |\n",
+            x.target_rate,
+            x.achieved_rate,
+            y.achieved_rate,
+            x.p50_ms,
+            y.p50_ms,
+            x.p99_ms,
+            y.p99_ms,
+            x.kafka_us(),
+            y.kafka_us(),
+            ratio(y.kafka_us(), x.kafka_us()),
+            ratio(per_follower, x.kafka_us()),
+            x.stack_us(),
+            y.stack_us(),
+            ratio(y.stack_us(), x.stack_us()),
+        ));
+    }
+    if pairs == 0 { String::new() } else { s }
 }
 
 /// Reads the two runs, checks each measured the topology it is given as,
@@ -187,6 +268,7 @@ mod tests {
                 row("P99 ms at 2000/s", p99),
                 row("Kafka CPU µs per request at 2000/s", kafka_us),
             ],
+            runs: Vec::new(),
             failures: Vec::new(),
         }
     }
