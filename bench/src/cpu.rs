@@ -5,6 +5,11 @@
 //! the machine. A latency figure on a shared 2-core machine drifts with the
 //! neighbours; CPU time per request does not, so it is what the capacity
 //! arithmetic (`docs/capacity.md`) is built on.
+//!
+//! `dev/stack` can run the single-node topology and the cluster side by side,
+//! so Kafka and Redis are counted for the topology the bench runs against
+//! (the environment it read, see [`Topology::from_env`]); the other
+//! topology's brokers and Redis nodes go to `other_topology_s`.
 
 use serde::Serialize;
 
@@ -20,6 +25,9 @@ pub struct CpuUse {
     pub kafka_s: f64,
     pub redis_s: f64,
     pub registry_s: f64,
+    /// Kafka brokers and Redis nodes of the topology *not* under test (idle
+    /// neighbours when both run), kept apart from `kafka_s` and `redis_s`.
+    pub other_topology_s: f64,
     /// Busy CPU of the whole machine (all of the above and the rest).
     pub machine_s: f64,
     /// CPU time the hypervisor gave to other guests while this one wanted it
@@ -37,6 +45,7 @@ impl CpuUse {
             kafka_s: self.kafka_s - earlier.kafka_s,
             redis_s: self.redis_s - earlier.redis_s,
             registry_s: self.registry_s - earlier.registry_s,
+            other_topology_s: self.other_topology_s - earlier.other_topology_s,
             machine_s: self.machine_s - earlier.machine_s,
             steal_s: self.steal_s - earlier.steal_s,
         }
@@ -46,6 +55,98 @@ impl CpuUse {
     /// generator, the registry or the neighbours).
     pub fn stack_s(&self) -> f64 {
         self.service_s + self.postgres_s + self.kafka_s + self.redis_s
+    }
+}
+
+/// Which Kafka brokers and Redis nodes belong to the topology under test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Topology {
+    /// "single" or "cluster", for the report.
+    pub name: String,
+    /// True when the brokers under test are the cluster's (`kafka-<n>.properties`).
+    pub kafka_cluster: bool,
+    /// The ports of the Redis nodes under test.
+    pub redis_ports: Vec<u16>,
+}
+
+impl Topology {
+    /// From the addresses the bench's services connect to: Kafka is the
+    /// cluster when the bootstrap list names more than one broker; Redis is
+    /// every node of `REDIS_CLUSTER_NODES` when set, else `REDIS_URL`'s.
+    pub fn new(kafka_bootstrap: &str, redis_url: &str, redis_cluster_nodes: &[String]) -> Self {
+        let kafka_cluster = kafka_bootstrap
+            .split(',')
+            .filter(|a| !a.trim().is_empty())
+            .count()
+            > 1;
+        let redis_ports: Vec<u16> = if redis_cluster_nodes.is_empty() {
+            redis_url_port(redis_url).into_iter().collect()
+        } else {
+            redis_cluster_nodes
+                .iter()
+                .filter_map(|u| redis_url_port(u))
+                .collect()
+        };
+        let cluster = kafka_cluster || !redis_cluster_nodes.is_empty();
+        Self {
+            name: if cluster { "cluster" } else { "single" }.into(),
+            kafka_cluster,
+            redis_ports,
+        }
+    }
+
+    /// The topology of this process's environment, read once.
+    pub fn from_env() -> &'static Topology {
+        static UNDER_TEST: std::sync::OnceLock<Topology> = std::sync::OnceLock::new();
+        UNDER_TEST.get_or_init(|| {
+            let nodes = crate::env::redis_cluster_nodes().unwrap_or_default();
+            Topology::new(
+                &crate::env::kafka_bootstrap(),
+                &crate::env::redis_url(),
+                &nodes,
+            )
+        })
+    }
+
+    /// Whether the Kafka JVM with this command line is under test: the
+    /// cluster's brokers are started with `kafka-<n>.properties`
+    /// (dev/lib/kafka_cluster.sh), the single broker with `kafka.properties`.
+    fn has_kafka(&self, cmdline: &str) -> bool {
+        is_cluster_broker(cmdline) == self.kafka_cluster
+    }
+
+    /// Whether the `redis-server` with this command line is under test.
+    fn has_redis(&self, cmdline: &str) -> bool {
+        redis_listen_port(cmdline).is_some_and(|p| self.redis_ports.contains(&p))
+    }
+}
+
+/// A cluster broker names `kafka-<digits>.properties` on its command line.
+fn is_cluster_broker(cmdline: &str) -> bool {
+    cmdline.split(['\0', ' ', '/']).any(|word| {
+        word.strip_prefix("kafka-")
+            .and_then(|w| w.strip_suffix(".properties"))
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+    })
+}
+
+/// The port a `redis-server` listens on: it retitles itself
+/// `redis-server 127.0.0.1:7001 [cluster]` (or `*:6379`).
+fn redis_listen_port(cmdline: &str) -> Option<u16> {
+    cmdline
+        .split(['\0', ' '])
+        .filter(|w| w.contains(':'))
+        .find_map(|w| w.rsplit(':').next()?.parse().ok())
+}
+
+/// The port of a `redis://[user:pass@]host[:port][/db]` URL (6379 when absent).
+fn redis_url_port(url: &str) -> Option<u16> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let host_port = authority.rsplit('@').next()?;
+    match host_port.rsplit_once(':') {
+        Some((_, port)) => port.parse().ok(),
+        None => Some(6379),
     }
 }
 
@@ -68,6 +169,7 @@ fn stat_seconds(stat: &str) -> Option<(String, f64)> {
 /// Now, by part. Missing `/proc` entries (processes that just ended) count as 0.
 pub fn snapshot() -> CpuUse {
     let mut cpu = CpuUse::default();
+    let under_test = Topology::from_env();
     let me = std::process::id();
     // The whole process, threads that already ended included; the load
     // generator's share is taken out by the caller (see [`this_thread`]).
@@ -97,12 +199,21 @@ pub fn snapshot() -> CpuUse {
             };
             match comm.as_str() {
                 "postgres" => cpu.postgres_s += s,
-                "redis-server" => cpu.redis_s += s,
+                "redis-server" => {
+                    if under_test.has_redis(&cmdline(&entry.path())) {
+                        cpu.redis_s += s;
+                    } else {
+                        cpu.other_topology_s += s;
+                    }
+                }
                 "java" => {
-                    let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-                    let cmdline = String::from_utf8_lossy(&cmdline);
+                    let cmdline = cmdline(&entry.path());
                     if cmdline.contains("kafka.Kafka") {
-                        cpu.kafka_s += s;
+                        if under_test.has_kafka(&cmdline) {
+                            cpu.kafka_s += s;
+                        } else {
+                            cpu.other_topology_s += s;
+                        }
                     } else if cmdline.contains("quarkus-run.jar") {
                         cpu.registry_s += s;
                     }
@@ -113,6 +224,12 @@ pub fn snapshot() -> CpuUse {
     }
     (cpu.machine_s, cpu.steal_s) = machine_busy().unwrap_or((0.0, 0.0));
     cpu
+}
+
+/// A process's command line (NUL-separated words; empty when it just ended).
+fn cmdline(proc_dir: &std::path::Path) -> String {
+    let bytes = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// CPU seconds the calling thread has used (the load generator measures its
@@ -150,6 +267,61 @@ mod tests {
         let (comm, s) = stat_seconds(line).unwrap();
         assert_eq!(comm, "tokio rt");
         assert!((s - 3.0).abs() < 1e-9);
+    }
+
+    const CLUSTER_BROKER: &str = "java\0-Xmx384m\0-cp\0/opt/kafka/libs/*\0kafka.Kafka\0/work/main/.stack/run/kafka-2.properties\0";
+    const SINGLE_BROKER: &str =
+        "java\0-Xmx768m\0kafka.Kafka\0/work/main/.stack/run/kafka.properties\0";
+
+    fn cluster() -> Topology {
+        let nodes: Vec<String> = (7000..=7005)
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect();
+        Topology::new(
+            "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094",
+            "redis://127.0.0.1:7000",
+            &nodes,
+        )
+    }
+
+    fn single() -> Topology {
+        Topology::new("127.0.0.1:9092", "redis://127.0.0.1:6379/0", &[])
+    }
+
+    #[test]
+    fn the_cluster_counts_only_the_brokers_started_with_a_numbered_properties_file() {
+        assert_eq!(cluster().name, "cluster");
+        assert!(cluster().has_kafka(CLUSTER_BROKER));
+        assert!(!cluster().has_kafka(SINGLE_BROKER));
+    }
+
+    #[test]
+    fn the_single_topology_counts_only_its_own_broker() {
+        assert_eq!(single().name, "single");
+        assert!(single().has_kafka(SINGLE_BROKER));
+        assert!(!single().has_kafka(CLUSTER_BROKER));
+    }
+
+    #[test]
+    fn redis_nodes_are_told_apart_by_the_port_in_their_title() {
+        let (cluster, single) = (cluster(), single());
+        for title in [
+            "redis-server 127.0.0.1:7001 [cluster]",
+            "redis-server 127.0.0.1:7005 [cluster]    ",
+        ] {
+            assert!(cluster.has_redis(title), "{title}");
+            assert!(!single.has_redis(title), "{title}");
+        }
+        let own = "redis-server 127.0.0.1:6379";
+        assert!(single.has_redis(own));
+        assert!(!cluster.has_redis(own));
+        assert!(single.has_redis("redis-server *:6379"));
+    }
+
+    #[test]
+    fn a_redis_url_without_a_port_means_6379() {
+        assert_eq!(redis_url_port("redis://127.0.0.1/0"), Some(6379));
+        assert_eq!(redis_url_port("redis://:pw@127.0.0.1:7002"), Some(7002));
     }
 
     #[test]

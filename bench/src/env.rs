@@ -24,6 +24,24 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
+/// The Kafka brokers the bench produces to (`dev/stack env [--cluster]`).
+pub fn kafka_bootstrap() -> String {
+    env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+}
+
+/// The Redis node the bench uses when no cluster is named.
+pub fn redis_url() -> String {
+    env_or("REDIS_URL", "redis://127.0.0.1:6379/0")
+}
+
+/// The Redis Cluster's seed nodes; empty for a single node.
+pub fn redis_cluster_nodes() -> anyhow::Result<Vec<String>> {
+    Ok(likes_infra::settings::url_list(
+        "REDIS_CLUSTER_NODES",
+        &["redis"],
+    )?)
+}
+
 /// The database the harness connects to for creating and dropping its own.
 fn admin_url() -> String {
     env_or(
@@ -111,7 +129,7 @@ impl BenchEnv {
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let database_url = fresh_database().await?;
         let stack = StackSettings {
-            kafka_bootstrap: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            kafka_bootstrap: kafka_bootstrap(),
             topic: format!("like-events-bench-{suffix}"),
             schema_registry_url: env_or(
                 "SCHEMA_REGISTRY_URL",
@@ -119,11 +137,8 @@ impl BenchEnv {
             ),
             database_url,
             database_max_connections: 10,
-            redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379/0"),
-            redis_cluster_nodes: likes_infra::settings::url_list(
-                "REDIS_CLUSTER_NODES",
-                &["redis"],
-            )?,
+            redis_url: redis_url(),
+            redis_cluster_nodes: redis_cluster_nodes()?,
             redis_key_prefix: format!("bench:{suffix}:"),
         };
         let replication = kafka::default_replication(&stack.kafka_bootstrap).await?;

@@ -4,6 +4,7 @@
 //! Redis prefixes and never touches the live services' data.
 
 mod baselines;
+mod compare;
 mod cpu;
 mod env;
 mod http;
@@ -33,20 +34,45 @@ struct Args {
     /// Run only these scenarios (numbers 1 to 6); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u32>,
+    /// The results files' name without extension (default: the UTC start time).
+    #[arg(long)]
+    stamp: Option<String>,
+    /// Runs nothing: writes `<out>/<stamp>.md` comparing a single-topology
+    /// run's JSON with a cluster run's (see bench/compare-topologies.sh).
+    #[arg(long, num_args = 2, value_names = ["SINGLE_JSON", "CLUSTER_JSON"])]
+    compare: Vec<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let started = chrono::Utc::now();
+    let stamp = args
+        .stamp
+        .clone()
+        .unwrap_or_else(|| started.format("%Y-%m-%dT%H-%M-%S").to_string());
+    if let [single, cluster] = args.compare.as_slice() {
+        let md = compare::write(single, cluster, &args.out, &stamp)?;
+        println!("wrote {}", md.display());
+        return Ok(());
+    }
     likes_infra::telemetry::init("error,warp::server=off");
     let cfg = Config::new(args.quick);
-    let started = chrono::Utc::now();
     let mut report = Report {
         started_at: started.to_rfc3339(),
         mode: if cfg.quick { "quick" } else { "full" }.into(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        topology: Some(cpu::Topology::from_env().clone()),
+        replication: Some(likes_infra::kafka::default_replication(&env::kafka_bootstrap()).await?),
         ..Report::default()
     };
+    let topology = cpu::Topology::from_env();
+    println!(
+        "topology under test: {} (Kafka {}, Redis ports {:?})",
+        topology.name,
+        env::kafka_bootstrap(),
+        topology.redis_ports
+    );
     report.notes.push(format!(
         "{} items (Zipf s = {}), {} uniform users; fixed-rate runs of {:?}; open loop, latency from the intended send time",
         cfg.items, cfg.zipf_exponent, cfg.users, cfg.step
@@ -104,7 +130,6 @@ async fn main() -> anyhow::Result<()> {
     {
         report.failures.push(("6 naive".into(), format!("{e:#}")));
     }
-    let stamp = started.format("%Y-%m-%dT%H-%M-%S").to_string();
     std::fs::create_dir_all(&args.out)?;
     match plots::write(&report, &args.out, &stamp) {
         Ok(files) => report.plots = files,

@@ -59,6 +59,10 @@ pub struct Report {
     pub started_at: String,
     pub mode: String,
     pub command: String,
+    /// The topology the run measured (whose Kafka and Redis CPU it counts).
+    pub topology: Option<crate::cpu::Topology>,
+    /// The replication factor of the run's topics.
+    pub replication: Option<i32>,
     pub rows: Vec<Row>,
     /// Every fixed-rate run, by scenario and side.
     pub runs: Vec<(String, String, Summary)>,
@@ -88,8 +92,14 @@ impl Report {
 
     fn markdown(&self) -> String {
         let mut s = format!(
-            "# likes-bench {} run, {}\n\n`{}`\n\nRatios are ours ÷ the baseline measured in the same run on the same machine.\n\n",
-            self.mode, self.started_at, self.command
+            "# likes-bench {} run, {}{}\n\n`{}`\n\nRatios are ours ÷ the baseline measured in the same run on the same machine.\n\n",
+            self.mode,
+            self.started_at,
+            self.topology
+                .as_ref()
+                .map(|t| format!(", {} topology", t.name))
+                .unwrap_or_default(),
+            self.command
         );
         s.push_str("| scenario | metric | ours | baseline | ratio | better | baseline is |\n|---|---|---:|---:|---:|---|---|\n");
         for r in &self.rows {
@@ -98,10 +108,10 @@ impl Report {
                 r.scenario, r.metric, r.ours, r.baseline, r.ratio, r.better, r.baseline_name
             ));
         }
-        s.push_str("\n## Fixed-rate runs\n\n| scenario | side | target/s | achieved/s | ok | errors | P50 ms | P99 ms | P99.9 ms | max ms | service CPU µs/req | stack CPU µs/req | machine busy % | steal % |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("\n## Fixed-rate runs\n\n| scenario | side | target/s | achieved/s | ok | errors | P50 ms | P99 ms | P99.9 ms | max ms | service CPU µs/req | Kafka CPU µs/req | stack CPU µs/req | machine busy % | steal % |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for (scenario, side, r) in &self.runs {
             s.push_str(&format!(
-                "| {scenario} | {side} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.1} |\n",
+                "| {scenario} | {side} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |\n",
                 r.target_rate,
                 r.achieved_rate,
                 r.ok,
@@ -111,6 +121,7 @@ impl Report {
                 r.p999_ms,
                 r.max_ms,
                 r.service_us_per_request(),
+                crate::load::per(r.cpu.kafka_s, r.ok),
                 r.stack_us_per_request(),
                 r.machine_busy_percent(),
                 r.steal_percent(),

@@ -6,6 +6,7 @@ use crate::baselines;
 use crate::env::{BenchEnv, Service};
 use crate::http::{self, Http, Search, max_sustainable};
 use crate::keys::{ITEM_TYPE, Keys};
+use crate::load::per;
 use crate::report::{Report, Row};
 use crate::scenarios::Config;
 
@@ -156,6 +157,24 @@ fn latency_rows(
     report
         .rows
         .push(Row::new(name, &metric, o, b, false, baseline));
+    // The baseline touches no broker: its figure is the brokers' idle floor.
+    let metric = format!("Kafka CPU µs per request at {rate:.0}/s");
+    let (o, b) = (
+        per(ours.cpu.kafka_s, ours.ok),
+        per(base.cpu.kafka_s, base.ok),
+    );
+    report
+        .rows
+        .push(Row::new(name, &metric, o, b, false, baseline));
+    let metric = format!("Kafka CPU µs per request at {rate:.0}/s, net of the idle floor");
+    report.rows.push(Row::new(
+        name,
+        &metric,
+        (o - b).max(0.0),
+        b,
+        false,
+        baseline,
+    ));
     let metric = format!("stack CPU µs per request at {rate:.0}/s (service+PG+Kafka+Redis)");
     let (o, b) = (ours.stack_us_per_request(), base.stack_us_per_request());
     report

@@ -1,15 +1,21 @@
 //! Scenario 2: `POST /v1/likes:batch` throughput (a few clients, each sending
 //! full batches back to back) against a raw rdkafka producer loop writing the
 //! same number of pre-encoded events with the product's producer settings.
+//! Also the CPU per like of the broker and the stack while the batches flow
+//! (the clients run in the bench process, so the stack figure holds them),
+//! and each batch request's latency (closed loop: a client sends its next
+//! batch when the previous one is answered).
 
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::cpu;
 use crate::env::BenchEnv;
 use crate::http;
 use crate::keys::{ITEM_TYPE, Keys};
+use crate::load::{histogram, ms_at, per};
 use crate::report::{Report, Row};
 use crate::scenarios::Config;
 use crate::scenarios::{drain, events};
@@ -33,6 +39,7 @@ pub async fn batch(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
     for _ in 0..CLIENTS * per_client {
         bodies.push(batch_body(&mut keys));
     }
+    let before = cpu::snapshot();
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = JoinSet::new();
@@ -40,32 +47,62 @@ pub async fn batch(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
         let (client, url) = (client.clone(), url.clone());
         tasks.spawn(async move {
             let mut accepted = 0u64;
+            let mut latency = histogram()?;
             for body in mine {
-                if Instant::now() >= deadline {
+                let sent = Instant::now();
+                if sent >= deadline {
                     break;
                 }
                 accepted += send_batch(&client, &url, body).await?;
+                latency.saturating_record((sent.elapsed().as_micros() as u64).max(1));
             }
-            anyhow::Ok(accepted)
+            anyhow::Ok((accepted, latency))
         });
     }
-    let mut accepted = 0;
+    let (mut accepted, mut latency) = (0, histogram()?);
     while let Some(done) = tasks.join_next().await {
-        accepted += done??;
+        let (mine, theirs) = done??;
+        accepted += mine;
+        latency.add(theirs)?;
     }
     let ours = accepted as f64 / started.elapsed().as_secs_f64();
+    let used = cpu::snapshot().since(&before);
     ingest.stop().await?;
     let n = accepted.max(10_000);
     let events = events::generate(&mut keys, n)?;
-    let base = drain::fill(&env, &events).await?;
+    let (base, base_used) = drain::fill(&env, &events).await?;
+    const RAW: &str = "raw rdkafka producer loop, same producer settings";
+    report
+        .rows
+        .push(Row::new(NAME, "likes/s", ours, base, true, RAW));
     report.rows.push(Row::new(
         NAME,
-        "likes/s",
-        ours,
-        base,
-        true,
-        "raw rdkafka producer loop, same producer settings",
+        "Kafka CPU µs per like",
+        per(used.kafka_s, accepted),
+        per(base_used.kafka_s, n),
+        false,
+        RAW,
     ));
+    report.rows.push(Row::new(
+        NAME,
+        "stack CPU µs per like (service+clients+PG+Kafka+Redis)",
+        per(used.stack_s(), accepted),
+        per(base_used.stack_s(), n),
+        false,
+        RAW,
+    ));
+    // No baseline: the raw loop has no requests, only records in flight.
+    for (label, q) in [("P50", 0.5), ("P99", 0.99)] {
+        let metric = format!("{label} ms per batch of {BATCH} ({CLIENTS} clients, closed loop)");
+        report.rows.push(Row::new(
+            NAME,
+            &metric,
+            ms_at(&latency, q),
+            0.0,
+            false,
+            "none",
+        ));
+    }
     report.notes.push(format!(
         "2: {CLIENTS} clients sending batches of {BATCH} back to back for {duration:?}; {accepted} events accepted; baseline wrote {n} pre-encoded events"
     ));

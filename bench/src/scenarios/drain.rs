@@ -29,7 +29,7 @@ pub async fn drain(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
     let env = BenchEnv::new(8).await?;
     let mut keys = Keys::new(cfg.items, cfg.zipf_exponent, cfg.users, 3)?;
     let events = events::generate(&mut keys, cfg.drain_events)?;
-    let fill_rate = fill(&env, &events).await?;
+    let (fill_rate, _) = fill(&env, &events).await?;
     report.notes.push(format!(
         "3: topic filled with {} events by a raw rdkafka producer loop (pre-encoded, product producer settings) at {fill_rate:.0} events/s",
         events.len()
@@ -62,8 +62,12 @@ pub async fn drain(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
     env.clean().await
 }
 
-/// Encodes every event once, then produces them many in flight; answers events/s.
-pub async fn fill(env: &BenchEnv, events: &[likes_domain::LikeEvent]) -> anyhow::Result<f64> {
+/// Encodes every event once, then produces them many in flight; answers
+/// events/s and the CPU used while producing (encoding excluded).
+pub async fn fill(
+    env: &BenchEnv,
+    events: &[likes_domain::LikeEvent],
+) -> anyhow::Result<(f64, CpuUse)> {
     let codec = EventCodec::new(&env.stack.schema_registry_url, &env.stack.topic)?;
     codec.register().await?;
     let mut encoded = Vec::with_capacity(events.len());
@@ -74,6 +78,7 @@ pub async fn fill(env: &BenchEnv, events: &[likes_domain::LikeEvent]) -> anyhow:
         ));
     }
     let producer = kafka::producer(&env.stack.kafka_bootstrap, Duration::from_secs(60))?;
+    let before = cpu::snapshot();
     let started = Instant::now();
     for chunk in encoded.chunks(50_000) {
         let mut deliveries = Vec::with_capacity(chunk.len());
@@ -94,7 +99,8 @@ pub async fn fill(env: &BenchEnv, events: &[likes_domain::LikeEvent]) -> anyhow:
             }
         }
     }
-    Ok(events.len() as f64 / started.elapsed().as_secs_f64())
+    let rate = events.len() as f64 / started.elapsed().as_secs_f64();
+    Ok((rate, cpu::snapshot().since(&before)))
 }
 
 /// Runs the projector until it committed `total` events; answers events/s from
