@@ -365,3 +365,63 @@ async fn the_api_the_projector_and_the_tools_work_while_the_first_listed_broker_
     run.ingest.running.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_repair_and_rebuild_redis_reach_every_primary_of_the_cluster() -> anyhow::Result<()>
+{
+    let _serial = SERIAL.lock().await;
+    cluster::wait_redis_ok().await?;
+    let run = Run::start(1).await?;
+    let items: Vec<i64> = (1..=30).collect();
+    let http = reqwest::Client::new();
+    for item in &items {
+        let r = http
+            .post(run.ingest.url("/v1/likes"))
+            .json(&json!({"user_id": 1, "item_id": item, "item_type": ITEM_TYPE}))
+            .send()
+            .await?;
+        assert_eq!(r.status(), 202);
+    }
+    cluster::redis_catches_up(&run.env, &items, Instant::now()).await?;
+    // Ten counts go wrong in Redis, spread over the slots of every primary.
+    let keys = likes_infra::redis::Keys::new(&run.env.stack.redis_key_prefix);
+    let mut conn = run.env.redis.clone();
+    for item in &items[..10] {
+        let key = keys.count(likes_domain::ItemKey::parse(ITEM_TYPE.into(), *item)?);
+        redis::cmd("SET")
+            .arg(&key)
+            .arg("7:999999")
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    let verify = likes_replay(&run.env, &["verify", "--repair"]).await?;
+    let said = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(said.contains("10 Redis drift (10 repaired)"), "{said}");
+    cluster::redis_catches_up(&run.env, &items, Instant::now()).await?;
+    let rebuild = likes_replay(&run.env, &["rebuild", "redis"]).await?;
+    let said = String::from_utf8_lossy(&rebuild.stdout);
+    assert!(
+        rebuild.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&rebuild.stderr)
+    );
+    // Every primary was scanned: all 30 cached counts were found and dropped.
+    assert!(
+        said.contains("30 cached counts dropped, 30 written from PostgreSQL"),
+        "{said}"
+    );
+    cluster::redis_catches_up(&run.env, &items, Instant::now()).await?;
+    println!(
+        "FIGURES | cluster: verify --repair and rebuild redis | 10 of 10 drifted counts repaired | 30 of 30 counts dropped over every primary and rewritten"
+    );
+    for p in run.projectors {
+        p.terminate().await?;
+    }
+    run.ingest.running.stop().await?;
+    Ok(())
+}
