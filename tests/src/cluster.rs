@@ -23,6 +23,14 @@ pub async fn node(verb: &str, name: &str) -> anyhow::Result<()> {
     stack(&[verb, name, "--cluster"]).await
 }
 
+/// Starts whatever node of the cluster is down (a test that failed half-way
+/// may have left one killed), so each test begins with the whole cluster.
+pub async fn heal() -> anyhow::Result<()> {
+    stack(&["start", "kafka", "--cluster"]).await?;
+    stack(&["start", "redis", "--cluster"]).await?;
+    wait_redis_ok().await
+}
+
 /// The Kafka node (its `node.id`, which is also the N of `kafka-N`) leading
 /// the most partitions of `topic`.
 pub fn busiest_leader(bootstrap: &str, topic: &str) -> anyhow::Result<i32> {

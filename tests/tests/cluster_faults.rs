@@ -43,6 +43,7 @@ struct Run {
 impl Run {
     /// A fresh slice with every replica in sync, an ingest and `projectors`.
     async fn start(projectors: usize) -> anyhow::Result<Self> {
+        cluster::heal().await?;
         let env = TestEnv::new(PARTITIONS).await?;
         cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
         let ingest = env.start_ingest().await?;

@@ -176,6 +176,16 @@ pub struct LogReader {
 }
 
 impl LogReader {
+    /// The read has waited too long for the spans still open.
+    fn stalled(&self) -> Error {
+        let mut partitions: Vec<i32> = self.remaining.keys().copied().collect();
+        partitions.sort_unstable();
+        Error::ReadStalled {
+            waited: STALL_TIMEOUT,
+            partitions,
+        }
+    }
+
     /// The next record, or `None` once every span was read to its end.
     ///
     /// Fails, rather than yield it as poison, on a record whose schema id the
@@ -183,20 +193,28 @@ impl LogReader {
     /// most likely a good event behind a registry that is wrong or behind, and
     /// a count or rebuild without it would be short.
     pub async fn next(&mut self) -> Result<Option<LogRecord>, Error> {
+        let started = std::time::Instant::now();
         loop {
             if self.remaining.is_empty() {
                 return Ok(None);
             }
-            let message = tokio::time::timeout(STALL_TIMEOUT, self.consumer.recv())
+            let received = tokio::time::timeout(STALL_TIMEOUT, self.consumer.recv())
                 .await
-                .map_err(|_| {
-                    let mut partitions: Vec<i32> = self.remaining.keys().copied().collect();
-                    partitions.sort_unstable();
-                    Error::ReadStalled {
-                        waited: STALL_TIMEOUT,
-                        partitions,
+                .map_err(|_| self.stalled())?;
+            let message = match received {
+                Ok(message) => message,
+                // One listed broker down is not the end of the read: the
+                // client fetches from the leaders it can reach and reports
+                // the dead one as an error event. Bounded like a silence.
+                Err(e) if broker_unreachable(&e) => {
+                    if started.elapsed() >= STALL_TIMEOUT {
+                        return Err(self.stalled());
                     }
-                })??;
+                    tracing::warn!(error = %e, "a broker is unreachable; reading on from the others");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let partition = message.partition();
             let offset = message.offset();
             let Some(&end) = self.remaining.get(&partition) else {
@@ -272,4 +290,21 @@ impl LogReader {
             tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
         }
     }
+}
+
+/// A consumer error that says a broker cannot be reached right now (the
+/// others may serve the read), not that the read itself is wrong.
+fn broker_unreachable(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        e,
+        rdkafka::error::KafkaError::MessageConsumption(
+            Code::BrokerTransportFailure
+                | Code::AllBrokersDown
+                | Code::NetworkException
+                | Code::RequestTimedOut
+                | Code::LeaderNotAvailable
+                | Code::NotLeaderForPartition
+        )
+    )
 }
