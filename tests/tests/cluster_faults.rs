@@ -61,6 +61,16 @@ impl Run {
         self.ingest.url("")
     }
 
+    /// `user` likes `item` through the API: whether it was accepted (202).
+    async fn like(&self, user: i64, item: i64) -> anyhow::Result<bool> {
+        let answer = reqwest::Client::new()
+            .post(self.ingest.url("/v1/likes"))
+            .json(&json!({"user_id": user, "item_id": item, "item_type": ITEM_TYPE}))
+            .send()
+            .await?;
+        Ok(answer.status() == 202)
+    }
+
     /// Converges, compares the API, the log and Redis with what the clients
     /// were told, stops everything, then asserts.
     async fn finish(
@@ -70,6 +80,7 @@ impl Run {
         items: &[i64],
     ) -> anyhow::Result<()> {
         let env = &self.env;
+        cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
         let figures = converge(env, scenario, &ledger, items).await?;
         api_agrees(&self.url(), &ledger, items).await?;
         cluster::redis_catches_up(env, items, Instant::now()).await?;
@@ -106,7 +117,6 @@ async fn the_broker_leading_most_partitions_killed_and_back_20_s_later_loses_and
     cluster::node("start", &name).await?;
     running.wait_for_requests(500).await;
     let ledger = running.stop().await;
-    cluster::wait_in_sync(&run.env.stack.kafka_bootstrap, &run.env.stack.topic).await?;
     run.finish(
         "cluster: leader broker SIGKILL, back after 20 s",
         ledger,
@@ -121,15 +131,10 @@ async fn with_two_brokers_down_writes_are_refused_never_acked_and_resume_when_on
     let _serial = SERIAL.lock().await;
     let run = Run::start(1).await?;
     // Warm: every partition's leader known to the producer.
-    let http = reqwest::Client::new();
     for item in 1..=24 {
-        let r = http
-            .post(run.ingest.url("/v1/likes"))
-            .json(&json!({"user_id": 1, "item_id": item, "item_type": ITEM_TYPE}))
-            .send()
-            .await?;
-        assert_eq!(r.status(), 202);
+        assert!(run.like(1, item).await?);
     }
+    let http = reqwest::Client::new();
     cluster::node("kill", "kafka-2").await?;
     cluster::node("kill", "kafka-3").await?;
     // Below min.insync.replicas (and without a KRaft quorum): every write
@@ -163,15 +168,7 @@ async fn with_two_brokers_down_writes_are_refused_never_acked_and_resume_when_on
     cluster::node("start", "kafka-2").await?;
     // Writes resume with one broker still down (2 in sync = min.insync.replicas).
     let resumed = Instant::now();
-    eventually(Duration::from_secs(90), || async {
-        let r = http
-            .post(run.ingest.url("/v1/likes"))
-            .json(&json!({"user_id": 99, "item_id": 1, "item_type": ITEM_TYPE}))
-            .send()
-            .await?;
-        Ok(r.status() == 202)
-    })
-    .await?;
+    eventually(Duration::from_secs(90), || run.like(99, 1)).await?;
     let resumed_in = resumed.elapsed();
     cluster::node("start", "kafka-3").await?;
     cluster::wait_in_sync(&run.env.stack.kafka_bootstrap, &run.env.stack.topic).await?;
@@ -293,7 +290,6 @@ async fn a_projector_killed_during_a_broker_restart_loses_and_doubles_nothing() 
     restart.await??;
     running.wait_for_requests(400).await;
     let ledger = running.stop().await;
-    cluster::wait_in_sync(&run.env.stack.kafka_bootstrap, &run.env.stack.topic).await?;
     run.finish(
         "cluster: projector SIGKILL during a broker restart",
         ledger,
@@ -319,16 +315,7 @@ async fn the_api_the_projector_and_the_tools_work_while_the_first_listed_broker_
         "kafka-1 is listed first: {first}"
     );
     cluster::node("kill", "kafka-1").await?;
-    let http = reqwest::Client::new();
-    eventually(Duration::from_secs(60), || async {
-        let r = http
-            .post(run.ingest.url("/v1/likes"))
-            .json(&json!({"user_id": 1, "item_id": 5, "item_type": ITEM_TYPE}))
-            .send()
-            .await?;
-        Ok(r.status() == 202)
-    })
-    .await?;
+    eventually(Duration::from_secs(60), || run.like(1, 5)).await?;
     eventually(Duration::from_secs(60), || async {
         Ok(run.env.db_count(ITEM_TYPE, 5).await? == 1)
     })
@@ -374,14 +361,8 @@ async fn verify_repair_and_rebuild_redis_reach_every_primary_of_the_cluster() ->
     cluster::wait_redis_ok().await?;
     let run = Run::start(1).await?;
     let items: Vec<i64> = (1..=30).collect();
-    let http = reqwest::Client::new();
     for item in &items {
-        let r = http
-            .post(run.ingest.url("/v1/likes"))
-            .json(&json!({"user_id": 1, "item_id": item, "item_type": ITEM_TYPE}))
-            .send()
-            .await?;
-        assert_eq!(r.status(), 202);
+        assert!(run.like(1, *item).await?, "like of item {item} accepted");
     }
     cluster::redis_catches_up(&run.env, &items, Instant::now()).await?;
     // Ten counts go wrong in Redis, spread over the slots of every primary.

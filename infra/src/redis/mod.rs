@@ -183,22 +183,23 @@ impl Redis {
         if calls.is_empty() {
             return Ok(Vec::new());
         }
+        let count = calls.len();
         let groups: Vec<(Vec<usize>, Pipeline)> = match &self.conn {
             Connection::Node(_) => {
                 let mut pipe = redis::pipe();
-                for call in &calls {
-                    pipe.add_command(call.cmd.clone());
+                for call in calls {
+                    pipe.add_command(call.cmd);
                 }
-                vec![((0..calls.len()).collect(), pipe)]
+                vec![((0..count).collect(), pipe)]
             }
             Connection::Cluster(_) => {
                 let mut by_slot: HashMap<Slot, (Vec<usize>, Pipeline)> = HashMap::new();
-                for (i, call) in calls.iter().enumerate() {
+                for (i, call) in calls.into_iter().enumerate() {
                     let (indices, pipe) = by_slot
                         .entry(Slot::for_key(&call.key))
                         .or_insert_with(|| (Vec::new(), redis::pipe()));
                     indices.push(i);
-                    pipe.add_command(call.cmd.clone());
+                    pipe.add_command(call.cmd);
                 }
                 by_slot.into_values().collect()
             }
@@ -208,7 +209,7 @@ impl Redis {
             async move { send_pipeline(&mut conn, script, pipe).await }
         }))
         .await;
-        let mut values: Vec<Option<Value>> = vec![None; calls.len()];
+        let mut values: Vec<Option<Value>> = vec![None; count];
         for ((indices, _), answer) in groups.iter().zip(answers) {
             for (i, value) in indices.iter().zip(answer?) {
                 values[*i] = Some(value);
