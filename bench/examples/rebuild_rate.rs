@@ -24,6 +24,12 @@ use tokio::sync::oneshot;
 
 const PARTITIONS: i32 = 8;
 
+/// The one database's URL without its database name.
+fn admin_url(stack: &StackSettings) -> anyhow::Result<String> {
+    let url = postgres::shards::one_database(stack)?;
+    Ok(url.rsplit_once('/').map_or("", |(b, _)| b).to_string())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let events: u64 = std::env::var("EVENTS").map_or(Ok(1_000_000), |v| v.parse())?;
@@ -31,13 +37,13 @@ async fn main() -> anyhow::Result<()> {
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     stack.topic = format!("like-events-rate-{suffix}");
     stack.redis_key_prefix = format!("rate:{suffix}:");
-    let admin = postgres::connect_lazy(&stack.database_url, 1)?;
+    let admin = postgres::connect_lazy(postgres::shards::one_database(&stack)?, 1)?;
     let db_name = format!("likes_rate_{suffix}");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
         .execute(&admin)
         .await?;
-    let base = stack.database_url.rsplit_once('/').map_or("", |(b, _)| b);
-    stack.database_url = format!("{base}/{db_name}");
+    let base = admin_url(&stack)?;
+    stack.database_urls = vec![format!("{base}/{db_name}")];
     kafka::ensure_topics(
         &stack.kafka_bootstrap,
         &[TopicSpec::new(
@@ -48,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
         )],
     )
     .await?;
-    let pool = postgres::connect_lazy(&stack.database_url, 2)?;
+    let pool = postgres::connect_lazy(&stack.database_urls[0], 2)?;
     postgres::migrate(&pool).await?;
 
     let total = fill(&stack, events).await?;

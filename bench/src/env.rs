@@ -112,7 +112,9 @@ impl BenchEnv {
         .await?;
         likes_infra::redis::repair::delete_all_keys(&redis).await?;
         self.db.close().await;
-        drop_database(&self.stack.database_url).await?;
+        for url in &self.stack.database_urls {
+            drop_database(url).await?;
+        }
         let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
             rdkafka::ClientConfig::new()
                 .set("bootstrap.servers", &self.stack.kafka_bootstrap)
@@ -135,7 +137,7 @@ impl BenchEnv {
                 "SCHEMA_REGISTRY_URL",
                 "http://127.0.0.1:8081/apis/ccompat/v7",
             ),
-            database_url,
+            database_urls: vec![database_url],
             database_max_connections: 10,
             redis_url: redis_url(),
             redis_cluster_nodes: redis_cluster_nodes()?,
@@ -152,7 +154,7 @@ impl BenchEnv {
             ],
         )
         .await?;
-        let db = postgres::connect_lazy(&stack.database_url, 10)?;
+        let db = postgres::connect_lazy(&stack.database_urls[0], 10)?;
         postgres::migrate(&db).await?;
         Ok(Self { stack, db, suffix })
     }

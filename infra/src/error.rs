@@ -103,6 +103,26 @@ pub enum Error {
     #[error("the shadow of {table} has no index like {index}; not swapping")]
     ShadowIndexMissing { table: String, index: String },
 
+    /// A database holds another slice of the topic than this process's shard
+    /// map gives it (`DATABASE_URLS` reordered, shards added or removed, or
+    /// the topic's partition count changed).
+    #[error(
+        "shard {shard} ({url}) was set up as shard {recorded_shard} of {recorded_shards} for \
+         {recorded_partitions} partitions of {topic}, but this process's map makes it shard \
+         {shard} of {shards} for {partitions}: check DATABASE_URLS (its order matters); a \
+         changed map needs a rebuild of the moved partitions (see the README, \"Adding a shard\")"
+    )]
+    ShardMapMismatch {
+        topic: String,
+        url: String,
+        shard: usize,
+        shards: usize,
+        partitions: String,
+        recorded_shard: i32,
+        recorded_shards: i32,
+        recorded_partitions: String,
+    },
+
     /// No snapshot has this id.
     #[error("no snapshot {id} (see `likes-replay snapshot list`)")]
     NoSnapshot { id: i64 },

@@ -38,6 +38,20 @@ pub fn url_list(name: &'static str, schemes: &[&str]) -> Result<Vec<String>, Err
     }
 }
 
+/// `DATABASE_URLS` when it lists any database, else `[DATABASE_URL]`.
+fn database_urls() -> Result<Vec<String>, Error> {
+    const SCHEMES: [&str; 2] = ["postgres", "postgresql"];
+    let shards = url_list("DATABASE_URLS", &SCHEMES)?;
+    if !shards.is_empty() {
+        return Ok(shards);
+    }
+    Ok(vec![url(
+        "DATABASE_URL",
+        "postgres://likes:likes@localhost:5432/likes",
+        &SCHEMES,
+    )?])
+}
+
 /// Where the Redis projection lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisAddress {
@@ -236,8 +250,12 @@ pub struct StackSettings {
     pub topic: String,
     /// `SCHEMA_REGISTRY_URL`: Confluent-compatible registry base URL.
     pub schema_registry_url: String,
-    /// `DATABASE_URL`: the PostgreSQL projection.
-    pub database_url: String,
+    /// The PostgreSQL projection's shards, in order (index = shard): the
+    /// comma-separated `postgres://` URLs of `DATABASE_URLS` when set, else
+    /// the one database of `DATABASE_URL` (one shard). Never empty. The order
+    /// is part of the shard map (`postgres::shards`): every process must list
+    /// the same URLs in the same order.
+    pub database_urls: Vec<String>,
     /// `DATABASE_MAX_CONNECTIONS`: pool size per process.
     pub database_max_connections: u32,
     /// `REDIS_URL`: the Redis projection on one node.
@@ -262,11 +280,7 @@ impl StackSettings {
                 "http://localhost:8081/apis/ccompat/v7",
                 &["http", "https"],
             )?,
-            database_url: url(
-                "DATABASE_URL",
-                "postgres://likes:likes@localhost:5432/likes",
-                &["postgres", "postgresql"],
-            )?,
+            database_urls: database_urls()?,
             database_max_connections: parse("DATABASE_MAX_CONNECTIONS", 10)?,
             redis_url: url(
                 "REDIS_URL",
@@ -294,7 +308,12 @@ impl StackSettings {
             kafka_bootstrap = %self.kafka_bootstrap,
             topic = %self.topic,
             schema_registry_url = %redact(&self.schema_registry_url),
-            database_url = %redact(&self.database_url),
+            database_urls = %self
+                .database_urls
+                .iter()
+                .map(|u| redact(u))
+                .collect::<Vec<_>>()
+                .join(","),
             database_max_connections = self.database_max_connections,
             redis_url = %redact(&self.redis_url),
             redis_cluster_nodes = %self

@@ -62,7 +62,10 @@ impl Application {
         let schema_id = publisher.codec().register().await?;
         tracing::info!(schema_id, "schema registered");
         let redis = Redis::connect(&stack.redis_address(), &stack.redis_key_prefix).await?;
-        let db = postgres::connect_lazy(&stack.database_url, stack.database_max_connections)?;
+        let db = postgres::connect_lazy(
+            postgres::shards::one_database(stack)?,
+            stack.database_max_connections,
+        )?;
         let listener = TcpListener::bind(settings.listen_addr).await?;
         let readiness = Readiness::new(
             &stack.kafka_bootstrap,

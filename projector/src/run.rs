@@ -42,7 +42,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ProjectorError> {
     let stack = &settings.stack;
-    let db = postgres::connect_lazy(&stack.database_url, stack.database_max_connections)?;
+    let db = postgres::connect_lazy(
+        postgres::shards::one_database(stack)?,
+        stack.database_max_connections,
+    )?;
     let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => return Ok(()),
@@ -54,7 +57,7 @@ pub async fn run(
         redis = retry::forever(&retry::START_UP, "redis connect", || Redis::connect(&redis_address, &stack.redis_key_prefix)) => redis,
     };
     let ownership = Arc::new(Ownership::default());
-    let claimer = Claimer::spawn(&stack.database_url, &stack.topic)?;
+    let claimer = Claimer::spawn(postgres::shards::one_database(stack)?, &stack.topic)?;
     let consumer: ProjectorConsumer = ProjectorConsumer::subscribe(
         &stack.kafka_bootstrap,
         &settings.group_id,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use likes_infra::kafka::{self, RETENTION_MS, TopicSpec};
+use likes_infra::postgres::shards::Shards;
 use likes_infra::postgres::{self, PgPool};
 use likes_infra::settings::StackSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -36,7 +37,10 @@ pub mod watch;
 /// One test's private slice of the stack.
 pub struct TestEnv {
     pub stack: StackSettings,
+    /// The first shard's pool: the whole projection unless made [`TestEnv::sharded`].
     pub db: PgPool,
+    /// Every shard of the projection.
+    pub shards: Shards,
     pub redis: likes_infra::redis::Connection,
     pub partitions: i32,
     pub suffix: String,
@@ -113,13 +117,42 @@ impl TestDb {
     }
 }
 
-/// Creates an empty database named after a fresh id and returns its URL.
+/// The stack's PostgreSQL databases: `DATABASE_URLS` when set (one per
+/// server on the cluster topology), else `DATABASE_URL`.
+fn stack_databases() -> Vec<String> {
+    let listed = likes_infra::settings::url_list("DATABASE_URLS", &["postgres", "postgresql"])
+        .unwrap_or_default();
+    if listed.is_empty() {
+        vec![env_or(
+            "DATABASE_URL",
+            "postgres://likes:likes@127.0.0.1:5432/likes",
+        )]
+    } else {
+        listed
+    }
+}
+
+/// Creates an empty database named after a fresh id on the stack's first
+/// server and returns its URL.
 async fn fresh_database() -> anyhow::Result<String> {
-    let base_db = env_or(
-        "DATABASE_URL",
-        "postgres://likes:likes@127.0.0.1:5432/likes",
-    );
-    let admin = sqlx::PgPool::connect(&base_db)
+    fresh_database_beside(&stack_databases()[0]).await
+}
+
+/// `shards` fresh databases: one per server of the stack while there are
+/// servers (so a test can stop one shard's server), then more on the first.
+pub async fn fresh_shards(shards: usize) -> anyhow::Result<Vec<String>> {
+    let servers = stack_databases();
+    let mut urls = Vec::with_capacity(shards);
+    for shard in 0..shards {
+        let base = servers.get(shard).unwrap_or(&servers[0]);
+        urls.push(fresh_database_beside(base).await?);
+    }
+    Ok(urls)
+}
+
+/// Creates an empty database on the server of `base_db` and returns its URL.
+async fn fresh_database_beside(base_db: &str) -> anyhow::Result<String> {
+    let admin = sqlx::PgPool::connect(base_db)
         .await
         .context("connect to PostgreSQL: is the stack up? (dev/stack up)")?;
     let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -143,9 +176,15 @@ impl TestEnv {
     /// Creates a fresh topic (with `partitions`) and its DLQ, a fresh database with
     /// the migrations applied, and a fresh Redis key prefix.
     pub async fn new(partitions: i32) -> anyhow::Result<Self> {
+        Self::sharded(partitions, 1).await
+    }
+
+    /// As [`TestEnv::new`], with the projection on `shards` fresh databases
+    /// (see [`fresh_shards`]), migrated and holding their shard map.
+    pub async fn sharded(partitions: i32, shards: usize) -> anyhow::Result<Self> {
         likes_infra::telemetry::init("warn,likes_projector=info");
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-        let database_url = fresh_database().await?;
+        let database_urls = fresh_shards(shards).await?;
         let stack = StackSettings {
             kafka_bootstrap: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
             topic: format!("like-events-test-{suffix}"),
@@ -153,7 +192,7 @@ impl TestEnv {
                 "SCHEMA_REGISTRY_URL",
                 "http://127.0.0.1:8081/apis/ccompat/v7",
             ),
-            database_url,
+            database_urls,
             database_max_connections: 10,
             redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379/0"),
             redis_cluster_nodes: likes_infra::settings::url_list(
@@ -173,8 +212,10 @@ impl TestEnv {
             ],
         )
         .await?;
-        let db = postgres::connect_lazy(&stack.database_url, 5)?;
-        postgres::migrate(&db).await?;
+        let shards = Shards::connect_lazy(&stack.database_urls, Some(partitions), 5)?;
+        shards.migrate().await?;
+        shards.record_map(&stack.topic).await?;
+        let db = shards.pool(0).clone();
         let redis =
             likes_infra::redis::Redis::connect(&stack.redis_address(), &stack.redis_key_prefix)
                 .await?
@@ -182,6 +223,7 @@ impl TestEnv {
         Ok(Self {
             stack,
             db,
+            shards,
             redis,
             partitions,
             suffix,
@@ -251,7 +293,7 @@ impl TestEnv {
             sqlx::query_as("SELECT count FROM counters WHERE item_type = $1 AND item_id = $2")
                 .bind(item_type as i16)
                 .bind(item_id)
-                .fetch_optional(&self.db)
+                .fetch_optional(self.shards.for_item(item_id).1)
                 .await?;
         Ok(row.map_or(0, |r| r.0))
     }
@@ -262,7 +304,7 @@ impl TestEnv {
             sqlx::query_as("SELECT COUNT(*) FROM user_likes WHERE item_type = $1 AND item_id = $2")
                 .bind(item_type as i16)
                 .bind(item_id)
-                .fetch_one(&self.db)
+                .fetch_one(self.shards.for_item(item_id).1)
                 .await?;
         Ok(n)
     }

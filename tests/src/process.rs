@@ -54,7 +54,7 @@ pub fn service_env(command: &mut Command, env: &TestEnv) {
         .env("KAFKA_BOOTSTRAP_SERVERS", &s.kafka_bootstrap)
         .env("KAFKA_TOPIC", &s.topic)
         .env("SCHEMA_REGISTRY_URL", &s.schema_registry_url)
-        .env("DATABASE_URL", &s.database_url)
+        .env("DATABASE_URLS", s.database_urls.join(","))
         .env("REDIS_URL", &s.redis_url)
         .env("REDIS_CLUSTER_NODES", s.redis_cluster_nodes.join(","))
         .env("REDIS_KEY_PREFIX", &s.redis_key_prefix);

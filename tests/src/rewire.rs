@@ -14,6 +14,7 @@ pub fn rewired(env: &TestEnv, change: impl FnOnce(&mut StackSettings)) -> TestEn
     TestEnv {
         stack,
         db: env.db.clone(),
+        shards: env.shards.clone(),
         redis: env.redis.clone(),
         partitions: env.partitions,
         suffix: env.suffix.clone(),

@@ -22,7 +22,8 @@ async fn readiness_and_503_bodies_name_the_failing_part_without_its_internals() 
     let db_port = closed_port()?;
     let mut settings = env.ingest_settings();
     settings.stack.kafka_bootstrap = format!("127.0.0.1:{kafka_port}");
-    settings.stack.database_url = format!("postgres://likes:secret@127.0.0.1:{db_port}/likes");
+    settings.stack.database_urls =
+        vec![format!("postgres://likes:secret@127.0.0.1:{db_port}/likes")];
     settings.produce_timeout = Duration::from_millis(500);
     let ingest = start_with(settings, quiet_limits()).await?;
     let http = reqwest::Client::new();

@@ -67,9 +67,9 @@ async fn counts(env: &TestEnv) -> anyhow::Result<BTreeMap<i64, i64>> {
 async fn sigterm_stops_the_projector_promptly_while_postgres_is_unreachable_and_nothing_is_lost_or_doubled()
 -> anyhow::Result<()> {
     let env = TestEnv::new(2).await?;
-    let proxy = TcpProxy::start(backend(&env.stack.database_url)?).await?;
+    let proxy = TcpProxy::start(backend(&env.stack.database_urls[0])?).await?;
     let cut_off = rewired(&env, |stack| {
-        stack.database_url = through(&stack.database_url, proxy.addr).unwrap_or_default()
+        stack.database_urls = vec![through(&stack.database_urls[0], proxy.addr).unwrap_or_default()]
     });
     let producer = TimedProducer::new(&env)?;
 

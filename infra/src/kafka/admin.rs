@@ -70,6 +70,30 @@ pub async fn default_replication(bootstrap: &str) -> Result<i32, Error> {
     Ok((metadata.brokers().len() as i32).clamp(1, 3))
 }
 
+/// How many partitions `topic` has (a missing topic is [`Error::TopicMissing`]).
+#[instrument(skip_all, fields(topic))]
+pub async fn partition_count(bootstrap: &str, topic: &str) -> Result<i32, Error> {
+    let admin: AdminClient<DefaultClientContext> = base_config(bootstrap).create()?;
+    let name = topic.to_string();
+    // The metadata call blocks, so it runs off the async workers.
+    let metadata = tokio::task::spawn_blocking(move || {
+        admin
+            .inner()
+            .fetch_metadata(Some(&name), Duration::from_secs(10))
+    })
+    .await
+    .map_err(|_| Error::Kafka(rdkafka::error::KafkaError::Canceled))??;
+    match metadata.topics().first() {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+            Ok(t.partitions().len() as i32)
+        }
+        _ => Err(Error::TopicMissing {
+            topic: topic.to_string(),
+            reason: "no partitions in the cluster's metadata (run `likes-replay setup`)".into(),
+        }),
+    }
+}
+
 /// Creates each topic that does not exist yet (with `min.insync.replicas` and
 /// unclean leader election off, so an acknowledged write is never given up for
 /// availability); an existing topic is left as it is, but one whose settings

@@ -16,7 +16,9 @@ pub mod readiness;
 
 use rdkafka::ClientConfig;
 
-pub use admin::{RETENTION_MS, TopicOutcome, TopicSpec, default_replication, ensure_topics};
+pub use admin::{
+    RETENTION_MS, TopicOutcome, TopicSpec, default_replication, ensure_topics, partition_count,
+};
 pub use consumer::consumer_config;
 pub use producer::{PublishError, Publisher, item_key, producer};
 

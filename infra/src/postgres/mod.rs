@@ -6,7 +6,9 @@
 //! - the rebuild: its shadow tables, checks and swap ([`shadow`]), its
 //!   resumable progress and lock ([`rebuild_progress`]), and the lock that
 //!   keeps a swap and a snapshot apart ([`swap_lock`]);
-//! - snapshots of the projection ([`snapshots`]).
+//! - snapshots of the projection ([`snapshots`]);
+//! - the shards: which database owns which partitions, and a pool per shard
+//!   ([`shards`]).
 //!
 //! Callers hold connections and transactions ([`PgPool`], [`PgConnection`],
 //! [`PgTransaction`]) but never write SQL: every statement lives here.
@@ -17,6 +19,7 @@ pub mod offsets;
 pub mod reads;
 pub mod rebuild_progress;
 pub mod shadow;
+pub mod shards;
 pub mod snapshots;
 pub mod swap_lock;
 pub mod writer;
@@ -37,7 +40,7 @@ pub fn connect_lazy(url: &str, max_connections: u32) -> Result<PgPool, Error> {
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy(url)
         .map_err(|e| Error::Setting {
-            name: "DATABASE_URL",
+            name: "DATABASE_URLS",
             message: e.to_string(),
         })
 }

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 pub use likes_infra::postgres::losses::AcceptedLoss;
+use likes_infra::postgres::shards::Shards;
 use likes_infra::postgres::{self, losses};
 use likes_infra::settings::StackSettings;
 use serde::Serialize;
@@ -92,8 +93,14 @@ pub async fn run(stack: &StackSettings, request: &LossRequest) -> anyhow::Result
             log_start
         );
     }
-    let pool = postgres::connect_lazy(&stack.database_url, 1)?;
-    let stored = postgres::offsets::positions(&pool, &stack.topic)
+    let shards = Shards::connect(stack, 1).await?;
+    let (shard, pool) = shards.for_partition(request.partition);
+    tracing::info!(
+        partition = request.partition,
+        shard,
+        "the partition's shard"
+    );
+    let stored = postgres::offsets::positions(pool, &stack.topic)
         .await
         .context("read the projector's offsets")?
         .into_iter()
@@ -109,7 +116,7 @@ pub async fn run(stack: &StackSettings, request: &LossRequest) -> anyhow::Result
         );
     }
     let loss = losses::accept(
-        &pool,
+        pool,
         &losses::Acceptance {
             topic: &stack.topic,
             partition: request.partition,
@@ -121,7 +128,7 @@ pub async fn run(stack: &StackSettings, request: &LossRequest) -> anyhow::Result
     )
     .await
     .context("record the accepted loss")?;
-    pool.close().await;
+    shards.close().await;
     Ok(loss)
 }
 

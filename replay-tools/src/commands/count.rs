@@ -72,7 +72,7 @@ pub async fn run(
     let (log_start, high) = handle.watermarks(partition)?;
     drop(handle);
     let seed = if log_start > 0 {
-        let pool = postgres::connect_lazy(&stack.database_url, 1)?;
+        let pool = postgres::connect_lazy(postgres::shards::one_database(stack)?, 1)?;
         let usable =
             snapshot_base::newest_usable(&pool, &stack.topic, partition, log_start, high, at)
                 .await?;

@@ -95,7 +95,7 @@ pub struct Explanation {
 
 /// Derives `item`'s count from the log and compares it with PostgreSQL.
 pub async fn run(stack: &StackSettings, item: ItemKey) -> anyhow::Result<Explanation> {
-    let pool = postgres::connect_lazy(&stack.database_url, 2)?;
+    let pool = postgres::connect_lazy(postgres::shards::one_database(stack)?, 2)?;
     let handle = TopicHandle::open(stack)?;
     let partition = partition_for_item(item.item_id.get(), handle.partition_count()?);
     let (log_start, high) = handle.watermarks(partition)?;

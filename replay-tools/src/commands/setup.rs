@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use likes_infra::codec::EventCodec;
 use likes_infra::kafka::{self, RETENTION_MS, TopicSpec};
-use likes_infra::postgres;
+use likes_infra::postgres::shards::Shards;
 use likes_infra::settings::StackSettings;
 
 /// `likes-replay setup`.
@@ -67,9 +67,23 @@ pub async fn run(stack: &StackSettings, layout: Layout) -> anyhow::Result<()> {
             topic.min_insync_replicas
         );
     }
-    let pool = postgres::connect_lazy(&stack.database_url, 2)?;
-    postgres::migrate(&pool).await?;
-    pool.close().await;
+    // Every shard is migrated and records the map it was set up for (so a
+    // later process with another map is refused, see `postgres::shards`).
+    let shards = Shards::connect_lazy(&stack.database_urls, Some(layout.partitions), 2)?;
+    shards.migrate().await?;
+    shards.record_map(&stack.topic).await?;
+    for (shard, _) in shards.iter() {
+        let owns = shards
+            .map()
+            .partitions_of(shard)
+            .map_or_else(String::new, |r| format!("{}-{}", r.start, r.end - 1));
+        println!(
+            "shard {shard} of {} ({}): migrated; partitions {owns}",
+            shards.len(),
+            shards.name(shard)
+        );
+    }
+    shards.close().await;
     let codec = EventCodec::new(&stack.schema_registry_url, &stack.topic)?;
     let id = codec.register().await?;
     tracing::info!(topic = %stack.topic, schema_id = id, "stack ready");

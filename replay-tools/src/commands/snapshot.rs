@@ -92,7 +92,7 @@ pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCo
 
 /// Runs a `snapshot` subcommand against `stack`, printing to stdout.
 pub async fn run(stack: &StackSettings, command: SnapshotCommand) -> anyhow::Result<()> {
-    let pool = postgres::connect_lazy(&stack.database_url, 2)?;
+    let pool = postgres::connect_lazy(postgres::shards::one_database(stack)?, 2)?;
     postgres::migrate(&pool).await?;
     let mut out = std::io::stdout().lock();
     let result = match command {

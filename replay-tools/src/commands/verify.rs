@@ -108,7 +108,7 @@ impl VerifyReport {
 
 /// Reconciles the projections of `stack`.
 pub async fn run(stack: &StackSettings, options: VerifyOptions) -> anyhow::Result<VerifyReport> {
-    let pool = postgres::connect_lazy(&stack.database_url, 2)?;
+    let pool = postgres::connect_lazy(postgres::shards::one_database(stack)?, 2)?;
     let cache = Redis::connect(&stack.redis_address(), &stack.redis_key_prefix).await?;
     let total = reads::counters_len(&pool).await?;
     let progress = Progress::new("verify", options.sample.map_or(total, |s| s.min(total)));

@@ -75,7 +75,10 @@ pub async fn run(
         .unwrap_or(cores)
         .clamp(1, usize::try_from(partitions)?);
     // A connection per worker, one for the swap, one holding the rebuild lock.
-    let pool = postgres::connect_lazy(&stack.database_url, u32::try_from(workers)? + 2)?;
+    let pool = postgres::connect_lazy(
+        postgres::shards::one_database(stack)?,
+        u32::try_from(workers)? + 2,
+    )?;
     postgres::migrate(&pool).await?;
     let result = rebuild(stack, &pool, options, partitions, workers).await;
     // Closing the pool also releases the rebuild lock.

@@ -38,7 +38,7 @@ pub struct RedisRebuild {
 
 /// Rebuilds the Redis counts of `stack` from PostgreSQL.
 pub async fn run(stack: &StackSettings) -> anyhow::Result<RedisRebuild> {
-    let pool = postgres::connect_lazy(&stack.database_url, 2)?;
+    let pool = postgres::connect_lazy(postgres::shards::one_database(stack)?, 2)?;
     let redis = Redis::connect(&stack.redis_address(), &stack.redis_key_prefix).await?;
     let cache = CountCache::new(&redis);
     let total = reads::counters_len(&pool).await?;
