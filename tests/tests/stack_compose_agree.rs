@@ -1,8 +1,9 @@
 //! docker-compose.yml cannot be run here, so it is kept in step with `dev/stack` by
-//! reading both: the ports, the broker and Redis settings and the topic layout of each
-//! topology (single node, and the `cluster` profile) must be the same in the two.
-//! `dev/stack`'s facts live in dev/config (the topologies' `.env` files, the Kafka
-//! properties, the Redis configuration) and in two heap defaults in dev/lib.
+//! reading both: the ports, the broker, Redis and PostgreSQL settings, the PostgreSQL shards
+//! and the topic layout of each topology (single node, and the `cluster` profile) must be the
+//! same in the two. `dev/stack`'s facts live in dev/config (the topologies' `.env` files, the
+//! Kafka properties, the Redis configuration), in two heap defaults in dev/lib and in the
+//! PostgreSQL settings dev/lib/postgres.sh writes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -96,6 +97,25 @@ fn port_of(address: &str) -> &str {
 
 fn list(value: &str) -> Vec<String> {
     value.split(',').map(str::to_owned).collect()
+}
+
+/// The user, password, port and database of `postgres://user:password@host:port/database`.
+fn postgres_url(url: &str) -> (String, String, String, String) {
+    let rest = url
+        .strip_prefix("postgres://")
+        .unwrap_or_else(|| panic!("{url} is a postgres:// URL"));
+    let (credentials, address) = rest
+        .split_once('@')
+        .unwrap_or_else(|| panic!("{url} names user and password"));
+    let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+    let database = address.split_once('/').map_or("", |(_, db)| db);
+    let database = database.split('?').next().unwrap_or(database);
+    (
+        user.to_owned(),
+        password.to_owned(),
+        port_of(url).to_owned(),
+        database.to_owned(),
+    )
 }
 
 #[test]
@@ -263,6 +283,73 @@ fn each_cluster_redis_node_runs_dev_stacks_configuration_on_its_port() {
             .iter()
             .any(|v| v.starts_with("./dev/lib/redis-cluster-create.sh:")),
         "compose forms the cluster with dev/stack's script"
+    );
+}
+
+#[test]
+fn each_cluster_postgres_shard_is_a_server_with_dev_stacks_settings() {
+    let compose = compose();
+    let single = key_values("dev/config/single.env");
+    let cluster = key_values("dev/config/cluster.env");
+    let shards = list(&cluster["DATABASE_URLS"]);
+    assert_eq!(shards.len(), 2, "two shards");
+    assert_eq!(
+        cluster["DATABASE_URL"], shards[0],
+        "DATABASE_URL names shard 1, for tools that take one database"
+    );
+
+    // The server settings: compose's `-c key=value`s are the lines dev/stack writes.
+    let shared = service(&compose, "postgres");
+    let command = strings(&shared["command"]);
+    let conf = read("dev/lib/postgres.sh");
+    for setting in command.windows(2).filter(|w| w[0] == "-c").map(|w| &w[1]) {
+        let (key, value) = setting.split_once('=').expect("-c key=value");
+        assert!(
+            conf.lines().any(|l| l == format!("{key} = {value}")),
+            "dev/lib/postgres.sh sets {key} = {value}"
+        );
+    }
+
+    // Shard 1 is a database of the cluster's own on the single topology's server.
+    let (user, password, port, database) = postgres_url(&shards[0]);
+    assert_eq!(
+        port,
+        port_of(&single["DATABASE_URL"]),
+        "shard 1 is the shared server"
+    );
+    assert_eq!(env_var(shared, "POSTGRES_USER"), Some(user));
+    assert_eq!(env_var(shared, "POSTGRES_PASSWORD"), Some(password));
+    assert!(
+        read("dev/config/postgres-init.sql")
+            .lines()
+            .any(|l| l == format!("CREATE DATABASE {database} OWNER likes;")),
+        "compose's postgres creates shard 1's database {database}"
+    );
+
+    // Every further shard N is a server of its own, postgres-N, with the shared one's settings.
+    let setup = service(&compose, "setup");
+    for (i, url) in shards.iter().enumerate().skip(1) {
+        let n = i + 1;
+        let name = format!("postgres-{n}");
+        let svc = service(&compose, &name);
+        let (user, password, port, database) = postgres_url(url);
+        assert_eq!(strings(&svc["profiles"]), ["cluster"], "{name} profile");
+        assert_eq!(svc["network_mode"].as_str(), Some("host"), "{name} network");
+        assert_eq!(env_var(svc, "PGPORT"), Some(port), "{name} port");
+        assert_eq!(env_var(svc, "POSTGRES_USER"), Some(user));
+        assert_eq!(env_var(svc, "POSTGRES_PASSWORD"), Some(password));
+        assert_eq!(env_var(svc, "POSTGRES_DB"), Some(database));
+        let mut expected = command.clone();
+        expected.extend(["-c".to_owned(), "listen_addresses=127.0.0.1".to_owned()]);
+        assert_eq!(strings(&svc["command"]), expected, "{name} command");
+        assert!(
+            !setup["depends_on"][name.as_str()].is_badvalue(),
+            "setup waits for {name}"
+        );
+    }
+    assert!(
+        compose["services"][format!("postgres-{}", shards.len() + 1).as_str()].is_badvalue(),
+        "no more PostgreSQL shards in compose than in dev/config/cluster.env"
     );
 }
 
