@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use likes_infra::kafka::{self, RETENTION_MS, TopicSpec};
-use likes_infra::postgres::{self, PgPool};
+use likes_infra::postgres::shards::Shards;
 use likes_infra::settings::StackSettings;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 /// One scenario's slice of the stack.
 pub struct BenchEnv {
     pub stack: StackSettings,
-    pub db: PgPool,
+    pub shards: Shards,
     pub suffix: String,
 }
 
@@ -42,18 +42,51 @@ pub fn redis_cluster_nodes() -> anyhow::Result<Vec<String>> {
     )?)
 }
 
-/// The database the harness connects to for creating and dropping its own.
-fn admin_url() -> String {
-    env_or(
-        "DATABASE_URL",
-        "postgres://likes:likes@127.0.0.1:5432/likes",
-    )
+/// The stack's PostgreSQL servers, one database URL each: `DATABASE_URLS`
+/// when set (the cluster topology lists two), else `DATABASE_URL`.
+fn servers() -> Vec<String> {
+    let listed = likes_infra::settings::url_list("DATABASE_URLS", &["postgres", "postgresql"])
+        .unwrap_or_default();
+    if listed.is_empty() {
+        vec![env_or(
+            "DATABASE_URL",
+            "postgres://likes:likes@127.0.0.1:5432/likes",
+        )]
+    } else {
+        listed
+    }
 }
 
-/// Creates an empty database with a fresh name and returns its URL.
+/// The database the harness connects to for creating and dropping its own
+/// on the server of `url`.
+fn admin_url(url: &str) -> String {
+    let server = url.rsplit_once('/').map_or(url, |(server, _)| server);
+    let admin = servers()
+        .into_iter()
+        .find(|s| s.rsplit_once('/').map(|(b, _)| b) == Some(server));
+    admin.unwrap_or_else(|| servers().remove(0))
+}
+
+/// Creates an empty database with a fresh name on the first server and
+/// returns its URL.
 pub async fn fresh_database() -> anyhow::Result<String> {
-    let base = admin_url();
-    let admin = sqlx::PgPool::connect(&base)
+    fresh_database_on(&servers()[0]).await
+}
+
+/// `shards` fresh databases: one per server while there are servers, then
+/// more on the first.
+pub async fn fresh_shards(shards: usize) -> anyhow::Result<Vec<String>> {
+    let servers = servers();
+    let mut urls = Vec::with_capacity(shards);
+    for shard in 0..shards {
+        urls.push(fresh_database_on(servers.get(shard).unwrap_or(&servers[0])).await?);
+    }
+    Ok(urls)
+}
+
+/// Creates an empty database with a fresh name on the server of `base`.
+async fn fresh_database_on(base: &str) -> anyhow::Result<String> {
+    let admin = sqlx::PgPool::connect(base)
         .await
         .context("connect to PostgreSQL: is the stack up? (dev/stack up)")?;
     let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -71,7 +104,7 @@ pub async fn fresh_database() -> anyhow::Result<String> {
 
 /// Drops a database made by [`fresh_database`] (its pool must be closed).
 pub async fn drop_database(url: &str) -> anyhow::Result<()> {
-    let base = admin_url();
+    let base = admin_url(url);
     let name = url.rsplit('/').next().unwrap_or_default();
     // Only names this harness made: a fixed prefix and hex digits.
     anyhow::ensure!(
@@ -92,12 +125,16 @@ impl BenchEnv {
     /// Events the projector has committed on this slice's topic (the sum of
     /// its stored next offsets).
     pub async fn applied(&self) -> anyhow::Result<i64> {
-        let (applied,): (i64,) = sqlx::query_as(
-            "SELECT COALESCE(SUM(next_offset), 0)::int8 FROM projector_offsets WHERE topic = $1",
-        )
-        .bind(&self.stack.topic)
-        .fetch_one(&self.db)
-        .await?;
+        let mut applied = 0;
+        for (_, pool) in self.shards.iter() {
+            let (on_shard,): (i64,) = sqlx::query_as(
+                "SELECT COALESCE(SUM(next_offset), 0)::int8 FROM projector_offsets WHERE topic = $1",
+            )
+            .bind(&self.stack.topic)
+            .fetch_one(pool)
+            .await?;
+            applied += on_shard;
+        }
         Ok(applied)
     }
 
@@ -111,7 +148,7 @@ impl BenchEnv {
         )
         .await?;
         likes_infra::redis::repair::delete_all_keys(&redis).await?;
-        self.db.close().await;
+        self.shards.close().await;
         for url in &self.stack.database_urls {
             drop_database(url).await?;
         }
@@ -128,8 +165,13 @@ impl BenchEnv {
 
     /// A fresh topic with `partitions`, its DLQ, a migrated database and a prefix.
     pub async fn new(partitions: i32) -> anyhow::Result<Self> {
+        Self::sharded(partitions, 1).await
+    }
+
+    /// As [`BenchEnv::new`], with the projection on `shards` fresh databases.
+    pub async fn sharded(partitions: i32, shards: usize) -> anyhow::Result<Self> {
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-        let database_url = fresh_database().await?;
+        let database_urls = fresh_shards(shards).await?;
         let stack = StackSettings {
             kafka_bootstrap: kafka_bootstrap(),
             topic: format!("like-events-bench-{suffix}"),
@@ -137,7 +179,7 @@ impl BenchEnv {
                 "SCHEMA_REGISTRY_URL",
                 "http://127.0.0.1:8081/apis/ccompat/v7",
             ),
-            database_urls: vec![database_url],
+            database_urls,
             database_max_connections: 10,
             redis_url: redis_url(),
             redis_cluster_nodes: redis_cluster_nodes()?,
@@ -154,9 +196,14 @@ impl BenchEnv {
             ],
         )
         .await?;
-        let db = postgres::connect_lazy(&stack.database_urls[0], 10)?;
-        postgres::migrate(&db).await?;
-        Ok(Self { stack, db, suffix })
+        let shards = Shards::connect_lazy(&stack.database_urls, Some(partitions), 10)?;
+        shards.migrate().await?;
+        shards.record_map(&stack.topic).await?;
+        Ok(Self {
+            stack,
+            shards,
+            suffix,
+        })
     }
 
     /// Starts an ingest in-process with protections off (every request produced).

@@ -5,8 +5,9 @@
 # any checkout's .stack), started from this one otherwise.
 # PostgreSQL is sharded: DATABASE_URLS of dev/config/cluster.env lists the shards in order.
 # A shard on 127.0.0.1:5432 lives on the single topology's server (shared, used or started
-# like the registry; the cluster keeps its data in a database of its own there); every other
-# shard N is a server of the cluster's own, postgres-N, on its URL's port with the same
+# like the registry; the cluster keeps its data in a database of its own there); the shard of
+# every other Nth URL (shard N-1: shards are numbered from 0, like partitions) is a server of
+# the cluster's own, postgres-N, on its URL's port with the same
 # settings (dev/lib/postgres.sh), data in $STACK_DIR/cluster/postgres-N. Each shard's
 # database is the one its URL names; `up`, `start postgres[-N]` create it where missing.
 # The parts are a list: each is one entry with its own _start/_stop.
@@ -138,11 +139,11 @@ cluster_status() {
     port=$(postgres_shard_port "$n")
     if pg_sql "$port" "select 1" >/dev/null 2>&1; then state=up; else state=down; fi
     if postgres_shard_shared "$n"; then
-      status_row "postgres-$n" "$state" - "127.0.0.1:$port" "(shared; shard $n, database $(postgres_shard_database "$n"))"
+      status_row "postgres-$n" "$state" - "127.0.0.1:$port" "(shared; shard $((n - 1)), database $(postgres_shard_database "$n"))"
     else
       pid=$(running_pid "postgres-$n") || pid=-
       status_row "postgres-$n" "$state" "$pid" "127.0.0.1:$port" \
-        "$(log_file "postgres-$n") (shard $n, database $(postgres_shard_database "$n"))"
+        "$(log_file "postgres-$n") (shard $((n - 1)), database $(postgres_shard_database "$n"))"
     fi
   done
   if registry_ready; then state=up; else state=down; fi

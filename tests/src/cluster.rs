@@ -28,6 +28,7 @@ pub async fn node(verb: &str, name: &str) -> anyhow::Result<()> {
 pub async fn heal() -> anyhow::Result<()> {
     stack(&["start", "kafka", "--cluster"]).await?;
     stack(&["start", "redis", "--cluster"]).await?;
+    stack(&["start", "postgres", "--cluster"]).await?;
     wait_redis_ok().await
 }
 
