@@ -36,7 +36,7 @@ pub async fn drain(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
     ));
     let settings = env.projector_settings();
     let batch = settings.max_batch_events;
-    let (ours, overall, used) = project(&env, settings, events.len() as i64).await?;
+    let (ours, overall, used) = project(&env, settings, 1, events.len() as i64).await?;
     report.notes.push(format!(
         "3: projector {overall:.0} events/s from start (group join included), {ours:.0} events/s from its first commit; CPU per event: projector {:.1} µs, PostgreSQL {:.1} µs, Redis {:.1} µs, Kafka {:.1} µs",
         per(used.service_s, events.len() as u64),
@@ -58,6 +58,40 @@ pub async fn drain(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
         base,
         true,
         "raw UNNEST upserts of the same net rows",
+    ));
+    env.clean().await?;
+    sharded(&events, ours, report).await
+}
+
+/// The same events drained from a fresh topic into 2 shards by 2 projector
+/// instances (one group), against the one-shard drain of this run. On the
+/// default topology both shards are databases of one server; on the cluster
+/// topology, one server each. Either way every process shares the same cores,
+/// so this shows the cost of the split, not its scaling.
+async fn sharded(
+    events: &[likes_domain::LikeEvent],
+    one_shard: f64,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    const SHARDS: usize = 2;
+    let env = BenchEnv::sharded(8, SHARDS).await?;
+    fill(&env, events).await?;
+    let settings = env.projector_settings();
+    let (ours, overall, used) = project(&env, settings, SHARDS, events.len() as i64).await?;
+    report.notes.push(format!(
+        "3: {SHARDS} shards, {SHARDS} projector instances: {overall:.0} events/s from start, {ours:.0} events/s from the first commit; CPU per event: projectors {:.1} µs, PostgreSQL {:.1} µs, Redis {:.1} µs, Kafka {:.1} µs",
+        per(used.service_s, events.len() as u64),
+        per(used.postgres_s, events.len() as u64),
+        per(used.redis_s, events.len() as u64),
+        per(used.kafka_s, events.len() as u64),
+    ));
+    report.rows.push(Row::new(
+        NAME,
+        "events/s, 2 shards and 2 projectors (from first commit)",
+        ours,
+        one_shard,
+        true,
+        "1 shard, 1 projector, same events, same run",
     ));
     env.clean().await
 }
@@ -103,20 +137,26 @@ pub async fn fill(
     Ok((rate, cpu::snapshot().since(&before)))
 }
 
-/// Runs the projector until it committed `total` events; answers events/s from
-/// its first commit and from its start, and the CPU used meanwhile (read before
-/// the projector stops: its PostgreSQL backends' CPU is gone once they exit).
+/// Runs `instances` projectors (one group) until they committed `total`
+/// events; answers events/s from the first commit and from the start, and the
+/// CPU used meanwhile (read before the projectors stop: their PostgreSQL
+/// backends' CPU is gone once they exit).
 async fn project(
     env: &BenchEnv,
     settings: likes_projector::Settings,
+    instances: usize,
     total: i64,
 ) -> anyhow::Result<(f64, f64, CpuUse)> {
-    let (stop, stopped) = oneshot::channel::<()>();
     let started = Instant::now();
     let before = cpu::snapshot();
-    let handle = tokio::spawn(likes_projector::run(settings, async {
-        let _ = stopped.await;
-    }));
+    let mut running = Vec::with_capacity(instances);
+    for _ in 0..instances {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(likes_projector::run(settings.clone(), async {
+            let _ = stopped.await;
+        }));
+        running.push((stop, handle));
+    }
     let deadline = started + Duration::from_secs(600);
     let mut first: Option<(Instant, i64)> = None;
     loop {
@@ -127,7 +167,10 @@ async fn project(
         if done >= total {
             break;
         }
-        anyhow::ensure!(!handle.is_finished(), "projector stopped early");
+        anyhow::ensure!(
+            running.iter().all(|(_, handle)| !handle.is_finished()),
+            "a projector stopped early"
+        );
         anyhow::ensure!(
             Instant::now() < deadline,
             "projector drained {done} of {total} in 600 s"
@@ -136,8 +179,10 @@ async fn project(
     }
     let end = Instant::now();
     let used = cpu::snapshot().since(&before);
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), handle).await???;
+    for (stop, handle) in running {
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), handle).await???;
+    }
     let overall = total as f64 / (end - started).as_secs_f64();
     let steady = match first {
         Some((at, n)) if end > at && total > n => (total - n) as f64 / (end - at).as_secs_f64(),
