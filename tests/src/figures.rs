@@ -69,13 +69,7 @@ pub async fn converge(
 ) -> anyhow::Result<Figures> {
     let expected = ledger.expected_counts(items);
     let converged = eventually(Duration::from_secs(60), || async {
-        let (applied,): (i64,) = sqlx::query_as(
-            "SELECT COALESCE(SUM(next_offset), 0)::bigint FROM projector_offsets WHERE topic = $1",
-        )
-        .bind(&env.stack.topic)
-        .fetch_one(&env.db)
-        .await?;
-        if applied < env.end_offsets()? {
+        if applied(env).await? < env.end_offsets()? {
             return Ok(false);
         }
         for (item, count) in &expected {
@@ -89,12 +83,15 @@ pub async fn converge(
     if let Err(e) = converged {
         println!("{scenario}: did not converge: {e}");
     }
-    let rows: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT user_id, item_id FROM user_likes WHERE item_type = $1")
-            .bind(ITEM_TYPE as i16)
-            .fetch_all(&env.db)
-            .await?;
-    let actual: BTreeSet<(i64, i64)> = rows.into_iter().collect();
+    let mut actual = BTreeSet::new();
+    for (_, pool) in env.shards.iter() {
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT user_id, item_id FROM user_likes WHERE item_type = $1")
+                .bind(ITEM_TYPE as i16)
+                .fetch_all(pool)
+                .await?;
+        actual.extend(rows);
+    }
     let drift = counter_drift(env).await?;
     let mut counted = 0;
     for item in items {
@@ -114,16 +111,37 @@ pub async fn converge(
     })
 }
 
-/// Items whose `counters` value differs from the number of their `user_likes` rows.
+/// Records the projector committed, over every shard (the sum of the stored
+/// next offsets).
+pub async fn applied(env: &TestEnv) -> anyhow::Result<i64> {
+    let mut total = 0;
+    for (_, pool) in env.shards.iter() {
+        let (applied,): (i64,) = sqlx::query_as(
+            "SELECT COALESCE(SUM(next_offset), 0)::bigint FROM projector_offsets WHERE topic = $1",
+        )
+        .bind(&env.stack.topic)
+        .fetch_one(pool)
+        .await?;
+        total += applied;
+    }
+    Ok(total)
+}
+
+/// Items whose `counters` value differs from the number of their `user_likes`
+/// rows, on every shard (an item's rows and count live on one shard).
 pub async fn counter_drift(env: &TestEnv) -> anyhow::Result<usize> {
-    let (drift,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM counters c
-         WHERE c.count <> (SELECT COUNT(*) FROM user_likes u
-                           WHERE u.item_id = c.item_id AND u.item_type = c.item_type)",
-    )
-    .fetch_one(&env.db)
-    .await?;
-    Ok(usize::try_from(drift)?)
+    let mut total = 0;
+    for (_, pool) in env.shards.iter() {
+        let (drift,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM counters c
+             WHERE c.count <> (SELECT COUNT(*) FROM user_likes u
+                               WHERE u.item_id = c.item_id AND u.item_type = c.item_type)",
+        )
+        .fetch_one(pool)
+        .await?;
+        total += usize::try_from(drift)?;
+    }
+    Ok(total)
 }
 
 /// Every item's count over the HTTP API equals `expected` (bounded wait: Redis

@@ -22,6 +22,7 @@ pub mod dead_letters;
 pub mod figures;
 pub mod load;
 pub mod log_surgery;
+pub mod probes;
 pub mod process;
 pub mod projector_http;
 pub mod raw_http;

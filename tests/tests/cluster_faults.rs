@@ -13,6 +13,7 @@ use likes_tests::cli::likes_replay;
 use likes_tests::cluster;
 use likes_tests::figures::{api_agrees, converge, counter_drift};
 use likes_tests::load::{ITEM_TYPE, Ledger, Load};
+use likes_tests::probes::{Probes, quantile};
 use likes_tests::process::ProjectorProcess;
 use likes_tests::{Ingest, TestEnv, eventually};
 use serde_json::json;
@@ -43,8 +44,14 @@ struct Run {
 impl Run {
     /// A fresh slice with every replica in sync, an ingest and `projectors`.
     async fn start(projectors: usize) -> anyhow::Result<Self> {
+        Self::sharded(projectors, 1).await
+    }
+
+    /// As [`Run::start`], with the projection on `shards` (one per PostgreSQL
+    /// server of the cluster topology: shard 1 on postgres-2).
+    async fn sharded(projectors: usize, shards: usize) -> anyhow::Result<Self> {
         cluster::heal().await?;
-        let env = TestEnv::new(PARTITIONS).await?;
+        let env = TestEnv::sharded(PARTITIONS, shards).await?;
         cluster::wait_in_sync(&env.stack.kafka_bootstrap, &env.stack.topic).await?;
         let ingest = env.start_ingest().await?;
         let projectors = (0..projectors)
@@ -406,4 +413,141 @@ async fn verify_repair_and_rebuild_redis_reach_every_primary_of_the_cluster() ->
     }
     run.ingest.running.stop().await?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_stopped_for_20_s_holds_back_only_its_own_items_and_loses_and_doubles_nothing()
+-> anyhow::Result<()> {
+    const OUTAGE: Duration = Duration::from_secs(20);
+    let _serial = SERIAL.lock().await;
+    let run = Run::sharded(1, 2).await?;
+    let map = run.env.shards.map();
+    let load = load();
+    let on = |shard| {
+        load.items
+            .iter()
+            .filter(move |i| map.shard_of_item(**i) == shard)
+            .count()
+    };
+    assert!(on(0) > 0 && on(1) > 0, "the load touches both shards");
+    // Items read once before the outage, so Redis has them; and items nobody
+    // ever read, one per shard.
+    let cached = |shard| {
+        (100..)
+            .find(|i| map.shard_of_item(*i) == shard)
+            .unwrap_or(100)
+    };
+    let (cached_0, cached_1) = (cached(0), cached(1));
+    for item in [cached_0, cached_1] {
+        assert!(run.like(1, item).await?);
+    }
+    cluster::redis_catches_up(&run.env, &[cached_0, cached_1], Instant::now()).await?;
+    let fresh = |shard| {
+        (200..)
+            .find(|i| map.shard_of_item(*i) == shard)
+            .unwrap_or(200)
+    };
+    let (fresh_0, fresh_1) = (fresh(0), fresh(1));
+
+    let running = load.start(&run.url());
+    running.wait_for_requests(300).await;
+    let probes = Probes::start(&run.env, &run.url(), Duration::from_millis(100), 10_000);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let down = Instant::now();
+    cluster::node("stop", "postgres-2").await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let http = reqwest::Client::new();
+    let read = |item: i64| {
+        let http = http.clone();
+        let url = run
+            .ingest
+            .url(&format!("/v1/items/{ITEM_TYPE}/{item}/count"));
+        async move {
+            let answer = http.get(url).send().await?;
+            let status = answer.status().as_u16();
+            let retry_after = answer.headers().contains_key("retry-after");
+            let body: serde_json::Value = answer.json().await.unwrap_or_default();
+            anyhow::Ok((status, retry_after, body))
+        }
+    };
+    let (cached_status, _, cached_body) = read(cached_1).await?;
+    let (fresh_status, fresh_retry, fresh_body) = read(fresh_1).await?;
+    let (other_status, _, other_body) = read(fresh_0).await?;
+    tokio::time::sleep(OUTAGE.saturating_sub(down.elapsed())).await;
+    cluster::node("start", "postgres-2").await?;
+    let up = Instant::now();
+    running.wait_for_requests(300).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let probes = probes.stop().await?;
+    let ledger = running.stop().await;
+
+    // Probes acknowledged while shard 1 was away (with a margin on both sides).
+    let during: Vec<_> = probes
+        .iter()
+        .filter(|p| {
+            p.acked.is_some_and(|a| {
+                a > down + Duration::from_secs(2) && a + Duration::from_secs(2) < up
+            })
+        })
+        .collect();
+    let mut kept_converging: Vec<Duration> = during
+        .iter()
+        .filter(|p| p.shard == 0)
+        .filter_map(|p| p.convergence())
+        .collect();
+    let shard_0 = during.iter().filter(|p| p.shard == 0).count();
+    let visible_in_outage = during
+        .iter()
+        .filter(|p| p.shard == 0 && p.visible.is_some_and(|v| v < up))
+        .count();
+    let held_back = during.iter().filter(|p| p.shard == 1).count();
+    let held_back_visible_in_outage = during
+        .iter()
+        .filter(|p| p.shard == 1 && p.visible.is_some_and(|v| v < up))
+        .count();
+    let never_visible = probes
+        .iter()
+        .filter(|p| p.acked.is_some() && p.visible.is_none())
+        .count();
+    let p50 = quantile(&mut kept_converging, 0.5).unwrap_or_default();
+    let p99 = quantile(&mut kept_converging, 0.99).unwrap_or_default();
+    println!(
+        "FIGURES | cluster: shard 1 (postgres-2) stopped {} s | shard 0 probes during the outage {shard_0}, visible before the restart {visible_in_outage}, convergence P50 {} ms P99 {} ms | shard 1 probes {held_back}, visible before the restart {held_back_visible_in_outage} | never visible {never_visible} | reads of shard 1: cached {cached_status}, uncached {fresh_status} (Retry-After {fresh_retry}); shard 0 uncached {other_status}",
+        OUTAGE.as_secs(),
+        p50.as_millis(),
+        p99.as_millis()
+    );
+    assert!(
+        shard_0 > 0 && held_back > 0,
+        "probes reached both shards during the outage"
+    );
+    assert_eq!(
+        visible_in_outage, shard_0,
+        "every like of shard 0's items converged while shard 1 was away"
+    );
+    assert_eq!(
+        held_back_visible_in_outage, 0,
+        "no like of shard 1's items can be projected while its database is away"
+    );
+    assert_eq!(
+        never_visible, 0,
+        "every acknowledged probe became visible after the restart"
+    );
+    assert_eq!(
+        (cached_status, cached_body["count"].as_i64()),
+        (200, Some(1)),
+        "{cached_body}"
+    );
+    assert_eq!((fresh_status, fresh_retry), (503, true), "{fresh_body}");
+    assert_eq!(
+        (other_status, other_body["count"].as_i64()),
+        (200, Some(0)),
+        "{other_body}"
+    );
+    run.finish(
+        "cluster: a PostgreSQL shard stopped for 20 s",
+        ledger,
+        &load.items,
+    )
+    .await
 }
