@@ -238,7 +238,7 @@ pub fn print(out: &mut impl Write, x: &Explanation, format: Format) -> anyhow::R
     };
     writeln!(
         out,
-        "derived count {}; counters on shard {} {stored}: {verdict}",
+        "derived count {}; counters {stored} on shard {}: {verdict}",
         x.derived_count, x.shard
     )?;
     if !x.unchanged.is_empty() {
