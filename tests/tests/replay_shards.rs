@@ -46,7 +46,10 @@ fn items_by_shard(env: &TestEnv) -> [[i64; 2]; 2] {
 /// The events of the tests: on shard 0, item a counts 2 (3 likes, 1 unlike)
 /// and item b 1; on shard 1, item c counts 2 and item d 1 (like, unlike, like
 /// by another user). Returns the expected counts per shard and the events.
-fn likes(items: [[i64; 2]; 2]) -> anyhow::Result<(Vec<BTreeMap<i64, i64>>, Vec<LikeEvent>)> {
+/// Per shard (index), item id → count.
+type PerShard = Vec<BTreeMap<i64, i64>>;
+
+fn likes(items: [[i64; 2]; 2]) -> anyhow::Result<(PerShard, Vec<LikeEvent>)> {
     let [[a, b], [c, d]] = items;
     let events = vec![
         event(1, a, Action::Like)?,
@@ -93,7 +96,7 @@ fn ends(env: &TestEnv) -> anyhow::Result<BTreeMap<i32, i64>> {
 }
 
 /// A sharded slice with the likes projected on both shards.
-async fn projected() -> anyhow::Result<(TestEnv, [[i64; 2]; 2], Vec<BTreeMap<i64, i64>>)> {
+async fn projected() -> anyhow::Result<(TestEnv, [[i64; 2]; 2], PerShard)> {
     let env = TestEnv::sharded(PARTITIONS, 2).await?;
     let items = items_by_shard(&env);
     let (expected, events) = likes(items)?;
@@ -118,13 +121,9 @@ async fn a_rebuild_of_one_shard_rebuilds_its_partitions_only_and_leaves_the_othe
     let (env, [[a, _], [c, d]], expected) = projected().await?;
     let ends = ends(&env)?;
     // Each shard holds exactly its items and the offsets of exactly its partitions.
-    for shard in 0..2 {
-        assert_eq!(
-            counters(&env, shard).await?,
-            expected[shard],
-            "shard {shard}"
-        );
-        assert_eq!(likers(&env, shard).await?, expected[shard], "shard {shard}");
+    for (shard, own) in expected.iter().enumerate() {
+        assert_eq!(&counters(&env, shard).await?, own, "shard {shard}");
+        assert_eq!(&likers(&env, shard).await?, own, "shard {shard}");
     }
     let offsets = stored_offsets(&env).await?;
     let own = |range: std::ops::Range<i32>| -> std::collections::HashMap<i32, i64> {
@@ -204,13 +203,9 @@ async fn a_rebuild_of_one_shard_rebuilds_its_partitions_only_and_leaves_the_othe
             && text.contains("all 2 shards: read 10 events"),
         "{text}"
     );
-    for shard in 0..2 {
-        assert_eq!(
-            counters(&env, shard).await?,
-            expected[shard],
-            "shard {shard}"
-        );
-        assert_eq!(likers(&env, shard).await?, expected[shard], "shard {shard}");
+    for (shard, own) in expected.iter().enumerate() {
+        assert_eq!(&counters(&env, shard).await?, own, "shard {shard}");
+        assert_eq!(&likers(&env, shard).await?, own, "shard {shard}");
     }
     assert_eq!(stored_offsets(&env).await?, vec![own(0..2), own(2..4)]);
 
