@@ -24,9 +24,10 @@ use tokio::sync::oneshot;
 
 const PARTITIONS: i32 = 8;
 
-/// The one database's URL without its database name.
+/// The first listed database's URL without its database name: the run makes
+/// its own one-shard database on that server.
 fn admin_url(stack: &StackSettings) -> anyhow::Result<String> {
-    let url = postgres::shards::one_database(stack)?;
+    let url = &stack.database_urls[0];
     Ok(url.rsplit_once('/').map_or("", |(b, _)| b).to_string())
 }
 
@@ -37,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     stack.topic = format!("like-events-rate-{suffix}");
     stack.redis_key_prefix = format!("rate:{suffix}:");
-    let admin = postgres::connect_lazy(postgres::shards::one_database(&stack)?, 1)?;
+    let admin = postgres::connect_lazy(&stack.database_urls[0], 1)?;
     let db_name = format!("likes_rate_{suffix}");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
         .execute(&admin)

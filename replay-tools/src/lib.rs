@@ -13,7 +13,8 @@
 //!   worker, report, redis), the way `projector/src/` is split.
 //! - Shared by the commands: [`cli`] (ids and times from the command line),
 //!   [`output`] (table or JSON), [`progress`] (progress of long reads),
-//!   [`merge`] (a user's history merged across partitions by time).
+//!   [`merge`] (a user's history merged across partitions by time),
+//!   [`shards`] (the shards a command reaches, their maps checked).
 
 pub mod cli;
 pub mod commands;
@@ -21,3 +22,4 @@ pub mod merge;
 pub mod output;
 pub mod progress;
 pub mod rebuild;
+pub mod shards;

@@ -33,11 +33,40 @@ pub struct SnapshotInfo {
 
 /// Takes a snapshot of the projection of `topic`; returns what was copied.
 pub async fn create(pool: &PgPool, topic: &str, note: Option<&str>) -> Result<SnapshotInfo, Error> {
+    create_with(pool, topic, note, None).await
+}
+
+/// The next snapshot id of this database's sequence, taken for a snapshot
+/// whose parts on every shard share it (shard 0 hands out the ids).
+pub async fn next_id(pool: &PgPool) -> Result<i64, Error> {
+    let (id,): (i64,) = sqlx::query_as("SELECT nextval(pg_get_serial_sequence('snapshots', 'id'))")
+        .fetch_one(pool)
+        .await?;
+    Ok(id)
+}
+
+/// Takes this database's part of snapshot `id` (an id from [`next_id`] on
+/// the shard that hands them out): as [`create`], under the given id.
+pub async fn create_as(
+    pool: &PgPool,
+    topic: &str,
+    note: Option<&str>,
+    id: i64,
+) -> Result<SnapshotInfo, Error> {
+    create_with(pool, topic, note, Some(id)).await
+}
+
+async fn create_with(
+    pool: &PgPool,
+    topic: &str,
+    note: Option<&str>,
+    id: Option<i64>,
+) -> Result<SnapshotInfo, Error> {
     // Before the transaction (and its view) begins: wait out a swap in
     // progress, and keep a swap from starting until the copy committed.
     let mut conn = pool.acquire().await?;
     swap_lock::shared(&mut conn).await?;
-    let copied = copy(&mut conn, topic, note).await;
+    let copied = copy(&mut conn, topic, note, id).await;
     if swap_lock::release_shared(&mut conn).await.is_err() {
         // Never hand a session that may still hold the lock back to the pool.
         conn.close_on_drop();
@@ -48,17 +77,26 @@ pub async fn create(pool: &PgPool, topic: &str, note: Option<&str>) -> Result<Sn
 }
 
 /// Copies the projection in one `REPEATABLE READ` transaction; returns the id.
-async fn copy(conn: &mut PgConnection, topic: &str, note: Option<&str>) -> Result<i64, Error> {
+async fn copy(
+    conn: &mut PgConnection,
+    topic: &str,
+    note: Option<&str>,
+    id: Option<i64>,
+) -> Result<i64, Error> {
     let mut tx = conn.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         .execute(&mut *tx)
         .await?;
-    let (id,): (i64,) =
-        sqlx::query_as("INSERT INTO snapshots (topic, note) VALUES ($1, $2) RETURNING id")
-            .bind(topic)
-            .bind(note)
-            .fetch_one(&mut *tx)
-            .await?;
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO snapshots (id, topic, note)
+         VALUES (COALESCE($3, nextval(pg_get_serial_sequence('snapshots', 'id'))), $1, $2)
+         RETURNING id",
+    )
+    .bind(topic)
+    .bind(note)
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
     sqlx::query(
         "INSERT INTO snapshot_offsets (snapshot_id, partition, next_offset)
          SELECT $1, partition, next_offset FROM projector_offsets WHERE topic = $2",
@@ -150,6 +188,20 @@ pub async fn newest_at(
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|r| r.0))
+}
+
+/// The snapshots of `topic` taken at or before `time`, newest first (a
+/// sharded start picks the newest one every shard has a part of).
+pub async fn taken_by(pool: &PgPool, topic: &str, time: DateTime<Utc>) -> Result<Vec<i64>, Error> {
+    let rows: Vec<(i64,)> = sqlx::query_as(
+        "SELECT id FROM snapshots WHERE topic = $1 AND created_at <= $2
+         ORDER BY created_at DESC, id DESC",
+    )
+    .bind(topic)
+    .bind(time)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
 /// A snapshot as the base of one partition's replay: its id, when it was

@@ -11,7 +11,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 pub use likes_infra::postgres::losses::AcceptedLoss;
-use likes_infra::postgres::shards::Shards;
 use likes_infra::postgres::{self, losses};
 use likes_infra::settings::StackSettings;
 use serde::Serialize;
@@ -22,7 +21,7 @@ use likes_infra::kafka::reader::TopicHandle;
 /// `likes-replay accept-loss`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The parked partition.
+    /// The parked partition (recorded on the shard that owns it).
     #[arg(long)]
     partition: i32,
     /// First missing offset.
@@ -93,8 +92,9 @@ pub async fn run(stack: &StackSettings, request: &LossRequest) -> anyhow::Result
             log_start
         );
     }
-    let shards = Shards::connect(stack, 1).await?;
+    let shards = crate::shards::connect(stack, 1).await?;
     let (shard, pool) = shards.for_partition(request.partition);
+    crate::shards::check(&shards, &stack.topic, &[shard]).await?;
     tracing::info!(
         partition = request.partition,
         shard,
@@ -108,8 +108,8 @@ pub async fn run(stack: &StackSettings, request: &LossRequest) -> anyhow::Result
         .map_or(0, |(_, next)| next);
     if stored != request.from {
         bail!(
-            "--from {}: the projector's stored offset of partition {} is {}, so the gap it \
-             stopped at starts there; nothing else can be accepted",
+            "--from {}: the projector's stored offset of partition {} (on shard {shard}) is {}, \
+             so the gap it stopped at starts there; nothing else can be accepted",
             request.from,
             request.partition,
             stored

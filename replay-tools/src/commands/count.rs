@@ -3,7 +3,8 @@
 //! log's first event; when retention already deleted some, it starts from the
 //! newest snapshot taken by then whose offset the log still holds (its count,
 //! then the events after it), and with no such snapshot the answer is refused
-//! rather than short.
+//! rather than short. The snapshot is read on the item's shard (the one
+//! owning its partition), whose recorded map is checked first.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -12,7 +13,6 @@ use std::process::ExitCode;
 use anyhow::bail;
 use chrono::{DateTime, Utc};
 use likes_domain::ItemKey;
-use likes_infra::postgres;
 use likes_infra::settings::StackSettings;
 use serde::Serialize;
 
@@ -42,6 +42,7 @@ pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCo
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Json => output::json_line(&mut out, &c)?,
+        // The bare count, for scripts; `--format json` says the partition and shard.
         Format::Table => writeln!(out, "{}", c.count)?,
     }
     Ok(ExitCode::SUCCESS)
@@ -52,6 +53,9 @@ pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCo
 pub struct PointCount {
     pub item_type: i32,
     pub item_id: i64,
+    /// The item's partition and the shard that owns it (0-based).
+    pub partition: i32,
+    pub shard: usize,
     /// The time asked for (`None`: now).
     pub at: Option<DateTime<Utc>>,
     pub count: i64,
@@ -71,21 +75,23 @@ pub async fn run(
     let partition = partition_for_item(item.item_id.get(), handle.partition_count()?);
     let (log_start, high) = handle.watermarks(partition)?;
     drop(handle);
+    // Pools are made lazily: only a count that needs a snapshot connects.
+    let shards = crate::shards::connect(stack, 1).await?;
+    let (shard, pool) = shards.for_item(item.item_id.get());
     let seed = if log_start > 0 {
-        let pool = postgres::connect_lazy(postgres::shards::one_database(stack)?, 1)?;
+        crate::shards::check(&shards, &stack.topic, &[shard]).await?;
         let usable =
-            snapshot_base::newest_usable(&pool, &stack.topic, partition, log_start, high, at)
+            snapshot_base::newest_usable(pool, &stack.topic, partition, log_start, high, at)
                 .await?;
         let base = match usable {
-            Some(found) => Some(snapshot_base::load(&pool, found, item).await?),
+            Some(found) => Some(snapshot_base::load(pool, found, item).await?),
             None => None,
         };
-        pool.close().await;
         let Some((base, model)) = base else {
             bail!(
-                "partition {partition} starts at offset {log_start}: retention deleted the \
-                 events before it and no snapshot taken by then covers them, so a count from \
-                 the log would be short; refusing"
+                "partition {partition} (shard {shard}) starts at offset {log_start}: retention \
+                 deleted the events before it and no snapshot taken by then covers them, so a \
+                 count from the log would be short; refusing"
             );
         };
         Some((
@@ -98,6 +104,7 @@ pub async fn run(
     } else {
         None
     };
+    shards.close().await;
     let query = HistoryQuery {
         subject: Subject::Item(item),
         since: None,
@@ -113,6 +120,8 @@ pub async fn run(
     Ok(PointCount {
         item_type: item.item_type.get(),
         item_id: item.item_id.get(),
+        partition,
+        shard,
         at,
         count,
         events: summary.events,

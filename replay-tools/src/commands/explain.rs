@@ -5,7 +5,8 @@
 //! the derived count with `counters` in PostgreSQL. When retention has deleted
 //! the partition's first events, the derivation starts from the newest snapshot
 //! whose offset the log still holds: the snapshot's count, then the events
-//! after it.
+//! after it. PostgreSQL is read on the item's shard (the one owning its
+//! partition), whose recorded map is checked first.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -68,6 +69,8 @@ pub struct Explanation {
     pub item_type: i32,
     pub item_id: i64,
     pub partition: i32,
+    /// The shard that owns the partition (0-based), where `counters` was read.
+    pub shard: usize,
     /// First retained offset of the partition (0 when nothing was dropped).
     pub log_start: i64,
     /// Events were read up to (not including) this offset.
@@ -95,19 +98,21 @@ pub struct Explanation {
 
 /// Derives `item`'s count from the log and compares it with PostgreSQL.
 pub async fn run(stack: &StackSettings, item: ItemKey) -> anyhow::Result<Explanation> {
-    let pool = postgres::connect_lazy(postgres::shards::one_database(stack)?, 2)?;
+    let shards = crate::shards::connect(stack, 2).await?;
+    let (shard, pool) = shards.for_item(item.item_id.get());
+    crate::shards::check(&shards, &stack.topic, &[shard]).await?;
     let handle = TopicHandle::open(stack)?;
     let partition = partition_for_item(item.item_id.get(), handle.partition_count()?);
     let (log_start, high) = handle.watermarks(partition)?;
     drop(handle);
-    let projector_offset = postgres::reads::applied_until(&pool, &stack.topic, partition).await?;
-    let stored = postgres::reads::count(&pool, item).await?;
+    let projector_offset = postgres::reads::applied_until(pool, &stack.topic, partition).await?;
+    let stored = postgres::reads::count(pool, item).await?;
     // Up to where PostgreSQL stands; a partition never claimed has nothing
     // projected, so the whole log is what the projection still has to apply.
     let read_until = projector_offset.unwrap_or(high).min(high);
     let base = if log_start > 0 {
         let usable = snapshot_base::newest_usable(
-            &pool,
+            pool,
             &stack.topic,
             partition,
             log_start,
@@ -116,13 +121,13 @@ pub async fn run(stack: &StackSettings, item: ItemKey) -> anyhow::Result<Explana
         )
         .await?;
         match usable {
-            Some(found) => Some(snapshot_base::load(&pool, found, item).await?),
+            Some(found) => Some(snapshot_base::load(pool, found, item).await?),
             None => None,
         }
     } else {
         None
     };
-    pool.close().await;
+    shards.close().await;
     let limits = HashMap::from([(partition, read_until)]);
     let query = HistoryQuery {
         subject: Subject::Item(item),
@@ -140,6 +145,7 @@ pub async fn run(stack: &StackSettings, item: ItemKey) -> anyhow::Result<Explana
         item_type: item.item_type.get(),
         item_id: item.item_id.get(),
         partition,
+        shard,
         log_start,
         read_until,
         projector_offset,
@@ -196,8 +202,8 @@ pub fn print(out: &mut impl Write, x: &Explanation, format: Format) -> anyhow::R
     let from = x.snapshot.as_ref().map_or(x.log_start, |s| s.offset);
     writeln!(
         out,
-        "item {}:{}  partition {}  offsets {from}..{} ({until})",
-        x.item_type, x.item_id, x.partition, x.read_until
+        "item {}:{}  partition {}  shard {}  offsets {from}..{} ({until})",
+        x.item_type, x.item_id, x.partition, x.shard, x.read_until
     )?;
     match &x.snapshot {
         Some(s) => writeln!(
@@ -232,8 +238,8 @@ pub fn print(out: &mut impl Write, x: &Explanation, format: Format) -> anyhow::R
     };
     writeln!(
         out,
-        "derived count {}; counters {stored}: {verdict}",
-        x.derived_count
+        "derived count {}; counters {stored} on shard {}: {verdict}",
+        x.derived_count, x.shard
     )?;
     if !x.unchanged.is_empty() {
         writeln!(out, "\nevents that changed nothing:")?;

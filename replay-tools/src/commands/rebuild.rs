@@ -41,6 +41,10 @@ enum Target {
     /// differ from the live ones or records were skipped as poison, unless
     /// `--accept-differences`; after a swap, the Redis counts of the items that
     /// changed are refreshed.
+    ///
+    /// With several shards (DATABASE_URLS) every shard is rebuilt at once, or
+    /// only the one `--shard` names: each reads only its own partitions, fills
+    /// its own shadow tables and swaps under its own lock.
     Postgres(PostgresArgs),
 }
 
@@ -54,10 +58,15 @@ struct PostgresArgs {
     /// Whatever the start, the result is the projection now.
     #[arg(long, default_value = "earliest", verbatim_doc_comment)]
     from: RebuildFrom,
-    /// Workers, each reading a disjoint set of partitions into the shadow
-    /// tables on its own connection [default: the cores, at most the partitions].
+    /// Workers per shard, each reading a disjoint set of the shard's
+    /// partitions into its shadow tables on its own connection [default: the
+    /// cores shared by the shards rebuilt, at most the shard's partitions].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     parallel: Option<u32>,
+    /// Rebuild only this shard (0-based, in DATABASE_URLS order) [default:
+    /// every shard, in parallel, each swapping under its own lock].
+    #[arg(long)]
+    shard: Option<usize>,
     /// Records per shadow transaction (each also records the progress).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     batch_events: u32,
@@ -90,11 +99,20 @@ pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCo
             let mut out = std::io::stdout().lock();
             match format {
                 Format::Json => json_line(&mut out, &done)?,
-                Format::Table => writeln!(
-                    out,
-                    "redis rebuilt: {} cached counts dropped, {} written from PostgreSQL",
-                    done.deleted, done.written
-                )?,
+                Format::Table => {
+                    let from: Vec<String> = done
+                        .shards
+                        .iter()
+                        .map(|s| format!("{} from shard {}", s.written, s.shard))
+                        .collect();
+                    writeln!(
+                        out,
+                        "redis rebuilt: {} cached counts dropped, {} written from PostgreSQL ({})",
+                        done.deleted,
+                        done.written,
+                        from.join(", ")
+                    )?
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -103,6 +121,7 @@ pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCo
                 dry_run: a.dry_run,
                 accept_differences: a.accept_differences,
                 parallel: a.parallel.map(usize::try_from).transpose()?,
+                shard: a.shard,
                 batch_events: usize::try_from(a.batch_events)?,
                 restart: a.restart,
                 dedup_horizon: Duration::from_secs(a.dedup_horizon_seconds),
@@ -119,46 +138,73 @@ pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCo
     }
 }
 
-/// Prints a rebuild's report: a few lines, or one JSON document.
+/// Prints a rebuild's report: a few lines per shard and the outcome, or one
+/// JSON document.
 pub fn print(out: &mut impl Write, done: &PostgresRebuild, format: Format) -> anyhow::Result<()> {
     if format == Format::Json {
         return json_line(out, done);
     }
-    let resumed = if done.resumed {
-        format!(
-            ", resumed a half-done build ({} records already in the shadow tables)",
-            done.resumed_records
-        )
-    } else {
-        String::new()
-    };
     writeln!(
         out,
-        "from {}, {} workers{resumed}",
-        done.source, done.parallel
+        "from {}, {} workers per shard, {} shard{}",
+        done.source,
+        done.parallel,
+        done.shards.len(),
+        if done.shards.len() == 1 { "" } else { "s" }
     )?;
-    writeln!(
-        out,
-        "read {} events ({} duplicates, {} poison, {} in the final tail, {} items checked again \
-         under the lock) in {:.1} s: {:.0} events/s",
-        done.events,
-        done.duplicates,
-        done.poison,
-        done.tail_events,
-        done.locked_items_checked,
-        done.seconds,
-        done.events_per_second
-    )?;
-    writeln!(
-        out,
-        "rebuilt counts vs live at the same offsets: {} items differ",
-        done.live_differences
-    )?;
-    for d in &done.listed_differences {
+    for s in &done.shards {
+        let resumed = if s.resumed {
+            format!(
+                "resumed a half-done build ({} records already in the shadow tables), ",
+                s.resumed_records
+            )
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "  item {}:{}  live {}  rebuilt {}",
-            d.item_type, d.item_id, d.live, d.rebuilt
+            "shard {} (partitions {}): {resumed}read {} events ({} duplicates, {} poison, {} in \
+             the final tail, {} items checked again under the lock) in {:.1} s: {:.0} events/s",
+            s.shard,
+            s.partitions,
+            s.events,
+            s.duplicates,
+            s.poison,
+            s.tail_events,
+            s.locked_items_checked,
+            s.seconds,
+            s.events_per_second
+        )?;
+        writeln!(
+            out,
+            "shard {}: rebuilt counts vs live at the same offsets: {} items differ; {}",
+            s.shard,
+            s.live_differences,
+            s.verdict(done.dry_run)
+        )?;
+        for d in &s.listed_differences {
+            writeln!(
+                out,
+                "  item {}:{}  live {}  rebuilt {}",
+                d.item_type, d.item_id, d.live, d.rebuilt
+            )?;
+        }
+        if let Some(why) = &s.refused {
+            writeln!(out, "shard {}: refused: {why}", s.shard)?;
+        }
+    }
+    if done.shards.len() > 1 {
+        writeln!(
+            out,
+            "all {} shards: read {} events ({} duplicates, {} poison) in {:.1} s: {:.0} \
+             events/s; {} items differ",
+            done.shards.len(),
+            done.events,
+            done.duplicates,
+            done.poison,
+            done.seconds,
+            done.events_per_second,
+            done.live_differences
         )?;
     }
     let verdict = match (done.dry_run, done.swapped) {
@@ -167,10 +213,16 @@ pub fn print(out: &mut impl Write, done: &PostgresRebuild, format: Format) -> an
         (false, false) => "not swapped",
     };
     writeln!(out, "{verdict}")?;
-    if let Some(why) = &done.refused {
-        writeln!(out, "refused: {why}")?;
+    if done.refused.is_some() && done.shards.iter().any(|s| s.swapped) {
+        let swapped: Vec<String> = done
+            .shards
+            .iter()
+            .filter(|s| s.swapped)
+            .map(|s| s.shard.to_string())
+            .collect();
+        writeln!(out, "(shard {} swapped)", swapped.join(", "))?;
     }
-    if done.swapped {
+    if done.shards.iter().any(|s| s.swapped) {
         writeln!(
             out,
             "redis: {} changed counts refreshed",

@@ -7,6 +7,10 @@
 //! (the API falls back to PostgreSQL). `--repair` rewrites the drifted Redis
 //! counts from PostgreSQL, except for items whose `counters` disagree with
 //! `user_likes`: those need a rebuild and are only reported.
+//!
+//! Every shard is verified (each shard's map checked first), one after the
+//! other: an item's rows live on its partition's shard only, so each shard is
+//! compared with Redis on its own, and every drift names its shard.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -14,8 +18,8 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use likes_domain::ItemKey;
+use likes_infra::postgres::PgPool;
 use likes_infra::postgres::reads::{self, ItemCounts};
-use likes_infra::postgres::{self, PgPool};
 use likes_infra::redis::Redis;
 use likes_infra::redis::counts::{self, parse_stamped};
 use likes_infra::redis::repair::{self, CountRepair};
@@ -36,7 +40,8 @@ pub struct Args {
     /// Rewrite drifted Redis counts from PostgreSQL (stamped with `counters.last_offset`).
     #[arg(long)]
     repair: bool,
-    /// Check this many random items of `counters` instead of all.
+    /// Check this many random items of `counters` instead of all (spread
+    /// evenly over the shards).
     #[arg(long)]
     sample: Option<u64>,
     /// Output: a table and a summary line, or one JSON document.
@@ -70,6 +75,8 @@ pub struct VerifyOptions {
 /// One item whose three counts disagree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Drift {
+    /// The shard holding the item's rows (0-based).
+    pub shard: usize,
     pub item_type: i32,
     pub item_id: i64,
     /// Redis count and stamp (`None`: not cached).
@@ -97,6 +104,21 @@ pub struct VerifyReport {
     pub counters_drift: u64,
     pub repaired: u64,
     pub drift: Vec<Drift>,
+    /// The same figures for each shard, in shard order.
+    pub shards: Vec<ShardVerified>,
+}
+
+/// What was checked on one shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ShardVerified {
+    pub shard: usize,
+    /// The shard's partitions, `first-last`.
+    pub partitions: String,
+    pub checked: u64,
+    pub redis_missing: u64,
+    pub redis_drift: u64,
+    pub counters_drift: u64,
+    pub repaired: u64,
 }
 
 impl VerifyReport {
@@ -106,36 +128,66 @@ impl VerifyReport {
     }
 }
 
-/// Reconciles the projections of `stack`.
+/// Reconciles the projections of `stack`, shard by shard.
 pub async fn run(stack: &StackSettings, options: VerifyOptions) -> anyhow::Result<VerifyReport> {
-    let pool = postgres::connect_lazy(postgres::shards::one_database(stack)?, 2)?;
+    let shards = crate::shards::connect_all(stack, 2).await?;
     let cache = Redis::connect(&stack.redis_address(), &stack.redis_key_prefix).await?;
-    let total = reads::counters_len(&pool).await?;
-    let progress = Progress::new("verify", options.sample.map_or(total, |s| s.min(total)));
-    let mut report = VerifyReport::default();
-    let mut suspects = Vec::new();
-    {
-        let mut rows = reads::item_counts(&pool, options.sample);
-        let mut chunk = Vec::with_capacity(CHUNK);
-        while let Some(row) = rows.try_next().await? {
-            chunk.push(row);
-            if chunk.len() == CHUNK {
-                check(&cache, &chunk, &mut report, &mut suspects).await?;
-                progress.inc(chunk.len() as u64);
-                chunk.clear();
-            }
-        }
-        check(&cache, &chunk, &mut report, &mut suspects).await?;
-        progress.inc(chunk.len() as u64);
-        progress.finish();
+    let mut totals = Vec::with_capacity(shards.len());
+    for (_, pool) in shards.iter() {
+        totals.push(reads::counters_len(pool).await?);
     }
-    recheck(&pool, &cache, suspects, options.repair, &mut report).await?;
-    pool.close().await;
+    // A sample is spread evenly over the shards.
+    let per_shard = options.sample.map(|s| s.div_ceil(shards.len() as u64));
+    let total = totals
+        .iter()
+        .map(|t| per_shard.map_or(*t, |s| s.min(*t)))
+        .sum();
+    let progress = Progress::new("verify", total);
+    let mut report = VerifyReport::default();
+    for (shard, pool) in shards.iter() {
+        let mut own = VerifyReport::default();
+        let mut suspects = Vec::new();
+        {
+            let mut rows = reads::item_counts(pool, per_shard);
+            let mut chunk = Vec::with_capacity(CHUNK);
+            while let Some(row) = rows.try_next().await? {
+                chunk.push(row);
+                if chunk.len() == CHUNK {
+                    check(shard, &cache, &chunk, &mut own, &mut suspects).await?;
+                    progress.inc(chunk.len() as u64);
+                    chunk.clear();
+                }
+            }
+            check(shard, &cache, &chunk, &mut own, &mut suspects).await?;
+            progress.inc(chunk.len() as u64);
+        }
+        recheck(pool, &cache, suspects, options.repair, &mut own).await?;
+        report.shards.push(ShardVerified {
+            shard,
+            partitions: crate::shards::owns(&shards, shard),
+            checked: own.checked,
+            redis_missing: own.redis_missing,
+            redis_drift: own.redis_drift,
+            counters_drift: own.counters_drift,
+            repaired: own.repaired,
+        });
+        report.checked += own.checked;
+        report.redis_missing += own.redis_missing;
+        report.redis_drift += own.redis_drift;
+        report.counters_drift += own.counters_drift;
+        report.repaired += own.repaired;
+        for d in own.drift {
+            push(&mut report, d);
+        }
+    }
+    progress.finish();
+    shards.close().await;
     Ok(report)
 }
 
 /// Compares one chunk; Redis mismatches become suspects to re-read.
 async fn check(
+    shard: usize,
     cache: &Redis,
     rows: &[ItemCounts],
     report: &mut VerifyReport,
@@ -156,6 +208,7 @@ async fn check(
             report.redis_missing += 1;
         }
         let drift = Drift {
+            shard,
             item_type: item.item_type.get(),
             item_id: item.item_id.get(),
             redis: stamped.map(|s| s.0),
@@ -197,7 +250,7 @@ async fn recheck(
             items.push(ItemKey::parse(d.item_type.into(), d.item_id)?);
         }
         let cached = counts::raw_counts(cache, &items).await?;
-        let stored = postgres::reads::counts(pool, &items).await?;
+        let stored = reads::counts(pool, &items).await?;
         let mut repairs = Vec::new();
         for ((item, mut d), raw) in items.iter().zip(chunk.iter().cloned()).zip(cached) {
             let now = stored.iter().find(|s| s.0 == *item).map(|s| (s.1, s.2));
@@ -254,8 +307,8 @@ pub fn print(out: &mut impl Write, report: &VerifyReport, format: Format) -> any
         return Ok(());
     }
     if !report.drift.is_empty() {
-        let widths = [14, 12, 12, 10, 6];
-        let header = ["item", "redis", "counters", "user_likes", "drift"];
+        let widths = [14, 6, 12, 12, 10, 6];
+        let header = ["item", "shard", "redis", "counters", "user_likes", "drift"];
         table_row(out, &widths, &header.map(String::from))?;
         for d in &report.drift {
             let opt = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
@@ -272,6 +325,7 @@ pub fn print(out: &mut impl Write, report: &VerifyReport, format: Format) -> any
             }
             let cells = [
                 format!("{}:{}", d.item_type, d.item_id),
+                d.shard.to_string(),
                 opt(d.redis),
                 opt(d.counters),
                 d.likers.to_string(),
@@ -281,14 +335,32 @@ pub fn print(out: &mut impl Write, report: &VerifyReport, format: Format) -> any
         }
         writeln!(out)?;
     }
-    writeln!(
-        out,
-        "checked {} items: {} not cached, {} Redis drift ({} repaired), {} counters drift",
-        report.checked,
-        report.redis_missing,
-        report.redis_drift,
-        report.repaired,
-        report.counters_drift
-    )?;
+    for s in &report.shards {
+        writeln!(
+            out,
+            "shard {} (partitions {}): checked {} items: {} not cached, {} Redis drift ({} \
+             repaired), {} counters drift",
+            s.shard,
+            s.partitions,
+            s.checked,
+            s.redis_missing,
+            s.redis_drift,
+            s.repaired,
+            s.counters_drift
+        )?;
+    }
+    if report.shards.len() > 1 {
+        writeln!(
+            out,
+            "all {} shards: checked {} items: {} not cached, {} Redis drift ({} repaired), {} \
+             counters drift",
+            report.shards.len(),
+            report.checked,
+            report.redis_missing,
+            report.redis_drift,
+            report.repaired,
+            report.counters_drift
+        )?;
+    }
     Ok(())
 }

@@ -32,10 +32,12 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
+use futures::future::{join_all, try_join_all};
 use likes_domain::ItemKey;
 use likes_infra::postgres::shadow;
-use likes_infra::postgres::{self, PgPool, rebuild_progress};
+use likes_infra::postgres::shards::Shards;
+use likes_infra::postgres::{self, PgConnection, PgPool, rebuild_progress};
 use likes_infra::settings::StackSettings;
 
 use likes_domain::DedupWindow;
@@ -43,7 +45,7 @@ use likes_infra::kafka::reader::{TopicHandle, span_total};
 
 use crate::progress::Progress;
 use plan::{advance, live_offsets, plan};
-pub use report::{PostgresRebuild, RebuildFrom, RebuildOptions};
+pub use report::{PostgresRebuild, RebuildFrom, RebuildOptions, ShardRebuild};
 use worker::{Crew, Tally, Windows, Writing, apply_spans, parallel_pass};
 
 pub mod plan;
@@ -63,55 +65,167 @@ const MAX_LOCKED_TAIL: i64 = 5_000;
 /// Differences from the live counts listed in the report (all are counted).
 const MAX_DIFFERENCES_LISTED: usize = 100;
 
-/// Rebuilds the PostgreSQL projection of `stack`'s topic as `options` say.
+/// Rebuilds the PostgreSQL projection of `stack`'s topic as `options` say:
+/// every shard at once, or the one `options.shard` names.
 pub async fn run(
     stack: &StackSettings,
     options: &RebuildOptions,
 ) -> anyhow::Result<PostgresRebuild> {
     let partitions = TopicHandle::open(stack)?.partition_count()?;
+    let building = match options.shard {
+        Some(_) => 1,
+        None => stack.database_urls.len(),
+    };
+    // The cores are shared by the shards built at once.
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let workers = options
-        .parallel
-        .unwrap_or(cores)
-        .clamp(1, usize::try_from(partitions)?);
+    let workers = options.parallel.unwrap_or((cores / building).max(1)).max(1);
     // A connection per worker, one for the swap, one holding the rebuild lock.
-    let pool = postgres::connect_lazy(
-        postgres::shards::one_database(stack)?,
-        u32::try_from(workers)? + 2,
-    )?;
-    postgres::migrate(&pool).await?;
-    let result = rebuild(stack, &pool, options, partitions, workers).await;
-    // Closing the pool also releases the rebuild lock.
-    pool.close().await;
+    let shards = crate::shards::connect(stack, u32::try_from(workers)? + 2).await?;
+    let result = rebuild_shards(stack, &shards, options, partitions, workers).await;
+    // Closing the pools also releases the rebuild locks.
+    shards.close().await;
     result
 }
 
-async fn rebuild(
+/// The shards' builds: each prepared (locked, its start resolved and checked)
+/// before any begins, so a refusal on one shard leaves every shard untouched;
+/// then all built, verified and swapped at once, each under its own lock.
+async fn rebuild_shards(
     stack: &StackSettings,
-    pool: &PgPool,
+    shards: &Shards,
     options: &RebuildOptions,
     partitions: i32,
     workers: usize,
 ) -> anyhow::Result<PostgresRebuild> {
+    let selected = crate::shards::selected(shards, options.shard)?;
+    crate::shards::check(shards, &stack.topic, &selected).await?;
+    try_join_all(selected.iter().map(|&s| postgres::migrate(shards.pool(s)))).await?;
+    let snapshot = start::choose(stack, shards, &selected, options.from).await?;
+    let prepared = try_join_all(selected.iter().map(|&shard| {
+        let owned = crate::shards::owned(shards, shard, partitions);
+        let plan = ShardPlan {
+            shard,
+            partitions: owned.clone(),
+            workers: workers.clamp(1, owned.len().max(1)),
+            topic_partitions: partitions,
+        };
+        async move {
+            prepare(stack, shards.pool(shard), options, snapshot, plan)
+                .await
+                .with_context(|| format!("rebuild of shard {shard} ({})", shards.name(shard)))
+        }
+    }))
+    .await?;
+    let builds = join_all(
+        prepared
+            .into_iter()
+            .map(|p| build(stack, shards.pool(p.plan.shard), options, p)),
+    )
+    .await;
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for (shard, result) in selected.iter().zip(builds) {
+        match result {
+            Ok(d) => done.push(d),
+            Err(e) => failed.push((*shard, e)),
+        }
+    }
+    if let Some((shard, e)) = failed.into_iter().next() {
+        let others: Vec<String> = done
+            .iter()
+            .map(|d| format!("shard {}: {}", d.shard, d.verdict(options.dry_run)))
+            .collect();
+        let others = match others.is_empty() {
+            true => String::new(),
+            false => format!(" (the others finished: {})", others.join("; ")),
+        };
+        return Err(e.context(format!(
+            "rebuild of shard {shard} ({}){others}",
+            shards.name(shard)
+        )));
+    }
+    Ok(PostgresRebuild::combine(options, workers, done))
+}
+
+/// What one shard's build covers.
+#[derive(Debug, Clone)]
+struct ShardPlan {
+    shard: usize,
+    /// The partitions the shard owns: the only ones it reads and writes.
+    partitions: std::ops::Range<i32>,
+    workers: usize,
+    /// The topic's partition count (an item's partition needs it).
+    topic_partitions: i32,
+}
+
+/// A shard ready to build: its rebuild lock held on `guard`, its start resolved.
+struct Prepared<C> {
+    plan: ShardPlan,
+    guard: C,
+    start: start::Start,
+    /// The positions a half-done build recorded (`None`: begin clean).
+    resumable: Option<HashMap<i32, i64>>,
+}
+
+/// Takes the shard's rebuild lock and resolves its start, refusing before
+/// anything is written when the start is already gone from the log.
+async fn prepare(
+    stack: &StackSettings,
+    pool: &PgPool,
+    options: &RebuildOptions,
+    snapshot: Option<i64>,
+    plan: ShardPlan,
+) -> anyhow::Result<Prepared<impl std::ops::DerefMut<Target = PgConnection> + Send + use<>>> {
     let topic = &stack.topic;
     let mut guard = pool.acquire().await?;
     rebuild_progress::lock(&mut guard).await?;
-    let start = start::resolve(stack, pool, options.from).await?;
-    let source = start.source();
-    let first: HashMap<i32, i64> = (0..partitions)
-        .map(|p| (p, start.offsets.get(&p).copied().unwrap_or(0)))
-        .collect();
+    let start = start::resolve(stack, pool, plan.shard, snapshot).await?;
+    let first = start.first(&plan.partitions);
     let resumable = match options.restart {
         true => None,
-        false => rebuild_progress::resumable(pool, topic, &source).await?,
+        false => rebuild_progress::resumable(pool, topic, &start.source()).await?,
     };
+    if resumable.is_none() {
+        // Refuse before touching anything when the start is already gone.
+        plan::plan(stack, &first, &live_offsets(pool, topic).await?)?;
+    }
+    Ok(Prepared {
+        plan,
+        guard,
+        start,
+        resumable,
+    })
+}
+
+/// Builds one prepared shard: from its start (or where its half-done build
+/// stopped) up to its live offsets, then verifies and swaps under its lock.
+async fn build(
+    stack: &StackSettings,
+    pool: &PgPool,
+    options: &RebuildOptions,
+    prepared: Prepared<impl std::ops::DerefMut<Target = PgConnection> + Send>,
+) -> anyhow::Result<ShardRebuild> {
+    let topic = &stack.topic;
+    let Prepared {
+        plan: shard_plan,
+        mut guard,
+        start,
+        resumable,
+    } = prepared;
+    let ShardPlan {
+        shard,
+        partitions: owned,
+        workers,
+        topic_partitions: partitions,
+    } = shard_plan;
+    let source = start.source();
+    let first = start.first(&owned);
     let resumed = resumable.is_some();
     let mut positions = first.clone();
     match resumable {
-        Some(recorded) => positions.extend(recorded),
+        // Only the shard's own partitions: a row left by another map is not ours.
+        Some(recorded) => positions.extend(recorded.into_iter().filter(|(p, _)| owned.contains(p))),
         None => {
-            // Refuse before touching anything when the start is already gone.
-            plan(stack, &first, &live_offsets(pool, topic).await?)?;
             rebuild_progress::begin_clean(pool, topic, &source, &first, start.snapshot).await?;
         }
     }
@@ -119,7 +233,8 @@ async fn rebuild(
 
     let started = Instant::now();
     let horizon = options.dedup_horizon;
-    let mut windows: Windows = (0..partitions)
+    let mut windows: Windows = owned
+        .clone()
         .map(|p| (p, DedupWindow::new(horizon)))
         .collect();
     warmup::warm(stack, &positions, &mut windows, horizon).await?;
@@ -151,7 +266,10 @@ async fn rebuild(
                      quieter time"
                 );
             }
-            let progress = Progress::new("rebuild postgres", span_total(&spans));
+            let progress = Progress::new(
+                &format!("rebuild postgres, shard {shard}"),
+                span_total(&spans),
+            );
             let pass_started = Instant::now();
             tally += parallel_pass(stack, pool, &spans, &mut windows, crew, &progress).await?;
             tracing::info!(pass = passes, pending, elapsed = ?pass_started.elapsed(), "rebuild pass");
@@ -179,7 +297,10 @@ async fn rebuild(
             );
         }
     };
-    let progress = Progress::new("rebuild postgres: final tail", span_total(&spans));
+    let progress = Progress::new(
+        &format!("rebuild postgres, shard {shard}: final tail"),
+        span_total(&spans),
+    );
     let mut touched: HashSet<ItemKey> = HashSet::new();
     let tail = apply_spans(
         stack,
@@ -239,10 +360,10 @@ async fn rebuild(
             }
         }
     }
-    Ok(PostgresRebuild {
-        from: options.from,
+    Ok(ShardRebuild {
+        shard,
+        partitions: crate::shards::describe(&owned),
         source,
-        dry_run: options.dry_run,
         parallel: workers,
         resumed,
         resumed_records,

@@ -8,15 +8,17 @@
 //! writes a newer stamp that the rebuild's older one can never overwrite.
 //! Events past the stored offsets are the live projector's to apply. After a
 //! `rebuild postgres` swap, [`refresh_swapped`] brings only the changed items.
+//! With several shards, every shard's `counters` is streamed in turn (each
+//! shard's map checked first): an item's row lives on its partition's shard.
 
 use std::collections::HashMap;
 
 use futures::TryStreamExt;
 use likes_domain::ItemKey;
 use likes_infra::kafka::partitioner::partition_for_item;
+use likes_infra::postgres::reads;
 use likes_infra::postgres::shadow::CountDiff;
 use likes_infra::postgres::writer::CountUpdate;
-use likes_infra::postgres::{self, reads};
 use likes_infra::redis::counts::CountCache;
 use likes_infra::redis::{Redis, repair};
 use likes_infra::settings::StackSettings;
@@ -34,19 +36,35 @@ pub struct RedisRebuild {
     pub deleted: u64,
     /// Counts written from `counters`.
     pub written: u64,
+    /// Counts written from each shard, in shard order.
+    pub shards: Vec<ShardWritten>,
+}
+
+/// Counts written from one shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ShardWritten {
+    pub shard: usize,
+    pub written: u64,
 }
 
 /// Rebuilds the Redis counts of `stack` from PostgreSQL.
 pub async fn run(stack: &StackSettings) -> anyhow::Result<RedisRebuild> {
-    let pool = postgres::connect_lazy(postgres::shards::one_database(stack)?, 2)?;
+    let shards = crate::shards::connect_all(stack, 2).await?;
     let redis = Redis::connect(&stack.redis_address(), &stack.redis_key_prefix).await?;
     let cache = CountCache::new(&redis);
-    let total = reads::counters_len(&pool).await?;
+    let mut total = 0;
+    for (_, pool) in shards.iter() {
+        total += reads::counters_len(pool).await?;
+    }
     let deleted = repair::delete_all_counts(&redis).await?;
     let progress = Progress::new("rebuild redis", total);
-    let mut written = 0u64;
-    {
-        let mut rows = reads::all_counts(&pool);
+    let mut done = RedisRebuild {
+        deleted,
+        ..RedisRebuild::default()
+    };
+    for (shard, pool) in shards.iter() {
+        let mut written = 0u64;
+        let mut rows = reads::all_counts(pool);
         let mut chunk: Vec<CountUpdate> = Vec::with_capacity(CHUNK);
         while let Some(row) = rows.try_next().await? {
             chunk.push(row);
@@ -60,10 +78,12 @@ pub async fn run(stack: &StackSettings) -> anyhow::Result<RedisRebuild> {
         cache.put_counts(&chunk).await?;
         written += chunk.len() as u64;
         progress.inc(chunk.len() as u64);
-        progress.finish();
+        done.written += written;
+        done.shards.push(ShardWritten { shard, written });
     }
-    pool.close().await;
-    Ok(RedisRebuild { deleted, written })
+    progress.finish();
+    shards.close().await;
+    Ok(done)
 }
 
 /// Brings Redis to the swapped counts of the items whose count changed.

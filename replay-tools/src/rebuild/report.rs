@@ -53,9 +53,12 @@ pub struct RebuildOptions {
     /// Swap even when the rebuilt counts differ from the live ones at the same
     /// offsets, or records were skipped as poison (a repair is exactly that).
     pub accept_differences: bool,
-    /// Workers reading disjoint sets of partitions (`None`: the machine's cores,
-    /// at most one per partition).
+    /// Workers per shard, each reading a disjoint set of the shard's partitions
+    /// (`None`: the machine's cores shared by the shards built at once, at
+    /// most one per partition).
     pub parallel: Option<usize>,
+    /// Rebuild only this shard (0-based); `None`: every shard, at once.
+    pub shard: Option<usize>,
     /// Records per shadow transaction (and per progress row update).
     pub batch_events: usize,
     /// Discard a half-done build instead of resuming it.
@@ -74,6 +77,7 @@ impl RebuildOptions {
             dry_run: false,
             accept_differences: false,
             parallel: None,
+            shard: None,
             batch_events: 10_000,
             restart: false,
             dedup_horizon: Duration::from_secs(DEFAULT_DEDUP_HORIZON_SECONDS),
@@ -81,17 +85,18 @@ impl RebuildOptions {
     }
 }
 
-/// What a rebuild did.
+/// What a rebuild did: the sums over the shards it rebuilt, and each shard's
+/// own figures in [`PostgresRebuild::shards`].
 #[derive(Debug, Clone, Serialize)]
 pub struct PostgresRebuild {
     pub from: RebuildFrom,
     /// What the start resolved to: `earliest` or `snapshot:<id>`.
     pub source: String,
     pub dry_run: bool,
-    /// Workers used for the unlocked passes.
+    /// Workers per shard used for the unlocked passes (at most).
     pub parallel: usize,
-    /// Whether a half-done build was resumed, and how many records its shadow
-    /// tables already reflected past the start (not read again).
+    /// Whether a half-done build was resumed (on any shard), and how many
+    /// records the shadow tables already reflected past the start (not read again).
     pub resumed: bool,
     pub resumed_records: i64,
     /// Events read from the topic (all passes), and how many were duplicates.
@@ -99,12 +104,13 @@ pub struct PostgresRebuild {
     pub duplicates: u64,
     /// Undecodable records skipped (the projector sends them to the DLQ).
     pub poison: u64,
-    /// Events applied inside the swap transaction (the final tail).
+    /// Events applied inside the swap transactions (the final tails).
     pub tail_events: u64,
-    /// Items compared again under the lock (those the tail touched and those
-    /// that already differed): the whole tables are compared before it.
+    /// Items compared again under the locks (those the tail touched and those
+    /// that already differed): the whole tables are compared before them.
     pub locked_items_checked: u64,
-    /// Seconds and events/s of reading and applying the log (all passes).
+    /// Seconds of the longest shard's reading and applying, and the events/s
+    /// of all shards over that time.
     pub seconds: f64,
     pub events_per_second: f64,
     /// Shadow items whose count differs from `COUNT(*)` of shadow `user_likes`.
@@ -112,16 +118,106 @@ pub struct PostgresRebuild {
     /// Items whose rebuilt count differs from the live one at the same offsets.
     pub live_differences: i64,
     pub listed_differences: Vec<CountDiff>,
-    /// Whether the shadow tables replaced the live ones.
+    /// Whether every rebuilt shard's shadow tables replaced its live ones.
     pub swapped: bool,
-    /// Why a build that was not a dry run did not swap (the shadow tables are
-    /// kept: re-running resumes them).
+    /// Why a build that was not a dry run did not swap, shard by shard
+    /// (`shard 1: ...`; a shard that swapped is not named here). The shadow
+    /// tables of a refused shard are kept: re-running resumes them.
     pub refused: Option<String>,
     /// Redis counts brought to the swapped values (the items that changed).
     pub redis_refreshed: u64,
-    /// A Redis refresh that failed after the swap committed: PostgreSQL is
+    /// A Redis refresh that failed after a swap committed: PostgreSQL is
     /// right, Redis needs `likes-replay rebuild redis`.
     pub redis_error: Option<String>,
+    /// Each rebuilt shard's figures, in shard order.
+    pub shards: Vec<ShardRebuild>,
+}
+
+/// What a rebuild did on one shard (which swapped, or not, under its own lock).
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardRebuild {
+    /// The shard (0-based) and the partitions it owns, `first-last`.
+    pub shard: usize,
+    pub partitions: String,
+    pub source: String,
+    pub parallel: usize,
+    pub resumed: bool,
+    pub resumed_records: i64,
+    pub events: u64,
+    pub duplicates: u64,
+    pub poison: u64,
+    pub tail_events: u64,
+    pub locked_items_checked: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    pub inconsistent: i64,
+    pub live_differences: i64,
+    pub listed_differences: Vec<CountDiff>,
+    pub swapped: bool,
+    pub refused: Option<String>,
+    pub redis_refreshed: u64,
+    pub redis_error: Option<String>,
+}
+
+impl ShardRebuild {
+    /// How the shard's build ended, in a few words.
+    pub fn verdict(&self, dry_run: bool) -> &'static str {
+        match (dry_run, self.swapped) {
+            (true, _) => "dry run: live tables untouched, shadow tables dropped",
+            (false, true) => "swapped: the rebuilt tables are live",
+            (false, false) => "not swapped",
+        }
+    }
+}
+
+impl PostgresRebuild {
+    /// The report of the shards rebuilt (`done`, in shard order).
+    pub fn combine(options: &RebuildOptions, workers: usize, done: Vec<ShardRebuild>) -> Self {
+        let seconds = done.iter().map(|d| d.seconds).fold(0.0, f64::max);
+        let events: u64 = done.iter().map(|d| d.events).sum();
+        let refused: Vec<String> = done
+            .iter()
+            .filter_map(|d| {
+                d.refused
+                    .as_ref()
+                    .map(|r| format!("shard {}: {r}", d.shard))
+            })
+            .collect();
+        let redis_errors: Vec<String> = done
+            .iter()
+            .filter_map(|d| {
+                d.redis_error
+                    .as_ref()
+                    .map(|e| format!("shard {}: {e}", d.shard))
+            })
+            .collect();
+        Self {
+            from: options.from,
+            source: done.first().map_or_else(String::new, |d| d.source.clone()),
+            dry_run: options.dry_run,
+            parallel: workers,
+            resumed: done.iter().any(|d| d.resumed),
+            resumed_records: done.iter().map(|d| d.resumed_records).sum(),
+            events,
+            duplicates: done.iter().map(|d| d.duplicates).sum(),
+            poison: done.iter().map(|d| d.poison).sum(),
+            tail_events: done.iter().map(|d| d.tail_events).sum(),
+            locked_items_checked: done.iter().map(|d| d.locked_items_checked).sum(),
+            seconds,
+            events_per_second: events as f64 / seconds.max(0.001),
+            inconsistent: done.iter().map(|d| d.inconsistent).sum(),
+            live_differences: done.iter().map(|d| d.live_differences).sum(),
+            listed_differences: done
+                .iter()
+                .flat_map(|d| d.listed_differences.iter().cloned())
+                .collect(),
+            swapped: !options.dry_run && !done.is_empty() && done.iter().all(|d| d.swapped),
+            refused: (!refused.is_empty()).then(|| refused.join("; ")),
+            redis_refreshed: done.iter().map(|d| d.redis_refreshed).sum(),
+            redis_error: (!redis_errors.is_empty()).then(|| redis_errors.join("; ")),
+            shards: done,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,12 +7,17 @@
 //! from its beginning if retention has deleted nothing yet; otherwise the
 //! rebuild refuses, because starting at the first event after the time would
 //! miss every like given before it and produce short counts.
+//!
+//! With several shards the snapshot is chosen once for all of them ([`choose`]):
+//! only a snapshot every rebuilt shard holds a part of is a start, and each
+//! shard then builds on its own part ([`resolve`]).
 
 use std::collections::HashMap;
 
 use anyhow::bail;
 use chrono::{DateTime, Utc};
 use likes_infra::postgres::PgPool;
+use likes_infra::postgres::shards::Shards;
 use likes_infra::postgres::snapshots;
 use likes_infra::settings::StackSettings;
 
@@ -36,34 +41,84 @@ impl Start {
             None => "earliest".to_string(),
         }
     }
+
+    /// The first offset of each of `partitions` (absent from the start: 0).
+    pub fn first(&self, partitions: &std::ops::Range<i32>) -> HashMap<i32, i64> {
+        partitions
+            .clone()
+            .map(|p| (p, self.offsets.get(&p).copied().unwrap_or(0)))
+            .collect()
+    }
 }
 
-/// Resolves `from` for `stack`'s topic.
+/// The snapshot `from` means for the `selected` shards (`None`: the whole log).
+/// An id must have a part on every selected shard; a time picks the newest
+/// snapshot taken by then that every selected shard holds a part of.
+pub async fn choose(
+    stack: &StackSettings,
+    shards: &Shards,
+    selected: &[usize],
+    from: RebuildFrom,
+) -> anyhow::Result<Option<i64>> {
+    match from {
+        RebuildFrom::Earliest => Ok(None),
+        RebuildFrom::Snapshot(id) => {
+            let mut missing = Vec::new();
+            for &shard in selected {
+                if snapshots::get(shards.pool(shard), id).await?.is_none() {
+                    missing.push(shard.to_string());
+                }
+            }
+            if missing.len() == selected.len() {
+                return Err(likes_infra::Error::NoSnapshot { id }.into());
+            }
+            if !missing.is_empty() {
+                bail!(
+                    "snapshot {id} is incomplete: shard {} holds no part of it (a `snapshot \
+                     create` that did not finish); refusing to build on it (`likes-replay \
+                     snapshot show {id}`)",
+                    missing.join(", ")
+                );
+            }
+            Ok(Some(id))
+        }
+        RebuildFrom::Time(time) => {
+            let mut candidates: Option<Vec<i64>> = None;
+            for &shard in selected {
+                let here = snapshots::taken_by(shards.pool(shard), &stack.topic, time).await?;
+                candidates = Some(match candidates {
+                    None => here,
+                    Some(before) => before.into_iter().filter(|id| here.contains(id)).collect(),
+                });
+            }
+            match candidates.and_then(|c| c.first().copied()) {
+                Some(id) => Ok(Some(id)),
+                None => {
+                    whole_log_retained(stack, time)?;
+                    Ok(None)
+                }
+            }
+        }
+    }
+}
+
+/// Shard `shard`'s start: its part of `snapshot` (chosen by [`choose`]), or
+/// the log's beginning.
 pub async fn resolve(
     stack: &StackSettings,
     pool: &PgPool,
-    from: RebuildFrom,
+    shard: usize,
+    snapshot: Option<i64>,
 ) -> anyhow::Result<Start> {
-    let id = match from {
-        RebuildFrom::Earliest => None,
-        RebuildFrom::Snapshot(id) => Some(id),
-        RebuildFrom::Time(time) => match snapshots::newest_at(pool, &stack.topic, time).await? {
-            Some(id) => Some(id),
-            None => {
-                whole_log_retained(stack, time)?;
-                None
-            }
-        },
-    };
-    let Some(id) = id else {
+    let Some(id) = snapshot else {
         return Ok(Start {
             snapshot: None,
             offsets: HashMap::new(),
         });
     };
-    let info = snapshots::get(pool, id)
-        .await?
-        .ok_or(likes_infra::Error::NoSnapshot { id })?;
+    let Some(info) = snapshots::get(pool, id).await? else {
+        bail!("snapshot {id} has no part on shard {shard}; refusing");
+    };
     if info.topic != stack.topic {
         bail!(
             "snapshot {id} is of topic {}, not {}",
