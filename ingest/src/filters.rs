@@ -51,13 +51,18 @@ pub fn routes(
         .untuple_one()
         .and(with_state(state.clone()))
         .and_then(read::user_likes);
+    let liked_items = on(routes::USER_LIKED_ITEMS)
+        .map(one)
+        .and(params())
+        .and(with_state(state.clone()))
+        .and_then(read::liked_items);
     let likers = on(routes::LIKERS)
         .map(two)
         .untuple_one()
         .and(params())
         .and(with_state(state.clone()))
         .and_then(read::likers);
-    let reads = count.or(counts).or(user_likes).or(likers);
+    let reads = count.or(counts).or(user_likes).or(liked_items).or(likers);
 
     let healthz = at(routes::HEALTHZ).and_then(ops::healthz);
     let readyz = at(routes::READYZ)
@@ -74,6 +79,11 @@ pub fn routes(
         .or(routes::unserved())
         .recover(recover::recover)
         .with(warp::log::custom(observability::observe))
+}
+
+/// The one `{name}` segment of a route that has one (by its template).
+fn one(params: Vec<String>) -> String {
+    params.into_iter().next().unwrap_or_default()
 }
 
 /// The two `{name}` segments of a route that has two (by its template).

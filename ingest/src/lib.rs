@@ -13,8 +13,10 @@
 //!   into domain values (one like request; a whole batch body).
 //! - `protection`: the per-user rate limit, the quick-dedup memo and load
 //!   shedding in front of the producer (all in Redis through infra).
-//! - `lookups`, `progress`: batched PostgreSQL reads for the optimistic count
-//!   and for read-your-writes waits; `query`: the read routes' query strings
+//! - `projection`: the PostgreSQL shards as the API reads them (each item
+//!   from its shard, one query per shard, each shard's map checked before
+//!   use); `lookups`, `progress`: batched reads for the optimistic count and
+//!   for read-your-writes waits; `query`: the read routes' query strings
 //!   and path segments (item lists, limits, read-your-writes tokens).
 //! - `readiness`, `observability`: `/readyz` probes and Prometheus metrics.
 //! - [`Settings`], [`Limits`], [`Application`] (`startup`): configuration and
@@ -28,6 +30,7 @@ mod limits;
 mod lookups;
 mod observability;
 mod progress;
+mod projection;
 mod protection;
 mod query;
 mod readiness;

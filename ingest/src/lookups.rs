@@ -2,7 +2,8 @@
 //! item's projected count and whether the user already likes it; asking
 //! PostgreSQL twice per request would make the database the ceiling of the
 //! whole API. Here concurrent asks queue on a
-//! channel and go out as one `UNNEST` query per batch, a few batches in flight,
+//! channel and go out as one `UNNEST` query per shard per batch (the shards
+//! asked concurrently), a few batches in flight,
 //! so the database sees tens of statements per second instead of thousands, and
 //! a lone ask still costs one round trip. Best effort: when the queue is full
 //! or PostgreSQL fails, the answer simply goes without a count.
@@ -10,8 +11,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::projection::Projection;
+
 use likes_domain::{ItemKey, UserId};
-use likes_infra::postgres::{self, PgPool};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Asks waiting at most; beyond, requests go without an optimistic count.
@@ -41,9 +43,9 @@ pub struct Lookups {
 impl Lookups {
     /// Starts the batcher on the current runtime; it stops when the last
     /// handle is dropped.
-    pub fn spawn(db: PgPool) -> Self {
+    pub fn spawn(projection: Arc<Projection>) -> Self {
         let (asks, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(serve(db, queue));
+        tokio::spawn(serve(projection, queue));
         Self { asks }
     }
 
@@ -56,7 +58,7 @@ impl Lookups {
     }
 }
 
-async fn serve(db: PgPool, mut queue: mpsc::Receiver<Ask>) {
+async fn serve(projection: Arc<Projection>, mut queue: mpsc::Receiver<Ask>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = queue.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -70,19 +72,15 @@ async fn serve(db: PgPool, mut queue: mpsc::Receiver<Ask>) {
                 Ok(None) | Err(_) => break,
             }
         }
-        let db = db.clone();
+        let projection = projection.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let pairs: Vec<(UserId, ItemKey)> = batch.iter().map(|a| (a.user, a.item)).collect();
-            match postgres::reads::states(&db, &pairs).await {
-                Ok(states) => {
-                    for (ask, state) in batch.into_iter().zip(states) {
-                        let _ = ask.reply.send(state);
-                    }
-                }
-                // Dropping the replies answers every ask with "no count".
-                Err(e) => {
-                    tracing::warn!(error = %e, asks = pairs.len(), "optimistic lookups failed")
+            let states = projection.states(&pairs).await;
+            for (ask, state) in batch.into_iter().zip(states) {
+                // Dropping a reply answers its ask with "no count".
+                if let Some(state) = state {
+                    let _ = ask.reply.send(state);
                 }
             }
         });

@@ -2,9 +2,11 @@
 //!
 //! A count request with `after=<partition>:<offset>` waits until the projector
 //! applied that offset. Every waiter shares one poller per ingest instance: it
-//! reads all partitions' projected offsets in one query every [`POLL`], and
-//! only while somebody waits, so a thousand waiters cost the database what one
-//! does. The number of waiters is capped too (`READ_YOUR_WRITES_MAX_WAITERS`):
+//! reads all partitions' projected offsets every [`POLL`], one query per shard
+//! (each partition's offset from the shard that owns it, the shards asked
+//! concurrently), and only while somebody waits, so a thousand waiters cost
+//! the database what one does. A shard that does not answer keeps its
+//! partitions' last reading: their waiters run out their time. The number of waiters is capped too (`READ_YOUR_WRITES_MAX_WAITERS`):
 //! beyond it a request is refused at once with 503 and `Retry-After` instead of
 //! queueing without bound. Tokens naming a partition the topic does not have
 //! are the client's mistake (400), never a two-second wait.
@@ -15,10 +17,10 @@ use std::time::Duration;
 
 use likes_domain::ValidationError;
 use likes_infra::kafka::Publisher;
-use likes_infra::postgres::{self, PgPool};
 use tokio::sync::{Notify, OnceCell, Semaphore, watch};
 
 use crate::ApiError;
+use crate::projection::Projection;
 use crate::query::Token;
 
 /// How often the shared poller reads the projected offsets while anyone waits.
@@ -37,13 +39,13 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Starts the shared poller of `topic`'s projected offsets in `db`; at most
-    /// `max_waiters` requests wait at once.
-    pub fn spawn(db: PgPool, topic: String, max_waiters: usize) -> Self {
+    /// Starts the shared poller of the projected offsets on every shard; at
+    /// most `max_waiters` requests wait at once.
+    pub fn spawn(projection: Arc<Projection>, max_waiters: usize) -> Self {
         let (publish, offsets) = watch::channel(Offsets::default());
         let waiting = Arc::new(AtomicUsize::new(0));
         let wake = Arc::new(Notify::new());
-        tokio::spawn(poll(db, topic, publish, waiting.clone(), wake.clone()));
+        tokio::spawn(poll(projection, publish, waiting.clone(), wake.clone()));
         Self {
             partitions: OnceCell::new(),
             waiters: Arc::new(Semaphore::new(max_waiters)),
@@ -131,34 +133,43 @@ impl Drop for Waiting<'_> {
 /// The shared poller: sleeps while nobody waits, else reads every partition's
 /// projected offset once per [`POLL`] and publishes it to the waiters.
 async fn poll(
-    db: PgPool,
-    topic: String,
+    projection: Arc<Projection>,
     publish: watch::Sender<Offsets>,
     waiting: Arc<AtomicUsize>,
     wake: Arc<Notify>,
 ) {
+    // Each partition's last reading (index = partition), kept across polls
+    // so a shard that fails once does not move its partitions back.
+    let mut offsets: Vec<i64> = Vec::new();
     loop {
         if waiting.load(Ordering::SeqCst) == 0 {
             wake.notified().await;
             continue;
         }
-        match postgres::offsets::positions(&db, &topic).await {
-            Ok(positions) => {
-                let size = positions
-                    .iter()
-                    .map(|(p, _)| *p as usize + 1)
-                    .max()
-                    .unwrap_or(0);
-                let mut offsets = vec![0; size];
-                for (partition, next) in positions {
-                    offsets[partition as usize] = next;
+        let mut answered = false;
+        for shard in projection.positions().await {
+            match shard {
+                Ok(positions) => {
+                    answered = true;
+                    for (partition, next) in positions {
+                        let Ok(index) = usize::try_from(partition) else {
+                            continue;
+                        };
+                        if offsets.len() <= index {
+                            offsets.resize(index + 1, 0);
+                        }
+                        offsets[index] = next;
+                    }
                 }
-                if publish.send(Arc::new(offsets)).is_err() {
-                    return;
+                // Waiters on its partitions then run out their time and
+                // answer "not included".
+                Err(e) => {
+                    tracing::warn!(error = %e, shard = e.shard(), "reading projected offsets failed")
                 }
             }
-            // Waiters then run out their time and answer "not included".
-            Err(e) => tracing::warn!(error = %e, "reading projected offsets failed"),
+        }
+        if answered && publish.send(Arc::new(offsets.clone())).is_err() {
+            return;
         }
         tokio::time::sleep(POLL).await;
     }

@@ -1,9 +1,10 @@
-//! Query strings and path segments of the read routes: item lists, limits and
-//! read-your-writes tokens.
+//! Query strings and path segments of the read routes: item lists, limits,
+//! read-your-writes tokens and the cursor of a user's likes.
 
 use std::collections::HashMap;
 
-use likes_domain::{ItemKey, Position, UserId, ValidationError};
+use likes_domain::{ItemKey, ItemType, Position, UserId, ValidationError};
+use likes_infra::postgres::reads::LikedItem;
 
 use crate::ApiError;
 
@@ -114,6 +115,63 @@ pub fn user_path(user_id: &str) -> Result<UserId, ApiError> {
     Ok(UserId::parse(n)?)
 }
 
+/// Parses the optional `item_type` filter.
+pub fn item_type(query: &HashMap<String, String>) -> Result<Option<ItemType>, ApiError> {
+    let Some(text) = query.get("item_type") else {
+        return Ok(None);
+    };
+    let n: i64 = text
+        .parse()
+        .map_err(|_| ApiError::wrong_type("item_type", "an integer"))?;
+    Ok(Some(ItemType::parse(n)?))
+}
+
+/// The version byte leading every cursor, so its layout can change later
+/// without misreading an old one.
+const CURSOR_VERSION: u8 = 1;
+
+/// The opaque cursor after `last`, the last like of a page: its exact
+/// `liked_at` (microseconds), item type and item id, in hex.
+pub fn cursor_after(last: &LikedItem) -> String {
+    let mut bytes = Vec::with_capacity(19);
+    bytes.push(CURSOR_VERSION);
+    bytes.extend_from_slice(&last.liked_at.timestamp_micros().to_be_bytes());
+    // ItemType is 1..=i16::MAX by construction.
+    bytes.extend_from_slice(&(last.item.item_type.get() as i16).to_be_bytes());
+    bytes.extend_from_slice(&last.item.item_id.get().to_be_bytes());
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses the optional `cursor` a previous page gave as `next_cursor`.
+pub fn cursor(query: &HashMap<String, String>) -> Result<Option<LikedItem>, ApiError> {
+    let Some(text) = query.get("cursor") else {
+        return Ok(None);
+    };
+    decode_cursor(text)
+        .map(Some)
+        .ok_or_else(|| invalid("cursor", "must be a `next_cursor` from a previous page"))
+}
+
+fn decode_cursor(text: &str) -> Option<LikedItem> {
+    if text.len() != 38 || !text.is_ascii() {
+        return None;
+    }
+    let bytes: Vec<u8> = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect::<Option<_>>()?;
+    if bytes[0] != CURSOR_VERSION {
+        return None;
+    }
+    let micros = i64::from_be_bytes(bytes[1..9].try_into().ok()?);
+    let item_type = i16::from_be_bytes(bytes[9..11].try_into().ok()?);
+    let item_id = i64::from_be_bytes(bytes[11..19].try_into().ok()?);
+    Some(LikedItem {
+        item: ItemKey::parse(i64::from(item_type), item_id).ok()?,
+        liked_at: chrono::DateTime::from_timestamp_micros(micros)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +214,51 @@ mod tests {
         assert_eq!(limit(&q(&[("limit", "100")]), 20, 100).unwrap(), 100);
         assert!(limit(&q(&[("limit", "0")]), 20, 100).is_err());
         assert!(limit(&q(&[("limit", "101")]), 20, 100).is_err());
+    }
+
+    #[test]
+    fn cursors_round_trip_exactly_and_anything_else_is_refused() {
+        let last = LikedItem {
+            item: ItemKey::parse(7, 123_456_789).unwrap(),
+            liked_at: chrono::DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
+        };
+        let text = cursor_after(&last);
+        assert_eq!(cursor(&q(&[("cursor", &text)])).unwrap(), Some(last));
+        assert_eq!(cursor(&q(&[])).unwrap(), None);
+        let mut wrong_version = text.clone();
+        wrong_version.replace_range(0..2, "02");
+        let zero_item = cursor_after(&LikedItem {
+            item: ItemKey::parse(7, 1).unwrap(),
+            ..last
+        })
+        .replace("0000000000000001", "0000000000000000");
+        for bad in [
+            "",
+            "x",
+            &text[..36],
+            &format!("{text}00"),
+            &wrong_version,
+            &zero_item,
+            &"zz".repeat(19),
+            "é".repeat(19).as_str(),
+        ] {
+            let err = cursor(&q(&[("cursor", bad)])).unwrap_err();
+            assert_eq!(err.field(), Some("cursor"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_item_type_filter_is_optional_and_bounded() {
+        assert_eq!(item_type(&q(&[])).unwrap(), None);
+        assert_eq!(
+            item_type(&q(&[("item_type", "2")]))
+                .unwrap()
+                .map(|t| t.get()),
+            Some(2)
+        );
+        for bad in ["0", "32768", "x", ""] {
+            let err = item_type(&q(&[("item_type", bad)])).unwrap_err();
+            assert_eq!(err.field(), Some("item_type"), "{bad}");
+        }
     }
 }

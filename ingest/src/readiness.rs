@@ -1,6 +1,9 @@
 //! `GET /readyz`: is each dependency of a write reachable right now? Kafka
 //! (topic metadata), the schema registry and Redis, each checked with a short
-//! timeout, all at once. The probes are infra's; this module decides what the
+//! timeout, all at once; and does every PostgreSQL shard that answers hold
+//! the shard map this process computes (`postgres_shard_map`: a shard that
+//! does not answer is not a failure, since writes do not need it and its
+//! counts are served from Redis, but a shard whose map differs is). The probes are infra's; this module decides what the
 //! public body says about them.
 
 use std::time::Duration;
@@ -10,6 +13,8 @@ use likes_infra::kafka::readiness::KafkaProbe;
 use likes_infra::redis::Redis;
 use likes_infra::{Down, Unready};
 use tracing::instrument;
+
+use crate::projection::Projection;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -43,18 +48,23 @@ impl Readiness {
         })
     }
 
-    /// Probes Kafka, the registry and Redis concurrently.
+    /// Probes Kafka, the registry, Redis and the shards' maps concurrently.
     #[instrument(skip_all)]
-    pub async fn check(&self, redis: &Redis) -> Vec<Check> {
-        let (kafka, registry, redis) = tokio::join!(
+    pub async fn check(&self, redis: &Redis, projection: &Projection) -> Vec<Check> {
+        let (kafka, registry, redis, shard_map) = tokio::join!(
             self.kafka.probe(TIMEOUT),
             self.registry.probe(),
-            self.redis(redis)
+            self.redis(redis),
+            projection.map_problem(TIMEOUT)
         );
         vec![
             ("kafka", outcome(kafka)),
             ("schema_registry", outcome(registry)),
             ("redis", redis),
+            (
+                "postgres_shard_map",
+                shard_map.map(|detail| (Down::BadAnswer, detail)),
+            ),
         ]
     }
 

@@ -30,12 +30,13 @@ pub const COUNTS: Route = route("GET", "/v1/counts");
 pub const COUNT: Route = route("GET", "/v1/items/{item_type}/{item_id}/count");
 pub const LIKERS: Route = route("GET", "/v1/items/{item_type}/{item_id}/likers");
 pub const USER_LIKES: Route = route("GET", "/v1/users/{user_id}/likes/{item_type}/{item_id}");
+pub const USER_LIKED_ITEMS: Route = route("GET", "/v1/users/{user_id}/likes");
 pub const HEALTHZ: Route = route("GET", "/healthz");
 pub const READYZ: Route = route("GET", "/readyz");
 pub const METRICS: Route = route("GET", "/metrics");
 
 /// Every route served.
-pub const ALL: [Route; 11] = [
+pub const ALL: [Route; 12] = [
     LIKE,
     UNLIKE_DELETE,
     UNLIKE,
@@ -44,6 +45,7 @@ pub const ALL: [Route; 11] = [
     COUNT,
     LIKERS,
     USER_LIKES,
+    USER_LIKED_ITEMS,
     HEALTHZ,
     READYZ,
     METRICS,
@@ -145,6 +147,10 @@ mod tests {
         assert_eq!(
             template_of("/v1/users/42/likes/1/7"),
             Some(USER_LIKES.template)
+        );
+        assert_eq!(
+            template_of("/v1/users/42/likes"),
+            Some(USER_LIKED_ITEMS.template)
         );
         assert_eq!(template_of("/v1/whatever/99"), None);
     }

@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use likes_infra::kafka::Publisher;
-use likes_infra::postgres;
-use likes_infra::postgres::PgPool;
 use likes_infra::redis::Redis;
 use likes_infra::redis::counts::CountCache;
 use likes_infra::redis::likers::{self, RecentLikers};
@@ -17,6 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::lookups::Lookups;
 use crate::progress::Progress;
+use crate::projection::Projection;
 use crate::protection::Protection;
 use crate::readiness::Readiness;
 use crate::{Limits, Settings, filters, observability};
@@ -27,7 +26,8 @@ pub struct State {
     /// The Redis connection the adapters below share (readiness pings it).
     pub redis: Redis,
     pub cache: CountCache,
-    pub db: PgPool,
+    /// The PostgreSQL projection, a pool per shard.
+    pub projection: Arc<Projection>,
     /// Batched projection lookups for the optimistic count.
     pub lookups: Lookups,
     /// Read-your-writes waits: one shared poller of the projected offsets.
@@ -51,6 +51,10 @@ impl Application {
     /// Connects to Kafka, the registry (registering the schema), PostgreSQL and
     /// Redis, and binds the listen address; `limits` come from
     /// [`Limits::from_env`] in the binary, from the test harness otherwise.
+    /// PostgreSQL need not be up (nor Kafka, with one shard: several shards
+    /// need the topic's partition count), but a shard that answers with a
+    /// recorded shard map other than ours refuses the start (see
+    /// [`crate::projection`]).
     pub async fn build(settings: &Settings, limits: Limits) -> anyhow::Result<Self> {
         let stack = &settings.stack;
         let publisher = Publisher::new(
@@ -62,10 +66,7 @@ impl Application {
         let schema_id = publisher.codec().register().await?;
         tracing::info!(schema_id, "schema registered");
         let redis = Redis::connect(&stack.redis_address(), &stack.redis_key_prefix).await?;
-        let db = postgres::connect_lazy(
-            postgres::shards::one_database(stack)?,
-            stack.database_max_connections,
-        )?;
+        let projection = Arc::new(Projection::connect(stack).await?);
         let listener = TcpListener::bind(settings.listen_addr).await?;
         let readiness = Readiness::new(
             &stack.kafka_bootstrap,
@@ -80,13 +81,9 @@ impl Application {
                 protection: Protection::new(&redis, &limits, settings.produce_timeout),
                 cache: CountCache::new(&redis),
                 redis,
-                lookups: Lookups::spawn(db.clone()),
-                progress: Progress::spawn(
-                    db.clone(),
-                    stack.topic.clone(),
-                    limits.read_your_writes_max_waiters,
-                ),
-                db,
+                lookups: Lookups::spawn(projection.clone()),
+                progress: Progress::spawn(projection.clone(), limits.read_your_writes_max_waiters),
+                projection,
                 limits,
                 readiness,
                 metrics: observability::install(),

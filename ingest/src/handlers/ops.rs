@@ -1,5 +1,6 @@
 //! Probes and metrics: `/healthz` (the process answers), `/readyz` (Kafka, the
-//! registry and Redis answer), `/metrics` (Prometheus text).
+//! registry and Redis answer, no shard holds another shard map), `/metrics`
+//! (Prometheus text).
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ pub async fn healthz() -> Result<Response, warp::Rejection> {
 /// GET /readyz: 200 when every dependency of a write answers, else 503 naming
 /// the ones that do not.
 pub async fn readyz(state: Arc<State>) -> Result<Response, warp::Rejection> {
-    let checks = state.readiness.check(&state.redis).await;
+    let checks = state.readiness.check(&state.redis, &state.projection).await;
     let ready = checks.iter().all(|(_, failure)| failure.is_none());
     let mut detail = serde_json::Map::new();
     for (name, failure) in checks {

@@ -1,12 +1,12 @@
 //! Reads of the projections: one count (optionally waiting for a write to be
-//! projected), many counts at once, whether a user likes an item, and an
-//! item's most recent likers.
+//! projected), many counts at once, whether a user likes an item, the items a
+//! user likes, and an item's most recent likers. PostgreSQL is read through
+//! [`crate::projection`]: each item on its shard.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use likes_domain::ItemKey;
-use likes_infra::postgres;
 use serde_json::{Value, json};
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -21,12 +21,12 @@ pub const MAX_ITEMS: usize = 1000;
 /// The most likers one request may ask for (and the default).
 pub const MAX_LIKERS: usize = 100;
 const DEFAULT_LIKERS: usize = 20;
+/// The most likes of a user one page holds, and the default.
+pub const MAX_LIKED_ITEMS: usize = 100;
+const DEFAULT_LIKED_ITEMS: usize = 20;
 
-/// A store that failed: the client learns which, the log learns why.
-fn unavailable(what: &str, e: impl std::fmt::Display) -> ApiError {
-    tracing::warn!(error = %e, what, "read failed");
-    ApiError::Unavailable(format!("{what} unavailable"))
-}
+/// How a count is answered in `GET /v1/counts` when its shard did not answer.
+const UNAVAILABLE: &str = "unavailable";
 
 /// GET an item's count: Redis first, PostgreSQL on a miss (refilling Redis;
 /// a never-counted item's refill expires, see `CACHE_REFILL_TTL_SECONDS`).
@@ -47,9 +47,11 @@ pub async fn count(
         None => None,
     };
     let (count, source) = if included == Some(true) {
-        let stored = postgres::reads::count(&state.db, item)
+        let stored = state
+            .projection
+            .count(item)
             .await
-            .map_err(|e| unavailable("count store", e))?;
+            .map_err(|e| state.projection.unavailable("count store", &[&e]))?;
         (stored.map_or(0, |(count, _)| count), "database")
     } else {
         cached_count(&state, item).await?
@@ -73,9 +75,11 @@ async fn cached_count(state: &State, item: ItemKey) -> Result<(i64, &'static str
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "redis read failed, falling back to postgres"),
     }
-    let stored = postgres::reads::count(&state.db, item)
+    let stored = state
+        .projection
+        .count(item)
         .await
-        .map_err(|e| unavailable("count store", e))?;
+        .map_err(|e| state.projection.unavailable("count store", &[&e]))?;
     if let Err(e) = state
         .cache
         .refill_counts(&[(item, stored)], state.limits.cache_refill_ttl)
@@ -97,7 +101,12 @@ async fn wait_applied(state: &State, token: Token) -> Result<bool, ApiError> {
         .await
 }
 
-/// GET many counts: one MGET, one PostgreSQL query for the misses, misses refilled.
+/// GET many counts: one MGET, then one PostgreSQL query per shard for the
+/// misses (the shards asked at once), misses refilled. A shard that does not
+/// answer leaves its misses without a count (`"count": null, "source":
+/// "unavailable"`, and `Retry-After` on the answer) while the others are
+/// answered; when no shard asked answers, the whole request is 503 (as with
+/// one shard down).
 #[tracing::instrument(skip_all)]
 pub async fn counts(
     params: HashMap<String, String>,
@@ -116,17 +125,31 @@ pub async fn counts(
         .map(|(item, _)| *item)
         .collect();
     let mut stored: HashMap<ItemKey, (i64, i64)> = HashMap::new();
+    let mut unanswered: HashSet<ItemKey> = HashSet::new();
     if !misses.is_empty() {
-        for (item, count, stamp) in postgres::reads::counts(&state.db, &misses)
-            .await
-            .map_err(|e| unavailable("count store", e))?
-        {
-            stored.insert(item, (count, stamp));
+        let answers = state.projection.counts(&misses).await;
+        let asked = answers.len();
+        let mut failed = Vec::new();
+        let mut refill: Vec<(ItemKey, Option<(i64, i64)>)> = Vec::new();
+        for answer in &answers {
+            match &answer.rows {
+                Ok(rows) => {
+                    for (item, count, stamp) in rows {
+                        stored.insert(*item, (*count, *stamp));
+                    }
+                    refill.extend(answer.items.iter().map(|i| (*i, stored.get(i).copied())));
+                }
+                Err(e) => {
+                    unanswered.extend(answer.items.iter().copied());
+                    failed.push(e);
+                }
+            }
         }
-        let refill: Vec<(ItemKey, Option<(i64, i64)>)> = misses
-            .iter()
-            .map(|item| (*item, stored.get(item).copied()))
-            .collect();
+        if failed.len() == asked {
+            return Err(state.projection.unavailable("count store", &failed).into());
+        }
+        // The answer says which items went without a count.
+        state.projection.log_failed("count store", &failed);
         if let Err(e) = state
             .cache
             .refill_counts(&refill, state.limits.cache_refill_ttl)
@@ -140,8 +163,9 @@ pub async fn counts(
         .zip(cached)
         .map(|(item, cached)| {
             let (count, source) = match cached {
-                Some(count) => (count, "cache"),
-                None => (stored.get(item).map_or(0, |(c, _)| *c), "database"),
+                Some(count) => (Some(count), "cache"),
+                None if unanswered.contains(item) => (None, UNAVAILABLE),
+                None => (Some(stored.get(item).map_or(0, |(c, _)| *c)), "database"),
             };
             json!({
                 "item_type": item.item_type,
@@ -151,7 +175,12 @@ pub async fn counts(
             })
         })
         .collect();
-    Ok(json(&json!({ "counts": counts }), StatusCode::OK))
+    let response = json(&json!({ "counts": counts }), StatusCode::OK);
+    Ok(if unanswered.is_empty() {
+        response
+    } else {
+        with_header(response, "retry-after", "1")
+    })
 }
 
 /// GET whether a user likes an item, from PostgreSQL.
@@ -164,14 +193,62 @@ pub async fn user_likes(
 ) -> Result<Response, warp::Rejection> {
     let user = query::user_path(&user_id)?;
     let item = parse_item_path(&item_type, &item_id)?;
-    let liked = postgres::reads::likes(&state.db, user, item)
+    let liked = state
+        .projection
+        .likes(user, item)
         .await
-        .map_err(|e| unavailable("like store", e))?;
+        .map_err(|e| state.projection.unavailable("like store", &[&e]))?;
     let body = json!({
         "user_id": user,
         "item_type": item.item_type,
         "item_id": item.item_id,
         "liked": liked,
+    });
+    Ok(json(&body, StatusCode::OK))
+}
+
+/// GET the items a user likes, newest first, a page at a time: every shard
+/// is asked for its first `limit + 1` after the cursor (one indexed query
+/// each, all at once) and the answers are merged by time. A page needs every
+/// shard's part, so any shard not answering makes it a 503.
+#[tracing::instrument(skip_all)]
+pub async fn liked_items(
+    user_id: String,
+    params: HashMap<String, String>,
+    state: Arc<State>,
+) -> Result<Response, warp::Rejection> {
+    let user = query::user_path(&user_id)?;
+    query::only(
+        &params,
+        &["item_type", "limit", "cursor"],
+        "item_type, limit, cursor",
+    )?;
+    let item_type = query::item_type(&params)?;
+    let limit = query::limit(&params, DEFAULT_LIKED_ITEMS, MAX_LIKED_ITEMS)?;
+    let after = query::cursor(&params)?;
+    let (page, more) = state
+        .projection
+        .liked_items(user, item_type, after, limit)
+        .await
+        .map_err(|failed| {
+            let failed: Vec<_> = failed.iter().collect();
+            state.projection.unavailable("like store", &failed)
+        })?;
+    let next_cursor = page.last().filter(|_| more).map(query::cursor_after);
+    let likes: Vec<Value> = page
+        .iter()
+        .map(|l| {
+            json!({
+                "item_type": l.item.item_type,
+                "item_id": l.item.item_id,
+                "liked_at": l.liked_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            })
+        })
+        .collect();
+    let body = json!({
+        "user_id": user,
+        "likes": likes,
+        "next_cursor": next_cursor,
     });
     Ok(json(&body, StatusCode::OK))
 }
@@ -187,11 +264,10 @@ pub async fn likers(
     let item = parse_item_path(&item_type, &item_id)?;
     query::only(&params, &["limit"], "limit")?;
     let limit = query::limit(&params, DEFAULT_LIKERS, MAX_LIKERS)?;
-    let likers = state
-        .likers
-        .recent(item, limit)
-        .await
-        .map_err(|e| unavailable("likers projection", e))?;
+    let likers = state.likers.recent(item, limit).await.map_err(|e| {
+        tracing::warn!(error = %e, "likers read failed");
+        ApiError::Unavailable("likers projection unavailable".into())
+    })?;
     let likers: Vec<Value> = likers
         .into_iter()
         .map(|l| {
