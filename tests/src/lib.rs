@@ -29,6 +29,7 @@ pub mod redis_server;
 pub mod registry_proxy;
 pub mod replay;
 pub mod rewire;
+pub mod shard_projection;
 pub mod tcp_proxy;
 pub mod timed_records;
 pub mod topic;
