@@ -11,9 +11,9 @@
 //! others stay *unclaimed*: assigned by Kafka but not owned, so none of their
 //! records is admitted (paused, and refused by [`Ownership::collecting`]); a
 //! background task claims them again every few seconds and the collector
-//! starts each from its claimed offset once it is claimed. Only when every
-//! claim fails is the assignment given up and the group rejoined, as with one
-//! database.
+//! starts each from its claimed offset once it is claimed. With one shard a
+//! failed claim gives the assignment up and rejoins the group, as before
+//! shards existed (see `consumer.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +33,11 @@ type Reply = mpsc::Sender<Vec<ShardClaim>>;
 
 /// How often unclaimed partitions are claimed again.
 const RECLAIM_EVERY: Duration = Duration::from_secs(2);
+
+/// How long one shard's claim may go unanswered (a claim waits at most a few
+/// seconds for locks, see infra's `bound_waits`): past it, the shard counts
+/// as away and its partitions stay unclaimed.
+const CLAIM_BOUND: Duration = Duration::from_secs(10);
 
 /// Makes claims on a dedicated thread; dropping it stops the thread.
 pub struct Claimer {
@@ -97,7 +102,8 @@ pub async fn claim_by_shard(shards: &Shards, topic: &str, partitions: &[i32]) ->
             .enumerate()
             .filter(|(_, group)| !group.is_empty())
             .map(|(shard, group)| async move {
-                let result = offsets::claim(shards.pool(shard), topic, &group).await;
+                let result =
+                    offsets::claim_within(shards.pool(shard), topic, &group, CLAIM_BOUND).await;
                 (shard, group, result)
             }),
     )
@@ -492,5 +498,57 @@ fn unpark_metrics(partition: i32, reason: ParkReason) {
     if let ParkReason::Gap { from, to } = reason {
         metrics::gauge!(crate::metrics::MISSING_RECORDS, "partition" => partition.to_string(), "first_offset" => from.to_string(), "last_offset" => to.to_string())
             .set(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(partition: i32, epoch: i64, offset: i64) -> Claim {
+        Claim {
+            epoch,
+            next: Position { partition, offset },
+        }
+    }
+
+    #[test]
+    fn an_unclaimed_partition_is_not_read_until_its_late_claim_is_started() {
+        let ownership = Ownership::default();
+        ownership.assign_partly(&[claim(0, 4, 10)], &[2]);
+        assert_eq!(ownership.collecting(2), None, "unclaimed: nothing admitted");
+        assert_eq!(ownership.take_to_pause(), vec![2]);
+        let (generation, unclaimed) = ownership.unclaimed();
+        assert_eq!(unclaimed, vec![2]);
+        let version = ownership.version();
+        assert!(ownership.claimed_late(generation, &[claim(2, 7, 30)]));
+        assert_eq!(
+            ownership.collecting(2),
+            None,
+            "not before the collector starts it"
+        );
+        assert_eq!(ownership.take_late_claims(), vec![claim(2, 7, 30)]);
+        assert_eq!(ownership.collecting(2), Some((7, 30)));
+        assert_eq!(
+            ownership.generation(),
+            generation,
+            "the other partitions' batches stay good"
+        );
+        assert!(
+            ownership.version() > version,
+            "writers refresh Redis for it"
+        );
+        assert_eq!(ownership.unclaimed_count(), 0);
+    }
+
+    #[test]
+    fn a_late_claim_made_for_an_assignment_that_is_over_is_thrown_away() {
+        let ownership = Ownership::default();
+        ownership.assign_partly(&[claim(0, 4, 10)], &[2]);
+        let (generation, _) = ownership.unclaimed();
+        ownership.revoke_all();
+        assert!(!ownership.claimed_late(generation, &[claim(2, 7, 30)]));
+        assert!(ownership.take_late_claims().is_empty());
+        assert_eq!(ownership.collecting(2), None);
     }
 }

@@ -80,7 +80,7 @@ pub async fn run(
         &stack.kafka_bootstrap,
         &settings.group_id,
         &stack.topic,
-        ClaimOnAssign::new(claimer, ownership.clone()),
+        ClaimOnAssign::new(claimer, ownership.clone(), shards.len()),
     )?;
     let consumer = Arc::new(consumer);
     let mut collector = Collector::new(

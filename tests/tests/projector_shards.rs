@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use likes_tests::process::{ProjectorProcess, binary, service_env};
+use likes_tests::projector_http::ObservedProjector;
 use likes_tests::rewire::rewired;
 use likes_tests::shard_projection::{
     Trickle, backend, count_in, items_by_shard, likers_everywhere, shard_caught_up, stored_offsets,
@@ -327,5 +328,70 @@ async fn the_projector_refuses_shards_whose_recorded_map_differs_and_commits_not
             assert_eq!(count_in(&env, shard, *item).await?, None, "shard {shard}");
         }
     }
+    Ok(())
+}
+
+// Two in-process projectors block a runtime thread each in Kafka's rebalance
+// callback while their claims go through the proxy, which runs on this same
+// runtime: it needs a thread of its own left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_assigned_while_their_shard_is_cut_off_wait_unclaimed_while_the_others_go_on()
+-> anyhow::Result<()> {
+    let env = TestEnv::sharded(PARTITIONS, SHARDS).await?;
+    let by_shard = items_by_shard(&env, 2);
+    let items: Vec<i64> = by_shard.iter().flatten().copied().collect();
+    let proxy = TcpProxy::start(backend(&env.stack.database_urls[1])?).await?;
+    let cut_off = rewired(&env, |stack| {
+        stack.database_urls[1] = through(&stack.database_urls[1], proxy.addr).unwrap_or_default()
+    });
+    let staying = ObservedProjector::start(&cut_off)?;
+    let leaving = ObservedProjector::start(&cut_off)?;
+    let trickle = Trickle::start(&env, items.clone(), Duration::from_millis(25))?;
+    eventually(Duration::from_secs(60), || async {
+        Ok(counts(&env, &items).await?.values().all(|n| *n >= 3))
+    })
+    .await?;
+
+    // Shard 1 goes away, then a projector leaves: the group rebalances and
+    // the one staying is assigned every partition, but can claim only shard 0's.
+    proxy.cut();
+    leaving.stop().await?;
+    let waited = eventually(Duration::from_secs(60), || async {
+        let (status, body) = staying.readiness().await?;
+        Ok(status == 503 && body["unclaimed_partitions"] == 2 && body["owned_partitions"] == 2)
+    })
+    .await;
+    let (_, readiness_during_cut) = staying.readiness().await?;
+    let acked_during_cut = trickle.acked();
+    let shard0_kept_going = eventually(Duration::from_secs(30), || async {
+        let now = counts(&env, &by_shard[0]).await?;
+        Ok(by_shard[0].iter().all(|i| now[i] >= acked_during_cut[i]))
+    })
+    .await;
+    println!(
+        "during the cut: readiness {readiness_during_cut}, acked {acked_during_cut:?}, counts {:?}",
+        counts(&env, &items).await?
+    );
+
+    proxy.restore();
+    let acked = trickle.stop().await?;
+    let settled = converged(&env, &acked).await;
+    let ready_again = eventually(Duration::from_secs(30), || async {
+        let (status, body) = staying.readiness().await?;
+        Ok(status == 200 && body["unclaimed_partitions"] == 0 && body["owned_partitions"] == 4)
+    })
+    .await;
+    let redis = redis_agrees(&env, &items).await;
+    staying.stop().await?;
+    waited?;
+    shard0_kept_going?;
+    settled?;
+    ready_again?;
+    redis?;
+    let (acked, counted, lost, doubled) = figures(&env, &acked).await?;
+    println!(
+        "FIGURES | rebalance while one of two shards is cut off, then back | acked {acked} | counted {counted} | lost {lost} | double {doubled}"
+    );
+    assert_eq!((lost, doubled), (0, 0));
     Ok(())
 }
