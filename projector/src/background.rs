@@ -13,16 +13,17 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Forgets applied events that can no longer make anything a duplicate, once
 /// a minute (by each partition's log time, never the wall clock: see
-/// [`writer::prune_applied_events`]). Every projector instance runs it; the
-/// deletes are idempotent.
-pub async fn prune_forever(db: PgPool, topic: String, horizon: DedupHorizon) {
+/// [`writer::prune_applied_events`]), in one shard (`db`): one pruner per
+/// shard, so a shard that is away delays only its own pruning. Every
+/// projector instance runs them; the deletes are idempotent.
+pub async fn prune_forever(db: PgPool, shard: usize, topic: String, horizon: DedupHorizon) {
     let mut tick = tokio::time::interval(PRUNE_EVERY);
     loop {
         tick.tick().await;
         match writer::prune_applied_events(&db, &topic, horizon).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(pruned = n, "applied event ids pruned"),
-            Err(e) => tracing::warn!(error = %e, "pruning applied event ids failed"),
+            Ok(n) => tracing::info!(shard, pruned = n, "applied event ids pruned"),
+            Err(e) => tracing::warn!(error = %e, shard, "pruning applied event ids failed"),
         }
     }
 }

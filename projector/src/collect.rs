@@ -1,13 +1,28 @@
-//! Collecting a batch: records for one window, decoded and admitted per
-//! partition. When the window ends while the previous batch is still being
-//! written, the batch keeps growing until the writer is free, so a busy
-//! projector writes fewer, larger transactions and never idles its consumer.
+//! Collecting batches: records for one window, decoded and admitted per
+//! partition, into one batch per shard (the shard owning the record's
+//! partition). Each shard has its own writer, free or busy on its own: a
+//! shard's batch is handed to its writer once its window is over and the
+//! writer is free. While the writer is still busy the batch keeps growing, so
+//! a busy shard gets fewer, larger transactions; once it holds
+//! `PROJECTOR_MAX_BATCH_EVENTS` its partitions are paused in the consumer
+//! (only they: the other shards' partitions are still read and handed on)
+//! until the writer takes it, then sought back to the next record the batch
+//! expects and resumed. Records fetched before the pause may still arrive and
+//! are taken, so a held batch can pass the bound by what was already fetched.
+//!
+//! Nothing here changes the order of a partition's records: a partition
+//! belongs to one shard, its records go to that shard's one batch in log
+//! order, and a shard has at most one batch in writing (its writer's permit),
+//! written before the next one is handed over.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, select_all};
 use likes_infra::codec::EventCodec;
 use likes_infra::kafka::dead_letters::{DeadLetters, Sent};
+use likes_infra::postgres::shards::ShardMap;
 use likes_infra::retry;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -16,6 +31,14 @@ use crate::consumer::ProjectorConsumer;
 use crate::ownership::{Ownership, ParkReason};
 use crate::{Settings, parking};
 
+/// A shard's batch handed to its writer, with the permit that marks the
+/// writer busy until the batch is written.
+pub struct Handoff {
+    pub shard: usize,
+    pub batch: Batch,
+    pub permit: OwnedSemaphorePermit,
+}
+
 /// The consuming half of the projector.
 pub struct Collector {
     pub settings: Settings,
@@ -23,15 +46,42 @@ pub struct Collector {
     pub ownership: Arc<Ownership>,
     pub codec: EventCodec,
     pub dead_letters: DeadLetters,
+    pub map: ShardMap,
+    /// Per shard, the batch being collected (carried over between calls while
+    /// its writer is busy).
+    pending: Vec<Batch>,
+    /// Per shard, whether its partitions are paused because its batch is full.
+    held: Vec<bool>,
 }
 
 impl Collector {
-    /// Collects one batch and waits for the writer to be free (`writer`'s one
-    /// permit). Returns `None` when a window passed with nothing to collect.
-    pub async fn collect(
-        &mut self,
-        writer: &Arc<Semaphore>,
-    ) -> Option<(Batch, OwnedSemaphorePermit)> {
+    pub fn new(
+        settings: Settings,
+        consumer: Arc<ProjectorConsumer>,
+        ownership: Arc<Ownership>,
+        codec: EventCodec,
+        dead_letters: DeadLetters,
+        map: ShardMap,
+    ) -> Self {
+        let generation = ownership.generation();
+        Self {
+            settings,
+            consumer,
+            ownership,
+            codec,
+            dead_letters,
+            map,
+            pending: (0..map.shards()).map(|_| Batch::new(generation)).collect(),
+            held: vec![false; map.shards()],
+        }
+    }
+
+    /// Collects until at least one shard's batch is due (its window is over,
+    /// or it is full) while its writer (`writers[shard]`'s one permit) is
+    /// free, and hands over every such batch. Returns nothing when a window
+    /// passes without a hand-over, so the caller can look at rejoins and
+    /// stops; batches of busy shards stay here and keep growing.
+    pub async fn collect(&mut self, writers: &[Arc<Semaphore>]) -> Vec<Handoff> {
         if self.ownership.take_rejoin() {
             tracing::warn!("rejoining the consumer group");
             if let Err(e) = self.consumer.rejoin() {
@@ -39,27 +89,56 @@ impl Collector {
             }
         }
         parking::resume_accepted(&self.consumer, &self.ownership);
-        let mut batch = Batch::new(self.ownership.generation());
-        let mut deadline = tokio::time::Instant::now() + self.settings.window;
-        let mut permit = None;
-        while batch.len() < self.settings.max_batch_events {
-            let received = if batch.is_empty() || tokio::time::Instant::now() < deadline {
-                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                    Err(_elapsed) if batch.is_empty() => return None,
-                    Err(_elapsed) => continue,
-                    Ok(received) => received,
+        self.start_late_claims();
+        self.drop_if_rebalanced();
+        let round_ends = tokio::time::Instant::now() + self.settings.window;
+        loop {
+            let handoffs = self.hand_over(writers);
+            if !handoffs.is_empty() {
+                return handoffs;
+            }
+            // Wait for a record, for a collecting batch's window to end, or
+            // for the writer of a due batch to become free.
+            let waiting: Vec<usize> = (0..self.pending.len()).filter(|s| self.due(*s)).collect();
+            let deadline = (0..self.pending.len())
+                .filter(|s| !self.pending[*s].is_empty() && !self.due(*s))
+                .map(|s| self.window_end(s))
+                .chain(std::iter::once(round_ends))
+                .min()
+                .unwrap_or(round_ends);
+            let free_writer = async {
+                if waiting.is_empty() {
+                    return std::future::pending().await;
                 }
-            } else {
-                // The window is over: hand off the moment the writer is free,
-                // taking whatever arrives while it is still busy.
-                tokio::select! {
-                    biased;
-                    free = writer.clone().acquire_owned() => {
-                        permit = free.ok();
-                        break;
+                let acquires: Vec<BoxFuture<'_, Option<(usize, OwnedSemaphorePermit)>>> = waiting
+                    .iter()
+                    .map(|s| {
+                        let shard = *s;
+                        writers[shard]
+                            .clone()
+                            .acquire_owned()
+                            .map(move |p| p.ok().map(|p| (shard, p)))
+                            .boxed()
+                    })
+                    .collect();
+                select_all(acquires).await.0
+            };
+            let received = tokio::select! {
+                biased;
+                free = free_writer => {
+                    if let Some((shard, permit)) = free {
+                        let batch = self.take_batch(shard);
+                        return vec![Handoff { shard, batch, permit }];
                     }
-                    received = self.consumer.recv() => received,
+                    continue;
                 }
+                _ = tokio::time::sleep_until(deadline) => {
+                    if tokio::time::Instant::now() >= round_ends {
+                        return Vec::new();
+                    }
+                    continue;
+                }
+                received = self.consumer.recv() => received,
             };
             let record = match received {
                 Err(e) => {
@@ -68,13 +147,10 @@ impl Collector {
                 }
                 Ok(record) => record,
             };
-            if batch.generation != self.ownership.generation() {
-                // A rebalance happened: what we hold was not committed and will be
-                // read again from the claimed offsets.
-                batch = Batch::new(self.ownership.generation());
-            }
+            self.drop_if_rebalanced();
             let position = record.position;
-            let epoch = match batch.offer(&self.ownership, position) {
+            let shard = self.map.shard_of(position.partition);
+            let epoch = match self.pending[shard].offer(&self.ownership, position) {
                 Offer::Next { epoch } => epoch,
                 Offer::Stale => continue,
                 Offer::Gap { from, to } => {
@@ -82,13 +158,14 @@ impl Collector {
                     continue;
                 }
             };
-            let first = batch.is_empty();
+            let first = self.pending[shard].is_empty();
             // Only transient failures (the registry away) are retried; any other
             // failure means the record can never become an event.
             let payload = record.payload.as_deref();
             match retry::transient(&retry::TRANSIENT, "decode", || self.codec.decode(payload)).await
             {
                 Ok(event) => {
+                    let batch = &mut self.pending[shard];
                     batch.take(&self.ownership, position, epoch);
                     let record_time = likes_domain::record_time(record.timestamp_ms, &event);
                     batch.push(position, record_time, event);
@@ -103,6 +180,7 @@ impl Collector {
                                 metrics::counter!(crate::metrics::DEAD_LETTER_REFERENCES)
                                     .increment(1);
                             }
+                            let batch = &mut self.pending[shard];
                             batch.take(&self.ownership, position, epoch);
                             batch.poison += 1;
                         }
@@ -123,18 +201,141 @@ impl Collector {
             if first {
                 // The window runs from the first record, so a quiet topic does not
                 // delay the first like of a burst by a whole window.
-                deadline = tokio::time::Instant::now() + self.settings.window;
-                batch.started = Instant::now();
+                self.pending[shard].started = Instant::now();
             }
         }
-        if batch.is_empty() {
-            return None;
+    }
+
+    /// Hands over every due batch whose writer is free; pauses the shards
+    /// whose batch is full while their writer is busy.
+    fn hand_over(&mut self, writers: &[Arc<Semaphore>]) -> Vec<Handoff> {
+        let mut handoffs = Vec::new();
+        for (shard, writer) in writers.iter().enumerate().take(self.pending.len()) {
+            if !self.due(shard) {
+                continue;
+            }
+            match writer.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let batch = self.take_batch(shard);
+                    handoffs.push(Handoff {
+                        shard,
+                        batch,
+                        permit,
+                    });
+                }
+                Err(_busy) => {
+                    if self.full(shard) && !self.held[shard] {
+                        self.hold(shard);
+                    }
+                }
+            }
         }
-        let permit = match permit {
-            Some(permit) => permit,
-            None => writer.clone().acquire_owned().await.ok()?,
-        };
-        Some((batch, permit))
+        handoffs
+    }
+
+    /// A batch is due once its window is over or it is full.
+    fn due(&self, shard: usize) -> bool {
+        let batch = &self.pending[shard];
+        !batch.is_empty() && (batch.started.elapsed() >= self.settings.window || self.full(shard))
+    }
+
+    fn full(&self, shard: usize) -> bool {
+        self.pending[shard].len() >= self.settings.max_batch_events
+    }
+
+    fn window_end(&self, shard: usize) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.pending[shard].started + self.settings.window)
+    }
+
+    /// Takes `shard`'s batch for its writer, starting a new one, and lets its
+    /// partitions be read again if they were held.
+    fn take_batch(&mut self, shard: usize) -> Batch {
+        let fresh = Batch::new(self.ownership.generation());
+        let batch = std::mem::replace(&mut self.pending[shard], fresh);
+        if self.held[shard] {
+            self.release(shard);
+        }
+        batch
+    }
+
+    /// A rebalance happened: what every shard holds was not committed and
+    /// will be read again from the claimed offsets (the assignment resumed
+    /// every assigned partition, so nothing stays held).
+    fn drop_if_rebalanced(&mut self) {
+        let generation = self.ownership.generation();
+        for (shard, batch) in self.pending.iter_mut().enumerate() {
+            if batch.generation != generation {
+                *batch = Batch::new(generation);
+                self.held[shard] = false;
+            }
+        }
+    }
+
+    /// The partitions of `shard` this process owns and reads.
+    fn owned_of(&self, shard: usize) -> Vec<i32> {
+        self.ownership
+            .claims()
+            .iter()
+            .map(|c| c.next.partition)
+            .filter(|p| self.map.shard_of(*p) == shard)
+            .collect()
+    }
+
+    /// Stops reading `shard`'s partitions: its batch is full and its writer busy.
+    fn hold(&mut self, shard: usize) {
+        let partitions = self.owned_of(shard);
+        tracing::info!(
+            shard,
+            ?partitions,
+            "batch full while the shard's writer is busy; its partitions are paused"
+        );
+        for partition in partitions {
+            if let Err(e) = self.consumer.pause(partition) {
+                tracing::warn!(error = %e, partition, "pausing a partition failed");
+            }
+        }
+        self.held[shard] = true;
+    }
+
+    /// Reads `shard`'s partitions again from the next record each expects
+    /// (whatever the pause did to the records fetched before it).
+    fn release(&mut self, shard: usize) {
+        self.held[shard] = false;
+        let partitions = self.owned_of(shard);
+        for at in self.ownership.collecting_of(&partitions) {
+            if let Err(e) = self.consumer.seek(at) {
+                tracing::warn!(error = %e, partition = at.partition, "seek of a held partition failed");
+            }
+            if let Err(e) = self.consumer.resume(at.partition) {
+                tracing::warn!(error = %e, partition = at.partition, "resuming a held partition failed");
+            }
+        }
+    }
+
+    /// Pauses partitions assigned but not claimed, and starts those claimed
+    /// since at their claimed offsets. Runs between receives, so no record
+    /// fetched before a seek is offered after it.
+    fn start_late_claims(&mut self) {
+        for partition in self.ownership.take_to_pause() {
+            if let Err(e) = self.consumer.pause(partition) {
+                tracing::warn!(error = %e, partition, "pausing an unclaimed partition failed");
+            }
+        }
+        for claim in self.ownership.take_late_claims() {
+            let at = claim.next;
+            if let Err(e) = self.consumer.seek(at) {
+                tracing::warn!(error = %e, partition = at.partition, "seek of a late claim failed");
+            }
+            if let Err(e) = self.consumer.resume(at.partition) {
+                tracing::warn!(error = %e, partition = at.partition, "resuming a late claim failed");
+            }
+            tracing::info!(
+                partition = at.partition,
+                epoch = claim.epoch,
+                next_offset = at.offset,
+                "partition claimed late; reading it from its claimed offset"
+            );
+        }
     }
 
     fn park(&self, partition: i32, reason: ParkReason) {

@@ -1,9 +1,20 @@
-//! Writing a batch: fenced PostgreSQL transactions, one per part of the batch
-//! (split by partition, written at once, each retried while the database is
-//! away, never skipped), then Redis from the counts the
-//! transaction returned, then Kafka's committed offsets for lag tooling. It
-//! runs on its own task, one batch at a time in log order, while the next
-//! batch is collected.
+//! Writing a shard's batch: fenced PostgreSQL transactions on that shard, one
+//! per part of the batch (split by partition, written at once, each retried
+//! while the database is away, never skipped), then Redis from the counts the
+//! transaction returned, then Kafka's committed offsets for lag tooling. Each
+//! shard has its own writer on its own task, one batch at a time in log
+//! order, while the next batch is collected; a shard that is slow or away
+//! holds only its own writer, never another shard's.
+//!
+//! Why the shards need nothing in common to stay exact: every transaction
+//! holds whole partitions of one shard with their offsets and epochs (which
+//! live in that shard), so each commits or rolls back alone, exactly as with
+//! one database; a partition belongs to one shard, so its batches go through
+//! one writer, in order. A batch collected across shards is several
+//! independent batches: after a crash one shard may have committed its part
+//! and another not, and each resumes from its own stored offsets. Redis gets
+//! absolute counts stamped with their offset after PostgreSQL, per shard, and
+//! each writer keeps the Redis marks of its own partitions only.
 //!
 //! Redis is brought to the committed counts after any restart or retry: a
 //! batch applied again (its commit reply was lost) returns the re-read counts
@@ -32,18 +43,25 @@ use likes_infra::{Error, retry};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tracing::Instrument;
 
+use likes_infra::postgres::shards::ShardMap;
+
 use crate::batch::{Batch, Part};
 use crate::consumer::ProjectorConsumer;
 use crate::ownership::{Ownership, ParkReason};
 use crate::parking;
 
-/// The writing half of the projector.
+/// The writing half of the projector, for one shard.
 pub struct Writer {
+    /// The shard written (its index in `DATABASE_URLS`) and the map that says
+    /// which partitions are its.
+    pub shard: usize,
+    pub map: ShardMap,
     pub topic: String,
     /// How many transactions one batch is split into (`PROJECTOR_WRITERS`).
     pub writers: usize,
     pub consumer: Arc<ProjectorConsumer>,
     pub ownership: Arc<Ownership>,
+    /// The shard's pool.
     pub db: PgPool,
     pub cache: CountCache,
     pub likers: RecentLikers,
@@ -56,7 +74,8 @@ pub struct Writer {
     pub cache_marks: HashMap<i32, i64>,
     /// Log times reached by batches whose Redis write has not succeeded yet.
     pub pending_marks: HashMap<i32, i64>,
-    /// The ownership generation whose claims had their Redis counts refreshed.
+    /// The claims' version ([`Ownership::version`]) whose partitions of this
+    /// shard had their Redis counts refreshed.
     pub refreshed: Option<u64>,
     /// A Redis write failed since the last refresh: the next refresh reaches
     /// back [`FAILOVER_LOOKBACK`] further, for writes a dead primary
@@ -90,7 +109,7 @@ impl Writer {
                 _ = tick.tick() => {
                     self.refresh_claimed().await;
                     if !self.pending_cache.is_empty() && !self.stopping() {
-                        self.flush_pending(self.ownership.generation()).await;
+                        self.flush_pending(self.ownership.version()).await;
                     }
                 }
             }
@@ -123,12 +142,11 @@ impl Writer {
     /// since Redis was last known current there. Retried each
     /// [`retry::REDIS_CATCH_UP_EVERY`] until it succeeds; until then no partition's Redis mark moves.
     async fn refresh_claimed(&mut self) {
-        let generation = self.ownership.generation();
-        if self.refreshed == Some(generation) || self.stopping() {
+        let version = self.ownership.version();
+        if self.refreshed == Some(version) || self.stopping() {
             return;
         }
         let claims: Vec<(i32, i64)> = self
-            .ownership
             .claims()
             .iter()
             .map(|c| (c.next.partition, c.epoch))
@@ -142,7 +160,7 @@ impl Writer {
         let refresh = match self.unless_stopped(read).await {
             None => return,
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "reading the counts to refresh in redis failed; retrying");
+                tracing::warn!(error = %e, shard = self.shard, "reading the counts to refresh in redis failed; retrying");
                 return;
             }
             Some(Ok(refresh)) => refresh,
@@ -150,11 +168,12 @@ impl Writer {
         let updates = refresh.counts;
         match self.cache.put_counts(&updates).await {
             Ok(()) => {
-                self.refreshed = Some(generation);
+                self.refreshed = Some(version);
                 self.redis_failed = false;
                 self.cache_marks = refresh.current_until.into_iter().collect();
                 self.pending_marks.clear();
                 tracing::info!(
+                    shard = self.shard,
                     partitions = claims.len(),
                     items = updates.len(),
                     "redis counts of the claimed partitions refreshed"
@@ -171,8 +190,8 @@ impl Writer {
     /// marks reached are recorded, each bounded by [`LAST_WORD`].
     async fn last_words(&mut self) {
         if !self.pending_cache.is_empty() {
-            let generation = self.ownership.generation();
-            if tokio::time::timeout(LAST_WORD, self.flush_pending(generation))
+            let version = self.ownership.version();
+            if tokio::time::timeout(LAST_WORD, self.flush_pending(version))
                 .await
                 .is_err()
             {
@@ -182,11 +201,10 @@ impl Writer {
                 );
             }
         }
-        if self.refreshed != Some(self.ownership.generation()) {
+        if self.refreshed != Some(self.ownership.version()) {
             return;
         }
         let marks: Vec<(i32, i64, i64)> = self
-            .ownership
             .claims()
             .iter()
             .filter_map(|c| {
@@ -229,6 +247,7 @@ impl Writer {
         }
         let span = tracing::info_span!(
             "batch",
+            shard = self.shard,
             partitions = %batch.ranges(),
             events = batch.events(),
             poison = batch.poison,
@@ -303,7 +322,8 @@ impl Writer {
             }
         }
         if !committed.is_empty() {
-            self.after_commit(&applied, &committed, generation).await;
+            self.after_commit(&applied, &committed, self.ownership.version())
+                .await;
         }
         if abandoned {
             // Uncommitted parts are read again by the next owner from the
@@ -369,6 +389,15 @@ impl Writer {
         self.unless_stopped(write).await
     }
 
+    /// The claims owned now in this shard.
+    fn claims(&self) -> Vec<likes_infra::postgres::offsets::Claim> {
+        self.ownership
+            .claims()
+            .into_iter()
+            .filter(|c| self.map.shard_of(c.next.partition) == self.shard)
+            .collect()
+    }
+
     /// Notes a part that committed: its partitions advance, and what it did is
     /// projected to Redis with the rest of the batch.
     fn committed(
@@ -390,7 +419,7 @@ impl Writer {
         &mut self,
         applied: &Applied,
         commits: &[writer::OffsetCommit],
-        generation: u64,
+        version: u64,
     ) {
         for c in &applied.counts {
             let entry = self
@@ -405,7 +434,7 @@ impl Writer {
             let mark = self.pending_marks.entry(*partition).or_insert(*log_time);
             *mark = (*mark).max(*log_time);
         }
-        self.flush_pending(generation).await;
+        self.flush_pending(version).await;
         // Recent likers are user experience only: a failure is logged, never retried.
         if let Err(e) = self.likers.apply(&applied.changes).await {
             metrics::counter!(crate::metrics::REDIS_FAILURES).increment(1);
@@ -420,9 +449,9 @@ impl Writer {
 
     /// Writes the pending counts to Redis; once they are all in, the batches
     /// behind them are current in Redis, which moves the partitions' marks
-    /// (only after this generation's refresh: before it, older writes may be
+    /// (only after the refresh of the claims in this version: before it, older writes may be
     /// missing).
-    async fn flush_pending(&mut self, generation: u64) {
+    async fn flush_pending(&mut self, version: u64) {
         let updates: Vec<CountUpdate> = self
             .pending_cache
             .iter()
@@ -436,7 +465,7 @@ impl Writer {
             Ok(()) => {
                 self.pending_cache.clear();
                 let reached = std::mem::take(&mut self.pending_marks);
-                if self.refreshed == Some(generation) {
+                if self.refreshed == Some(version) {
                     for (partition, log_time) in reached {
                         let mark = self.cache_marks.entry(partition).or_insert(log_time);
                         *mark = (*mark).max(log_time);

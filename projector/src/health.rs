@@ -1,6 +1,7 @@
 //! The projector's HTTP endpoint (`PROJECTOR_METRICS_ADDR`): `/healthz` (the
-//! process answers), `/readyz` (it owns partitions and none is parked; the body
-//! names the parked partitions and why) and the Prometheus metrics on any
+//! process answers), `/readyz` (it owns partitions, none is parked and none
+//! assigned is left unclaimed because its shard is away; the body names the
+//! parked partitions and why) and the Prometheus metrics on any
 //! other path.
 
 use std::net::SocketAddr;
@@ -56,7 +57,11 @@ fn answer(
     match path {
         "/healthz" => ("200 OK", "text/plain", "ok\n".into()),
         "/readyz" => {
-            let (ready, body) = readiness(ownership.owned(), &ownership.parked());
+            let (ready, body) = readiness(
+                ownership.owned(),
+                ownership.unclaimed_count(),
+                &ownership.parked(),
+            );
             let status = if ready {
                 "200 OK"
             } else {
@@ -75,9 +80,14 @@ fn answer(
     }
 }
 
-/// Ready means: owns at least one partition, and none of them is parked.
-fn readiness(owned: usize, parked: &[(i32, ParkReason)]) -> (bool, serde_json::Value) {
-    let ready = owned > 0 && parked.is_empty();
+/// Ready means: owns at least one partition, none of them is parked, and no
+/// assigned partition waits for its shard to be claimed in.
+fn readiness(
+    owned: usize,
+    unclaimed: usize,
+    parked: &[(i32, ParkReason)],
+) -> (bool, serde_json::Value) {
+    let ready = owned > 0 && unclaimed == 0 && parked.is_empty();
     let parked: Vec<serde_json::Value> = parked
         .iter()
         .map(|(partition, reason)| {
@@ -95,7 +105,7 @@ fn readiness(owned: usize, parked: &[(i32, ParkReason)]) -> (bool, serde_json::V
         .collect();
     (
         ready,
-        json!({"ready": ready, "owned_partitions": owned, "parked": parked}),
+        json!({"ready": ready, "owned_partitions": owned, "unclaimed_partitions": unclaimed, "parked": parked}),
     )
 }
 
@@ -112,9 +122,12 @@ mod tests {
 
     #[test]
     fn ready_needs_partitions_and_none_parked() {
-        assert!(readiness(3, &[]).0);
-        assert!(!readiness(0, &[]).0, "owns nothing yet");
-        let (ready, body) = readiness(3, &[(2, ParkReason::Gap { from: 0, to: 2 })]);
+        assert!(readiness(3, 0, &[]).0);
+        assert!(!readiness(0, 0, &[]).0, "owns nothing yet");
+        let (ready, body) = readiness(3, 1, &[]);
+        assert!(!ready, "a shard could not be claimed in");
+        assert_eq!(body["unclaimed_partitions"], 1);
+        let (ready, body) = readiness(3, 0, &[(2, ParkReason::Gap { from: 0, to: 2 })]);
         assert!(!ready);
         assert_eq!(body["parked"][0]["partition"], 2);
         assert_eq!(body["parked"][0]["reason"], "gap");

@@ -4,17 +4,20 @@
 //! then the Redis projection from the counts PostgreSQL returned.
 //!
 //! Where things live:
-//! - [`run`] (`run.rs`): the wiring: collector, writer task, background chores,
-//!   a bounded stop.
-//! - `collect.rs`: one window's records, decoded and admitted per partition;
-//!   poison goes to the dead-letter topic (infra's `kafka::dead_letters`).
+//! - [`run`] (`run.rs`): the wiring: connecting and checking the shards,
+//!   the collector, a writer task per shard, background chores per shard, a
+//!   bounded stop.
+//! - `collect.rs`: one window's records, decoded and admitted per partition
+//!   into one batch per shard; poison goes to the dead-letter topic (infra's
+//!   `kafka::dead_letters`).
 //! - `batch.rs`: a batch in the making (offsets in order, gaps refused) and its
 //!   split into parts by partition.
-//! - `commit.rs`: writing a batch: fenced PostgreSQL transactions, then Redis,
-//!   then Kafka's offsets for tooling.
+//! - `commit.rs`: writing a shard's batch: fenced PostgreSQL transactions,
+//!   then Redis, then Kafka's offsets for tooling; why shards stay independent.
 //! - `consumer.rs`: what a rebalance means here (claim on assignment); the
 //!   consumer itself is infra's `kafka::consumer::GroupConsumer`.
-//! - `ownership.rs`: the partitions owned, their epochs and parked state;
+//! - `ownership.rs`: the partitions owned, claimed in their shards, their
+//!   epochs, parked state and partitions whose shard could not be claimed in;
 //!   `parking.rs`: stopping one partition and resuming it after an accepted loss.
 //! - `health.rs` and `metrics.rs`: `/healthz`, `/readyz` and Prometheus;
 //!   `background.rs`: pruning applied event ids; `settings.rs`: the environment.

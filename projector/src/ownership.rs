@@ -1,19 +1,43 @@
 //! Which partitions this process owns, under which epoch, and where each
 //! resumes. Claims are made from Kafka's rebalance callback, which is
-//! synchronous, so they go to a small thread with its own runtime and pool:
+//! synchronous, so they go to a small thread with its own runtime and pools:
 //! the callback can wait for the claim without blocking the service's runtime.
 //! A partition that must not go on (records missing from the log, a write that
 //! fails permanently) is parked here, and only it stops.
+//!
+//! A partition is claimed in the shard that owns it (its epoch and offset
+//! live there), each shard's claim in its own transaction. When some shards'
+//! claims fail and others succeed, the claimed partitions go on and the
+//! others stay *unclaimed*: assigned by Kafka but not owned, so none of their
+//! records is admitted (paused, and refused by [`Ownership::collecting`]); a
+//! background task claims them again every few seconds and the collector
+//! starts each from its claimed offset once it is claimed. With one shard a
+//! failed claim gives the assignment up and rejoins the group, as before
+//! shards existed (see `consumer.rs`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
+use futures::future::join_all;
 use likes_domain::Position;
 use likes_infra::Error;
-use likes_infra::postgres::{self, offsets::Claim};
+use likes_infra::postgres::offsets::{self, Claim};
+use likes_infra::postgres::shards::Shards;
 
-type Reply = mpsc::Sender<Result<Vec<Claim>, Error>>;
+/// What one shard answered to a claim: its partitions asked for, and the claims made.
+pub type ShardClaim = (usize, Vec<i32>, Result<Vec<Claim>, Error>);
+
+type Reply = mpsc::Sender<Vec<ShardClaim>>;
+
+/// How often unclaimed partitions are claimed again.
+const RECLAIM_EVERY: Duration = Duration::from_secs(2);
+
+/// How long one shard's claim may go unanswered (a claim waits at most a few
+/// seconds for locks, see infra's `bound_waits`): past it, the shard counts
+/// as away and its partitions stay unclaimed.
+const CLAIM_BOUND: Duration = Duration::from_secs(10);
 
 /// Makes claims on a dedicated thread; dropping it stops the thread.
 pub struct Claimer {
@@ -21,10 +45,11 @@ pub struct Claimer {
 }
 
 impl Claimer {
-    /// Starts the claim thread for `topic` on the database at `database_url`.
-    pub fn spawn(database_url: &str, topic: &str) -> Result<Self, Error> {
+    /// Starts the claim thread for `topic`, with a small pool of its own to
+    /// each of the shards of `shards` (same URLs, same map).
+    pub fn spawn(urls: &[String], shards: &Shards, topic: &str) -> Result<Self, Error> {
         let (tx, rx) = mpsc::channel::<(Vec<i32>, Reply)>();
-        let pool = postgres::connect_lazy(database_url, 2)?;
+        let own = Shards::connect_lazy(urls, shards.map().partitions(), 2)?;
         let topic = topic.to_string();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -36,13 +61,12 @@ impl Claimer {
         std::thread::Builder::new()
             .name("partition-claims".into())
             .spawn(move || {
-                // The pool must live and die inside the runtime that drives it.
+                // The pools must live and die inside the runtime that drives them.
                 runtime.block_on(async move {
                     while let Ok((partitions, reply)) = rx.recv() {
-                        let result = postgres::offsets::claim(&pool, &topic, &partitions).await;
-                        let _ = reply.send(result);
+                        let _ = reply.send(claim_by_shard(&own, &topic, &partitions).await);
                     }
-                    pool.close().await;
+                    own.close().await;
                 });
             })
             .map_err(|source| Error::Spawn {
@@ -54,8 +78,9 @@ impl Claimer {
         })
     }
 
-    /// Claims `partitions`, blocking the calling thread until PostgreSQL answered.
-    pub fn claim(&self, partitions: Vec<i32>) -> Result<Vec<Claim>, Error> {
+    /// Claims `partitions`, each in its own shard, blocking the calling
+    /// thread until every shard answered.
+    pub fn claim(&self, partitions: Vec<i32>) -> Result<Vec<ShardClaim>, Error> {
         let (reply_tx, reply_rx) = mpsc::channel();
         let sent = self
             .requests
@@ -63,7 +88,54 @@ impl Claimer {
             .map_err(|_| Error::ClaimsStopped)?
             .send((partitions, reply_tx));
         sent.map_err(|_| Error::ClaimsStopped)?;
-        reply_rx.recv().map_err(|_| Error::ClaimsStopped)?
+        reply_rx.recv().map_err(|_| Error::ClaimsStopped)
+    }
+}
+
+/// Claims `partitions` grouped by shard: one transaction per shard, all at
+/// once, each answering for its own partitions only.
+pub async fn claim_by_shard(shards: &Shards, topic: &str, partitions: &[i32]) -> Vec<ShardClaim> {
+    let groups = shards.map().group(partitions.iter().copied(), |p| *p);
+    join_all(
+        groups
+            .into_iter()
+            .enumerate()
+            .filter(|(_, group)| !group.is_empty())
+            .map(|(shard, group)| async move {
+                let result =
+                    offsets::claim_within(shards.pool(shard), topic, &group, CLAIM_BOUND).await;
+                (shard, group, result)
+            }),
+    )
+    .await
+}
+
+/// Every few seconds, claims the partitions a rebalance assigned but whose
+/// shard could not be claimed in; the collector starts each one it gets
+/// ([`Ownership::take_late_claims`]). A claim that lands after the partition
+/// was revoked is thrown away (its generation is gone); at worst it bumped an
+/// epoch the new owner then finds fenced, and that owner rejoins.
+pub async fn reclaim_forever(shards: Shards, topic: String, ownership: Arc<Ownership>) {
+    let mut tick = tokio::time::interval(RECLAIM_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (generation, unclaimed) = ownership.unclaimed();
+        if unclaimed.is_empty() {
+            continue;
+        }
+        for (shard, partitions, result) in claim_by_shard(&shards, &topic, &unclaimed).await {
+            match result {
+                Ok(claims) => {
+                    if ownership.claimed_late(generation, &claims) {
+                        tracing::info!(shard, ?partitions, "unclaimed partitions claimed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, shard, shard_url = shards.name(shard), ?partitions, "claiming partitions failed; retrying")
+                }
+            }
+        }
     }
 }
 
@@ -122,6 +194,12 @@ struct Owned {
 #[derive(Default)]
 struct State {
     owned: HashMap<i32, Owned>,
+    /// Assigned, but their shard's claim failed: nothing of theirs is read.
+    unclaimed: BTreeSet<i32>,
+    /// Unclaimed partitions the collector has not paused yet.
+    to_pause: Vec<i32>,
+    /// Claims made late for unclaimed partitions, for the collector to start.
+    late: Vec<Claim>,
     parked: BTreeMap<i32, ParkReason>,
     /// Gaps an operator accepted, per partition: the collector moves past
     /// exactly this range.
@@ -134,15 +212,29 @@ struct State {
 /// generation, which tells the batch loop to drop what it collected before.
 /// Parked partitions are forgotten with the assignment: the next claim reads
 /// them again from their stored offsets and finds the same reason, if it holds.
+///
+/// The claims' `version` moves with every change of the claims (an
+/// assignment, a revocation, a late claim): writers refresh Redis for their
+/// claimed partitions when it moves. A late claim does not move the
+/// generation: batches being collected or written for other partitions stay
+/// good.
 #[derive(Default)]
 pub struct Ownership {
     state: Mutex<State>,
     generation: AtomicU64,
+    version: AtomicU64,
     rejoin: AtomicBool,
 }
 
 impl Ownership {
+    #[cfg(test)]
     pub fn assign(&self, claims: &[Claim]) {
+        self.assign_partly(claims, &[]);
+    }
+
+    /// Owns `claims`; `unclaimed` were assigned too, but could not be claimed
+    /// (see the module docs).
+    pub fn assign_partly(&self, claims: &[Claim], unclaimed: &[i32]) {
         if let Ok(mut state) = self.state.lock() {
             clear(&mut state);
             state.owned.extend(claims.iter().map(|c| {
@@ -154,8 +246,11 @@ impl Ownership {
                     },
                 )
             }));
+            state.unclaimed.extend(unclaimed.iter().copied());
+            state.to_pause.extend(unclaimed.iter().copied());
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.version.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn revoke_all(&self) {
@@ -163,10 +258,99 @@ impl Ownership {
             clear(&mut state);
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.version.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Moves with every change of the claims, late ones included.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
+    }
+
+    /// The generation and the partitions assigned but not claimed in it.
+    pub fn unclaimed(&self) -> (u64, Vec<i32>) {
+        let Ok(state) = self.state.lock() else {
+            return (self.generation(), Vec::new());
+        };
+        // Read under the lock: an assignment changes both together.
+        (self.generation(), state.unclaimed.iter().copied().collect())
+    }
+
+    /// Unclaimed partitions not paused yet; the caller pauses them.
+    pub fn take_to_pause(&self) -> Vec<i32> {
+        self.state
+            .lock()
+            .map(|mut s| std::mem::take(&mut s.to_pause))
+            .unwrap_or_default()
+    }
+
+    /// Keeps `claims` made late for unclaimed partitions of `generation`, for
+    /// the collector to start; false when that generation is over.
+    pub fn claimed_late(&self, generation: u64, claims: &[Claim]) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        if self.generation() != generation {
+            return false;
+        }
+        let mut kept = false;
+        for claim in claims {
+            if state.unclaimed.contains(&claim.next.partition) {
+                state.late.push(*claim);
+                kept = true;
+            }
+        }
+        kept
+    }
+
+    /// Owns the partitions claimed late, from now on; the caller (the
+    /// collector, between receives) seeks each to its claimed offset and
+    /// resumes it before receiving again.
+    pub fn take_late_claims(&self) -> Vec<Claim> {
+        let late = {
+            let Ok(mut state) = self.state.lock() else {
+                return Vec::new();
+            };
+            let mut started = Vec::new();
+            for claim in std::mem::take(&mut state.late) {
+                if state.unclaimed.remove(&claim.next.partition) {
+                    state.owned.insert(
+                        claim.next.partition,
+                        Owned {
+                            claim,
+                            collected: claim.next.offset,
+                        },
+                    );
+                    started.push(claim);
+                }
+            }
+            started
+        };
+        if !late.is_empty() {
+            self.version.fetch_add(1, Ordering::SeqCst);
+        }
+        late
+    }
+
+    /// How many assigned partitions are not claimed.
+    pub fn unclaimed_count(&self) -> usize {
+        self.state.lock().map_or(0, |s| s.unclaimed.len())
+    }
+
+    /// The next offset to collect of each of `partitions` owned and not parked.
+    pub fn collecting_of(&self, partitions: &[i32]) -> Vec<Position> {
+        partitions
+            .iter()
+            .filter_map(|p| {
+                self.collecting(*p).map(|(_, offset)| Position {
+                    partition: *p,
+                    offset,
+                })
+            })
+            .collect()
     }
 
     /// The epoch and the next offset to collect of `partition`, if it is owned
@@ -302,6 +486,9 @@ fn clear(state: &mut State) {
         unpark_metrics(partition, reason);
     }
     state.owned.clear();
+    state.unclaimed.clear();
+    state.to_pause.clear();
+    state.late.clear();
     state.accepted.clear();
     state.resume.clear();
 }
@@ -311,5 +498,57 @@ fn unpark_metrics(partition: i32, reason: ParkReason) {
     if let ParkReason::Gap { from, to } = reason {
         metrics::gauge!(crate::metrics::MISSING_RECORDS, "partition" => partition.to_string(), "first_offset" => from.to_string(), "last_offset" => to.to_string())
             .set(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(partition: i32, epoch: i64, offset: i64) -> Claim {
+        Claim {
+            epoch,
+            next: Position { partition, offset },
+        }
+    }
+
+    #[test]
+    fn an_unclaimed_partition_is_not_read_until_its_late_claim_is_started() {
+        let ownership = Ownership::default();
+        ownership.assign_partly(&[claim(0, 4, 10)], &[2]);
+        assert_eq!(ownership.collecting(2), None, "unclaimed: nothing admitted");
+        assert_eq!(ownership.take_to_pause(), vec![2]);
+        let (generation, unclaimed) = ownership.unclaimed();
+        assert_eq!(unclaimed, vec![2]);
+        let version = ownership.version();
+        assert!(ownership.claimed_late(generation, &[claim(2, 7, 30)]));
+        assert_eq!(
+            ownership.collecting(2),
+            None,
+            "not before the collector starts it"
+        );
+        assert_eq!(ownership.take_late_claims(), vec![claim(2, 7, 30)]);
+        assert_eq!(ownership.collecting(2), Some((7, 30)));
+        assert_eq!(
+            ownership.generation(),
+            generation,
+            "the other partitions' batches stay good"
+        );
+        assert!(
+            ownership.version() > version,
+            "writers refresh Redis for it"
+        );
+        assert_eq!(ownership.unclaimed_count(), 0);
+    }
+
+    #[test]
+    fn a_late_claim_made_for_an_assignment_that_is_over_is_thrown_away() {
+        let ownership = Ownership::default();
+        ownership.assign_partly(&[claim(0, 4, 10)], &[2]);
+        let (generation, _) = ownership.unclaimed();
+        ownership.revoke_all();
+        assert!(!ownership.claimed_late(generation, &[claim(2, 7, 30)]));
+        assert!(ownership.take_late_claims().is_empty());
+        assert_eq!(ownership.collecting(2), None);
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use likes_domain::Position;
+use likes_infra::postgres::shards::ShardMap;
 use likes_infra::postgres::{PgPool, losses};
 
 use crate::consumer::ProjectorConsumer;
@@ -70,9 +71,17 @@ pub fn resume_accepted(consumer: &ProjectorConsumer, ownership: &Ownership) {
     }
 }
 
-/// Every few seconds, looks up an accepted loss for each partition parked on a
-/// gap; one that names exactly the gap lets the partition move past it.
-pub async fn watch_accepted_losses(db: PgPool, topic: String, ownership: Arc<Ownership>) {
+/// Every few seconds, looks up an accepted loss for each partition of `shard`
+/// parked on a gap, in that shard (where `likes-replay accept-loss` records
+/// it); one that names exactly the gap lets the partition move past it. One
+/// watcher per shard, so a shard that is away delays only its own partitions.
+pub async fn watch_accepted_losses(
+    db: PgPool,
+    map: ShardMap,
+    shard: usize,
+    topic: String,
+    ownership: Arc<Ownership>,
+) {
     let mut tick = tokio::time::interval(ACCEPTANCE_POLL);
     loop {
         tick.tick().await;
@@ -80,6 +89,9 @@ pub async fn watch_accepted_losses(db: PgPool, topic: String, ownership: Arc<Own
             let ParkReason::Gap { from, to } = reason else {
                 continue;
             };
+            if map.shard_of(partition) != shard {
+                continue;
+            }
             match losses::accepted(&db, &topic, partition, from, to).await {
                 Ok(Some(loss)) => {
                     if ownership.accept_gap(partition, from, to) {
@@ -95,7 +107,7 @@ pub async fn watch_accepted_losses(db: PgPool, topic: String, ownership: Arc<Own
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, partition, "looking up accepted losses failed")
+                    tracing::warn!(error = %e, shard, partition, "looking up accepted losses failed")
                 }
             }
         }

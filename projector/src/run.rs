@@ -1,12 +1,20 @@
-//! The projector's wiring: the collector gathers one window's batch while the
-//! writer task writes the previous one (PostgreSQL, then Redis). A semaphore of
-//! one permit keeps exactly one batch in writing, and batches are written in
-//! the order they were collected.
+//! The projector's wiring: the collector gathers one batch per shard while
+//! each shard's writer task writes that shard's previous one (PostgreSQL,
+//! then Redis). A semaphore of one permit per shard keeps exactly one batch
+//! of each shard in writing, and a shard's batches are written in the order
+//! they were collected; the shards do not wait for each other (see
+//! `commit.rs` for why that keeps every count exact).
+//!
+//! At start the shards are connected (the map needs the topic's partition
+//! count when there are several), migrated, and their recorded maps checked:
+//! an unreachable shard is waited for, a shard whose recorded map differs
+//! from ours ends the projector with [`likes_infra::Error::ShardMapMismatch`]
+//! before anything is consumed.
 //!
 //! A stop (SIGTERM) ends the projector within a bounded time whatever
-//! PostgreSQL does: the batch in writing gets a short grace to commit, else it
-//! is abandoned uncommitted (every part is one transaction, so nothing is
-//! half-committed) and read again by the next owner.
+//! PostgreSQL does: the batches in writing get a short grace to commit, else
+//! they are abandoned uncommitted (every part is one transaction, so nothing
+//! is half-committed) and read again by the next owner.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,21 +24,22 @@ use std::time::Duration;
 use likes_domain::DedupHorizon;
 use likes_infra::codec::EventCodec;
 use likes_infra::kafka::dead_letters::DeadLetters;
+use likes_infra::postgres::shards::Shards;
 use likes_infra::redis::Redis;
 use likes_infra::redis::counts::CountCache;
 use likes_infra::redis::likers::{self, RecentLikers};
-use likes_infra::{postgres, retry};
+use likes_infra::retry;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::background::prune_forever;
 use crate::collect::Collector;
 use crate::commit::Writer;
 use crate::consumer::{ClaimOnAssign, ProjectorConsumer};
-use crate::ownership::{Claimer, Ownership};
+use crate::ownership::{Claimer, Ownership, reclaim_forever};
 use crate::{ProjectorError, Settings};
 
-/// The longest the writer may take to finish once a stop was asked; past it,
-/// it is cut off (its transactions roll back).
+/// The longest the writers may take to finish once a stop was asked; past it,
+/// they are cut off (their transactions roll back).
 const WRITER_STOP_BOUND: Duration = Duration::from_secs(10);
 
 /// Runs the projector until `shutdown` resolves. The batch being written when
@@ -42,14 +51,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ProjectorError> {
     let stack = &settings.stack;
-    let db = postgres::connect_lazy(
-        postgres::shards::one_database(stack)?,
-        stack.database_max_connections,
-    )?;
     let mut shutdown = std::pin::pin!(shutdown);
+    let shards = tokio::select! {
+        _ = &mut shutdown => return Ok(()),
+        shards = connect(stack.clone(), stack.database_max_connections) => shards?,
+    };
     tokio::select! {
         _ = &mut shutdown => return Ok(()),
-        result = retry::forever(&retry::START_UP, "migrate", || postgres::migrate(&db)) => result,
+        result = retry::forever(&retry::START_UP, "migrate", || shards.migrate()) => result,
+    }
+    tokio::select! {
+        _ = &mut shutdown => return Ok(()),
+        recorded = retry::transient(&retry::START_UP, "check the shard map", || shards.record_map(&stack.topic)) => {
+            if let Err(e) = recorded {
+                tracing::error!(error = %e, "refusing to project");
+                return Err(e.into());
+            }
+        }
     }
     let redis_address = stack.redis_address();
     let redis = tokio::select! {
@@ -57,38 +75,72 @@ pub async fn run(
         redis = retry::forever(&retry::START_UP, "redis connect", || Redis::connect(&redis_address, &stack.redis_key_prefix)) => redis,
     };
     let ownership = Arc::new(Ownership::default());
-    let claimer = Claimer::spawn(postgres::shards::one_database(stack)?, &stack.topic)?;
+    let claimer = Claimer::spawn(&stack.database_urls, &shards, &stack.topic)?;
     let consumer: ProjectorConsumer = ProjectorConsumer::subscribe(
         &stack.kafka_bootstrap,
         &settings.group_id,
         &stack.topic,
-        ClaimOnAssign::new(claimer, ownership.clone()),
+        ClaimOnAssign::new(claimer, ownership.clone(), shards.len()),
     )?;
     let consumer = Arc::new(consumer);
-    let mut collector = Collector {
-        codec: EventCodec::new(&stack.schema_registry_url, &stack.topic)?,
-        dead_letters: DeadLetters::new(&stack.kafka_bootstrap, stack.dlq_topic())?,
-        settings: settings.clone(),
-        consumer: consumer.clone(),
-        ownership: ownership.clone(),
-    };
+    let mut collector = Collector::new(
+        settings.clone(),
+        consumer.clone(),
+        ownership.clone(),
+        EventCodec::new(&stack.schema_registry_url, &stack.topic)?,
+        DeadLetters::new(&stack.kafka_bootstrap, stack.dlq_topic())?,
+        shards.map(),
+    );
     let (stop, stop_rx) = watch::channel(false);
-    let writer = Writer {
-        topic: stack.topic.clone(),
-        writers: settings.writers,
-        consumer: consumer.clone(),
-        ownership: ownership.clone(),
-        likers: RecentLikers::new(&redis, likers::DEFAULT_KEEP),
-        cache: CountCache::new(&redis),
-        db: db.clone(),
-        horizon: DedupHorizon::new(settings.dedup_horizon),
-        pending_cache: HashMap::new(),
-        cache_marks: HashMap::new(),
-        pending_marks: HashMap::new(),
-        refreshed: None,
-        redis_failed: false,
-        stop: stop_rx,
-    };
+    // Per shard: a writer task, the channel to it, and one permit that the
+    // collector holds from handing a batch over until the writer has written
+    // it, so at most one batch of each shard is in writing.
+    let mut handoffs = Vec::new();
+    let mut writers_free = Vec::new();
+    let mut writing = Vec::new();
+    let mut chores = Vec::new();
+    for (shard, pool) in shards.iter() {
+        let writer = Writer {
+            shard,
+            map: shards.map(),
+            topic: stack.topic.clone(),
+            writers: settings.writers,
+            consumer: consumer.clone(),
+            ownership: ownership.clone(),
+            likers: RecentLikers::new(&redis, likers::DEFAULT_KEEP),
+            cache: CountCache::new(&redis),
+            db: pool.clone(),
+            horizon: DedupHorizon::new(settings.dedup_horizon),
+            pending_cache: HashMap::new(),
+            cache_marks: HashMap::new(),
+            pending_marks: HashMap::new(),
+            refreshed: None,
+            redis_failed: false,
+            stop: stop_rx.clone(),
+        };
+        let (handoff, batches) = mpsc::channel(1);
+        handoffs.push(handoff);
+        writers_free.push(Arc::new(Semaphore::new(1)));
+        writing.push(tokio::spawn(writer.run(batches)));
+        chores.push(tokio::spawn(crate::parking::watch_accepted_losses(
+            pool.clone(),
+            shards.map(),
+            shard,
+            stack.topic.clone(),
+            ownership.clone(),
+        )));
+        chores.push(tokio::spawn(prune_forever(
+            pool.clone(),
+            shard,
+            stack.topic.clone(),
+            DedupHorizon::new(settings.dedup_horizon),
+        )));
+    }
+    chores.push(tokio::spawn(reclaim_forever(
+        shards.clone(),
+        stack.topic.clone(),
+        ownership.clone(),
+    )));
     let metrics_server = settings.metrics_addr.map(|addr| {
         tokio::spawn(crate::health::serve(
             addr,
@@ -96,55 +148,68 @@ pub async fn run(
             ownership.clone(),
         ))
     });
-    let acceptances = tokio::spawn(crate::parking::watch_accepted_losses(
-        db.clone(),
-        stack.topic.clone(),
-        ownership,
-    ));
-    let pruner = tokio::spawn(prune_forever(
-        db,
-        stack.topic.clone(),
-        DedupHorizon::new(settings.dedup_horizon),
-    ));
-    // One permit: the collector holds it from handing a batch over until the
-    // writer has written it, so at most one batch is in writing.
-    let writer_free = Arc::new(Semaphore::new(1));
-    let (handoff, batches) = mpsc::channel(1);
-    let writing = tokio::spawn(writer.run(batches));
     tracing::info!(topic = %settings.stack.topic, group = %settings.group_id, "projector started");
-    loop {
+    'collecting: loop {
         let collected = tokio::select! {
             _ = &mut shutdown => break,
-            collected = collector.collect(&writer_free) => collected,
+            collected = collector.collect(&writers_free) => collected,
         };
-        if let Some(collected) = collected
-            && handoff.send(collected).await.is_err()
-        {
-            tracing::error!("the batch writer stopped");
-            break;
+        for handoff in collected {
+            if handoffs[handoff.shard]
+                .send((handoff.batch, handoff.permit))
+                .await
+                .is_err()
+            {
+                tracing::error!(shard = handoff.shard, "a batch writer stopped");
+                break 'collecting;
+            }
         }
     }
-    // The batch in writing is finished (or abandoned, see the Writer); the one
-    // being collected was dropped.
+    // The batches in writing are finished (or abandoned, see the Writer); the
+    // ones being collected are dropped.
     let _ = stop.send(true);
-    drop(handoff);
-    let writer_abort = writing.abort_handle();
-    match tokio::time::timeout(WRITER_STOP_BOUND, writing).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "the batch writer failed"),
+    drop(handoffs);
+    let aborts: Vec<_> = writing.iter().map(|w| w.abort_handle()).collect();
+    match tokio::time::timeout(WRITER_STOP_BOUND, futures::future::join_all(writing)).await {
+        Ok(results) => {
+            for (shard, result) in results.into_iter().enumerate() {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, shard, "a batch writer failed");
+                }
+            }
+        }
         Err(_) => {
-            writer_abort.abort();
+            for abort in aborts {
+                abort.abort();
+            }
             tracing::error!(
-                "the batch writer did not stop in time; cut off (its transaction rolls back)"
+                "a batch writer did not stop in time; cut off (its transaction rolls back)"
             );
         }
     }
-    pruner.abort();
-    acceptances.abort();
+    for chore in chores {
+        chore.abort();
+    }
     if let Some(server) = metrics_server {
         server.abort();
     }
     consumer.leave();
+    shards.close().await;
     tracing::info!("projector stopped");
     Ok(())
+}
+
+/// The shards' pools: with several shards the map needs the topic's partition
+/// count from Kafka, asked again while Kafka is away; a setting no retry can
+/// cure (more shards than partitions, a malformed URL) ends the projector.
+async fn connect(
+    stack: likes_infra::settings::StackSettings,
+    max_connections: u32,
+) -> Result<Shards, ProjectorError> {
+    Ok(
+        retry::transient(&retry::START_UP, "connect the shards", || {
+            Shards::connect(&stack, max_connections)
+        })
+        .await?,
+    )
 }

@@ -32,6 +32,7 @@ pub mod redis_server;
 pub mod registry_proxy;
 pub mod replay;
 pub mod rewire;
+pub mod shard_projection;
 pub mod shard_writer;
 pub mod tcp_proxy;
 pub mod timed_records;

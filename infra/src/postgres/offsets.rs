@@ -49,6 +49,28 @@ pub async fn claim(pool: &PgPool, topic: &str, partitions: &[i32]) -> Result<Vec
         .collect())
 }
 
+/// [`claim`], given up after `bound` without an answer: a database that
+/// stopped answering in the middle of a connection (a network cut) would
+/// otherwise hold the caller until TCP gives up, and a claim runs inside
+/// Kafka's rebalance callback. A transient error; the claim may still have
+/// committed, which only means the next claim bumps the epoch once more.
+pub async fn claim_within(
+    pool: &PgPool,
+    topic: &str,
+    partitions: &[i32],
+    bound: std::time::Duration,
+) -> Result<Vec<Claim>, Error> {
+    match tokio::time::timeout(bound, claim(pool, topic, partitions)).await {
+        Ok(claimed) => claimed,
+        Err(_elapsed) => Err(Error::DatabaseUnavailable(sqlx::Error::Io(
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer to a partition claim within {bound:?}"),
+            ),
+        ))),
+    }
+}
+
 /// The stored next offset of every partition of `topic` the projector has seen.
 pub async fn positions(pool: &PgPool, topic: &str) -> Result<Vec<(i32, i64)>, Error> {
     Ok(sqlx::query_as(
