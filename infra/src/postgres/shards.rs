@@ -309,18 +309,6 @@ impl Shards {
     }
 }
 
-/// The database of a caller that does not route by shard (yet): the one
-/// listed, or an error saying it runs on one shard only.
-pub fn one_database(stack: &StackSettings) -> Result<&str, Error> {
-    match stack.database_urls.as_slice() {
-        [url] => Ok(url),
-        _ => Err(Error::Setting {
-            name: "DATABASE_URLS",
-            message: "this command runs on one database only".into(),
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
