@@ -34,9 +34,17 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Ack → visible, for probes that got both.
+    /// Sent → visible, for acknowledged probes that became visible: an upper
+    /// bound of append → visible (the projector may show a like before its
+    /// 202 reaches a busy client, so ack → visible would understate it).
     pub fn convergence(&self) -> Option<Duration> {
-        Some(self.visible?.saturating_duration_since(self.acked?))
+        self.acked?;
+        Some(self.visible?.saturating_duration_since(self.sent))
+    }
+
+    /// Sent → acknowledged: the like's own latency, as the client saw it.
+    pub fn latency(&self) -> Option<Duration> {
+        Some(self.acked?.saturating_duration_since(self.sent))
     }
 }
 
