@@ -4,7 +4,6 @@
 //! rewritten to go through a proxy (to cut one shard off for one service).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,27 +27,6 @@ pub fn items_by_shard(env: &TestEnv, per_shard: usize) -> Vec<Vec<i64>> {
         item += 1;
     }
     items
-}
-
-/// `postgres://user:pass@host:port/db` with host:port replaced by `addr`.
-pub fn through(url: &str, addr: SocketAddr) -> anyhow::Result<String> {
-    let at = url
-        .rfind('@')
-        .map_or(url.find("://").map(|i| i + 3), |i| Some(i + 1));
-    let at = at.ok_or_else(|| anyhow::anyhow!("no host in {url}"))?;
-    let slash = url[at..].find('/').map(|i| at + i).unwrap_or(url.len());
-    Ok(format!("{}{addr}{}", &url[..at], &url[slash..]))
-}
-
-/// `postgres://…@host:port/…` → the address of host:port.
-pub fn backend(url: &str) -> anyhow::Result<SocketAddr> {
-    let at = url
-        .rfind('@')
-        .ok_or_else(|| anyhow::anyhow!("no host in {url}"))?
-        + 1;
-    let end = url[at..].find('/').map_or(url.len(), |i| at + i);
-    let host = url[at..end].replace("localhost", "127.0.0.1");
-    Ok(host.parse()?)
 }
 
 /// Shard `shard`'s stored offsets of the test topic: (partition, next offset).

@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
+use likes_tests::pg_proxy::{backend, through};
 use likes_tests::process::{ProjectorProcess, binary, service_env};
 use likes_tests::projector_http::ObservedProjector;
 use likes_tests::rewire::rewired;
 use likes_tests::shard_projection::{
-    Trickle, backend, count_in, items_by_shard, likers_everywhere, shard_caught_up, stored_offsets,
-    through,
+    Trickle, count_in, items_by_shard, likers_everywhere, shard_caught_up, stored_offsets,
 };
 use likes_tests::tcp_proxy::TcpProxy;
 use likes_tests::timed_records::{TimedProducer, like_event, now_millis};

@@ -4,10 +4,10 @@
 //! converges to exact counts: nothing acknowledged is lost or counted twice.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use likes_infra::postgres::offsets;
+use likes_tests::pg_proxy::{backend, through};
 use likes_tests::process::ProjectorProcess;
 use likes_tests::rewire::rewired;
 use likes_tests::tcp_proxy::TcpProxy;
@@ -17,27 +17,6 @@ use likes_tests::{TestEnv, eventually};
 /// The bound the issue sets for a stop.
 const STOP_BOUND: Duration = Duration::from_secs(15);
 const ITEMS: [i64; 3] = [11, 12, 13];
-
-/// `postgres://user:pass@host:port/db` with host:port replaced by `addr`.
-fn through(url: &str, addr: SocketAddr) -> anyhow::Result<String> {
-    let at = url
-        .rfind('@')
-        .map_or(url.find("://").map(|i| i + 3), |i| Some(i + 1));
-    let at = at.ok_or_else(|| anyhow::anyhow!("no host in {url}"))?;
-    let slash = url[at..].find('/').map(|i| at + i).unwrap_or(url.len());
-    Ok(format!("{}{addr}{}", &url[..at], &url[slash..]))
-}
-
-/// `postgres://…@host:port/…` → the address of host:port.
-fn backend(url: &str) -> anyhow::Result<SocketAddr> {
-    let at = url
-        .rfind('@')
-        .ok_or_else(|| anyhow::anyhow!("no host in {url}"))?
-        + 1;
-    let end = url[at..].find('/').map_or(url.len(), |i| at + i);
-    let host = url[at..end].replace("localhost", "127.0.0.1");
-    Ok(host.parse()?)
-}
 
 async fn like_all(
     producer: &TimedProducer,

@@ -20,7 +20,7 @@
 
 use std::ops::Range;
 
-use futures::future::try_join_all;
+use futures::future::{join_all, try_join_all};
 use sqlx::PgPool;
 use tracing::instrument;
 
@@ -249,10 +249,14 @@ impl Shards {
     }
 
     /// Records this map on every shard that has none for `topic` yet, then
-    /// checks every shard's record against it ([`Shards::check_map`]).
+    /// checks every shard's record against it ([`Shards::check_map`]), all at
+    /// once; the error is the first shard's in shard order, so the same
+    /// misconfiguration always reads the same.
     pub async fn record_map(&self, topic: &str) -> Result<(), Error> {
-        try_join_all((0..self.len()).map(|shard| self.check_map(shard, topic))).await?;
-        Ok(())
+        join_all((0..self.len()).map(|shard| self.check_map(shard, topic)))
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// Compares shard `shard`'s recorded map for `topic` with ours, writing
