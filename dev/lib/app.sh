@@ -85,7 +85,7 @@ app_test() {
 }
 
 # The cluster tests (tests/tests/cluster_*.rs) against the running cluster topology, one at a
-# time: they kill and restart the cluster's nodes. Each is declared in tests/Cargo.toml with
+# time: they kill and restart the cluster's nodes. Then the shard tests (*_shards.rs) again. Each is declared in tests/Cargo.toml with
 # `test = false`, so the default suite's `cargo test --workspace` leaves it out and only this
 # explicit `--test 'cluster_*'` runs it.
 app_test_cluster() {
@@ -98,6 +98,9 @@ app_test_cluster() {
   cargo build -q --bins
   local log="$ROOT/target/test-output-cluster.log" status=0
   cargo test -p likes-tests --test 'cluster_*' --no-fail-fast "$@" -- --test-threads=1 2>&1 | tee "$log" || status=$?
+  # The shard tests (tests/tests/*_shards.rs) run in the default suite on two databases of one
+  # server; here again, where each shard is a server of its own (DATABASE_URLS of cluster.env).
+  cargo test -p likes-tests --test '*_shards' --no-fail-fast "$@" -- --test-threads=2 2>&1 | tee -a "$log" || status=$?
   local passed failed
   passed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
   failed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
