@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use crate::TestEnv;
+use crate::rewire::rewired;
 use crate::tcp_proxy::TcpProxy;
 
 /// `postgres://user:pass@host:port/db` with host:port replaced by `addr`.
@@ -31,4 +33,15 @@ pub async fn proxied(url: &str) -> anyhow::Result<(TcpProxy, String)> {
     let proxy = TcpProxy::start(backend(url)?).await?;
     let url = through(url, proxy.addr)?;
     Ok((proxy, url))
+}
+
+/// `env` as a service sees it when shard `shard` is reached through a proxy
+/// the test can cut; the test's own connections stay direct.
+pub async fn shard_through_proxy(
+    env: &TestEnv,
+    shard: usize,
+) -> anyhow::Result<(TcpProxy, TestEnv)> {
+    let (proxy, url) = proxied(&env.stack.database_urls[shard]).await?;
+    let rewired = rewired(env, |stack| stack.database_urls[shard] = url);
+    Ok((proxy, rewired))
 }

@@ -9,14 +9,13 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use likes_tests::pg_proxy::{backend, through};
+use likes_tests::pg_proxy::shard_through_proxy;
 use likes_tests::process::{ProjectorProcess, binary, service_env};
 use likes_tests::projector_http::ObservedProjector;
 use likes_tests::rewire::rewired;
 use likes_tests::shard_projection::{
     Trickle, count_in, items_by_shard, likers_everywhere, shard_caught_up, stored_offsets,
 };
-use likes_tests::tcp_proxy::TcpProxy;
 use likes_tests::timed_records::{TimedProducer, like_event, now_millis};
 use likes_tests::{TestEnv, eventually};
 use tokio::sync::oneshot;
@@ -161,10 +160,7 @@ async fn a_shard_cut_off_stops_only_its_own_partitions_and_catches_up_exactly_wh
     let env = TestEnv::sharded(PARTITIONS, SHARDS).await?;
     let by_shard = items_by_shard(&env, 2);
     let items: Vec<i64> = by_shard.iter().flatten().copied().collect();
-    let proxy = TcpProxy::start(backend(&env.stack.database_urls[1])?).await?;
-    let cut_off = rewired(&env, |stack| {
-        stack.database_urls[1] = through(&stack.database_urls[1], proxy.addr).unwrap_or_default()
-    });
+    let (proxy, cut_off) = shard_through_proxy(&env, 1).await?;
     // Small batches, so shard 1's batch fills while its writer is stuck and
     // its partitions are held back (paused) while shard 0's go on.
     let mut settings = cut_off.projector_settings();
@@ -228,10 +224,7 @@ async fn a_projector_killed_after_one_shard_committed_and_the_other_not_loses_an
     let env = TestEnv::sharded(PARTITIONS, SHARDS).await?;
     let by_shard = items_by_shard(&env, 2);
     let items: Vec<i64> = by_shard.iter().flatten().copied().collect();
-    let proxy = TcpProxy::start(backend(&env.stack.database_urls[1])?).await?;
-    let slow_shard_1 = rewired(&env, |stack| {
-        stack.database_urls[1] = through(&stack.database_urls[1], proxy.addr).unwrap_or_default()
-    });
+    let (proxy, slow_shard_1) = shard_through_proxy(&env, 1).await?;
     let producer = TimedProducer::new(&env)?;
     let projector = ProjectorProcess::start(&slow_shard_1)?;
     let first = like_each(&producer, &items, 1, 5).await?;
@@ -340,10 +333,7 @@ async fn partitions_assigned_while_their_shard_is_cut_off_wait_unclaimed_while_t
     let env = TestEnv::sharded(PARTITIONS, SHARDS).await?;
     let by_shard = items_by_shard(&env, 2);
     let items: Vec<i64> = by_shard.iter().flatten().copied().collect();
-    let proxy = TcpProxy::start(backend(&env.stack.database_urls[1])?).await?;
-    let cut_off = rewired(&env, |stack| {
-        stack.database_urls[1] = through(&stack.database_urls[1], proxy.addr).unwrap_or_default()
-    });
+    let (proxy, cut_off) = shard_through_proxy(&env, 1).await?;
     let staying = ObservedProjector::start(&cut_off)?;
     let leaving = ObservedProjector::start(&cut_off)?;
     let trickle = Trickle::start(&env, items.clone(), Duration::from_millis(25))?;
