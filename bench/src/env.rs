@@ -184,6 +184,10 @@ impl BenchEnv {
             redis_url: redis_url(),
             redis_cluster_nodes: redis_cluster_nodes()?,
             redis_key_prefix: format!("bench:{suffix}:"),
+            archive_url: std::env::temp_dir()
+                .join(format!("likes-bench-archive-{suffix}"))
+                .display()
+                .to_string(),
         };
         let replication = kafka::default_replication(&stack.kafka_bootstrap).await?;
         let topic =

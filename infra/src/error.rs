@@ -126,6 +126,15 @@ pub enum Error {
     /// No snapshot has this id.
     #[error("no snapshot {id} (see `likes-replay snapshot list`)")]
     NoSnapshot { id: i64 },
+
+    /// The archive's store could not be reached or refused an operation
+    /// (a local disk that is full, a bucket that is away): try again later.
+    #[error("archive store {url}: {reason}")]
+    ArchiveUnavailable { url: String, reason: String },
+
+    /// An archive file that cannot be read as what its name says it holds.
+    #[error("archive file {path} is unreadable: {reason}")]
+    ArchiveCorrupt { path: String, reason: String },
 }
 
 /// Why a dependency failed a readiness probe, as a kind a caller can report
@@ -166,7 +175,8 @@ impl Error {
             Error::RegistryUnavailable(_)
             | Error::DatabaseUnavailable(_)
             | Error::Redis(_)
-            | Error::DeliveryAbandoned => true,
+            | Error::DeliveryAbandoned
+            | Error::ArchiveUnavailable { .. } => true,
             Error::Kafka(rdkafka::error::KafkaError::MessageProduction(code)) => {
                 !PERMANENT_PRODUCE_CODES.contains(code)
             }

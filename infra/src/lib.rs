@@ -2,11 +2,13 @@
 //! the Avro codec and schema registry ([`codec`]), Kafka by role ([`kafka`]:
 //! producer, consumers, admin, dead letters, readiness, the log reader of the
 //! tools, the partitioner), the PostgreSQL projection and the tools' tables
-//! ([`postgres`]) and everything kept in Redis ([`redis`]).
+//! ([`postgres`]), everything kept in Redis ([`redis`]) and the archive of the
+//! log beyond retention in an object store ([`archive`]).
 //! Every retry policy and the one backoff helper are in [`retry`].
 //! Settings helpers and logging set-up live here too so every binary reads its
 //! environment and logs the same way.
 
+pub mod archive;
 pub mod codec;
 mod error;
 pub mod kafka;

@@ -267,7 +267,15 @@ pub struct StackSettings {
     pub redis_cluster_nodes: Vec<String>,
     /// `REDIS_KEY_PREFIX`: prefix of every Redis key written or read.
     pub redis_key_prefix: String,
+    /// `ARCHIVE_URL`: where the archive of the log beyond retention lives
+    /// (`crate::archive`): a local directory (a path or `file://`) by default,
+    /// `s3://`, `gs://` or `az://` for object stores.
+    pub archive_url: String,
 }
+
+/// Where the archive lives when `ARCHIVE_URL` is not set: a directory beside
+/// the process (`dev/stack` sets one under `.stack/`).
+pub const DEFAULT_ARCHIVE_URL: &str = "archive";
 
 impl StackSettings {
     /// Reads the shared settings; a malformed value is an error naming its variable.
@@ -289,6 +297,7 @@ impl StackSettings {
             )?,
             redis_cluster_nodes: url_list("REDIS_CLUSTER_NODES", &["redis", "rediss"])?,
             redis_key_prefix: string("REDIS_KEY_PREFIX", "likes:"),
+            archive_url: string("ARCHIVE_URL", DEFAULT_ARCHIVE_URL),
         })
     }
 
@@ -323,6 +332,7 @@ impl StackSettings {
                 .collect::<Vec<_>>()
                 .join(","),
             redis_key_prefix = %self.redis_key_prefix,
+            archive_url = %redact(&self.archive_url),
             "stack settings"
         );
     }

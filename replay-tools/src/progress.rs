@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use likes_infra::kafka::reader::{LogReader, LogRecord, Span, TopicHandle, span_total};
+use likes_infra::kafka::reader::{LogRecord, Span, span_total};
+
+use crate::source::{LogSource, SourceReader};
 use likes_infra::settings::StackSettings;
 
 /// How often the plain progress line is printed.
@@ -104,37 +106,51 @@ impl Drop for Inner {
 
 /// A read of the log that moves a progress report by one per record read.
 pub struct ProgressRead {
-    reader: LogReader,
+    reader: SourceReader,
     progress: Progress,
 }
 
 impl ProgressRead {
     /// Reads `spans` with a progress report of its own (empty spans are skipped).
     pub fn new(
-        handle: TopicHandle,
+        source: LogSource,
         stack: &StackSettings,
         spans: &[Span],
         label: &str,
     ) -> anyhow::Result<Self> {
         let progress = Progress::new(label, span_total(spans));
-        Self::sharing(handle, stack, spans, progress)
+        Self::sharing(source, stack, spans, progress)
     }
 
     /// Reads `spans`, counting records on a shared `progress` (parallel readers
     /// of one job move one report).
     pub fn sharing(
-        handle: TopicHandle,
+        source: LogSource,
         stack: &StackSettings,
         spans: &[Span],
         progress: Progress,
     ) -> anyhow::Result<Self> {
         Ok(Self {
-            reader: handle.read(stack, spans)?,
+            reader: source.read(stack, spans, None)?,
             progress,
         })
     }
 
-    /// The next record ([`LogReader::next`]).
+    /// As [`ProgressRead::new`], skipping archived records older than `since`.
+    pub fn since(
+        source: LogSource,
+        stack: &StackSettings,
+        spans: &[Span],
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        label: &str,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            reader: source.read(stack, spans, since)?,
+            progress: Progress::new(label, span_total(spans)),
+        })
+    }
+
+    /// The next record ([`SourceReader::next`]).
     pub async fn next(&mut self) -> anyhow::Result<Option<LogRecord>> {
         let record = self.reader.next().await?;
         if record.is_some() {

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod api;
+pub mod archive;
 pub mod cli;
 pub mod cluster;
 pub mod commit_gaps;
@@ -205,6 +206,11 @@ impl TestEnv {
                 &["redis"],
             )?,
             redis_key_prefix: format!("test:{suffix}:"),
+            // Its own directory: the archive tests read and write it.
+            archive_url: std::env::temp_dir()
+                .join(format!("likes-test-archive-{suffix}"))
+                .display()
+                .to_string(),
         };
         // Replicated as `setup` would on this stack: 1 on the single node, 3
         // (min.insync.replicas 2) on the cluster.

@@ -57,7 +57,8 @@ pub fn service_env(command: &mut Command, env: &TestEnv) {
         .env("DATABASE_URLS", s.database_urls.join(","))
         .env("REDIS_URL", &s.redis_url)
         .env("REDIS_CLUSTER_NODES", s.redis_cluster_nodes.join(","))
-        .env("REDIS_KEY_PREFIX", &s.redis_key_prefix);
+        .env("REDIS_KEY_PREFIX", &s.redis_key_prefix)
+        .env("ARCHIVE_URL", &s.archive_url);
 }
 
 /// An ingest service running as its own OS process, on a port of its own.

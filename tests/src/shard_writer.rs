@@ -56,6 +56,7 @@ pub async fn project_log(env: &TestEnv) -> anyhow::Result<Vec<usize>> {
                 start: claim.next.offset,
                 end: high,
                 log_start: low,
+                topic_start: low,
             });
             commits.push(OffsetCommit {
                 epoch: claim.epoch,

@@ -234,6 +234,17 @@ pub fn schema_id(payload: &[u8]) -> Option<u32> {
     }
 }
 
+/// Whether the registry serves `id` as an Avro schema that parses:
+/// `Some(false)` is a typed no (not found, another type, unparsable),
+/// `None` that it could not be asked.
+pub async fn serves_avro(registry: &SrSettings, id: u32) -> Option<bool> {
+    match lookup::inspect(registry, id).await {
+        Lookup::Avro => Some(true),
+        Lookup::NotFound | Lookup::NotAvro(_) | Lookup::Unparsable(_) => Some(false),
+        Lookup::Unavailable(_) => None,
+    }
+}
+
 fn registry_error(e: SRCError) -> Error {
     Error::RegistryUnavailable(e.to_string())
 }

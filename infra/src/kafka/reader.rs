@@ -23,14 +23,32 @@ const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A read that receives nothing for this long while records are due has stalled.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What to read of one partition: offsets `start..end`, and where the log
-/// begins today (above 0 when retention already dropped older events).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What to read of one partition: offsets `start..end`, where the log can be
+/// read from today (`log_start`: above 0 when retention already dropped older
+/// events and no archive holds them) and where the topic itself begins
+/// (`topic_start`: offsets before it come from the archive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Span {
     pub partition: i32,
     pub start: i64,
     pub end: i64,
     pub log_start: i64,
+    pub topic_start: i64,
+}
+
+impl Span {
+    /// The offsets of the span read from the archive (before the topic's
+    /// start), if any.
+    pub fn from_archive(&self) -> Option<(i64, i64)> {
+        let end = self.end.min(self.topic_start);
+        (end > self.start).then_some((self.start, end))
+    }
+
+    /// The offsets of the span read from the topic, if any.
+    pub fn from_topic(&self) -> Option<(i64, i64)> {
+        let start = self.start.max(self.topic_start);
+        (self.end > start).then_some((start, self.end))
+    }
 }
 
 /// One record read: where it sits, the broker's timestamp, and the event (or
@@ -134,6 +152,7 @@ impl TopicHandle {
                 start,
                 end: end.max(start),
                 log_start: low,
+                topic_start: low,
             });
         }
         Ok(spans)
@@ -144,9 +163,14 @@ impl TopicHandle {
     pub fn read(self, stack: &StackSettings, spans: &[Span]) -> Result<LogReader, Error> {
         let mut tpl = TopicPartitionList::new();
         let mut remaining = HashMap::new();
-        for span in spans.iter().filter(|s| s.end > s.start) {
-            tpl.add_partition_offset(&self.topic, span.partition, Offset::Offset(span.start))?;
-            remaining.insert(span.partition, span.end);
+        // Only what the topic holds: a start before its beginning would be
+        // reset to the beginning by the client, silently skipping records.
+        for (partition, (start, end)) in spans
+            .iter()
+            .filter_map(|s| Some((s.partition, s.from_topic()?)))
+        {
+            tpl.add_partition_offset(&self.topic, partition, Offset::Offset(start))?;
+            remaining.insert(partition, end);
         }
         if !remaining.is_empty() {
             // assign, never subscribe: no group membership, no rebalance, no commit.
@@ -251,44 +275,55 @@ impl LogReader {
         self.remaining.contains_key(&partition)
     }
 
-    /// Decodes a payload; a registry that is away is retried a few times before
-    /// the read fails (a record is never mistaken for poison because of it),
-    /// and an unknown schema id fails the read.
+    /// Decodes a payload ([`decode_record`]).
     async fn decode(
         &self,
         partition: i32,
         offset: i64,
         payload: Option<&[u8]>,
     ) -> Result<Result<LikeEvent, String>, Error> {
-        let mut attempt = 0;
-        loop {
-            let failure = match self.codec.decode_event(payload).await {
-                Ok(event) => return Ok(Ok(event)),
-                Err(failure) => failure,
-            };
-            if let DecodeError::UnknownSchemaId { .. } = failure {
-                return Err(Error::UnreadableRecord {
-                    partition,
-                    offset,
-                    source: failure,
-                });
-            }
-            let reason = failure.to_string();
-            let error = Error::from(failure.clone());
-            if !error.is_transient() {
-                return Ok(Err(reason));
-            }
-            if attempt == 5 {
-                return Err(Error::UnreadableRecord {
-                    partition,
-                    offset,
-                    source: failure,
-                });
-            }
-            attempt += 1;
-            tracing::warn!(error = %error, attempt, "decode failed, retrying");
-            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+        decode_record(&self.codec, partition, offset, payload).await
+    }
+}
+
+/// Decodes one record of the log for a tool: the event, or why it is poison.
+/// A registry that is away is retried a few times before the read fails (a
+/// record is never mistaken for poison because of it), and an unknown schema
+/// id fails the read.
+pub async fn decode_record(
+    codec: &EventCodec,
+    partition: i32,
+    offset: i64,
+    payload: Option<&[u8]>,
+) -> Result<Result<LikeEvent, String>, Error> {
+    let mut attempt = 0;
+    loop {
+        let failure = match codec.decode_event(payload).await {
+            Ok(event) => return Ok(Ok(event)),
+            Err(failure) => failure,
+        };
+        if let DecodeError::UnknownSchemaId { .. } = failure {
+            return Err(Error::UnreadableRecord {
+                partition,
+                offset,
+                source: failure,
+            });
         }
+        let reason = failure.to_string();
+        let error = Error::from(failure.clone());
+        if !error.is_transient() {
+            return Ok(Err(reason));
+        }
+        if attempt == 5 {
+            return Err(Error::UnreadableRecord {
+                partition,
+                offset,
+                source: failure,
+            });
+        }
+        attempt += 1;
+        tracing::warn!(error = %error, attempt, "decode failed, retrying");
+        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
     }
 }
 

@@ -17,11 +17,12 @@ use likes_infra::settings::StackSettings;
 use serde::Serialize;
 
 use crate::cli::{self, parse_time};
+use crate::commands::history::Sources;
 use crate::commands::history::{self, HistoryQuery, Seed, Subject};
 use crate::commands::snapshot::base as snapshot_base;
 use crate::output::{self, Format};
+use crate::source::LogSource;
 use likes_infra::kafka::partitioner::partition_for_item;
-use likes_infra::kafka::reader::TopicHandle;
 
 /// `likes-replay count`.
 #[derive(Debug, clap::Args)]
@@ -42,8 +43,12 @@ pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCo
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Json => output::json_line(&mut out, &c)?,
-        // The bare count, for scripts; `--format json` says the partition and shard.
-        Format::Table => writeln!(out, "{}", c.count)?,
+        // The bare count, for scripts; `--format json` says the partition,
+        // the shard and the sources; people see the sources on stderr.
+        Format::Table => {
+            writeln!(out, "{}", c.count)?;
+            eprintln!("read: {}", c.sources.describe());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -63,6 +68,8 @@ pub struct PointCount {
     pub events: u64,
     /// The snapshot the count starts from, when retention required one.
     pub snapshot: Option<i64>,
+    /// Which offsets were read from the archive and which from the topic.
+    pub sources: Sources,
 }
 
 /// Counts `item` from its events up to `at` (inclusive; `None`: the current end).
@@ -71,10 +78,10 @@ pub async fn run(
     item: ItemKey,
     at: Option<DateTime<Utc>>,
 ) -> anyhow::Result<PointCount> {
-    let handle = TopicHandle::open(stack)?;
-    let partition = partition_for_item(item.item_id.get(), handle.partition_count()?);
-    let (log_start, high) = handle.watermarks(partition)?;
-    drop(handle);
+    let mut source = LogSource::open(stack)?;
+    let partition = partition_for_item(item.item_id.get(), source.partition_count()?);
+    let (log_start, high) = source.watermarks(partition).await?;
+    drop(source);
     // Pools are made lazily: only a count that needs a snapshot connects.
     let shards = crate::shards::connect(stack, 1).await?;
     let (shard, pool) = shards.for_item(item.item_id.get());
@@ -126,5 +133,6 @@ pub async fn run(
         count,
         events: summary.events,
         snapshot,
+        sources: Sources::of(&summary.spans),
     })
 }

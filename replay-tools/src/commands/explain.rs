@@ -18,13 +18,14 @@ use likes_infra::settings::StackSettings;
 use serde::Serialize;
 
 use crate::cli;
+use crate::commands::history::Sources;
 use crate::commands::history::{
     self, Effect, HistoryPrinter, HistoryQuery, HistoryRow, Seed, Subject,
 };
 use crate::commands::snapshot::base::{self as snapshot_base, SnapshotBase};
 use crate::output::Format;
+use crate::source::LogSource;
 use likes_infra::kafka::partitioner::partition_for_item;
-use likes_infra::kafka::reader::TopicHandle;
 
 /// `likes-replay explain`.
 #[derive(Debug, clap::Args)]
@@ -94,6 +95,8 @@ pub struct Explanation {
     pub verdict: Verdict,
     /// The events that changed nothing, oldest first (at most [`MAX_UNCHANGED_LISTED`]).
     pub unchanged: Vec<HistoryRow>,
+    /// Which offsets were read from the archive and which from the topic.
+    pub sources: Sources,
 }
 
 /// Derives `item`'s count from the log and compares it with PostgreSQL.
@@ -101,10 +104,10 @@ pub async fn run(stack: &StackSettings, item: ItemKey) -> anyhow::Result<Explana
     let shards = crate::shards::connect(stack, 2).await?;
     let (shard, pool) = shards.for_item(item.item_id.get());
     crate::shards::check(&shards, &stack.topic, &[shard]).await?;
-    let handle = TopicHandle::open(stack)?;
-    let partition = partition_for_item(item.item_id.get(), handle.partition_count()?);
-    let (log_start, high) = handle.watermarks(partition)?;
-    drop(handle);
+    let mut source = LogSource::open(stack)?;
+    let partition = partition_for_item(item.item_id.get(), source.partition_count()?);
+    let (log_start, high) = source.watermarks(partition).await?;
+    drop(source);
     let projector_offset = postgres::reads::applied_until(pool, &stack.topic, partition).await?;
     let stored = postgres::reads::count(pool, item).await?;
     // Up to where PostgreSQL stands; a partition never claimed has nothing
@@ -161,8 +164,9 @@ pub async fn run(stack: &StackSettings, item: ItemKey) -> anyhow::Result<Explana
         stored_last_offset: stored.map(|s| s.1),
         verdict: Verdict::Matches,
         unchanged: Vec::new(),
+        sources: Sources::default(),
     };
-    history::run_seeded(stack, &query, &limits, seed, |row| {
+    let summary = history::run_seeded(stack, &query, &limits, seed, |row| {
         x.events += 1;
         *match row.effect {
             Effect::Liked => &mut x.liked,
@@ -178,6 +182,7 @@ pub async fn run(stack: &StackSettings, item: ItemKey) -> anyhow::Result<Explana
         Ok(())
     })
     .await?;
+    x.sources = Sources::of(&summary.spans);
     x.verdict = if log_start > 0 && x.snapshot.is_none() {
         Verdict::Incomplete
     } else if x.derived_count == x.stored_count.unwrap_or(0) {
@@ -205,6 +210,7 @@ pub fn print(out: &mut impl Write, x: &Explanation, format: Format) -> anyhow::R
         "item {}:{}  partition {}  shard {}  offsets {from}..{} ({until})",
         x.item_type, x.item_id, x.partition, x.shard, x.read_until
     )?;
+    writeln!(out, "read: {}", x.sources.describe())?;
     match &x.snapshot {
         Some(s) => writeln!(
             out,

@@ -18,7 +18,9 @@ use crate::merge::TimeMerge;
 use crate::output::{Format, json_line, table_row};
 use crate::progress::ProgressRead;
 use likes_infra::kafka::partitioner::partition_for_item;
-use likes_infra::kafka::reader::{Span, TopicHandle};
+use likes_infra::kafka::reader::Span;
+
+use crate::source::LogSource;
 
 /// `likes-replay history`.
 #[derive(Debug, clap::Args)]
@@ -155,6 +157,73 @@ pub struct HistorySummary {
     pub relative: bool,
 }
 
+/// Where a read found its records: per partition, the offsets read from the
+/// archive (those the topic no longer holds) and those read from the topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Sources {
+    pub archive: Vec<SourceRange>,
+    pub topic: Vec<SourceRange>,
+}
+
+/// Offsets `from..to` of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SourceRange {
+    pub partition: i32,
+    pub from: i64,
+    pub to: i64,
+}
+
+impl Sources {
+    /// The sources of planned `spans`.
+    pub fn of(spans: &[Span]) -> Self {
+        let range = |partition, (from, to)| SourceRange {
+            partition,
+            from,
+            to,
+        };
+        Self {
+            archive: spans
+                .iter()
+                .filter_map(|s| Some(range(s.partition, s.from_archive()?)))
+                .collect(),
+            topic: spans
+                .iter()
+                .filter_map(|s| Some(range(s.partition, s.from_topic()?)))
+                .collect(),
+        }
+    }
+
+    /// One line for people: `archive 0..120, topic 120..300`.
+    pub fn describe(&self) -> String {
+        let list = |ranges: &[SourceRange]| -> u64 {
+            ranges
+                .iter()
+                .map(|r| u64::try_from(r.to - r.from).unwrap_or(0))
+                .sum()
+        };
+        let one = |ranges: &[SourceRange]| match ranges {
+            [r] => format!("{}..{}", r.from, r.to),
+            _ => format!("{} partitions", ranges.len()),
+        };
+        match (self.archive.is_empty(), self.topic.is_empty()) {
+            (true, true) => "nothing to read".into(),
+            (true, false) => format!("topic {} ({} records)", one(&self.topic), list(&self.topic)),
+            (false, true) => format!(
+                "archive {} ({} records)",
+                one(&self.archive),
+                list(&self.archive)
+            ),
+            (false, false) => format!(
+                "archive {} ({} records), topic {} ({} records)",
+                one(&self.archive),
+                list(&self.archive),
+                one(&self.topic),
+                list(&self.topic)
+            ),
+        }
+    }
+}
+
 /// A state to start from instead of the log's beginning: the reference model
 /// as a snapshot left it, and per partition the offset the snapshot reflects.
 #[derive(Debug, Clone, Default)]
@@ -183,15 +252,15 @@ pub async fn run_seeded(
     seed: Seed,
     mut sink: impl FnMut(HistoryRow) -> anyhow::Result<()>,
 ) -> anyhow::Result<HistorySummary> {
-    let handle = TopicHandle::open(stack)?;
+    let mut source = LogSource::open(stack)?;
     let partitions: Vec<i32> = match query.subject {
         Subject::Item(item) => vec![partition_for_item(
             item.item_id.get(),
-            handle.partition_count()?,
+            source.partition_count()?,
         )],
-        Subject::User(_) => (0..handle.partition_count()?).collect(),
+        Subject::User(_) => (0..source.partition_count()?).collect(),
     };
-    let mut spans = handle.plan(&partitions, query.since, limits)?;
+    let mut spans = source.plan(&partitions, query.since, limits).await?;
     for span in &mut spans {
         if let Some(&start) = seed.starts.get(&span.partition) {
             span.start = span.start.max(start);
@@ -202,7 +271,7 @@ pub async fn run_seeded(
         || spans
             .iter()
             .any(|s| s.log_start > 0 && !seed.starts.contains_key(&s.partition));
-    let mut reader = ProgressRead::new(handle, stack, &spans, "history")?;
+    let mut reader = ProgressRead::since(source, stack, &spans, query.since, "history")?;
     let mut merge = TimeMerge::new(
         spans
             .iter()
@@ -354,6 +423,7 @@ impl<W: Write> HistoryPrinter<W> {
         if self.format == Format::Table && !self.header_done {
             eprintln!("no events");
         }
+        eprintln!("read: {}", Sources::of(&summary.spans).describe());
         if summary.relative {
             eprintln!(
                 "note: the read starts after the log's beginning (--since or retention); \

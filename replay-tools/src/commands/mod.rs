@@ -42,6 +42,10 @@ pub enum Command {
     /// from its stored offset to the record before the log's start. The
     /// acceptance is recorded (who, when, why) in `accepted_losses`.
     AcceptLoss(accept_loss::Args),
+    /// The archive of the log beyond retention: run the archiver, show its
+    /// status, verify it.
+    #[command(subcommand)]
+    Archive(crate::archive::Args),
 }
 
 impl Command {
@@ -56,6 +60,7 @@ impl Command {
             Command::Rebuild(args) => rebuild::command(stack, args).await,
             Command::Snapshot(args) => snapshot::command(stack, args).await,
             Command::AcceptLoss(args) => accept_loss::command(stack, args).await,
+            Command::Archive(args) => crate::archive::command(stack, args).await,
         }
     }
 }

@@ -187,7 +187,7 @@ async fn prepare(
     };
     if resumable.is_none() {
         // Refuse before touching anything when the start is already gone.
-        plan::plan(stack, &first, &live_offsets(pool, topic).await?)?;
+        plan::plan(stack, &first, &live_offsets(pool, topic).await?).await?;
     }
     Ok(Prepared {
         plan,
@@ -253,7 +253,7 @@ async fn build(
     let (mut tx, locked, spans, differing) = loop {
         loop {
             let live = live_offsets(pool, topic).await?;
-            let spans = plan(stack, &positions, &live)?;
+            let spans = plan(stack, &positions, &live).await?;
             let pending = i64::try_from(span_total(&spans))?;
             if pending <= SHORT_TAIL {
                 break;
@@ -279,7 +279,7 @@ async fn build(
         let differing = swap::check_before_lock(pool).await?;
         let mut tx = pool.begin().await?;
         let locked = swap::lock_offsets(&mut tx, topic).await?;
-        let spans = plan(stack, &positions, &locked)?;
+        let spans = plan(stack, &positions, &locked).await?;
         let tail = i64::try_from(span_total(&spans))?;
         if tail <= MAX_LOCKED_TAIL {
             break (tx, locked, spans, differing);

@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 
 use anyhow::bail;
-use likes_infra::kafka::reader::{Span, TopicHandle};
+use likes_infra::kafka::reader::Span;
 use likes_infra::postgres::{PgPool, offsets};
 use likes_infra::settings::StackSettings;
+
+use crate::source::LogSource;
 
 /// The live projector's next offset per partition it has claimed.
 pub async fn live_offsets(pool: &PgPool, topic: &str) -> anyhow::Result<HashMap<i32, i64>> {
@@ -23,29 +25,26 @@ pub fn advance(positions: &mut HashMap<i32, i64>, spans: &[Span]) {
 
 /// The spans from the shadow's positions up to `limits` (partitions the
 /// projector never saw: nothing), refusing when retention deleted a part.
-pub fn plan(
+pub async fn plan(
     stack: &StackSettings,
     positions: &HashMap<i32, i64>,
     limits: &HashMap<i32, i64>,
 ) -> anyhow::Result<Vec<Span>> {
-    let handle = TopicHandle::open(stack)?;
+    let mut source = LogSource::open(stack)?;
     let mut spans = Vec::new();
     for (&partition, &start) in positions {
         let end = limits.get(&partition).copied().unwrap_or(0).max(start);
-        let (low, _high) = handle.watermarks(partition)?;
-        if end > start && low > start {
+        let span = source.span(partition, start, end).await?;
+        if end > start && span.log_start > start {
             bail!(
-                "partition {partition} starts at offset {low} but the rebuild needs offsets \
-                 from {start}: retention deleted them, so the rebuilt counts would be short; \
-                 refusing (rebuild from a newer snapshot: `likes-replay snapshot list`)"
+                "partition {partition} can be read from offset {} (topic and archive) but the \
+                 rebuild needs offsets from {start}: retention deleted them and the archive \
+                 does not hold them, so the rebuilt counts would be short; refusing (rebuild \
+                 from a newer snapshot: `likes-replay snapshot list`)",
+                span.log_start
             );
         }
-        spans.push(Span {
-            partition,
-            start,
-            end,
-            log_start: low,
-        });
+        spans.push(span);
     }
     Ok(spans)
 }

@@ -21,8 +21,9 @@ use likes_infra::postgres::shards::Shards;
 use likes_infra::postgres::snapshots;
 use likes_infra::settings::StackSettings;
 
+use crate::source::LogSource;
+
 use super::report::RebuildFrom;
-use likes_infra::kafka::reader::TopicHandle;
 
 /// A resolved start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +95,7 @@ pub async fn choose(
             match candidates.and_then(|c| c.first().copied()) {
                 Some(id) => Ok(Some(id)),
                 None => {
-                    whole_log_retained(stack, time)?;
+                    whole_log_retained(stack, time).await?;
                     Ok(None)
                 }
             }
@@ -134,10 +135,10 @@ pub async fn resolve(
 
 /// Refuses a start at `time` that has no snapshot when retention already
 /// deleted the beginning of some partition.
-fn whole_log_retained(stack: &StackSettings, time: DateTime<Utc>) -> anyhow::Result<()> {
-    let handle = TopicHandle::open(stack)?;
-    for partition in 0..handle.partition_count()? {
-        let (low, _) = handle.watermarks(partition)?;
+async fn whole_log_retained(stack: &StackSettings, time: DateTime<Utc>) -> anyhow::Result<()> {
+    let mut source = LogSource::open(stack)?;
+    for partition in 0..source.partition_count()? {
+        let (low, _) = source.watermarks(partition).await?;
         if low > 0 {
             bail!(
                 "no snapshot of topic {} was taken at or before {time}, and retention deleted \

@@ -13,7 +13,9 @@ use likes_infra::settings::StackSettings;
 use super::worker::Windows;
 use crate::progress::ProgressRead;
 use likes_domain::DedupWindow;
-use likes_infra::kafka::reader::{LogRecord, Span, TopicHandle};
+use likes_infra::kafka::reader::{LogRecord, Span};
+
+use crate::source::LogSource;
 
 /// Fills `windows` with the ids seen within `horizon` before each partition's
 /// position; returns how many records were read for it.
@@ -24,30 +26,25 @@ pub async fn warm(
     horizon: Duration,
 ) -> anyhow::Result<u64> {
     // The last record before each position says where the horizon ends.
-    let handle = TopicHandle::open(stack)?;
+    let mut source = LogSource::open(stack)?;
     let mut lasts = Vec::new();
     for (&partition, &position) in positions {
-        let (low, _) = handle.watermarks(partition)?;
+        let (low, _) = source.watermarks(partition).await?;
         if position > low {
-            lasts.push(Span {
-                partition,
-                start: position - 1,
-                end: position,
-                log_start: low,
-            });
+            lasts.push(source.span(partition, position - 1, position).await?);
         }
     }
     if lasts.is_empty() {
         return Ok(0);
     }
     let mut times = HashMap::new();
-    let mut reader = ProgressRead::new(handle, stack, &lasts, "rebuild postgres: dedup horizon")?;
+    let mut reader = ProgressRead::new(source, stack, &lasts, "rebuild postgres: dedup horizon")?;
     while let Some(record) = reader.next().await? {
         times.insert(record.partition, millis(&record));
     }
     drop(reader);
 
-    let handle = TopicHandle::open(stack)?;
+    let source = LogSource::open(stack)?;
     let mut spans = Vec::new();
     for last in lasts {
         let Some(&newest) = times.get(&last.partition) else {
@@ -57,14 +54,20 @@ pub async fn warm(
             newest.saturating_sub(i64::try_from(horizon.as_millis())?),
         )
         .unwrap_or_default();
-        let start = handle.offset_at(last.partition, since)?.max(last.log_start);
+        // A horizon reaching into the archive starts at the archive's start.
+        let found = source.offset_at(last.partition, since)?;
+        let start = if found <= last.topic_start {
+            last.log_start
+        } else {
+            found
+        };
         spans.push(Span {
             start: start.min(last.end),
             ..last
         });
     }
     let mut read = 0;
-    let mut reader = ProgressRead::new(handle, stack, &spans, "rebuild postgres: dedup horizon")?;
+    let mut reader = ProgressRead::new(source, stack, &spans, "rebuild postgres: dedup horizon")?;
     while let Some(record) = reader.next().await? {
         read += 1;
         let at = millis(&record);

@@ -16,7 +16,9 @@ use tokio::task::JoinSet;
 
 use crate::progress::{Progress, ProgressRead};
 use likes_domain::DedupWindow;
-use likes_infra::kafka::reader::{LogRecord, Span, TopicHandle};
+use likes_infra::kafka::reader::{LogRecord, Span};
+
+use crate::source::LogSource;
 
 /// What a worker read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +142,7 @@ pub async fn apply_spans(
 ) -> anyhow::Result<Tally> {
     let own_tx = matches!(writing, Writing::OwnTransactions);
     let mut reader =
-        ProgressRead::sharing(TopicHandle::open(stack)?, stack, spans, progress.clone())?;
+        ProgressRead::sharing(LogSource::open(stack)?, stack, spans, progress.clone())?;
     let mut tally = Tally::default();
     let mut batch = Batch {
         events: Vec::with_capacity(batch_events),
@@ -234,6 +236,7 @@ mod tests {
             start: 10,
             end: 10 + len,
             log_start: 0,
+            topic_start: 0,
         }
     }
 
