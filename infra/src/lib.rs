@@ -2,7 +2,8 @@
 //! the Avro codec and schema registry ([`codec`]), Kafka by role ([`kafka`]:
 //! producer, consumers, admin, dead letters, readiness, the log reader of the
 //! tools, the partitioner), the PostgreSQL projection and the tools' tables
-//! ([`postgres`]) and everything kept in Redis ([`redis`]).
+//! ([`postgres`]), everything kept in Redis ([`redis`]) and the registry's
+//! subject API, the gate of schema changes ([`registry`]).
 //! Every retry policy and the one backoff helper are in [`retry`].
 //! Settings helpers and logging set-up live here too so every binary reads its
 //! environment and logs the same way.
@@ -12,6 +13,7 @@ mod error;
 pub mod kafka;
 pub mod postgres;
 pub mod redis;
+pub mod registry;
 pub mod retry;
 pub mod settings;
 pub mod telemetry;
