@@ -10,6 +10,7 @@ pub mod count;
 pub mod explain;
 pub mod history;
 pub mod rebuild;
+pub mod schema;
 pub mod setup;
 pub mod snapshot;
 pub mod verify;
@@ -42,6 +43,8 @@ pub enum Command {
     /// from its stored offset to the record before the log's start. The
     /// acceptance is recorded (who, when, why) in `accepted_losses`.
     AcceptLoss(accept_loss::Args),
+    /// Try a candidate event schema against the registry and the log.
+    Schema(schema::Args),
 }
 
 impl Command {
@@ -56,6 +59,7 @@ impl Command {
             Command::Rebuild(args) => rebuild::command(stack, args).await,
             Command::Snapshot(args) => snapshot::command(stack, args).await,
             Command::AcceptLoss(args) => accept_loss::command(stack, args).await,
+            Command::Schema(args) => schema::command(stack, args).await,
         }
     }
 }
