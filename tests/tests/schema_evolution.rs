@@ -217,6 +217,7 @@ async fn events_written_before_and_after_an_added_optional_field_are_all_counted
     let check = likes_replay(&env, &["schema", "check", &v2_file]).await?;
     assert_eq!(check.status.code(), Some(0), "{}", said(&check));
     let text = stdout(&check);
+    println!("schema check after both versions were written:\n{text}");
     assert!(
         text.contains(&format!(
             "schema id {v1_id}: 4 record(s): 4 decode to the same event, 0 fail"
@@ -256,6 +257,7 @@ async fn a_removed_field_or_a_changed_type_is_refused_by_schema_check_and_by_set
         let check = likes_replay(&env, &["schema", "check", &file]).await?;
         assert_eq!(check.status.code(), Some(1), "{}", said(&check));
         let text = stdout(&check);
+        println!("schema check of {file}:\n{text}");
         assert!(
             text.contains(&format!("incompatible: {change}")),
             "{}",
@@ -296,5 +298,46 @@ async fn a_removed_field_or_a_changed_type_is_refused_by_schema_check_and_by_set
         versions.iter().map(|v| v.id).collect::<Vec<_>>(),
         vec![v1_id]
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_whose_schema_the_registry_refuses_does_not_start_and_names_the_change()
+-> anyhow::Result<()> {
+    let env = TestEnv::new(1).await?;
+    let registry = Registry::new(&env.stack.schema_registry_url)?;
+    let subject = registry::value_subject(&env.stack.topic);
+    // Someone registered, before any gate, a version with a required field
+    // `client`; then the gate was set. This build's schema lacks `client`.
+    let mut schema: serde_json::Value = serde_json::from_str(likes_infra::codec::SCHEMA)?;
+    if let Some(fields) = schema["fields"].as_array_mut() {
+        fields.push(serde_json::json!({"name": "client", "type": "string"}));
+    }
+    registry.register(&subject, &schema.to_string()).await?;
+    registry
+        .set_compatibility(&subject, registry::COMPATIBILITY)
+        .await?;
+
+    let codec =
+        likes_infra::codec::EventCodec::new(&env.stack.schema_registry_url, &env.stack.topic)?;
+    let refused = match codec.register().await {
+        Ok(id) => anyhow::bail!("the registry took the build's schema as id {id}"),
+        Err(e) => e,
+    };
+    assert!(
+        !refused.is_transient(),
+        "a refusal is not an outage to retry: {refused}"
+    );
+    assert!(
+        refused.to_string().contains("field `client` removed"),
+        "the refusal names the change: {refused}"
+    );
+    match env.start_ingest().await {
+        Ok(_) => anyhow::bail!("the ingest started with a refused schema"),
+        Err(e) => assert!(
+            format!("{e:#}").contains("field `client` removed"),
+            "the ingest says why it does not start: {e:#}"
+        ),
+    }
     Ok(())
 }
