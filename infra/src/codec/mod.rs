@@ -193,14 +193,6 @@ impl EventCodec {
         from_value(value)
     }
 
-    /// The registry id of the writer schema of a framed record, and that
-    /// schema's text, as this codec resolved them (for reports of what was
-    /// read). Fails like [`EventCodec::decode_event`] on a record whose
-    /// schema cannot be had.
-    pub async fn writer_schema(&self, id: u32) -> Result<String, DecodeError> {
-        self.resolve(id).await.map(|schema| schema.raw.clone())
-    }
-
     /// The writer schema of `id` (fetched once and kept by the decoder), or
     /// why it cannot be had.
     async fn resolve(&self, id: u32) -> Result<std::sync::Arc<AvroSchema>, DecodeError> {
