@@ -38,6 +38,23 @@ pub enum Error {
     #[error("schema registry unavailable: {0}")]
     RegistryUnavailable(String),
 
+    /// The registry refuses a schema under the subject's compatibility level:
+    /// `changes` names what breaks it against the registered versions (empty
+    /// when none could be told), `registry` is the registry's own answer.
+    #[error(
+        "the schema registry refuses the schema for {subject}: {}; registry said {registry}",
+        if changes.is_empty() { "no field-level change found".to_string() } else { changes.join("; ") }
+    )]
+    SchemaRefused {
+        subject: String,
+        changes: Vec<String>,
+        registry: String,
+    },
+
+    /// A schema file does not parse as Avro.
+    #[error("schema {source_name} is not a valid Avro schema: {reason}")]
+    InvalidSchema { source_name: String, reason: String },
+
     /// A record could not be decoded into a valid event; retrying will not help.
     #[error("poison record: {0}")]
     Poison(String),

@@ -2,9 +2,15 @@
 //! registered under the topic's value subject, and the Confluent wire format
 //! (magic byte 0, 4-byte schema id, Avro binary). The writer schema is
 //! registered once and its id kept; each record is then written directly in
-//! that schema's layout ([`binary`]), never resolved per record. Decoding
-//! fetches and resolves each writer schema once per id (schema_registry_converter
-//! caches both), so events written by other schema versions still decode.
+//! that schema's layout ([`binary`]), never resolved per record.
+//!
+//! Decoding uses Avro schema resolution: the writer schema is the one the
+//! record's id names (fetched once per id and kept, parsed and with its named
+//! types resolved), the reader schema is this build's [`SCHEMA`] (or, for
+//! `likes-replay schema check`, a candidate schema). So records written by an
+//! older or a newer compatible version decode alike: fields the reader does
+//! not know are skipped, fields the writer did not have take the reader's
+//! default.
 //!
 //! Why a record does not decode is classified here and only here, as a typed
 //! [`DecodeError`]: a schema id the registry does not know is asked again with
@@ -16,22 +22,22 @@
 mod binary;
 mod lookup;
 mod probe;
+mod resolution;
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use apache_avro::types::Value;
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, UserId};
-use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
-use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::{
-    SchemaType, SubjectNameStrategy, SuppliedSchema,
-};
+use schema_registry_converter::avro_common::AvroSchema;
 
+use crate::registry::{self, Registry};
 use crate::{DecodeError, Error, retry};
 use lookup::{Lookup, UnknownIds};
 pub use probe::RegistryProbe;
+use resolution::{ReaderSchema, Resolutions};
 
 /// The writer schema this build produces events with.
 pub const SCHEMA: &str = include_str!("../../../schemas/like_event.avsc");
@@ -45,11 +51,17 @@ pub struct SchemaId(u32);
 pub struct EventCodec {
     /// The registered id of [`SCHEMA`], once known.
     schema_id: OnceLock<u32>,
-    encoder: AvroEncoder,
+    /// Fetches and keeps each writer schema by id.
     decoder: AvroDecoder,
     /// For asking the registry about an id the decoder could not resolve.
     registry: SrSettings,
-    strategy: SubjectNameStrategy,
+    /// For registering [`SCHEMA`] under the value subject.
+    subjects: Registry,
+    subject: String,
+    /// The schema records are resolved to.
+    reader: &'static ReaderSchema,
+    /// Each writer schema id's resolution to `reader`, made once.
+    resolutions: Resolutions,
     /// How long an id the registry does not know is asked for again.
     unknown_schema_retry: Duration,
     unknown: UnknownIds,
@@ -69,17 +81,14 @@ impl EventCodec {
                     message: e.to_string(),
                 })
         };
-        let supplied = SuppliedSchema::new(None, SchemaType::Avro, SCHEMA.to_string());
         Ok(Self {
             schema_id: OnceLock::new(),
-            encoder: AvroEncoder::new(settings()?),
             decoder: AvroDecoder::new(settings()?),
             registry: settings()?,
-            strategy: SubjectNameStrategy::TopicNameStrategyWithSchema(
-                topic.to_string(),
-                false,
-                supplied,
-            ),
+            subjects: Registry::new(registry_url)?,
+            subject: registry::value_subject(topic),
+            reader: ReaderSchema::build(),
+            resolutions: Resolutions::default(),
             unknown_schema_retry: crate::settings::unknown_schema_retry()?,
             unknown: UnknownIds::default(),
         })
@@ -92,28 +101,46 @@ impl EventCodec {
         self
     }
 
+    /// The same codec resolving records to `schema` (Avro schema text) instead
+    /// of this build's [`SCHEMA`]: how a candidate schema is tried against the
+    /// log before it is registered. `source_name` names the schema in errors.
+    pub fn with_reader_schema(mut self, source_name: &str, schema: &str) -> Result<Self, Error> {
+        self.reader = ReaderSchema::leak(source_name, schema)?;
+        self.resolutions = Resolutions::default();
+        Ok(self)
+    }
+
     /// Registers the schema (idempotent) and returns its id. Call at start-up so a
     /// registry problem shows before the first request. A registry that fails
     /// once (say, while its own database connections recover from a restart) is
-    /// asked again a few times before this gives up.
+    /// asked again a few times before this gives up; a registry that refuses
+    /// the schema as incompatible ([`Error::SchemaRefused`]) is not asked again.
+    ///
+    /// Registering an older version than the subject's latest is allowed: it
+    /// keeps its id, and under the subject's FULL_TRANSITIVE level its records
+    /// are read by every reader (an ingest rolled back, or not yet rolled out).
     pub async fn register(&self) -> Result<u32, Error> {
-        let subject = self.strategy.get_subject().map_err(registry_error)?;
-        let schema = retry::run(
+        let id = retry::run(
             &retry::REGISTER_SCHEMA,
             "schema registration",
-            |_| true,
+            Error::is_transient,
             |_| {},
-            || async {
-                self.encoder
-                    .get_schema_and_id(&subject, self.strategy.clone())
-                    .await
-                    .inspect_err(|_| self.encoder.remove_errors_from_cache())
-            },
+            || self.subjects.register(&self.subject, SCHEMA),
         )
-        .await
-        .map_err(registry_error)?;
-        let _ = self.schema_id.set(schema.id);
-        Ok(schema.id)
+        .await?;
+        let _ = self.schema_id.set(id);
+        if let Ok(Some(latest)) = self.subjects.latest(&self.subject).await
+            && latest.id != id
+        {
+            tracing::warn!(
+                subject = %self.subject,
+                schema_id = id,
+                latest_schema_id = latest.id,
+                latest_version = latest.version,
+                "this build writes with an older schema version than the subject's latest"
+            );
+        }
+        Ok(id)
     }
 
     /// The schema id, registering the schema first if [`EventCodec::register`]
@@ -155,27 +182,27 @@ impl EventCodec {
     pub async fn decode_event(&self, payload: Option<&[u8]>) -> Result<LikeEvent, DecodeError> {
         let bytes = payload.ok_or(DecodeError::NoValue)?;
         let id = schema_id(bytes).ok_or(DecodeError::NotFramed)?;
-        self.resolve(id).await?;
-        // The writer schema is cached now: a failure here is the bytes'.
-        match self.decoder.decode(Some(bytes)).await {
-            Ok(result) => from_value(result.value),
-            Err(e) => Err(DecodeError::Malformed {
-                id,
-                reason: e.to_string(),
-            }),
-        }
+        let writer = self.resolve(id).await?;
+        // The writer schema is known now: a failure here is the record's (its
+        // bytes, or a writer schema this reader cannot resolve).
+        let value = self
+            .resolutions
+            .get_or_make(id, &writer.parsed, self.reader)
+            .and_then(|resolution| resolution.read(self.reader, &bytes[5..]))
+            .map_err(|reason| DecodeError::Malformed { id, reason })?;
+        from_value(value)
     }
 
-    /// Makes the writer schema of `id` known to the decoder, or classifies why
-    /// it cannot be.
-    async fn resolve(&self, id: u32) -> Result<(), DecodeError> {
+    /// The writer schema of `id` (fetched once and kept by the decoder), or
+    /// why it cannot be had.
+    async fn resolve(&self, id: u32) -> Result<std::sync::Arc<AvroSchema>, DecodeError> {
         let mut backoff = retry::UNKNOWN_SCHEMA.backoff();
         let mut found_since = false;
         loop {
             let failure = match self.decoder.get_schema(id).await {
-                Ok(_) => {
+                Ok(schema) => {
                     self.unknown.forget(id);
-                    return Ok(());
+                    return Ok(schema);
                 }
                 Err(e) => e,
             };
@@ -243,10 +270,6 @@ pub async fn serves_avro(registry: &SrSettings, id: u32) -> Option<bool> {
         Lookup::NotFound | Lookup::NotAvro(_) | Lookup::Unparsable(_) => Some(false),
         Lookup::Unavailable(_) => None,
     }
-}
-
-fn registry_error(e: SRCError) -> Error {
-    Error::RegistryUnavailable(e.to_string())
 }
 
 /// The event as a generic Avro value (the reference the direct encoding is

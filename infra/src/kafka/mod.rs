@@ -3,7 +3,9 @@
 //! shares and the projector's group consumer with its rebalance hook), topic
 //! creation and metadata ([`admin`]), the dead-letter topic
 //! ([`dead_letters`]), the readiness probe ([`readiness`]), the tools' log
-//! reader ([`reader`]), the archiver's raw follower ([`tail`]) and the partitioner every writer shares
+//! reader ([`reader`]), the archiver's raw follower ([`tail`]), the raw
+//! head-and-tail sample that tries a candidate schema ([`sample`]) and the
+//! partitioner every writer shares
 //! ([`partitioner`]). Nothing outside this module names an rdkafka type.
 
 pub mod admin;
@@ -13,6 +15,7 @@ pub mod partitioner;
 pub mod producer;
 pub mod reader;
 pub mod readiness;
+pub mod sample;
 pub mod tail;
 
 use rdkafka::ClientConfig;

@@ -10,6 +10,7 @@ pub mod count;
 pub mod explain;
 pub mod history;
 pub mod rebuild;
+pub mod schema;
 pub mod setup;
 pub mod snapshot;
 pub mod verify;
@@ -46,6 +47,8 @@ pub enum Command {
     /// status, verify it.
     #[command(subcommand)]
     Archive(crate::archive::Args),
+    /// Try a candidate event schema against the registry and the log.
+    Schema(schema::Args),
 }
 
 impl Command {
@@ -61,6 +64,7 @@ impl Command {
             Command::Snapshot(args) => snapshot::command(stack, args).await,
             Command::AcceptLoss(args) => accept_loss::command(stack, args).await,
             Command::Archive(args) => crate::archive::command(stack, args).await,
+            Command::Schema(args) => schema::command(stack, args).await,
         }
     }
 }
