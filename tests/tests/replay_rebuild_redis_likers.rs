@@ -12,8 +12,10 @@ use likes_infra::redis::likers::{DEFAULT_KEEP, RecentLikers};
 use likes_infra::redis::{Keys, Redis};
 use likes_replay::rebuild;
 use likes_replay::rebuild::likers::{LikersOptions, Source, SourceRange};
+use likes_tests::cli::likes_replay;
 use likes_tests::likers_sets::{self, Likers};
 use likes_tests::load::ITEM_TYPE;
+use likes_tests::log_surgery::delete_records_before;
 use likes_tests::{Ingest, TestEnv, eventually};
 use serde_json::json;
 
@@ -132,6 +134,23 @@ async fn a_redis_rebuild_restores_every_likers_set_the_projector_built() -> anyh
         read, expected,
         "each partition read from the log, 0 to the projector's offset"
     );
+
+    // The command says the same, and a second rebuild changes nothing.
+    let out = likes_replay(&env, &["rebuild", "redis"]).await?;
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    eprintln!("likes-replay rebuild redis printed:\n{printed}");
+    assert!(
+        printed.contains(&format!(
+            "likers rebuilt: 7 sets written (newest {DEFAULT_KEEP} per item; 0 caught up"
+        )),
+        "{printed}"
+    );
+    for (partition, (_, ranges)) in &expected {
+        let line = format!("partition {partition}: read log 0..{}", ranges[0].to);
+        assert!(printed.contains(&line), "{line} in {printed}");
+    }
+    assert_eq!(likers_sets::in_redis(&env, &items).await?, built);
     likers_sets::clean_up(&env).await
 }
 
@@ -308,5 +327,59 @@ async fn a_rebuilt_set_and_a_projector_write_each_yield_only_to_a_newer_stamp() 
         .apply(&[newer])
         .await?;
     assert_eq!(likers_sets::in_redis(&env, &[2]).await?[&2], built[&2][1..]);
+    likers_sets::clean_up(&env).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_retention_deleted_the_start_stored_likers_the_log_never_saw_are_kept()
+-> anyhow::Result<()> {
+    let env = TestEnv::new(1).await?;
+    let ingest = env.start_ingest().await?;
+    let projector = env.start_projector();
+    for user in 1..=3 {
+        send(&ingest, true, user, 1).await?;
+    }
+    settle(&env).await?;
+    let before_retention = likers_sets::in_redis(&env, &[1]).await?[&1].clone();
+    delete_records_before(&env, 0, 3).await?;
+    send(&ingest, false, 1, 1).await?;
+    send(&ingest, true, 4, 1).await?;
+    settle(&env).await?;
+    projector.stop().await??;
+    ingest.running.stop().await?;
+    let built = likers_sets::in_redis(&env, &[1]).await?;
+
+    // An older copy of the set comes back (user 1 still in it, user 4 not
+    // yet, no stamp): the log still says user 1 unliked and user 4 liked,
+    // but knows nothing of users 2 and 3 any more.
+    likers_sets::drop_all(&env, &[1]).await?;
+    let keys = Keys::new(&env.stack.redis_key_prefix);
+    for (user, at) in &before_retention {
+        redis::cmd("ZADD")
+            .arg(keys.likers(ItemKey::parse(ITEM_TYPE.into(), 1)?))
+            .arg(*at)
+            .arg(*user)
+            .query_async::<()>(&mut env.redis.clone())
+            .await?;
+    }
+
+    let done = rebuild::redis::run(&env.stack).await?;
+
+    assert_eq!(likers_sets::in_redis(&env, &[1]).await?, built);
+    assert_eq!(
+        built[&1].iter().map(|l| l.0).collect::<Vec<_>>(),
+        vec![4, 3, 2]
+    );
+    let partition = &done.likers.partitions[0];
+    assert!(!partition.whole_history);
+    let end = projector_offsets(&env).await?[&0];
+    assert_eq!(
+        partition.read,
+        vec![SourceRange {
+            source: Source::Log,
+            from: 3,
+            to: end
+        }]
+    );
     likers_sets::clean_up(&env).await
 }
