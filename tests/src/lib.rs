@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod commit_gaps;
 pub mod dead_letters;
 pub mod figures;
+pub mod likers_sets;
 pub mod load;
 pub mod log_surgery;
 pub mod pg_proxy;

@@ -6,11 +6,13 @@
 //! |---|---|---|
 //! | `<prefix>count:<type>:<id>` | `"<count>:<stamp>"` | [`super::counts`], [`super::repair`] |
 //! | `<prefix>likers:<type>:<id>` | sorted set of user ids by like time | [`super::likers`] |
+//! | `<prefix>likers_stamp:{<likers key>}` | the log offset the likers set reflects | [`super::likers`] |
 //! | `<prefix>rate:{<user_id>}` | token bucket hash | [`super::ratelimit`] |
 //! | `<prefix>dedup:{<user_id>}:<type>:<id>` | quick-dedup memo hash | [`super::dedup`] |
 //!
 //! The `{<user_id>}` hash tags keep one user's keys in one Redis Cluster slot.
-//! Every script touches one key, so no other key needs a tag.
+//! The likers stamp's tag is its likers key, so both sit in the likers key's
+//! slot and one script may touch the pair. Every other script touches one key.
 
 use likes_domain::{ItemKey, UserId};
 
@@ -64,6 +66,14 @@ impl Keys {
         )
     }
 
+    /// The stamp of an item's likers set: the log offset of the newest change
+    /// it reflects. Tagged with the likers key itself, so on Redis Cluster it
+    /// hashes to the same slot (a key without braces hashes whole; with a
+    /// prefix holding a tag, both hash by that same first tag).
+    pub fn likers_stamp(&self, item: ItemKey) -> String {
+        format!("{}likers_stamp:{{{}}}", self.prefix, self.likers(item))
+    }
+
     /// A user's rate-limit bucket.
     pub fn rate(&self, user: UserId) -> String {
         format!("{}rate:{{{}}}", self.prefix, user.get())
@@ -110,8 +120,25 @@ mod tests {
         let keys = Keys::new("likes:");
         assert_eq!(keys.count(item()), "likes:count:3:42");
         assert_eq!(keys.likers(item()), "likes:likers:3:42");
+        assert_eq!(
+            keys.likers_stamp(item()),
+            "likes:likers_stamp:{likes:likers:3:42}"
+        );
         assert_eq!(keys.rate(user()), "likes:rate:{7}");
         assert_eq!(keys.dedup(user(), item()), "likes:dedup:{7}:3:42");
+    }
+
+    #[test]
+    fn a_likers_set_and_its_stamp_share_a_cluster_slot() {
+        use redis::cluster_routing::Slot;
+        for prefix in ["likes:", "t-{abc}:", ""] {
+            let keys = Keys::new(prefix);
+            assert_eq!(
+                Slot::for_key(keys.likers(item())),
+                Slot::for_key(keys.likers_stamp(item())),
+                "prefix {prefix:?}"
+            );
+        }
     }
 
     #[test]

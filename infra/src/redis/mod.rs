@@ -14,7 +14,8 @@
 //! - [`counts`]: the cached count per item, stamped with the log offset it
 //!   reflects, written by the projector after PostgreSQL committed, read and
 //!   refilled by the API.
-//! - [`likers`]: each item's most recent likers (written by the projector).
+//! - [`likers`]: each item's most recent likers, stamped with the offset
+//!   they reflect (written by the projector, rebuilt by `rebuild redis`).
 //! - [`ratelimit`]: the per-user token bucket the API checks.
 //! - [`dedup`]: the API's quick-dedup memo (answers a repeated identical
 //!   action without producing it again).

@@ -8,6 +8,7 @@ use std::time::Duration;
 use likes_infra::settings::{DEFAULT_DEDUP_HORIZON_SECONDS, StackSettings};
 
 use crate::output::{Format, json_line};
+use crate::rebuild::likers::{DEFAULT_RECORDS_PER_PASS, LikersOptions, LikersRebuild};
 use crate::rebuild::{self, PostgresRebuild, RebuildFrom, RebuildOptions};
 
 /// `likes-replay rebuild`.
@@ -20,13 +21,12 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Target {
     /// Rewrite every Redis count from PostgreSQL `counters` (stamped with their
-    /// offsets), dropping cached counts PostgreSQL does not back. Safe while the
-    /// API and the projector run.
-    Redis {
-        /// Output: a summary line, or one JSON document.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
+    /// offsets), dropping cached counts PostgreSQL does not back, then every
+    /// item's recent likers from the log (up to the projector's offsets,
+    /// unlikes honoured, the projector's size limit). Safe while the API and
+    /// the projector run: a likers set the projector changed past the offsets
+    /// folded is folded further, never overwritten with older likers.
+    Redis(RedisArgs),
     /// Rebuild user_likes and counters into shadow tables from the topic (or a
     /// snapshot plus the topic), verify, and swap them in atomically.
     ///
@@ -46,6 +46,21 @@ enum Target {
     /// only the one `--shard` names: each reads only its own partitions, fills
     /// its own shadow tables and swaps under its own lock.
     Postgres(PostgresArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RedisArgs {
+    /// How long an event id is remembered for dedup: set it like the projector's.
+    #[arg(long, env = "DEDUP_HORIZON_SECONDS", default_value_t = DEFAULT_DEDUP_HORIZON_SECONDS)]
+    dedup_horizon_seconds: u64,
+    /// The most records of a partition one likers pass holds in memory; a
+    /// bigger partition is folded in several passes, each over a slice of its
+    /// items (memory bounded, one more read of the partition per pass).
+    #[arg(long, default_value_t = DEFAULT_RECORDS_PER_PASS, value_parser = clap::value_parser!(u64).range(1..))]
+    likers_records_per_pass: u64,
+    /// Output: a few summary lines, or one JSON document.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,10 +109,14 @@ struct PostgresArgs {
 /// refused to swap, 1 when it swapped but could not refresh Redis.
 pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCode> {
     match args.target {
-        Target::Redis { format } => {
-            let done = rebuild::redis::run(stack).await?;
+        Target::Redis(a) => {
+            let options = LikersOptions {
+                dedup_horizon: Duration::from_secs(a.dedup_horizon_seconds),
+                records_per_pass: a.likers_records_per_pass,
+            };
+            let done = rebuild::redis::run_with(stack, options).await?;
             let mut out = std::io::stdout().lock();
-            match format {
+            match a.format {
                 Format::Json => json_line(&mut out, &done)?,
                 Format::Table => {
                     let from: Vec<String> = done
@@ -111,7 +130,8 @@ pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCo
                         done.deleted,
                         done.written,
                         from.join(", ")
-                    )?
+                    )?;
+                    print_likers(&mut out, &done.likers)?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -136,6 +156,45 @@ pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCo
             })
         }
     }
+}
+
+/// Prints what the likers rebuild did: the totals, then per partition the
+/// offsets read from each source.
+fn print_likers(out: &mut impl Write, done: &LikersRebuild) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "likers rebuilt: {} sets written (newest {} per item; {} caught up with the projector, \
+         {} left to it), {} events folded ({} duplicates, {} poison)",
+        done.sets_written,
+        done.keep,
+        done.caught_up,
+        done.left_to_projector,
+        done.events,
+        done.duplicates,
+        done.poison
+    )?;
+    for p in &done.partitions {
+        let read: Vec<String> = p
+            .read
+            .iter()
+            .map(|r| format!("{} {}..{}", r.source.name(), r.from, r.to))
+            .collect();
+        let history = if p.whole_history {
+            "whole history, sets replaced"
+        } else {
+            "retention deleted the start, sets merged"
+        };
+        writeln!(
+            out,
+            "  partition {}: read {} in {} pass{} ({history}); {} sets written",
+            p.partition,
+            read.join(", "),
+            p.passes,
+            if p.passes == 1 { "" } else { "es" },
+            p.sets_written
+        )?;
+    }
+    Ok(())
 }
 
 /// Prints a rebuild's report: a few lines per shard and the outcome, or one

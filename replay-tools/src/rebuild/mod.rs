@@ -1,6 +1,7 @@
 //! The rebuilds. `rebuild postgres` ([`run`], here) rebuilds `user_likes` and
 //! `counters` side by side while the projector keeps running; `rebuild redis`
-//! ([`redis`]) rewrites the Redis counts from PostgreSQL. By role:
+//! ([`redis`]) rewrites the Redis counts from PostgreSQL and the recent likers
+//! from the log ([`likers`]). By role:
 //! - [`start`]: `--from` resolved to a state to build on (nothing, or a
 //!   snapshot) and the offsets to replay from; [`plan`]: the spans a pass reads,
 //!   refused when retention already deleted part of them (a rebuild never
@@ -48,6 +49,7 @@ use plan::{advance, live_offsets, plan};
 pub use report::{PostgresRebuild, RebuildFrom, RebuildOptions, ShardRebuild};
 use worker::{Crew, Tally, Windows, Writing, apply_spans, parallel_pass};
 
+pub mod likers;
 pub mod plan;
 pub mod redis;
 pub mod report;

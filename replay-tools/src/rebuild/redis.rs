@@ -1,6 +1,10 @@
 //! The Redis side of the rebuilds. `rebuild redis` ([`run`]) rebuilds the
-//! Redis counts exactly from
-//! PostgreSQL, while the API keeps serving. Every cached count of the prefix is
+//! whole Redis projection while the API and the projector keep running: the
+//! counts exactly from PostgreSQL (here), then every item's recent likers
+//! from the log ([`super::likers`], which says how it stays out of the live
+//! projector's way).
+//!
+//! The counts: Every cached count of the prefix is
 //! dropped first (wrong values with any stamp, and counts of items PostgreSQL
 //! does not know), then `counters` is streamed and written back stamped with
 //! each row's `last_offset` through the normal stamp-checked write. Reads in
@@ -25,6 +29,8 @@ use likes_infra::settings::StackSettings;
 use serde::Serialize;
 
 use crate::progress::Progress;
+use crate::rebuild::likers::{self, LikersOptions, LikersRebuild};
+use likes_infra::redis::likers::{DEFAULT_KEEP, RecentLikers};
 
 /// Counts written per round trip.
 const CHUNK: usize = 1000;
@@ -38,6 +44,8 @@ pub struct RedisRebuild {
     pub written: u64,
     /// Counts written from each shard, in shard order.
     pub shards: Vec<ShardWritten>,
+    /// The recent likers, rebuilt from the log.
+    pub likers: LikersRebuild,
 }
 
 /// Counts written from one shard.
@@ -47,8 +55,17 @@ pub struct ShardWritten {
     pub written: u64,
 }
 
-/// Rebuilds the Redis counts of `stack` from PostgreSQL.
+/// Rebuilds the Redis projection of `stack` with the default likers options.
 pub async fn run(stack: &StackSettings) -> anyhow::Result<RedisRebuild> {
+    run_with(stack, LikersOptions::default()).await
+}
+
+/// Rebuilds the Redis counts of `stack` from PostgreSQL, then its recent
+/// likers from the log as `options` say.
+pub async fn run_with(
+    stack: &StackSettings,
+    options: LikersOptions,
+) -> anyhow::Result<RedisRebuild> {
     let shards = crate::shards::connect_all(stack, 2).await?;
     let redis = Redis::connect(&stack.redis_address(), &stack.redis_key_prefix).await?;
     let cache = CountCache::new(&redis);
@@ -82,7 +99,11 @@ pub async fn run(stack: &StackSettings) -> anyhow::Result<RedisRebuild> {
         done.shards.push(ShardWritten { shard, written });
     }
     progress.finish();
+    // The projector's own `keep`: one home for it.
+    let recent = RecentLikers::new(&redis, DEFAULT_KEEP);
+    let likers = likers::run(stack, &shards, &recent, options).await;
     shards.close().await;
+    done.likers = likers?;
     Ok(done)
 }
 
