@@ -47,14 +47,16 @@
 //! folded one after another, so the bound holds for the whole run; the price
 //! is one read of the partition per chunk.
 //!
-//! **Reading.** [`read_span`] is the only place that reads events: the
-//! archive's combined reader (same `next()`) is swapped in there, and
-//! [`sources`] says which ranges it covered.
+//! **Reading.** [`read_span`] is the only place that reads events, through
+//! [`crate::source`]: the archive for what retention deleted, the topic for
+//! the rest; [`sources`] says which ranges came from where.
 
 use std::collections::HashMap;
 
 use likes_domain::{DedupWindow, ItemKey, LikeEvent, LikeState, Transition, UserId, dedup_key};
 use likes_infra::kafka::reader::{LogRecord, Span, TopicHandle};
+
+use crate::source::LogSource;
 use likes_infra::postgres::offsets;
 use likes_infra::postgres::shards::Shards;
 use likes_infra::redis::likers::{Liker, RebuildMode, RebuiltLikers, RecentLikers};
@@ -144,6 +146,8 @@ pub struct SourceRange {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
+    /// The archive of what retention deleted (`likes_infra::archive`).
+    Archive,
     /// The Kafka topic.
     Log,
 }
@@ -152,6 +156,7 @@ impl Source {
     /// The name the report uses.
     pub fn name(self) -> &'static str {
         match self {
+            Source::Archive => "archive",
             Source::Log => "log",
         }
     }
@@ -173,13 +178,11 @@ pub async fn run(
         let Some(end) = projector_end(stack, shards, partition).await? else {
             continue; // the projector never read it: nothing of it is in Redis
         };
-        let (log_start, _) = TopicHandle::open(stack)?.watermarks(partition)?;
-        let span = Span {
-            partition,
-            start: log_start.min(end),
-            end,
-            log_start,
-        };
+        // Where archive and topic together reach back to: 0 when the
+        // archive holds what retention deleted.
+        let mut source = LogSource::open(stack)?;
+        let (log_start, _) = source.watermarks(partition).await?;
+        let span = source.span(partition, log_start.min(end), end).await?;
         if span.end <= span.start {
             continue;
         }
@@ -231,7 +234,7 @@ async fn read_span(
         return Ok(());
     }
     let progress = Progress::new(label, likes_infra::kafka::reader::span_total(&[span]));
-    let mut reader = ProgressRead::sharing(TopicHandle::open(stack)?, stack, &[span], progress)?;
+    let mut reader = ProgressRead::sharing(LogSource::open(stack)?, stack, &[span], progress)?;
     while let Some(record) = reader.next().await? {
         visit(record);
     }
@@ -240,11 +243,17 @@ async fn read_span(
 
 /// The sources [`read_span`] covers `span` from.
 fn sources(span: Span) -> Vec<SourceRange> {
-    vec![SourceRange {
+    let archive = span.from_archive().map(|(from, to)| SourceRange {
+        source: Source::Archive,
+        from,
+        to,
+    });
+    let log = span.from_topic().map(|(from, to)| SourceRange {
         source: Source::Log,
-        from: span.start,
-        to: span.end,
-    }]
+        from,
+        to,
+    });
+    archive.into_iter().chain(log).collect()
 }
 
 /// One partition's rebuild: its chunks, then its catch-up rounds.
