@@ -42,16 +42,19 @@ app_setup() {
 
 }
 
-# Builds and runs ingest and projector in the foreground until Ctrl-C.
+# Builds and runs ingest, projector and the archiver in the foreground until Ctrl-C.
+# The archive is a directory under .stack/ unless ARCHIVE_URL says otherwise.
 app_run() {
-  (cd "$ROOT" && cargo build -q --release -p likes-ingest -p likes-projector)
+  (cd "$ROOT" && cargo build -q --release -p likes-ingest -p likes-projector -p likes-replay)
+  export ARCHIVE_URL="${ARCHIVE_URL:-$STACK_DIR/archive-$STACK_TOPOLOGY}"
   local pids=()
   "$ROOT/target/release/likes-projector" & pids+=($!)
   "$ROOT/target/release/likes-ingest" & pids+=($!)
-  log "likes-ingest on http://${LISTEN_ADDR:-127.0.0.1:8000}, likes-projector running; Ctrl-C stops them"
+  "$ROOT/target/release/likes-replay" archive run & pids+=($!)
+  log "likes-ingest on http://${LISTEN_ADDR:-127.0.0.1:8000}, likes-projector and the archiver (into $ARCHIVE_URL) running; Ctrl-C stops them"
   trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait; exit 0' INT TERM
   wait -n "${pids[@]}"
-  log "a service exited; stopping the other"
+  log "a service exited; stopping the others"
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait
   return 1

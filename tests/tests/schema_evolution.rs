@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
+use likes_infra::archive::Archive;
 use likes_infra::registry::{self, Registry};
 use likes_tests::cli::likes_replay;
 use likes_tests::dead_letters::read_dead_letters;
@@ -213,17 +214,33 @@ async fn events_written_before_and_after_an_added_optional_field_are_all_counted
     assert_eq!(rows[5]["effect"], "unliked", "{}", said(&history));
     assert_eq!(rows.last().map(|r| r["count"].clone()), Some(5.into()));
 
-    // The check now samples records of both ids, and still passes.
+    // The archive keeps both versions, each file under its writer schema.
+    likes_tests::archive::archive_everything(&env).await?;
+    let archive = Archive::open(&env.stack.archive_url, &env.stack.topic)?;
+    let partition = likes_infra::kafka::partitioner::partition_for_item(ITEM, env.partitions);
+    let mut archived_ids = std::collections::BTreeSet::new();
+    for name in archive.coverage(partition).await?.files {
+        archived_ids.extend(archive.read(partition, name).await?.schema_id);
+    }
+    assert_eq!(
+        archived_ids,
+        [v1_id, v2_id].into_iter().collect(),
+        "the archive holds both schema ids"
+    );
+
+    // The check now samples records of both ids, from the archive and the
+    // topic, and still passes.
     let check = likes_replay(&env, &["schema", "check", &v2_file]).await?;
+    likes_tests::archive::remove(&env);
     assert_eq!(check.status.code(), Some(0), "{}", said(&check));
     let text = stdout(&check);
     println!("schema check after both versions were written:\n{text}");
     assert!(
         text.contains(&format!(
-            "schema id {v1_id}: 4 record(s): 4 decode to the same event, 0 fail"
+            "schema id {v1_id}: 8 record(s): 8 decode to the same event, 0 fail"
         )) && text.contains(&format!(
-            "schema id {v2_id}: 3 record(s): 3 decode to the same event, 0 fail"
-        )),
+            "schema id {v2_id}: 6 record(s): 6 decode to the same event, 0 fail"
+        )) && text.contains("sampled 7 records"),
         "{}",
         said(&check)
     );

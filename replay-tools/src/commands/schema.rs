@@ -83,6 +83,14 @@ async fn check(stack: &StackSettings, args: CheckArgs) -> anyhow::Result<ExitCod
         partitions.len(),
         args.sample
     );
+    let archived = archive_sample(stack, usize::try_from(args.sample)?).await?;
+    println!(
+        "archive {}: sampled {} records (the first and last file of each partition, and one file per writer schema)",
+        crate::archive::url(stack),
+        archived.len()
+    );
+    // The archive holds the older offsets: its records go first.
+    trial.decode_framed("archive", archived).await?;
     trial.decode_framed("topic", records).await?;
     let log_passed = trial.report();
 
@@ -93,6 +101,41 @@ async fn check(stack: &StackSettings, args: CheckArgs) -> anyhow::Result<ExitCod
         println!("FAIL {name}");
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// Up to `sample` records of the first and the last archive file of every
+/// partition and of each file whose writer schema was not sampled yet (a file
+/// holds one writer schema), so every schema id the archive holds is tried.
+/// Every file's header is read for that: the price of seeing every id.
+async fn archive_sample(stack: &StackSettings, sample: usize) -> anyhow::Result<Vec<RawRecord>> {
+    let archive = likes_infra::archive::Archive::open(&stack.archive_url, &stack.topic)?;
+    let partitions =
+        likes_infra::kafka::partition_count(&stack.kafka_bootstrap, &stack.topic).await?;
+    let mut records = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for partition in 0..partitions {
+        let files = archive.coverage(partition).await?.files;
+        for (i, name) in files.iter().enumerate() {
+            let file = archive.read(partition, *name).await?;
+            let ends = i == 0 || i + 1 == files.len();
+            if !ends && !seen.insert(file.schema_id) {
+                continue;
+            }
+            seen.insert(file.schema_id);
+            let take = file.records.len().min(sample);
+            let part = if i + 1 == files.len() && i != 0 {
+                &file.records[file.records.len() - take..]
+            } else {
+                &file.records[..take]
+            };
+            records.extend(part.iter().map(|r| RawRecord {
+                partition,
+                offset: r.offset,
+                payload: r.payload.clone(),
+            }));
+        }
+    }
+    Ok(records)
 }
 
 /// Asks the registry, and names the breaking changes when it says no.
