@@ -227,6 +227,38 @@ impl Archive {
         })
     }
 
+    /// As [`Archive::open`], but a local directory that does not exist is no
+    /// archive (`None`) rather than one to create: for readers, which must
+    /// not leave an empty `archive/` wherever they run.
+    pub fn open_existing(url: &str, topic: &str) -> Result<Option<Self>, Error> {
+        let local = if url.contains("://") {
+            url::Url::parse(url)
+                .ok()
+                .filter(|u| u.scheme() == "file")
+                .and_then(|u| u.to_file_path().ok())
+        } else {
+            Some(std::path::PathBuf::from(url))
+        };
+        match local {
+            Some(dir) if !dir.is_dir() => Ok(None),
+            _ => Self::open(url, topic).map(Some),
+        }
+    }
+
+    /// Whether the files of `partition` hold every offset of `from..=to`.
+    pub async fn holds(&self, partition: i32, from: i64, to: i64) -> Result<bool, Error> {
+        let coverage = self.coverage(partition).await?;
+        let files = coverage.files_for(from, to + 1);
+        let mut next = from;
+        for f in &files {
+            if f.first > next {
+                return Ok(false);
+            }
+            next = next.max(f.last + 1);
+        }
+        Ok(next > to)
+    }
+
     /// The store's URL, without secrets.
     pub fn url(&self) -> &str {
         &self.url
@@ -445,12 +477,18 @@ mod tests {
         assert_eq!(archive.coverage(3).await.unwrap().files, vec![f(0, 1)]);
         assert_eq!(archive.remove_leftovers(3).await.unwrap(), 1);
         assert_eq!(archive.remove_leftovers(3).await.unwrap(), 0);
+        assert!(archive.holds(3, 0, 1).await.unwrap());
+        assert!(archive.holds(3, 1, 1).await.unwrap());
+        assert!(!archive.holds(3, 0, 2).await.unwrap());
         let back = archive.read(3, f(0, 1)).await.unwrap();
         assert_eq!(back.records.len(), 1);
         assert!(matches!(
             archive.read(3, f(2, 3)).await,
             Err(Error::ArchiveUnavailable { .. })
         ));
-        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let gone = dir.display().to_string();
+        assert!(Archive::open_existing(&gone, "t").unwrap().is_none());
+        assert!(!dir.exists(), "a reader creates no directory");
     }
 }
