@@ -6,8 +6,9 @@
 //! records go through the same admission, decoding and batches as the topic's
 //! (offsets checked in order, committed with the rows, exactly once), and once
 //! the last archived record of the gap is taken the partition is sought to
-//! the first offset the topic still holds and resumed. Only a gap the archive
-//! does not hold whole parks the partition, as before.
+//! the first offset the topic still holds and resumed. What the archive does
+//! not hold of a gap parks the partition, as before, with the gap narrowed
+//! to exactly the records that are nowhere (what `accept-loss` then names).
 //!
 //! One archive file per filling partition is held in memory at a time. A
 //! rebalance drops every fill: the next owner meets the gap again and fills
@@ -22,7 +23,8 @@ use likes_infra::kafka::consumer::Record as LogRecord;
 
 /// One partition being filled from the archive.
 struct Fill {
-    /// The first offset the topic holds: the fill ends before it.
+    /// Where the fill ends: the first offset the topic holds, or where the
+    /// archive stops when it holds only the start of the gap.
     until: i64,
     /// The consumer generation the fill began in.
     generation: u64,
@@ -53,9 +55,11 @@ impl Backfills {
         self.fills.contains_key(&partition)
     }
 
-    /// Starts filling `from..=to` of `partition` when the archive holds all
-    /// of it; `false` when it does not (or there is no archive), and the
-    /// caller parks the partition.
+    /// Starts filling `from..=to` of `partition` with what the archive holds
+    /// of it from `from` on; `false` when it holds nothing there (or there is
+    /// no archive), and the caller parks the partition. A fill of only the
+    /// start of a gap ends by reading the topic where the archive stops: the
+    /// rest of the gap is met again, smaller, and parks the partition there.
     pub async fn start(
         &mut self,
         partition: i32,
@@ -66,21 +70,23 @@ impl Backfills {
         let Some(archive) = &self.archive else {
             return Ok(false);
         };
-        if !archive.holds(partition, from, to).await? {
+        let Some(reach) = archive.reach(partition, from).await? else {
             return Ok(false);
-        }
-        let files = archive.coverage(partition).await?.files_for(from, to + 1);
+        };
+        let until = reach.min(to) + 1;
+        let files = archive.coverage(partition).await?.files_for(from, until);
         tracing::warn!(
             partition,
             first_missing = from,
             last_missing = to,
+            archived_to = until - 1,
             archive = archive.url(),
             "records were deleted from the log before they were projected; reading them from the archive"
         );
         self.fills.insert(
             partition,
             Fill {
-                until: to + 1,
+                until,
                 generation,
                 files: files.into(),
                 records: VecDeque::new(),

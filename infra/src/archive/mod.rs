@@ -247,16 +247,26 @@ impl Archive {
 
     /// Whether the files of `partition` hold every offset of `from..=to`.
     pub async fn holds(&self, partition: i32, from: i64, to: i64) -> Result<bool, Error> {
+        Ok(self
+            .reach(partition, from)
+            .await?
+            .is_some_and(|last| last >= to))
+    }
+
+    /// The last offset of the unbroken run of files of `partition` that
+    /// holds `from`, if one does.
+    pub async fn reach(&self, partition: i32, from: i64) -> Result<Option<i64>, Error> {
         let coverage = self.coverage(partition).await?;
-        let files = coverage.files_for(from, to + 1);
-        let mut next = from;
-        for f in &files {
-            if f.first > next {
-                return Ok(false);
+        let mut last: Option<i64> = None;
+        for f in coverage.files.iter().filter(|f| f.last >= from) {
+            match last {
+                None if f.first <= from => last = Some(f.last),
+                None => return Ok(None),
+                Some(l) if f.first == l + 1 => last = Some(f.last),
+                Some(_) => break,
             }
-            next = next.max(f.last + 1);
         }
-        Ok(next > to)
+        Ok(last)
     }
 
     /// The store's URL, without secrets.
@@ -480,6 +490,8 @@ mod tests {
         assert!(archive.holds(3, 0, 1).await.unwrap());
         assert!(archive.holds(3, 1, 1).await.unwrap());
         assert!(!archive.holds(3, 0, 2).await.unwrap());
+        assert_eq!(archive.reach(3, 1).await.unwrap(), Some(1));
+        assert_eq!(archive.reach(3, 2).await.unwrap(), None);
         let back = archive.read(3, f(0, 1)).await.unwrap();
         assert_eq!(back.records.len(), 1);
         assert!(matches!(
