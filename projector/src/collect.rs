@@ -26,6 +26,7 @@ use likes_infra::postgres::shards::ShardMap;
 use likes_infra::retry;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::backfill::Backfills;
 use crate::batch::{Batch, Offer};
 use crate::consumer::ProjectorConsumer;
 use crate::ownership::{Ownership, ParkReason};
@@ -52,6 +53,8 @@ pub struct Collector {
     pending: Vec<Batch>,
     /// Per shard, whether its partitions are paused because its batch is full.
     held: Vec<bool>,
+    /// Partitions whose deleted records are read from the archive.
+    backfills: Backfills,
 }
 
 impl Collector {
@@ -62,6 +65,7 @@ impl Collector {
         codec: EventCodec,
         dead_letters: DeadLetters,
         map: ShardMap,
+        backfills: Backfills,
     ) -> Self {
         let generation = ownership.generation();
         Self {
@@ -73,6 +77,7 @@ impl Collector {
             map,
             pending: (0..map.shards()).map(|_| Batch::new(generation)).collect(),
             held: vec![false; map.shards()],
+            backfills,
         }
     }
 
@@ -93,6 +98,7 @@ impl Collector {
         self.drop_if_rebalanced();
         let round_ends = tokio::time::Instant::now() + self.settings.window;
         loop {
+            self.resume_filled();
             let handoffs = self.hand_over(writers);
             if !handoffs.is_empty() {
                 return handoffs;
@@ -123,6 +129,10 @@ impl Collector {
                     .collect();
                 select_all(acquires).await.0
             };
+            let held: Vec<bool> = self.held.clone();
+            let map = self.map;
+            let is_held = move |p: i32| held.get(map.shard_of(p)).copied().unwrap_or(false);
+            let filling = self.backfills.ready(&is_held);
             let received = tokio::select! {
                 biased;
                 free = free_writer => {
@@ -138,6 +148,16 @@ impl Collector {
                     }
                     continue;
                 }
+                archived = self.backfills.next(&is_held), if filling => match archived {
+                    Ok(Some(record)) => Ok(record),
+                    Ok(None) => continue, // a fill ended: resumed at the loop's top
+                    Err(e) => {
+                        // The archive is away: the fill waits, the others go on.
+                        tracing::warn!(error = %e, "reading the archive failed; trying again");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        continue;
+                    }
+                },
                 received = self.consumer.recv() => received,
             };
             let record = match received {
@@ -148,14 +168,40 @@ impl Collector {
                 Ok(record) => record,
             };
             self.drop_if_rebalanced();
+            self.admit(record).await;
+        }
+    }
+
+    /// Takes one record (from the topic, or from the archive for a gap) into
+    /// its shard's batch: in order, decoded, or dead-lettered.
+    async fn admit(&mut self, record: likes_infra::kafka::consumer::Record) {
+        {
             let position = record.position;
             let shard = self.map.shard_of(position.partition);
             let epoch = match self.pending[shard].offer(&self.ownership, position) {
                 Offer::Next { epoch } => epoch,
-                Offer::Stale => continue,
+                Offer::Stale => return,
+                Offer::Gap { .. } if self.backfills.is_filling(position.partition) => return,
                 Offer::Gap { from, to } => {
-                    self.park(position.partition, ParkReason::Gap { from, to });
-                    continue;
+                    let generation = self.ownership.generation();
+                    match self
+                        .backfills
+                        .start(position.partition, from, to, generation)
+                        .await
+                    {
+                        Ok(true) => {
+                            // Read from the archive until the topic's start.
+                            if let Err(e) = self.consumer.pause(position.partition) {
+                                tracing::warn!(error = %e, partition = position.partition, "pausing a partition to fill failed");
+                            }
+                        }
+                        Ok(false) => self.park(position.partition, ParkReason::Gap { from, to }),
+                        Err(e) => {
+                            tracing::warn!(error = %e, partition = position.partition, "the archive could not be asked about a gap");
+                            self.park(position.partition, ParkReason::Gap { from, to });
+                        }
+                    }
+                    return;
                 }
             };
             let first = self.pending[shard].is_empty();
@@ -193,7 +239,7 @@ impl Collector {
                                     offset: position.offset,
                                 },
                             );
-                            continue;
+                            return;
                         }
                     }
                 }
@@ -263,6 +309,7 @@ impl Collector {
     /// every assigned partition, so nothing stays held).
     fn drop_if_rebalanced(&mut self) {
         let generation = self.ownership.generation();
+        self.backfills.drop_other_generations(generation);
         for (shard, batch) in self.pending.iter_mut().enumerate() {
             if batch.generation != generation {
                 *batch = Batch::new(generation);
@@ -303,6 +350,9 @@ impl Collector {
         self.held[shard] = false;
         let partitions = self.owned_of(shard);
         for at in self.ownership.collecting_of(&partitions) {
+            if self.backfills.is_filling(at.partition) {
+                continue; // read from the archive; the topic resumes after the fill
+            }
             if let Err(e) = self.consumer.seek(at) {
                 tracing::warn!(error = %e, partition = at.partition, "seek of a held partition failed");
             }
@@ -334,6 +384,25 @@ impl Collector {
                 epoch = claim.epoch,
                 next_offset = at.offset,
                 "partition claimed late; reading it from its claimed offset"
+            );
+        }
+    }
+
+    /// Seeks each partition whose gap was filled from the archive to the
+    /// first offset its topic holds, and reads it from there again.
+    fn resume_filled(&mut self) {
+        for at in self.backfills.take_done() {
+            if let Err(e) = self.consumer.seek(at) {
+                tracing::warn!(error = %e, partition = at.partition, "seek after a fill from the archive failed");
+            }
+            if let Err(e) = self.consumer.resume(at.partition) {
+                tracing::warn!(error = %e, partition = at.partition, "resuming after a fill from the archive failed");
+            }
+            metrics::counter!(crate::metrics::ARCHIVE_FILLS).increment(1);
+            tracing::info!(
+                partition = at.partition,
+                offset = at.offset,
+                "gap filled from the archive; reading the topic again"
             );
         }
     }

@@ -18,13 +18,15 @@
 //!   consumer itself is infra's `kafka::consumer::GroupConsumer`.
 //! - `ownership.rs`: the partitions owned, claimed in their shards, their
 //!   epochs, parked state and partitions whose shard could not be claimed in;
-//!   `parking.rs`: stopping one partition and resuming it after an accepted loss.
+//!   `parking.rs`: stopping one partition and resuming it after an accepted loss;
+//!   `backfill.rs`: reading a gap of deleted records from the archive instead.
 //! - `health.rs` and `metrics.rs`: `/healthz`, `/readyz` and Prometheus;
 //!   `background.rs`: pruning applied event ids; `settings.rs`: the environment.
 //!
 //! Retry policies are infra's (`likes_infra::retry`); this crate depends on
 //! no Kafka, SQL or Redis client crate, only on infra's types.
 
+mod backfill;
 mod background;
 mod batch;
 mod collect;

@@ -17,6 +17,7 @@ pub const BATCH_SECONDS: &str = "likes_projector_batch_seconds";
 pub const DEAD_LETTER_REFERENCES: &str = "likes_projector_dead_letter_references_total";
 pub const PARKED: &str = "likes_projector_parked_partitions";
 pub const MISSING_RECORDS: &str = "likes_projector_missing_records";
+pub const ARCHIVE_FILLS: &str = "likes_projector_archive_fills_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -52,6 +53,10 @@ pub fn install() -> Option<PrometheusHandle> {
             describe_gauge!(
                 PARKED,
                 "1 while a partition is stopped, by partition and reason (gap, write_failed, dead_letter_failed)"
+            );
+            describe_counter!(
+                ARCHIVE_FILLS,
+                "gaps of deleted records read from the archive instead of parking the partition"
             );
             describe_gauge!(
                 MISSING_RECORDS,

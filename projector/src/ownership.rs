@@ -168,8 +168,11 @@ impl ParkReason {
     pub fn describe(&self) -> String {
         match self {
             ParkReason::Gap { from, to } => format!(
-                "records {from} to {to} were deleted from the log before they were projected; \
-                 rebuild from a snapshot, or accept the loss with `likes-replay accept-loss`"
+                "records {from} to {to} were deleted from the log before they were projected \
+                 and the archive does not hold them all (`likes-replay archive status`); once \
+                 it does (an archiver catching up, ARCHIVE_URL pointed at it) restart the \
+                 projector and it reads them from there; else rebuild from a snapshot, or \
+                 accept the loss with `likes-replay accept-loss`"
             ),
             ParkReason::WriteFailed => {
                 "a batch of this partition failed to write permanently; see the projector's log"

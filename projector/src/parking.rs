@@ -32,8 +32,9 @@ pub fn park(
             partition,
             first_missing = from,
             last_missing = to,
-            "records were deleted from the log before they were projected; partition parked \
-             (rebuild from a snapshot, or accept the loss with likes-replay accept-loss)"
+            "records were deleted from the log before they were projected and the archive does \
+             not hold them all; partition parked (an archive that holds them: restart the \
+             projector; else rebuild from a snapshot, or accept the loss with likes-replay accept-loss)"
         ),
         ParkReason::WriteFailed => tracing::error!(
             partition,

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use likes_domain::DedupHorizon;
+use likes_infra::archive::Archive;
 use likes_infra::codec::EventCodec;
 use likes_infra::kafka::dead_letters::DeadLetters;
 use likes_infra::postgres::shards::Shards;
@@ -31,6 +32,7 @@ use likes_infra::redis::likers::{self, RecentLikers};
 use likes_infra::retry;
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::backfill::Backfills;
 use crate::background::prune_forever;
 use crate::collect::Collector;
 use crate::commit::Writer;
@@ -90,6 +92,10 @@ pub async fn run(
         EventCodec::new(&stack.schema_registry_url, &stack.topic)?,
         DeadLetters::new(&stack.kafka_bootstrap, stack.dlq_topic())?,
         shards.map(),
+        Backfills::new(
+            Archive::open_existing(&stack.archive_url, &stack.topic)?,
+            &stack.topic,
+        ),
     );
     let (stop, stop_rx) = watch::channel(false);
     // Per shard: a writer task, the channel to it, and one permit that the

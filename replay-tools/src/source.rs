@@ -22,7 +22,8 @@ use likes_infra::settings::StackSettings;
 /// The topic and its archive.
 pub struct LogSource {
     topic: TopicHandle,
-    archive: Archive,
+    /// `None`: no archive where `ARCHIVE_URL` points (a directory not made yet).
+    archive: Option<Archive>,
     coverage: HashMap<i32, Coverage>,
 }
 
@@ -31,7 +32,7 @@ impl LogSource {
     pub fn open(stack: &StackSettings) -> anyhow::Result<Self> {
         Ok(Self {
             topic: TopicHandle::open(stack)?,
-            archive: Archive::open(&stack.archive_url, &stack.topic)?,
+            archive: Archive::open_existing(&stack.archive_url, &stack.topic)?,
             coverage: HashMap::new(),
         })
     }
@@ -42,7 +43,10 @@ impl LogSource {
 
     async fn coverage(&mut self, partition: i32) -> anyhow::Result<&Coverage> {
         if !self.coverage.contains_key(&partition) {
-            let c = self.archive.coverage(partition).await?;
+            let c = match &self.archive {
+                Some(archive) => archive.coverage(partition).await?,
+                None => Coverage::default(),
+            };
             self.coverage.insert(partition, c);
         }
         Ok(&self.coverage[&partition])
@@ -164,7 +168,7 @@ struct ArchivePart {
 /// Yields the records of planned spans, per partition in offset order:
 /// archived first, then the topic's.
 pub struct SourceReader {
-    archive: Archive,
+    archive: Option<Archive>,
     codec: EventCodec,
     parts: Vec<ArchivePart>,
     turn: usize,
@@ -219,15 +223,18 @@ impl SourceReader {
                 }));
             }
             let partition = part.partition;
+            let Some(archive) = &self.archive else {
+                return Ok(None); // planned from an archive that is not there: nothing
+            };
             if part.files.is_none() {
                 let (from, to) = (part.from, part.to);
-                let files = self.archive.coverage(partition).await?.files_for(from, to);
+                let files = archive.coverage(partition).await?.files_for(from, to);
                 self.parts[i].files = Some(files.into());
             }
             let Some(name) = self.parts[i].files.as_mut().and_then(VecDeque::pop_front) else {
                 return Ok(None);
             };
-            let file = self.archive.read(partition, name).await?;
+            let file = archive.read(partition, name).await?;
             self.parts[i].records = file.records.into();
         }
     }

@@ -111,6 +111,12 @@ async fn history_explain_count_and_rebuild_read_what_retention_deleted_from_the_
     );
     assert!(rebuilt.swapped && rebuilt.events == 6, "{rebuilt:?}");
     assert_eq!(rebuilt.live_differences, 0, "{rebuilt:?}");
+    let read = &rebuilt.shards[0].read;
+    assert_eq!(
+        read.describe(),
+        "archive 0..5 (5 records), topic 5..6 (1 records)",
+        "{rebuilt:?}"
+    );
     assert_eq!(counts_after, counts_before);
     assert!(checks.iter().all(|c| c.problems.is_empty()), "{checks:?}");
     assert_eq!(checks[0].records, 5);

@@ -227,6 +227,48 @@ impl Archive {
         })
     }
 
+    /// As [`Archive::open`], but a local directory that does not exist is no
+    /// archive (`None`) rather than one to create: for readers, which must
+    /// not leave an empty `archive/` wherever they run.
+    pub fn open_existing(url: &str, topic: &str) -> Result<Option<Self>, Error> {
+        let local = if url.contains("://") {
+            url::Url::parse(url)
+                .ok()
+                .filter(|u| u.scheme() == "file")
+                .and_then(|u| u.to_file_path().ok())
+        } else {
+            Some(std::path::PathBuf::from(url))
+        };
+        match local {
+            Some(dir) if !dir.is_dir() => Ok(None),
+            _ => Self::open(url, topic).map(Some),
+        }
+    }
+
+    /// Whether the files of `partition` hold every offset of `from..=to`.
+    pub async fn holds(&self, partition: i32, from: i64, to: i64) -> Result<bool, Error> {
+        Ok(self
+            .reach(partition, from)
+            .await?
+            .is_some_and(|last| last >= to))
+    }
+
+    /// The last offset of the unbroken run of files of `partition` that
+    /// holds `from`, if one does.
+    pub async fn reach(&self, partition: i32, from: i64) -> Result<Option<i64>, Error> {
+        let coverage = self.coverage(partition).await?;
+        let mut last: Option<i64> = None;
+        for f in coverage.files.iter().filter(|f| f.last >= from) {
+            match last {
+                None if f.first <= from => last = Some(f.last),
+                None => return Ok(None),
+                Some(l) if f.first == l + 1 => last = Some(f.last),
+                Some(_) => break,
+            }
+        }
+        Ok(last)
+    }
+
     /// The store's URL, without secrets.
     pub fn url(&self) -> &str {
         &self.url
@@ -445,12 +487,20 @@ mod tests {
         assert_eq!(archive.coverage(3).await.unwrap().files, vec![f(0, 1)]);
         assert_eq!(archive.remove_leftovers(3).await.unwrap(), 1);
         assert_eq!(archive.remove_leftovers(3).await.unwrap(), 0);
+        assert!(archive.holds(3, 0, 1).await.unwrap());
+        assert!(archive.holds(3, 1, 1).await.unwrap());
+        assert!(!archive.holds(3, 0, 2).await.unwrap());
+        assert_eq!(archive.reach(3, 1).await.unwrap(), Some(1));
+        assert_eq!(archive.reach(3, 2).await.unwrap(), None);
         let back = archive.read(3, f(0, 1)).await.unwrap();
         assert_eq!(back.records.len(), 1);
         assert!(matches!(
             archive.read(3, f(2, 3)).await,
             Err(Error::ArchiveUnavailable { .. })
         ));
-        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let gone = dir.display().to_string();
+        assert!(Archive::open_existing(&gone, "t").unwrap().is_none());
+        assert!(!dir.exists(), "a reader creates no directory");
     }
 }

@@ -193,6 +193,30 @@ impl Sources {
         }
     }
 
+    /// Adds what `spans` read, joining each range to the one it continues.
+    pub fn add(&mut self, spans: &[Span]) {
+        let join =
+            |ranges: &mut Vec<SourceRange>, partition: i32, (from, to): (i64, i64)| match ranges
+                .iter_mut()
+                .find(|r| r.partition == partition && r.to == from)
+            {
+                Some(r) => r.to = to,
+                None => ranges.push(SourceRange {
+                    partition,
+                    from,
+                    to,
+                }),
+            };
+        for s in spans {
+            if let Some(range) = s.from_archive() {
+                join(&mut self.archive, s.partition, range);
+            }
+            if let Some(range) = s.from_topic() {
+                join(&mut self.topic, s.partition, range);
+            }
+        }
+    }
+
     /// One line for people: `archive 0..120, topic 120..300`.
     pub fn describe(&self) -> String {
         let list = |ranges: &[SourceRange]| -> u64 {

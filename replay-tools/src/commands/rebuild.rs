@@ -234,6 +234,7 @@ pub fn print(out: &mut impl Write, done: &PostgresRebuild, format: Format) -> an
             s.seconds,
             s.events_per_second
         )?;
+        writeln!(out, "shard {}: read {}", s.shard, s.read.describe())?;
         writeln!(
             out,
             "shard {}: rebuilt counts vs live at the same offsets: {} items differ; {}",

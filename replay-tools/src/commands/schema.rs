@@ -108,7 +108,11 @@ async fn check(stack: &StackSettings, args: CheckArgs) -> anyhow::Result<ExitCod
 /// holds one writer schema), so every schema id the archive holds is tried.
 /// Every file's header is read for that: the price of seeing every id.
 async fn archive_sample(stack: &StackSettings, sample: usize) -> anyhow::Result<Vec<RawRecord>> {
-    let archive = likes_infra::archive::Archive::open(&stack.archive_url, &stack.topic)?;
+    let Some(archive) =
+        likes_infra::archive::Archive::open_existing(&stack.archive_url, &stack.topic)?
+    else {
+        return Ok(Vec::new()); // no archive yet
+    };
     let partitions =
         likes_infra::kafka::partition_count(&stack.kafka_bootstrap, &stack.topic).await?;
     let mut records = Vec::new();

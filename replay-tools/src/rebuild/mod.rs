@@ -246,6 +246,7 @@ async fn build(
         horizon,
     };
     let mut tally = Tally::default();
+    let mut read = crate::commands::history::Sources::default();
     let mut passes = 0;
     // Passes without locks until the tail left for the swap (which holds the
     // projector's commits) is short; a tail found under the lock that grew
@@ -274,6 +275,7 @@ async fn build(
             );
             let pass_started = Instant::now();
             tally += parallel_pass(stack, pool, &spans, &mut windows, crew, &progress).await?;
+            read.add(&spans);
             tracing::info!(pass = passes, pending, elapsed = ?pass_started.elapsed(), "rebuild pass");
             advance(&mut positions, &spans);
             passes += 1;
@@ -303,6 +305,7 @@ async fn build(
         &format!("rebuild postgres, shard {shard}: final tail"),
         span_total(&spans),
     );
+    read.add(&spans);
     let mut touched: HashSet<ItemKey> = HashSet::new();
     let tail = apply_spans(
         stack,
@@ -366,6 +369,7 @@ async fn build(
         shard,
         partitions: crate::shards::describe(&owned),
         source,
+        read,
         parallel: workers,
         resumed,
         resumed_records,

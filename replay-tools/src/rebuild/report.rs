@@ -140,6 +140,9 @@ pub struct ShardRebuild {
     pub shard: usize,
     pub partitions: String,
     pub source: String,
+    /// The offsets read from the archive (those retention deleted) and from
+    /// the topic, per partition.
+    pub read: crate::commands::history::Sources,
     pub parallel: usize,
     pub resumed: bool,
     pub resumed_records: i64,
