@@ -285,6 +285,20 @@ impl TestEnv {
         }
     }
 
+    /// Waits (up to `within`) until the projector's stored offsets, summed
+    /// over every shard, reach the topic's end: everything appended is applied.
+    pub async fn projected_everything(&self, within: Duration) -> anyhow::Result<()> {
+        eventually(within, || async {
+            let mut stored = 0;
+            for (_, pool) in self.shards.iter() {
+                let positions = postgres::offsets::positions(pool, &self.stack.topic).await?;
+                stored += positions.iter().map(|p| p.1).sum::<i64>();
+            }
+            Ok(stored == self.end_offsets()?)
+        })
+        .await
+    }
+
     /// The sum of the high watermarks of the topic's partitions: how many records
     /// were ever appended.
     pub fn end_offsets(&self) -> anyhow::Result<i64> {

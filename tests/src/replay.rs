@@ -14,7 +14,7 @@ use likes_infra::kafka::reader::TopicHandle;
 use tokio::process::{Child, Command};
 
 use crate::process::binary;
-use crate::{Ingest, TestEnv, eventually};
+use crate::{Ingest, TestEnv};
 
 /// Events published concurrently; chunks are published one after the other,
 /// so events in different chunks keep their order in the log.
@@ -172,11 +172,7 @@ pub async fn write_and_settle(
         .send()
         .await?;
     anyhow::ensure!(response.status() == 202, "{}", response.text().await?);
-    eventually(Duration::from_secs(60), || async {
-        let stored = likes_infra::postgres::offsets::positions(&env.db, &env.stack.topic).await?;
-        Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
-    })
-    .await
+    env.projected_everything(Duration::from_secs(60)).await
 }
 
 /// A time strictly between the records before it and those after (snapshot

@@ -13,7 +13,7 @@ use likes_infra::postgres::writer::{BatchRules, OffsetCommit, apply_batch, prune
 use likes_replay::rebuild::{self, RebuildFrom, RebuildOptions};
 use likes_tests::replay::{live_counts, live_rows};
 use likes_tests::timed_records::{TimedProducer, like_event, now_millis};
-use likes_tests::{TestDb, TestEnv, eventually};
+use likes_tests::{TestDb, TestEnv};
 
 const HORIZON: Duration = Duration::from_secs(4);
 
@@ -129,15 +129,6 @@ async fn the_same_event_id_on_two_items_in_one_batch_counts_on_both() -> anyhow:
     Ok(())
 }
 
-/// Waits until the projector applied every record of the topic.
-async fn projected_everything(env: &TestEnv) -> anyhow::Result<()> {
-    eventually(Duration::from_secs(60), || async {
-        let stored = offsets::positions(&env.db, &env.stack.topic).await?;
-        Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
-    })
-    .await
-}
-
 /// A projector in-process with the short horizon; stopped through the sender.
 fn projector(
     env: &TestEnv,
@@ -167,7 +158,7 @@ async fn a_retry_near_its_original_counts_once_after_an_outage_longer_than_the_h
     producer.send(&like_event(8, 43, true)?, t0).await?;
 
     let (stop, running) = projector(&env);
-    projected_everything(&env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
     assert_eq!(env.db_count(1, 42).await?, 1);
     stop.send(()).ok();
     running.await??;
@@ -181,7 +172,7 @@ async fn a_retry_near_its_original_counts_once_after_an_outage_longer_than_the_h
 
     // Restarted: its pruner runs at start, before the group is joined.
     let (stop, running) = projector(&env);
-    projected_everything(&env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
     let live = (live_counts(&env).await?, live_rows(&env).await?.1);
     stop.send(()).ok();
     running.await??;

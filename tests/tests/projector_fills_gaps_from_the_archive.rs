@@ -12,15 +12,6 @@ use likes_tests::log_surgery::delete_records_before;
 use likes_tests::replay::{fill, live_counts, recount};
 use likes_tests::{TestEnv, eventually};
 
-/// Waits until the projector's stored offsets reach the topic's end.
-async fn projected_everything(env: &TestEnv) -> anyhow::Result<()> {
-    eventually(Duration::from_secs(90), || async {
-        let stored = likes_infra::postgres::offsets::positions(&env.db, &env.stack.topic).await?;
-        Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_deleted_before_the_projector_read_them_are_read_from_the_archive()
 -> anyhow::Result<()> {
@@ -36,7 +27,7 @@ async fn records_deleted_before_the_projector_read_them_are_read_from_the_archiv
         delete_records_before(&env, row.partition, row.archived_to).await?;
     }
     let projector = env.start_projector();
-    let projected = projected_everything(&env).await;
+    let projected = env.projected_everything(Duration::from_secs(90)).await;
     let counts = live_counts(&env).await?;
     projector.stop().await??;
     remove(&env);

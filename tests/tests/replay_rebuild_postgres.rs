@@ -11,7 +11,7 @@ use likes_replay::rebuild::{self, RebuildFrom, RebuildOptions};
 use likes_tests::load::{ITEM_TYPE, Load};
 use likes_tests::replay::tables;
 use likes_tests::watch::{Settled, Watch};
-use likes_tests::{Ingest, TestEnv, eventually};
+use likes_tests::{Ingest, TestEnv};
 use rdkafka::TopicPartitionList;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
@@ -45,15 +45,6 @@ async fn inject_bogus_counter(env: &TestEnv) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until the projector has applied every record of the topic.
-async fn projected_everything(env: &TestEnv) -> anyhow::Result<()> {
-    eventually(Duration::from_secs(60), || async {
-        let stored = likes_infra::postgres::offsets::positions(&env.db, &env.stack.topic).await?;
-        Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
-    })
-    .await
-}
-
 /// Likes `item` as `user`; returns the write's token (`partition:offset`).
 async fn post_like(url: &str, user: i64, item: i64) -> anyhow::Result<String> {
     let response = reqwest::Client::new()
@@ -82,7 +73,7 @@ async fn settle(env: &TestEnv, ingest: &Ingest, counts: &[i64]) -> anyhow::Resul
             token,
         });
     }
-    projected_everything(env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
     Ok(settled)
 }
 
@@ -116,7 +107,7 @@ async fn a_rebuild_while_likes_flow_swaps_in_a_full_recount_and_the_api_reads_se
 
     load.wait_for_requests(300).await; // the projector keeps writing into the new tables
     let ledger = load.stop().await;
-    projected_everything(&env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
     projector.stop().await??;
     ingest.running.stop().await?;
     assert!(done.swapped && done.events >= 300, "{done:?}");
@@ -166,7 +157,7 @@ async fn a_dry_run_reports_the_differences_and_leaves_the_live_tables_untouched(
     for (user, item) in [(1, 10), (2, 10), (1, 11)] {
         post_like(&ingest.url("/v1/likes"), user, item).await?;
     }
-    projected_everything(&env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
     inject_bogus_counter(&env).await?;
 
     let done = rebuild::run(&env.stack, &dry_run(RebuildFrom::Earliest)).await?;
@@ -190,10 +181,10 @@ async fn a_rebuild_that_needs_deleted_events_refuses_and_a_newer_snapshot_still_
     for (user, item) in [(1, 10), (2, 10), (1, 11)] {
         post_like(&ingest.url("/v1/likes"), user, item).await?;
     }
-    projected_everything(&env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
     let snap = snapshots::create(&env.db, &env.stack.topic, None).await?;
     post_like(&ingest.url("/v1/likes"), 3, 10).await?;
-    projected_everything(&env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
     // Retention: everything before the snapshot's offset 3 is gone.
     let admin: AdminClient<DefaultClientContext> =
         likes_infra::kafka::consumer_config(&env.stack.kafka_bootstrap, "admin").create()?;
@@ -226,7 +217,7 @@ async fn shadow_tables_without_recorded_progress_are_discarded_not_resumed() -> 
     for (user, item) in [(1, 10), (2, 10), (1, 11)] {
         post_like(&ingest.url("/v1/likes"), user, item).await?;
     }
-    projected_everything(&env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
     // Shadow tables with rows but no recorded build (left by hand, or by a
     // version without progress): nothing says which offsets they reflect.
     let mut conn = env.db.acquire().await?;

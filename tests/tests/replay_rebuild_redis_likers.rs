@@ -16,7 +16,7 @@ use likes_tests::cli::likes_replay;
 use likes_tests::likers_sets::{self, Likers};
 use likes_tests::load::ITEM_TYPE;
 use likes_tests::log_surgery::delete_records_before;
-use likes_tests::{Ingest, TestEnv, eventually};
+use likes_tests::{Ingest, TestEnv};
 use serde_json::json;
 
 /// Sends one like or unlike through the API; anything but 202 is an error.
@@ -29,15 +29,6 @@ async fn send(ingest: &Ingest, like: bool, user: i64, item: i64) -> anyhow::Resu
         .await?;
     anyhow::ensure!(response.status() == 202, "{}", response.text().await?);
     Ok(())
-}
-
-/// Waits until the projector has applied every record of the topic.
-async fn settle(env: &TestEnv) -> anyhow::Result<()> {
-    eventually(Duration::from_secs(60), || async {
-        let stored = offsets::positions(&env.db, &env.stack.topic).await?;
-        Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
-    })
-    .await
 }
 
 /// The projector's stored next offset per partition.
@@ -67,7 +58,7 @@ async fn a_redis_rebuild_restores_every_likers_set_the_projector_built() -> anyh
     for user in 1..=(DEFAULT_KEEP as i64 + 5) {
         send(&ingest, true, user, 7).await?;
     }
-    settle(&env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
     // Then some unlike, and some of those like again (each step its own
     // batches, so every step is a change of its own in PostgreSQL too).
     for (user, item) in [
@@ -82,11 +73,11 @@ async fn a_redis_rebuild_restores_every_likers_set_the_projector_built() -> anyh
     ] {
         send(&ingest, false, user, item).await?;
     }
-    settle(&env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
     for (user, item) in [(1, 2), (1, 4)] {
         send(&ingest, true, user, item).await?;
     }
-    settle(&env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
     projector.stop().await??;
     ingest.running.stop().await?;
 
@@ -170,7 +161,7 @@ async fn likers_rebuilt_while_likes_and_unlikes_keep_coming_end_as_postgres_says
             liked.insert((user, item));
         }
     }
-    settle(&env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
     likers_sets::drop_all(&env, &items).await?;
 
     // Live traffic: every op flips one pair; a pair comes round again only
@@ -212,7 +203,7 @@ async fn likers_rebuilt_while_likes_and_unlikes_keep_coming_end_as_postgres_says
     let done = rebuild::redis::run_with(&env.stack, options).await?;
     let finished = Instant::now();
     let (liked, sent_at) = traffic.await??;
-    settle(&env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
 
     let during = sent_at
         .iter()
@@ -258,7 +249,7 @@ async fn a_rebuilt_set_and_a_projector_write_each_yield_only_to_a_newer_stamp() 
             send(&ingest, true, user, item).await?;
         }
     }
-    settle(&env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
     projector.stop().await??;
     ingest.running.stop().await?;
     let built = likers_sets::in_redis(&env, &items).await?;
@@ -339,12 +330,12 @@ async fn where_retention_deleted_the_start_stored_likers_the_log_never_saw_are_k
     for user in 1..=3 {
         send(&ingest, true, user, 1).await?;
     }
-    settle(&env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
     let before_retention = likers_sets::in_redis(&env, &[1]).await?[&1].clone();
     delete_records_before(&env, 0, 3).await?;
     send(&ingest, false, 1, 1).await?;
     send(&ingest, true, 4, 1).await?;
-    settle(&env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
     projector.stop().await??;
     ingest.running.stop().await?;
     let built = likers_sets::in_redis(&env, &[1]).await?;

@@ -8,18 +8,9 @@ use std::time::Duration;
 
 use likes_replay::rebuild::{self, RebuildFrom, RebuildOptions};
 use likes_tests::api::send;
-use likes_tests::{Ingest, TestEnv, eventually};
+use likes_tests::{Ingest, TestEnv};
 
 const ITEM: i64 = 10;
-
-/// Waits until the projector has applied every record of the topic.
-async fn projected_everything(env: &TestEnv) -> anyhow::Result<()> {
-    eventually(Duration::from_secs(60), || async {
-        let stored = likes_infra::postgres::offsets::positions(&env.db, &env.stack.topic).await?;
-        Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
-    })
-    .await
-}
 
 /// The API's count of `ITEM` and where it came from (`x-count-source`).
 async fn api_count(ingest: &Ingest) -> anyhow::Result<(i64, String)> {
@@ -39,7 +30,7 @@ async fn wrong_count_cached(env: &TestEnv, ingest: &Ingest) -> anyhow::Result<()
     for user in 1..=3 {
         ingest.like(user, ITEM).await?;
     }
-    projected_everything(env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
     sqlx::query("UPDATE counters SET count = 7 WHERE item_type = 1 AND item_id = $1")
         .bind(ITEM)
         .execute(&env.db)
@@ -73,7 +64,7 @@ async fn a_repairing_rebuild_brings_the_cached_counts_to_the_swapped_values() ->
     .await?;
     let after_swap = api_count(&ingest).await?;
     ingest.like(4, ITEM).await?;
-    projected_everything(&env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let after_next_like = loop {
         let seen = api_count(&ingest).await?;

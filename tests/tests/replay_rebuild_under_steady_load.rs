@@ -6,19 +6,10 @@
 use std::time::{Duration, Instant};
 
 use likes_replay::rebuild::{self, RebuildFrom, RebuildOptions};
+use likes_tests::TestEnv;
 use likes_tests::commit_gaps::{CommitGaps, longest_gap};
 use likes_tests::load::{ITEM_TYPE, Load};
 use likes_tests::replay::{fill, live_counts, recount};
-use likes_tests::{TestEnv, eventually};
-
-/// Waits until the projector has applied every record of the topic.
-async fn projected_everything(env: &TestEnv) -> anyhow::Result<()> {
-    eventually(Duration::from_secs(120), || async {
-        let stored = likes_infra::postgres::offsets::positions(&env.db, &env.stack.topic).await?;
-        Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_under_a_steady_stream_of_likes_swaps_in_exact_counts_and_the_projector_keeps_committing()
@@ -27,7 +18,7 @@ async fn a_rebuild_under_a_steady_stream_of_likes_swaps_in_exact_counts_and_the_
     fill(&env, 20_000, 200, 2_000).await?;
     let ingest = env.start_ingest().await?;
     let projector = env.start_projector();
-    projected_everything(&env).await?;
+    env.projected_everything(Duration::from_secs(120)).await?;
     let items: Vec<i64> = (1001..=1005).collect();
     let load = Load {
         users: 20,
@@ -48,7 +39,7 @@ async fn a_rebuild_under_a_steady_stream_of_likes_swaps_in_exact_counts_and_the_
     let ledger = load.stop().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let commits = watch.stop().await?;
-    projected_everything(&env).await?;
+    env.projected_everything(Duration::from_secs(120)).await?;
     projector.stop().await??;
     ingest.running.stop().await?;
     let first = commits.first().copied().unwrap_or(before);

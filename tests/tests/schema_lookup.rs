@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, UserId};
 use likes_infra::codec::EventCodec;
 use likes_infra::{DecodeError, Error};
+use likes_tests::TestEnv;
 use likes_tests::cli::{likes_replay_command, output};
 use likes_tests::registry_proxy::RegistryProxy;
 use likes_tests::replay::live_counts;
-use likes_tests::{TestEnv, eventually};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::json;
 
@@ -194,15 +194,6 @@ async fn post(
     Ok(())
 }
 
-/// Waits until the projection's stored offsets reach the end of every partition.
-async fn projected_everything(env: &TestEnv) -> anyhow::Result<()> {
-    eventually(Duration::from_secs(60), || async {
-        let stored = likes_infra::postgres::offsets::positions(&env.db, &env.stack.topic).await?;
-        Ok(stored.iter().map(|p| p.1).sum::<i64>() == env.end_offsets()?)
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_behind_a_registry_that_is_behind_counts_every_like_and_dead_letters_nothing()
 -> anyhow::Result<()> {
@@ -223,7 +214,7 @@ async fn a_projector_behind_a_registry_that_is_behind_counts_every_like_and_dead
     let projector = tokio::spawn(likes_projector::run(settings, async {
         let _ = stopped.await;
     }));
-    projected_everything(&env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
 
     let (counted, likers, dead) = (
         env.db_count(ITEM_TYPE, item).await?,
@@ -258,7 +249,7 @@ async fn a_rebuild_whose_schema_id_the_registry_never_finds_refuses_and_leaves_t
         post(&ingest, "/v1/likes", user, item).await?;
     }
     let projector = env.start_projector();
-    projected_everything(&env).await?;
+    env.projected_everything(Duration::from_secs(60)).await?;
     projector.stop().await??;
     ingest.running.stop().await?;
     let before = live_counts(&env).await?;
