@@ -167,10 +167,10 @@ impl Archive {
             message,
         };
         let redacted = crate::settings::redact(url);
-        let (store, root): (Arc<dyn ObjectStore>, Path) = if !url.contains("://") {
-            std::fs::create_dir_all(url)
-                .map_err(|e| setting(format!("cannot create directory {url}: {e}")))?;
-            let store = object_store::local::LocalFileSystem::new_with_prefix(url)
+        let (store, root): (Arc<dyn ObjectStore>, Path) = if let Some(dir) = local_dir(url) {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| setting(format!("cannot create directory {}: {e}", dir.display())))?;
+            let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                 .map_err(|e| setting(e.to_string()))?;
             (Arc::new(store), Path::default())
         } else {
@@ -178,21 +178,6 @@ impl Archive {
             let (scheme, root) =
                 ObjectStoreScheme::parse(&parsed).map_err(|e| setting(e.to_string()))?;
             let store: Arc<dyn ObjectStore> = match scheme {
-                ObjectStoreScheme::Local => {
-                    let dir = parsed
-                        .to_file_path()
-                        .map_err(|()| setting(format!("{redacted}: not a local path")))?;
-                    std::fs::create_dir_all(&dir)
-                        .map_err(|e| setting(format!("cannot create {}: {e}", dir.display())))?;
-                    let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                        .map_err(|e| setting(e.to_string()))?;
-                    return Ok(Self {
-                        store: Arc::new(store),
-                        root: Path::default(),
-                        url: redacted,
-                        topic: topic.to_string(),
-                    });
-                }
                 ObjectStoreScheme::AmazonS3 => Arc::new(
                     object_store::aws::AmazonS3Builder::from_env()
                         .with_url(url)
@@ -231,15 +216,7 @@ impl Archive {
     /// archive (`None`) rather than one to create: for readers, which must
     /// not leave an empty `archive/` wherever they run.
     pub fn open_existing(url: &str, topic: &str) -> Result<Option<Self>, Error> {
-        let local = if url.contains("://") {
-            url::Url::parse(url)
-                .ok()
-                .filter(|u| u.scheme() == "file")
-                .and_then(|u| u.to_file_path().ok())
-        } else {
-            Some(std::path::PathBuf::from(url))
-        };
-        match local {
+        match local_dir(url) {
             Some(dir) if !dir.is_dir() => Ok(None),
             _ => Self::open(url, topic).map(Some),
         }
@@ -392,6 +369,19 @@ impl Archive {
             previous = r.offset;
         }
         Ok(file)
+    }
+}
+
+/// The directory of a local archive URL (a path, or `file://`); `None` for
+/// an object store.
+fn local_dir(url: &str) -> Option<std::path::PathBuf> {
+    if url.contains("://") {
+        url::Url::parse(url)
+            .ok()
+            .filter(|u| u.scheme() == "file")
+            .and_then(|u| u.to_file_path().ok())
+    } else {
+        Some(std::path::PathBuf::from(url))
     }
 }
 
