@@ -264,6 +264,39 @@ pub enum DecodeError {
     RegistryUnavailable { id: u32, reason: String },
 }
 
+impl DecodeError {
+    /// Every value of [`DecodeError::kind`] a record can be dead-lettered for.
+    pub const KINDS: [&'static str; 7] = [
+        "no_value",
+        "not_framed",
+        "unknown_schema",
+        "not_avro",
+        "unparsable_schema",
+        "malformed",
+        "invalid_event",
+    ];
+
+    /// A short, fixed name of the kind of failure, for metric labels and
+    /// reports (the message carries the details).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::NoValue => "no_value",
+            DecodeError::NotFramed => "not_framed",
+            DecodeError::UnknownSchemaId { .. } => "unknown_schema",
+            DecodeError::NotAvro { .. } => "not_avro",
+            DecodeError::UnparsableSchema { .. } => "unparsable_schema",
+            DecodeError::Malformed { .. } => "malformed",
+            DecodeError::InvalidEvent(_) => "invalid_event",
+            DecodeError::RegistryUnavailable { .. } => "registry_unavailable",
+        }
+    }
+
+    /// Whether asking again later can help (the registry's state, not the record's).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DecodeError::RegistryUnavailable { .. })
+    }
+}
+
 impl From<DecodeError> for Error {
     fn from(e: DecodeError) -> Self {
         match e {

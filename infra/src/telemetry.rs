@@ -8,10 +8,15 @@ use tracing_subscriber::EnvFilter;
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Latency buckets in seconds for every `*_seconds` histogram: 1 ms to 10 s.
-const BUCKETS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
+/// Latency buckets in seconds for every `*_seconds` histogram: 1 ms to a
+/// minute, with a bound at 2 s, the seed's convergence target.
+const BUCKETS: [f64; 17] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 7.5, 10.0, 30.0,
+    60.0,
 ];
+
+/// Size buckets for every `*_events` histogram (events per batch): 1 to a million.
+const EVENT_BUCKETS: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
 
 /// The process's Prometheus recorder, installed on first call. Ingest and
 /// projector share it when they run in one process (the tests); `None` only if
@@ -21,6 +26,8 @@ pub fn prometheus() -> Option<PrometheusHandle> {
         .get_or_init(|| {
             PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(Matcher::Suffix("_events".into()), &EVENT_BUCKETS)
                 .ok()?
                 .install_recorder()
                 .ok()

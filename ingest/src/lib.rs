@@ -18,6 +18,8 @@
 //!   use); `lookups`, `progress`: batched reads for the optimistic count and
 //!   for read-your-writes waits; `query`: the read routes' query strings
 //!   and path segments (item lists, limits, read-your-writes tokens).
+//! - `freshness`: the projection watch: lag per partition, and the time up
+//!   to which each partition is projected, which counts carry.
 //! - `readiness`, `observability`: `/readyz` probes and Prometheus metrics.
 //! - [`Settings`], [`Limits`], [`Application`] (`startup`): configuration and
 //!   building and running the service.
@@ -25,6 +27,7 @@
 mod batch_body;
 mod error;
 pub mod filters;
+mod freshness;
 mod handlers;
 mod limits;
 mod lookups;

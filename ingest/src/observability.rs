@@ -1,6 +1,8 @@
 //! Prometheus metrics: request counts and latency per route template, method
-//! and status (never per user or item id), producer queue depth, rejections by
-//! reason. One recorder per process, shared by every instance in it.
+//! and status (never per user or item id), producer queue depth and capacity,
+//! rejections by reason, and the projection watch's lag and staleness per
+//! partition ([`crate::freshness`]). One recorder per process, shared by
+//! every instance in it.
 
 use std::sync::OnceLock;
 
@@ -9,11 +11,23 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 static DESCRIBED: OnceLock<()> = OnceLock::new();
 
+const LAG: &str = "likes_projection_lag_records";
+const STALENESS: &str = "likes_projection_staleness_seconds";
+const WATCH_FAILURES: &str = "likes_projection_watch_failures_total";
+const QUEUE_CAPACITY: &str = "likes_ingest_producer_queue_capacity";
+const PROTECTION_UNAVAILABLE: &str = "likes_ingest_protection_unavailable_total";
+
+/// The values of [`PROTECTION_UNAVAILABLE`]'s `protection` label.
+pub const RATE_LIMIT: &str = "rate_limit";
+pub const DEDUP: &str = "dedup";
+const PROTECTIONS: [&str; 2] = [RATE_LIMIT, DEDUP];
+
 /// Installs the process-wide recorder once (shared with an in-process projector);
 /// `None` if another recorder owns the process (then `/metrics` answers 503).
-pub fn install() -> Option<PrometheusHandle> {
+pub fn install(queue_capacity: usize) -> Option<PrometheusHandle> {
     let handle = likes_infra::telemetry::prometheus();
     DESCRIBED.get_or_init(describe);
+    gauge!(QUEUE_CAPACITY).set(queue_capacity as f64);
     handle
 }
 
@@ -36,9 +50,13 @@ fn describe() {
         "repeated identical actions answered from the dedup memo without producing"
     );
     describe_counter!(
-        "likes_ingest_protection_unavailable_total",
+        PROTECTION_UNAVAILABLE,
         "protection checks skipped because Redis failed (rate_limit, dedup)"
     );
+    // Exported from the start, so an alert can take increase() of it.
+    for which in PROTECTIONS {
+        counter!(PROTECTION_UNAVAILABLE, "protection" => which).absolute(0);
+    }
     describe_gauge!(
         "likes_ingest_producer_queue_depth",
         "events handed to the producer and not yet acked"
@@ -47,6 +65,38 @@ fn describe() {
         "likes_ingest_events_accepted_total",
         "events acked by the broker, by action"
     );
+    describe_gauge!(
+        QUEUE_CAPACITY,
+        "events the producer may hold unacked before writes are shed (the bound of the queue depth)"
+    );
+    describe_gauge!(
+        LAG,
+        "records appended to a partition and not projected yet (log end minus the projector's stored offset), by partition"
+    );
+    describe_gauge!(
+        STALENESS,
+        metrics::Unit::Seconds,
+        "how old the counts of a partition may be: now minus the time up to which it is projected, by partition"
+    );
+    describe_counter!(
+        WATCH_FAILURES,
+        "projection watch readings that could not read the log ends or a shard's progress"
+    );
+}
+
+/// Sets a partition's projection lag.
+pub fn projection_lag(partition: i32, lag: i64) {
+    gauge!(LAG, "partition" => partition.to_string()).set(lag as f64);
+}
+
+/// Sets how old a partition's counts may be.
+pub fn projection_staleness(partition: usize, millis: i64) {
+    gauge!(STALENESS, "partition" => partition.to_string()).set(millis as f64 / 1000.0);
+}
+
+/// Counts a projection watch reading that failed.
+pub fn watch_failed() {
+    counter!(WATCH_FAILURES).increment(1);
 }
 
 /// Records one answered request (called by the server for every response).
@@ -72,7 +122,7 @@ pub fn deduplicated() {
 
 /// Counts a protection skipped because Redis failed.
 pub fn protection_unavailable(which: &'static str) {
-    counter!("likes_ingest_protection_unavailable_total", "protection" => which).increment(1);
+    counter!(PROTECTION_UNAVAILABLE, "protection" => which).increment(1);
 }
 
 /// Counts acked events.

@@ -129,6 +129,11 @@ impl Projection {
     }
 
     /// How many shards there are.
+    /// Which shard owns which partition.
+    pub fn map(&self) -> likes_infra::postgres::shards::ShardMap {
+        self.shards.map()
+    }
+
     pub fn len(&self) -> usize {
         self.shards.len()
     }
@@ -313,6 +318,22 @@ impl Projection {
             Ok(rows
                 .into_iter()
                 .filter(|(partition, _)| map.shard_of(*partition) == shard)
+                .collect())
+        }))
+        .await
+    }
+
+    /// Every shard's progress in the partitions it owns (as
+    /// [`Self::positions`], with the newest applied record's time).
+    pub async fn progress(&self) -> Vec<Result<Vec<offsets::Progress>, ShardError>> {
+        let map = self.shards.map();
+        join_all((0..self.len()).map(|shard| async move {
+            let rows = self
+                .read(shard, |pool| offsets::progress(pool, &self.topic))
+                .await?;
+            Ok(rows
+                .into_iter()
+                .filter(|row| map.shard_of(row.partition) == shard)
                 .collect())
         }))
         .await

@@ -82,7 +82,7 @@ impl Protection {
             ),
             Err(e) => {
                 tracing::warn!(error = %e, "rate limiter unavailable; admitting");
-                observability::protection_unavailable("rate_limit");
+                observability::protection_unavailable(observability::RATE_LIMIT);
                 (cost, None)
             }
         }
@@ -100,7 +100,7 @@ impl Protection {
             Ok(Recall::Marked) => Recalled::Produce { marked: true },
             Err(e) => {
                 tracing::warn!(error = %e, "dedup memo unavailable; producing");
-                observability::protection_unavailable("dedup");
+                observability::protection_unavailable(observability::DEDUP);
                 Recalled::Produce { marked: false }
             }
         }
@@ -123,7 +123,7 @@ impl Protection {
                 // Some marks may be in: they only keep those pairs unanswerable
                 // until they expire.
                 tracing::warn!(error = %e, "dedup marks not written; producing");
-                observability::protection_unavailable("dedup");
+                observability::protection_unavailable(observability::DEDUP);
                 false
             }
         }
@@ -141,7 +141,7 @@ impl Protection {
         if let Err(e) = memos.settle(settles).await {
             // A mark left unsettled keeps its pair unanswerable until it expires.
             tracing::warn!(error = %e, "dedup memo not settled");
-            observability::protection_unavailable("dedup");
+            observability::protection_unavailable(observability::DEDUP);
         }
     }
 }

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use likes_infra::kafka::Publisher;
+use likes_infra::kafka::ends::LogEnds;
 use likes_infra::redis::Redis;
 use likes_infra::redis::counts::CountCache;
 use likes_infra::redis::likers::{self, RecentLikers};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
+use crate::freshness::Freshness;
 use crate::lookups::Lookups;
 use crate::progress::Progress;
 use crate::projection::Projection;
@@ -32,6 +34,8 @@ pub struct State {
     pub lookups: Lookups,
     /// Read-your-writes waits: one shared poller of the projected offsets.
     pub progress: Progress,
+    /// The projection watch: how fresh each partition's counts are.
+    pub freshness: Freshness,
     pub likers: RecentLikers,
     pub protection: Protection,
     pub limits: Limits,
@@ -73,6 +77,7 @@ impl Application {
             &stack.topic,
             &stack.schema_registry_url,
         )?;
+        let metrics = observability::install(limits.max_in_flight);
         Ok(Self {
             listener,
             state: Arc::new(State {
@@ -83,10 +88,14 @@ impl Application {
                 redis,
                 lookups: Lookups::spawn(projection.clone()),
                 progress: Progress::spawn(projection.clone(), limits.read_your_writes_max_waiters),
+                freshness: Freshness::spawn(
+                    projection.clone(),
+                    LogEnds::new(&stack.kafka_bootstrap, &stack.topic)?,
+                ),
                 projection,
                 limits,
                 readiness,
-                metrics: observability::install(),
+                metrics,
             }),
             max_body_bytes: settings.max_body_bytes,
         })

@@ -1,11 +1,14 @@
 //! The projector's background chores: pruning applied event ids past the dedup
-//! horizon.
+//! horizon, and reporting the partitions by state.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use likes_domain::DedupHorizon;
 use likes_infra::postgres::PgPool;
 use likes_infra::postgres::writer;
+
+use crate::ownership::Ownership;
 
 /// How often applied event ids are pruned; a failed prune is simply done at
 /// the next one.
@@ -25,5 +28,24 @@ pub async fn prune_forever(db: PgPool, shard: usize, topic: String, horizon: Ded
             Ok(n) => tracing::info!(shard, pruned = n, "applied event ids pruned"),
             Err(e) => tracing::warn!(error = %e, shard, "pruning applied event ids failed"),
         }
+    }
+}
+
+/// How often the partitions by state are reported.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Sets [`crate::metrics::PARTITIONS`] every second from what this instance
+/// owns, has parked, and was assigned but could not claim.
+pub async fn report_partitions_forever(ownership: Arc<Ownership>) {
+    let mut tick = tokio::time::interval(REPORT_EVERY);
+    loop {
+        tick.tick().await;
+        let owned = ownership.owned();
+        let parked = ownership.parked().len();
+        crate::metrics::partitions(
+            owned.saturating_sub(parked),
+            parked,
+            ownership.unclaimed_count(),
+        );
     }
 }

@@ -149,6 +149,19 @@ impl Batch {
         self.events.len()
     }
 
+    /// Per partition, the record time of its oldest event in the batch: the
+    /// one that waited longest to become visible.
+    pub fn oldest_record_times(&self) -> BTreeMap<i32, i64> {
+        let mut oldest = BTreeMap::new();
+        for e in &self.events {
+            oldest
+                .entry(e.position.partition)
+                .and_modify(|t: &mut i64| *t = (*t).min(e.record_time))
+                .or_insert(e.record_time);
+        }
+        oldest
+    }
+
     /// Ends the batch in at most `n` parts, split by partition (so each part
     /// holds whole partitions: their events in log order and their offsets),
     /// balanced by event count. Parts touch disjoint rows, because every row an

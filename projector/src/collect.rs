@@ -208,8 +208,15 @@ impl Collector {
             // Only transient failures (the registry away) are retried; any other
             // failure means the record can never become an event.
             let payload = record.payload.as_deref();
-            match retry::transient(&retry::TRANSIENT, "decode", || self.codec.decode(payload)).await
-            {
+            let decoded = retry::run(
+                &retry::TRANSIENT,
+                "decode",
+                likes_infra::DecodeError::is_transient,
+                |_| {},
+                || self.codec.decode_event(payload),
+            )
+            .await;
+            match decoded {
                 Ok(event) => {
                     let batch = &mut self.pending[shard];
                     batch.take(&self.ownership, position, epoch);
@@ -217,11 +224,13 @@ impl Collector {
                     batch.push(position, record_time, event);
                 }
                 Err(e) => {
-                    let reason = e.to_string();
-                    tracing::warn!(partition = position.partition, offset = position.offset, %reason, "poison record sent to the dead-letter topic");
+                    let reason = likes_infra::Error::from(e.clone()).to_string();
+                    let kind = e.kind();
+                    tracing::warn!(partition = position.partition, offset = position.offset, kind, %reason, "poison record sent to the dead-letter topic");
                     match self.dead_letters.send(&record, &reason).await {
                         Ok(sent) => {
-                            metrics::counter!(crate::metrics::POISON).increment(1);
+                            metrics::counter!(crate::metrics::POISON, "reason" => kind)
+                                .increment(1);
                             if sent == Sent::Reference {
                                 metrics::counter!(crate::metrics::DEAD_LETTER_REFERENCES)
                                     .increment(1);

@@ -74,6 +74,10 @@ pub struct Writer {
     pub cache_marks: HashMap<i32, i64>,
     /// Log times reached by batches whose Redis write has not succeeded yet.
     pub pending_marks: HashMap<i32, i64>,
+    /// The oldest record time of each committed partition of each batch whose
+    /// Redis write is not confirmed yet: once it is, each is one observation
+    /// of append-to-visible ([`crate::metrics::FRESHNESS_SECONDS`]).
+    pub pending_freshness: Vec<i64>,
     /// The claims' version ([`Ownership::version`]) whose partitions of this
     /// shard had their Redis counts refreshed.
     pub refreshed: Option<u64>,
@@ -90,6 +94,9 @@ pub struct Writer {
 /// they keep a SIGTERM well inside 15 seconds even with PostgreSQL away.
 const STOP_GRACE: Duration = Duration::from_secs(4);
 const LAST_WORD: Duration = Duration::from_secs(2);
+
+/// How many append-to-visible observations wait for a Redis write at most.
+const MAX_PENDING_FRESHNESS: usize = 4096;
 
 impl Writer {
     /// Writes the batches handed over until the sender is dropped; each permit
@@ -258,10 +265,13 @@ impl Writer {
         let started = batch.started;
         let generation = batch.generation;
         let events = batch.events();
+        let oldest = batch.oldest_record_times();
         let parts = batch.split(self.writers);
+        let writing = std::time::Instant::now();
         let results = join_all(parts.iter().map(|part| self.apply_part(part)))
             .instrument(span.clone())
             .await;
+        let write_seconds = writing.elapsed().as_secs_f64();
         let _enter = span.enter();
         // Parts commit on their own: whatever committed is projected to Redis
         // even when another part failed.
@@ -322,6 +332,14 @@ impl Writer {
             }
         }
         if !committed.is_empty() {
+            // Bounded while Redis is away: the oldest observations (the worst) are kept.
+            let room = MAX_PENDING_FRESHNESS.saturating_sub(self.pending_freshness.len());
+            self.pending_freshness.extend(
+                committed
+                    .iter()
+                    .filter_map(|c| oldest.get(&c.next.partition).copied())
+                    .take(room),
+            );
             self.after_commit(&applied, &committed, self.ownership.version())
                 .await;
         }
@@ -344,6 +362,8 @@ impl Writer {
                 metrics::counter!(crate::metrics::DUPLICATES).increment(applied.duplicates as u64);
                 metrics::histogram!(crate::metrics::BATCH_SECONDS)
                     .record(started.elapsed().as_secs_f64());
+                metrics::histogram!(crate::metrics::BATCH_EVENTS).record(events as f64);
+                metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(write_seconds);
                 tracing::info!(
                     liked = applied.liked,
                     unliked = applied.unliked,
@@ -433,6 +453,8 @@ impl Writer {
         for (partition, log_time) in &applied.log_times {
             let mark = self.pending_marks.entry(*partition).or_insert(*log_time);
             *mark = (*mark).max(*log_time);
+            metrics::gauge!(crate::metrics::APPLIED_TIMESTAMP, "partition" => partition.to_string())
+                .set(*log_time as f64 / 1000.0);
         }
         self.flush_pending(version).await;
         // Recent likers are user experience only: a failure is logged, never retried.
@@ -464,6 +486,13 @@ impl Writer {
         match self.cache.put_counts(&updates).await {
             Ok(()) => {
                 self.pending_cache.clear();
+                let visible_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                for appended_ms in self.pending_freshness.drain(..) {
+                    let waited = (visible_ms - appended_ms).max(0) as f64 / 1000.0;
+                    metrics::histogram!(crate::metrics::FRESHNESS_SECONDS).record(waited);
+                }
                 let reached = std::mem::take(&mut self.pending_marks);
                 if self.refreshed == Some(version) {
                     for (partition, log_time) in reached {

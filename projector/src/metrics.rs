@@ -18,6 +18,14 @@ pub const DEAD_LETTER_REFERENCES: &str = "likes_projector_dead_letter_references
 pub const PARKED: &str = "likes_projector_parked_partitions";
 pub const MISSING_RECORDS: &str = "likes_projector_missing_records";
 pub const ARCHIVE_FILLS: &str = "likes_projector_archive_fills_total";
+pub const PARTITIONS: &str = "likes_projector_partitions";
+pub const APPLIED_TIMESTAMP: &str = "likes_projector_applied_timestamp_seconds";
+pub const BATCH_EVENTS: &str = "likes_projector_batch_events";
+pub const COMMIT_SECONDS: &str = "likes_projector_commit_seconds";
+pub const FRESHNESS_SECONDS: &str = "likes_projector_freshness_seconds";
+
+/// The values of [`PARTITIONS`]'s `state` label.
+pub const PARTITION_STATES: [&str; 3] = ["active", "parked", "stopped"];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -33,7 +41,10 @@ pub fn install() -> Option<PrometheusHandle> {
                 DUPLICATES,
                 "events skipped because their id was applied before"
             );
-            describe_counter!(POISON, "records sent to the dead-letter topic");
+            describe_counter!(
+                POISON,
+                "records sent to the dead-letter topic, by reason (the kind of decode failure)"
+            );
             describe_counter!(
                 FENCED,
                 "batches refused because a newer owner claimed a partition"
@@ -67,7 +78,40 @@ pub fn install() -> Option<PrometheusHandle> {
                 metrics::Unit::Seconds,
                 "time from a batch's first record to its commit"
             );
+            describe_gauge!(
+                PARTITIONS,
+                "partitions of this instance by state: active, parked (held back by the never-lose rules), stopped (assigned, but not read: their shard could not be claimed in)"
+            );
+            describe_gauge!(
+                APPLIED_TIMESTAMP,
+                metrics::Unit::Seconds,
+                "broker timestamp (unix seconds) of the newest record this instance applied, by partition"
+            );
+            describe_histogram!(BATCH_EVENTS, "events per committed batch");
+            describe_histogram!(
+                COMMIT_SECONDS,
+                metrics::Unit::Seconds,
+                "the PostgreSQL write of one shard's batch"
+            );
+            describe_histogram!(
+                FRESHNESS_SECONDS,
+                metrics::Unit::Seconds,
+                "append to visible: per partition and batch, the oldest record's broker timestamp to the confirmation of its Redis write"
+            );
+            // Exported from the start, so alerts can take increase() of them
+            // and a dashboard shows zero instead of nothing.
+            for reason in likes_infra::DecodeError::KINDS {
+                metrics::counter!(POISON, "reason" => reason).absolute(0);
+            }
+            partitions(0, 0, 0);
             handle
         })
         .clone()
+}
+
+/// Sets the partition counts by state.
+pub fn partitions(active: usize, parked: usize, stopped: usize) {
+    for (state, n) in PARTITION_STATES.into_iter().zip([active, parked, stopped]) {
+        metrics::gauge!(PARTITIONS, "state" => state).set(n as f64);
+    }
 }

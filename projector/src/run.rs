@@ -120,6 +120,7 @@ pub async fn run(
             pending_cache: HashMap::new(),
             cache_marks: HashMap::new(),
             pending_marks: HashMap::new(),
+            pending_freshness: Vec::new(),
             refreshed: None,
             redis_failed: false,
             stop: stop_rx.clone(),
@@ -142,6 +143,9 @@ pub async fn run(
             DedupHorizon::new(settings.dedup_horizon),
         )));
     }
+    chores.push(tokio::spawn(crate::background::report_partitions_forever(
+        ownership.clone(),
+    )));
     chores.push(tokio::spawn(reclaim_forever(
         shards.clone(),
         stack.topic.clone(),

@@ -34,6 +34,7 @@ pub mod redis_server;
 pub mod registry_proxy;
 pub mod replay;
 pub mod rewire;
+pub mod scrape;
 pub mod shard_projection;
 pub mod shard_writer;
 pub mod tcp_proxy;

@@ -111,11 +111,29 @@ impl IngestProcess {
 /// A projector running as its own OS process.
 pub struct ProjectorProcess {
     child: Child,
+    /// Where it serves `/metrics`, `/healthz` and `/readyz`, if it does.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl ProjectorProcess {
     /// Starts `likes-projector` on this test's slice of the stack.
     pub fn start(env: &TestEnv) -> anyhow::Result<Self> {
+        Self::spawn(env, None)
+    }
+
+    /// Starts `likes-projector` serving its metrics and health checks on a
+    /// free port of its own (`metrics_addr`).
+    pub fn start_with_metrics(env: &TestEnv) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        Self::spawn(
+            env,
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+        )
+    }
+
+    fn spawn(env: &TestEnv, metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Result<Self> {
         let s = env.projector_settings();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -129,13 +147,19 @@ impl ProjectorProcess {
                 "AGGREGATION_WINDOW_SECONDS",
                 s.window.as_secs_f64().to_string(),
             )
-            .env("PROJECTOR_METRICS_ADDR", "off")
+            .env(
+                "PROJECTOR_METRICS_ADDR",
+                metrics_addr.map_or_else(|| "off".to_string(), |a| a.to_string()),
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
             .spawn()?;
-        Ok(Self { child })
+        Ok(Self {
+            child,
+            metrics_addr,
+        })
     }
 
     /// SIGKILL: no shutdown path runs, whatever the process was doing.

@@ -81,6 +81,26 @@ pub async fn positions(pool: &PgPool, topic: &str) -> Result<Vec<(i32, i64)>, Er
     .await?)
 }
 
+/// How far the projector is in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Progress {
+    pub partition: i32,
+    /// The next offset to project.
+    pub next_offset: i64,
+    /// The record time (ms) of the newest record applied, if any was.
+    pub log_time_ms: Option<i64>,
+}
+
+/// Where the projector stands in every partition of `topic` it has seen.
+pub async fn progress(pool: &PgPool, topic: &str) -> Result<Vec<Progress>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT partition, next_offset, log_time_ms FROM projector_offsets WHERE topic = $1 ORDER BY partition",
+    )
+    .bind(topic)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// What a new owner must put back into Redis: the committed counts of the
 /// items applied in its partitions since Redis was last known current there,
 /// and, per partition, the log time Redis is current up to once they are

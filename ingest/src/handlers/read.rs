@@ -56,17 +56,30 @@ pub async fn count(
     } else {
         cached_count(&state, item).await?
     };
+    let through = projected_through(&state, item);
     let body = json!({
         "item_type": item.item_type,
         "item_id": item.item_id,
         "count": count,
+        "projected_through": through,
     });
-    let response = with_header(json(&body, StatusCode::OK), "x-count-source", source);
+    let mut response = with_header(json(&body, StatusCode::OK), "x-count-source", source);
+    if let Some(through) = &through {
+        response = with_header(response, "x-projected-through", through);
+    }
     Ok(match included {
         Some(true) => with_header(response, "x-write-included", "true"),
         Some(false) => with_header(response, "x-write-included", "false"),
         None => response,
     })
+}
+
+/// The time up to which `item`'s partition is projected (RFC 3339, ms), if known.
+fn projected_through(state: &State, item: ItemKey) -> Option<String> {
+    state
+        .freshness
+        .projected_through(item.item_id.get())
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 async fn cached_count(state: &State, item: ItemKey) -> Result<(i64, &'static str), ApiError> {
@@ -172,6 +185,7 @@ pub async fn counts(
                 "item_id": item.item_id,
                 "count": count,
                 "source": source,
+                "projected_through": projected_through(&state, *item),
             })
         })
         .collect();
