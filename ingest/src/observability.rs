@@ -13,6 +13,7 @@ static DESCRIBED: OnceLock<()> = OnceLock::new();
 
 const LAG: &str = "likes_projection_lag_records";
 const STALENESS: &str = "likes_projection_staleness_seconds";
+const DEDUPLICATED: &str = "likes_ingest_deduplicated_total";
 const WATCH_FAILURES: &str = "likes_projection_watch_failures_total";
 const QUEUE_CAPACITY: &str = "likes_ingest_producer_queue_capacity";
 const PROTECTION_UNAVAILABLE: &str = "likes_ingest_protection_unavailable_total";
@@ -46,7 +47,7 @@ fn describe() {
         "requests or batch events refused, by reason (the error code)"
     );
     describe_counter!(
-        "likes_ingest_deduplicated_total",
+        DEDUPLICATED,
         "repeated identical actions answered from the dedup memo without producing"
     );
     describe_counter!(
@@ -82,6 +83,8 @@ fn describe() {
         WATCH_FAILURES,
         "projection watch readings that could not read the log ends or a shard's progress"
     );
+    counter!(WATCH_FAILURES).absolute(0);
+    counter!(DEDUPLICATED).absolute(0);
 }
 
 /// Sets a partition's projection lag.
@@ -117,7 +120,7 @@ pub fn rejected(reason: &'static str) {
 
 /// Counts an action answered from the dedup memo.
 pub fn deduplicated() {
-    counter!("likes_ingest_deduplicated_total").increment(1);
+    counter!(DEDUPLICATED).increment(1);
 }
 
 /// Counts a protection skipped because Redis failed.

@@ -103,6 +103,18 @@ pub fn install() -> Option<PrometheusHandle> {
             for reason in likes_infra::DecodeError::KINDS {
                 metrics::counter!(POISON, "reason" => reason).absolute(0);
             }
+            for counter in [
+                BATCHES,
+                EVENTS,
+                DUPLICATES,
+                FENCED,
+                WRITE_RETRIES,
+                REDIS_FAILURES,
+                DEAD_LETTER_REFERENCES,
+                ARCHIVE_FILLS,
+            ] {
+                metrics::counter!(counter).absolute(0);
+            }
             partitions(0, 0, 0);
             handle
         })

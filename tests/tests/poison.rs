@@ -142,7 +142,10 @@ async fn poison_records_go_to_the_dead_letter_topic_and_counting_goes_on() -> an
     let metrics = likes_tests::scrape::Scrape::parse(&metrics)?;
     for reason in ["not_framed", "unknown_schema", "invalid_event"] {
         assert_eq!(
-            metrics.value("likes_projector_poison_records_total", &[("reason", reason)]),
+            metrics.value(
+                "likes_projector_poison_records_total",
+                &[("reason", reason)]
+            ),
             Some(1.0),
             "dead letters for {reason}: {metrics:?}"
         );

@@ -31,6 +31,10 @@ pub fn install() -> Option<PrometheusHandle> {
         MISSED,
         "records deleted from the log before the archiver read them"
     );
+    // Exported from the start, so alerts can take increase() of them.
+    for counter in [FILES, RECORDS, MISSED] {
+        metrics::counter!(counter).absolute(0);
+    }
     handle
 }
 
