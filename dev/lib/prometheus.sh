@@ -65,13 +65,15 @@ prometheus_reload() {
   log "Prometheus reloaded its configuration and rules"
 }
 
-# Writes the file_sd target file <name>.json: one group per "job=host:port" argument.
-# Written beside and renamed, so Prometheus never reads half a file.
+# Writes the file_sd target file <name>.json: one group per "job=host:port" argument
+# ("job=off", a service serving no metrics, is left out). Written beside and renamed, so
+# Prometheus never reads half a file.
 prometheus_targets() {
   local name=$1 spec groups=() file
   shift
   mkdir -p "$PROMETHEUS_TARGETS_DIR"
   for spec in "$@"; do
+    [[ ${spec#*=} == off ]] && continue
     groups+=("{\"targets\": [\"${spec#*=}\"], \"labels\": {\"job\": \"${spec%%=*}\"}}")
   done
   file="$PROMETHEUS_TARGETS_DIR/$name.json"
