@@ -131,7 +131,7 @@ async fn poison_records_go_to_the_dead_letter_topic_and_counting_goes_on() -> an
         dead[2].4
     );
 
-    // ...and a metric counts them (test processes share one recorder, so the
+    // ...and a metric counts them by reason (test processes share one recorder, so the
     // ingest's /metrics shows the in-process projector's counters too).
     let metrics = http
         .get(ingest.url("/metrics"))
@@ -139,12 +139,14 @@ async fn poison_records_go_to_the_dead_letter_topic_and_counting_goes_on() -> an
         .await?
         .text()
         .await?;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("likes_projector_poison_records_total") && l.ends_with(" 3")),
-        "{metrics}"
-    );
+    let metrics = likes_tests::scrape::Scrape::parse(&metrics)?;
+    for reason in ["not_framed", "unknown_schema", "invalid_event"] {
+        assert_eq!(
+            metrics.value("likes_projector_poison_records_total", &[("reason", reason)]),
+            Some(1.0),
+            "dead letters for {reason}: {metrics:?}"
+        );
+    }
 
     projector.stop().await??;
     ingest.running.stop().await?;
