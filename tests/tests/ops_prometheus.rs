@@ -29,9 +29,10 @@ const ITEM: i64 = 7;
 const PROMETHEUS_OWN: [&str; 3] = ["up", "ALERTS", "ALERTS_FOR_STATE"];
 
 /// Metrics that exist only once what they measure has happened (a partition
-/// parked, a Redis write failed, a watch round failed): a healthy process
-/// cannot show them, so each must at least be the name its service declares.
-const ONLY_ONCE_IT_HAPPENS: [(&str, &str); 3] = [
+/// parked, a Redis write failed, a watch round failed, records deleted before
+/// they were archived): a healthy process cannot show them, so each must at
+/// least be the name its service declares.
+const ONLY_ONCE_IT_HAPPENS: [(&str, &str); 4] = [
     (
         "likes_projector_parked_partitions",
         "projector/src/metrics.rs",
@@ -43,6 +44,10 @@ const ONLY_ONCE_IT_HAPPENS: [(&str, &str); 3] = [
     (
         "likes_projection_watch_failures_total",
         "ingest/src/observability.rs",
+    ),
+    (
+        "likes_archive_missed_records_total",
+        "replay-tools/src/archive/metrics.rs",
     ),
 ];
 
