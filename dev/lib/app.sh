@@ -51,13 +51,42 @@ app_run() {
   "$ROOT/target/release/likes-projector" & pids+=($!)
   "$ROOT/target/release/likes-ingest" & pids+=($!)
   "$ROOT/target/release/likes-replay" archive run & pids+=($!)
+  # Listed for Prometheus (if it runs: `up --observability`) while they run.
+  prometheus_targets dev-stack-run "likes-ingest=${LISTEN_ADDR:-127.0.0.1:8000}" \
+    "likes-projector=${PROJECTOR_METRICS_ADDR:-127.0.0.1:9101}" \
+    "likes-archive=${ARCHIVE_METRICS_ADDR:-127.0.0.1:9103}"
   log "likes-ingest on http://${LISTEN_ADDR:-127.0.0.1:8000}, likes-projector and the archiver (into $ARCHIVE_URL) running; Ctrl-C stops them"
-  trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait; exit 0' INT TERM
+  trap 'prometheus_untarget dev-stack-run; kill -TERM "${pids[@]}" 2>/dev/null; wait; exit 0' INT TERM
   wait -n "${pids[@]}"
   log "a service exited; stopping the others"
+  prometheus_untarget dev-stack-run
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait
   return 1
+}
+
+# promtool's checks of the alert rules: `check rules` (syntax, templates) and `test rules`
+# (ops/prometheus/alerts_test.yml). Prints one summary line; fails when either fails.
+app_test_rules() {
+  local out status=0 rules
+  rules=$(grep -c '^ *- alert:' "$ROOT/ops/prometheus/alerts.yml")
+  if ! out=$(promtool check rules "$ROOT/ops/prometheus/alerts.yml" 2>&1); then
+    echo "$out"
+    echo "rules: promtool check rules FAILED"
+    return 1
+  fi
+  if ! out=$(cd "$ROOT/ops/prometheus" && promtool test rules alerts_test.yml 2>&1); then
+    echo "$out"
+    status=1
+  fi
+  local cases
+  cases=$(grep -c '^  - interval:' "$ROOT/ops/prometheus/alerts_test.yml")
+  if ((status == 0)); then
+    echo "rules: $rules alerts checked, $cases promtool test cases passed"
+  else
+    echo "rules: $rules alerts checked, promtool test rules FAILED ($cases cases)"
+  fi
+  return "$status"
 }
 
 # The whole test suite against the running stack. Cargo runs the test binaries
@@ -71,6 +100,9 @@ app_test() {
   cd "$ROOT"
   cargo build -q --bins
   local log="$ROOT/target/test-output.log" status=0 fuzz="fuzz: not run" bench="bench: not run"
+  local rules
+  rules=$(app_test_rules) || status=1
+  echo "$rules"
   cargo test --workspace --no-fail-fast "$@" -- --test-threads=4 2>&1 | tee "$log" || status=$?
   if "$ROOT/tests/schemathesis.sh"; then fuzz="fuzz: schemathesis passed"; else status=1; fuzz="fuzz: schemathesis FAILED"; fi
   if "$ROOT/target/debug/likes-bench" --quick --out "$ROOT/target/bench-smoke"; then
@@ -81,6 +113,7 @@ app_test() {
   local passed failed
   passed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
   failed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+  echo "${rules##*$'\n'}"
   echo "$fuzz"
   echo "$bench"
   echo "suite: $passed passed, $failed failed"

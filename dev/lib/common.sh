@@ -79,16 +79,17 @@ spawn() {
 }
 
 stack_status() {
-  printf '%-9s %-8s %-8s %-22s %s\n' service state pid address log
+  printf '%-10s %-8s %-8s %-22s %s\n' service state pid address log
   local s pid state addr
-  for s in postgres redis kafka registry; do
+  for s in postgres redis kafka registry prometheus; do
     if pid=$(running_pid "$s"); then state=running; else state=stopped; pid=-; fi
     case $s in
       postgres) addr=127.0.0.1:5432 ;;
       redis) addr=127.0.0.1:6379 ;;
       kafka) addr=127.0.0.1:9092 ;;
       registry) addr=127.0.0.1:8081 ;;
+      prometheus) addr=$(prometheus_addr) ;;
     esac
-    printf '%-9s %-8s %-8s %-22s %s\n' "$s" "$state" "$pid" "$addr" "$(log_file "$s")"
+    printf '%-10s %-8s %-8s %-22s %s\n' "$s" "$state" "$pid" "$addr" "$(log_file "$s")"
   done
 }

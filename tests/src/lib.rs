@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 pub mod api;
 pub mod archive;
+pub mod archiver_process;
 pub mod cli;
 pub mod cluster;
 pub mod commit_gaps;
@@ -29,6 +30,7 @@ pub mod probes;
 pub mod process;
 pub mod projected_rows;
 pub mod projector_http;
+pub mod prometheus;
 pub mod raw_http;
 pub mod redis_server;
 pub mod registry_proxy;
