@@ -386,6 +386,7 @@ fn every_alert_has_a_severity_a_runbook_and_unit_tests_that_fire_and_stay_quiet(
             };
         }
     }
+    let readme = read("README.md");
     let rules = alert_rules();
     assert!(rules.len() >= 10, "{} alerts", rules.len());
     for rule in rules {
@@ -407,6 +408,11 @@ fn every_alert_has_a_severity_a_runbook_and_unit_tests_that_fire_and_stay_quiet(
             rule["annotations"]["runbook"].as_str(),
             Some(format!("README.md#runbook-{}", name.to_lowercase()).as_str()),
             "{name}'s runbook is its README section"
+        );
+        assert!(
+            readme.lines().any(|l| l.starts_with('#')
+                && l.trim_start_matches('#').trim() == format!("Runbook: {name}")),
+            "README.md has no `Runbook: {name}` section for the runbook link to reach"
         );
         assert!(firing.contains(name), "{ALERT_TESTS} never fires {name}");
         assert!(
