@@ -524,3 +524,86 @@ async fn dlq_commands_refuse_bad_input_with_a_message_and_a_non_zero_exit() -> a
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_list_still_lists_every_dead_letter_while_the_registry_is_away() -> anyhow::Result<()> {
+    let env = TestEnv::new(1).await?;
+    let codec = EventCodec::new(&env.stack.schema_registry_url, &env.stack.topic)?;
+    let good = LikeEvent {
+        event_id: EventId::generate(),
+        user_id: UserId::parse(9)?,
+        item: ItemKey::parse(1, ITEM)?,
+        action: Action::Unlike,
+        timestamp: chrono::Utc::now(),
+    };
+    let framed = codec.encode(&good).await?;
+    let writer = DeadLetters::new(&env.stack.kafka_bootstrap, env.stack.dlq_topic())?;
+    for (offset, payload) in [b"not framed".to_vec(), framed.clone(), framed]
+        .into_iter()
+        .enumerate()
+    {
+        let record = Record {
+            topic: env.stack.topic.clone(),
+            position: Position {
+                partition: 0,
+                offset: offset as i64,
+            },
+            timestamp_ms: None,
+            key: None,
+            payload: Some(payload),
+            headers: Vec::new(),
+        };
+        writer.send(&record, "poison record: a test's").await?;
+    }
+
+    // A registry address nothing listens on.
+    let away = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut command = likes_replay_command(&env, &["dlq", "list", "--format", "json"])?;
+    command.env(
+        "SCHEMA_REGISTRY_URL",
+        format!("http://{away}/apis/ccompat/v7"),
+    );
+    let out = output(command).await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!(
+        "$ SCHEMA_REGISTRY_URL=http://{away}/... likes-replay dlq list --format json -> {}\n{stdout}{stderr}",
+        out.status,
+    );
+    assert!(out.status.success());
+    // Asked once: the later framed record is not sent to it again (each ask
+    // of a registry that hangs would wait out its timeout).
+    assert_eq!(
+        stderr
+            .matches("the schema registry cannot be asked; later framed records are not decoded")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    let rows = json_lines(&stdout)?;
+    let decoded: Vec<&Value> = rows.iter().map(|r| &r["decode"]).collect();
+    assert_eq!(
+        decoded,
+        ["not_framed", "registry_unavailable", "registry_unavailable"]
+            .map(Value::from)
+            .iter()
+            .collect::<Vec<_>>()
+    );
+    let sources: Vec<&Value> = rows.iter().map(|r| &r["source_offset"]).collect();
+    assert_eq!(
+        sources,
+        [0, 1, 2].map(Value::from).iter().collect::<Vec<_>>()
+    );
+
+    // With the registry back, the same bytes decode.
+    let rows = json_lines(&run_ok(&env, &["dlq", "list", "--format", "json"]).await?)?;
+    let decoded: Vec<&Value> = rows.iter().map(|r| &r["decode"]).collect();
+    assert_eq!(
+        decoded,
+        ["not_framed", "ok", "ok"]
+            .map(Value::from)
+            .iter()
+            .collect::<Vec<_>>()
+    );
+    Ok(())
+}

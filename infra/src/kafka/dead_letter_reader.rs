@@ -187,6 +187,47 @@ impl DecodeAttempt {
     }
 }
 
+/// Decodes dead letters one after another with one codec. Once the registry
+/// could not be asked, framed records are not sent to it again in this run:
+/// each would wait out the registry's timeout, and a listing during a
+/// registry outage must still finish. They are reported as
+/// [`DecodeError::RegistryUnavailable`] with the first failure's reason.
+pub struct DeadLetterDecoder {
+    codec: EventCodec,
+    registry_down: Option<String>,
+}
+
+impl DeadLetterDecoder {
+    /// A decoder with `codec` (see [`DecodeAttempt::of`] for its grace).
+    pub fn new(codec: EventCodec) -> Self {
+        Self {
+            codec,
+            registry_down: None,
+        }
+    }
+
+    /// The decode attempt of `payload`.
+    pub async fn attempt(&mut self, payload: Option<&[u8]>) -> DecodeAttempt {
+        if let (Some(reason), Some(id)) = (&self.registry_down, payload.and_then(schema_id)) {
+            return DecodeAttempt {
+                magic: payload.and_then(|p| p.first().copied()),
+                schema_id: Some(id),
+                schema: SchemaLookup::Unavailable,
+                outcome: Err(DecodeError::RegistryUnavailable {
+                    id,
+                    reason: format!("not asked again in this run: {reason}"),
+                }),
+            };
+        }
+        let attempt = DecodeAttempt::of(&self.codec, payload).await;
+        if let Err(DecodeError::RegistryUnavailable { reason, .. }) = &attempt.outcome {
+            tracing::warn!(%reason, "the schema registry cannot be asked; later framed records are not decoded");
+            self.registry_down = Some(reason.clone());
+        }
+        attempt
+    }
+}
+
 /// A consumer of the dead-letter topic that belongs to no group.
 pub struct DeadLetterReader {
     consumer: StreamConsumer,

@@ -16,7 +16,9 @@ use std::time::Duration;
 use likes_domain::LikeEvent;
 use likes_infra::DecodeError;
 use likes_infra::codec::EventCodec;
-use likes_infra::kafka::dead_letter_reader::{DeadLetter, DeadLetterReader, DecodeAttempt};
+use likes_infra::kafka::dead_letter_reader::{
+    DeadLetter, DeadLetterDecoder, DeadLetterReader, DecodeAttempt,
+};
 use likes_infra::kafka::dead_letters::Sent;
 use likes_infra::settings::StackSettings;
 use serde::Serialize;
@@ -100,11 +102,13 @@ pub async fn command(stack: &StackSettings, args: Args) -> anyhow::Result<ExitCo
     }
 }
 
-/// The codec for looking at dead letters: no grace for unknown schema ids
+/// The decoder for looking at dead letters: no grace for unknown schema ids
 /// (the record is already dead; the question is what the registry says now).
-fn codec(stack: &StackSettings) -> anyhow::Result<EventCodec> {
-    Ok(EventCodec::new(&stack.schema_registry_url, &stack.topic)?
-        .with_unknown_schema_retry(Duration::ZERO))
+fn decoder(stack: &StackSettings) -> anyhow::Result<DeadLetterDecoder> {
+    Ok(DeadLetterDecoder::new(
+        EventCodec::new(&stack.schema_registry_url, &stack.topic)?
+            .with_unknown_schema_retry(Duration::ZERO),
+    ))
 }
 
 /// The partitions to read: `only`, checked against the topic, or all.
@@ -171,7 +175,7 @@ const LIST_REASON_CHARS: usize = 100;
 async fn list(stack: &StackSettings, args: ListArgs) -> anyhow::Result<ExitCode> {
     let mut reader = DeadLetterReader::open(&stack.kafka_bootstrap, &stack.dlq_topic())?;
     let partitions = partitions(&reader, args.partition)?;
-    let codec = codec(stack)?;
+    let mut decoder = decoder(stack)?;
     let mut out = std::io::stdout().lock();
     if args.format == Format::Table {
         let header = ["DLQ", "TIME", "SOURCE", "KIND", "SIZE", "DECODE", "REASON"];
@@ -189,7 +193,7 @@ async fn list(stack: &StackSettings, args: ListArgs) -> anyhow::Result<ExitCode>
                 next = Some(position);
                 break 'partitions;
             }
-            let decode = DecodeAttempt::of(&codec, d.record.payload.as_deref()).await;
+            let decode = decoder.attempt(d.record.payload.as_deref()).await;
             let source = d.source();
             let row = ListRow {
                 dlq_partition: position.partition,
@@ -294,10 +298,10 @@ async fn show(stack: &StackSettings, args: ShowArgs) -> anyhow::Result<ExitCode>
         }
         (None, None) => anyhow::bail!("give a dead letter's <partition>:<offset>, or --source"),
     };
-    let codec = codec(stack)?;
+    let mut decoder = decoder(stack)?;
     let mut out = std::io::stdout().lock();
     for (i, d) in letters.iter().enumerate() {
-        let decode = DecodeAttempt::of(&codec, d.record.payload.as_deref()).await;
+        let decode = decoder.attempt(d.record.payload.as_deref()).await;
         match args.format {
             Format::Json => json_line(&mut out, &Shown::of(d, &decode, args.max_bytes))?,
             Format::Table => {
