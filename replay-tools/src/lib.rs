@@ -7,8 +7,9 @@
 //!
 //! Where things live:
 //! - [`commands`]: one module per CLI command (`setup`, `history`, `count`,
-//!   `explain`, `verify`, `snapshot`, `rebuild`, `accept-loss`), each with its
-//!   arguments, its run and its printing. `main.rs` only parses and dispatches.
+//!   `explain`, `verify`, `snapshot`, `rebuild`, `accept-loss`, `schema`,
+//!   `dlq`), each with its arguments, its run and its printing. `main.rs`
+//!   only parses and dispatches.
 //! - [`archive`]: `archive run|status|verify`, the archiver of the log beyond
 //!   retention and its checks.
 //! - [`rebuild`]: `rebuild postgres` split by role (start, plan, warmup,

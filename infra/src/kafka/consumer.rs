@@ -58,7 +58,7 @@ pub struct Header {
 }
 
 impl Record {
-    fn read(message: &impl Message) -> Self {
+    pub(super) fn read(message: &impl Message) -> Self {
         let headers = message
             .headers()
             .map(|headers| {

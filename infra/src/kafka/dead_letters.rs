@@ -24,6 +24,25 @@ pub const MAX_ERROR_BYTES: usize = 1024;
 /// How many of a record's first bytes (and of its key) a reference keeps.
 pub const REFERENCE_PREFIX_BYTES: usize = 1024;
 
+/// The headers a dead letter carries besides the record's own: their names,
+/// for the writer here and for every reader ([`super::dead_letter_reader`]).
+pub mod header {
+    /// The topic the record was read from.
+    pub const SOURCE_TOPIC: &str = "dlq.source.topic";
+    /// Its partition there.
+    pub const SOURCE_PARTITION: &str = "dlq.source.partition";
+    /// Its offset there.
+    pub const SOURCE_OFFSET: &str = "dlq.source.offset";
+    /// Why it can never become an event (at most [`super::MAX_ERROR_BYTES`]).
+    pub const ERROR: &str = "dlq.error";
+    /// How it was sent ([`super::Sent::header_value`]).
+    pub const KIND: &str = "dlq.kind";
+    /// A reference only: the size of the record's value, in bytes.
+    pub const SOURCE_SIZE: &str = "dlq.source.size";
+    /// A reference only: why the record could not go whole.
+    pub const REFERENCE_REASON: &str = "dlq.reference.reason";
+}
+
 /// How a record reached the dead-letter topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
@@ -31,6 +50,23 @@ pub enum Sent {
     Whole,
     /// A reference: source position, size, reason and a prefix of the bytes.
     Reference,
+}
+
+impl Sent {
+    /// The value of the [`header::KIND`] header.
+    pub fn header_value(self) -> &'static str {
+        match self {
+            Sent::Whole => "record",
+            Sent::Reference => "reference",
+        }
+    }
+
+    /// The kind a [`header::KIND`] value names, if any.
+    pub fn from_header_value(value: &str) -> Option<Self> {
+        [Sent::Whole, Sent::Reference]
+            .into_iter()
+            .find(|sent| sent.header_value() == value)
+    }
 }
 
 /// Producer for `<topic>.dlq`.
@@ -87,8 +123,8 @@ impl DeadLetters {
             });
         }
         let headers = source_headers(headers, record, reason).insert(Header {
-            key: "dlq.kind",
-            value: Some("record"),
+            key: header::KIND,
+            value: Some(Sent::Whole.header_value()),
         });
         let mut letter: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.topic).headers(headers);
@@ -110,15 +146,15 @@ impl DeadLetters {
         let size = payload_len(record).to_string();
         let headers = source_headers(OwnedHeaders::new(), record, reason)
             .insert(Header {
-                key: "dlq.kind",
-                value: Some("reference"),
+                key: header::KIND,
+                value: Some(Sent::Reference.header_value()),
             })
             .insert(Header {
-                key: "dlq.source.size",
+                key: header::SOURCE_SIZE,
                 value: Some(&size),
             })
             .insert(Header {
-                key: "dlq.reference.reason",
+                key: header::REFERENCE_REASON,
                 value: Some(why_not_whole),
             });
         let mut letter: FutureRecord<'_, [u8], [u8]> =
@@ -147,19 +183,19 @@ fn source_headers(headers: OwnedHeaders, record: &Record, reason: &str) -> Owned
     let offset = record.position.offset.to_string();
     headers
         .insert(Header {
-            key: "dlq.source.topic",
+            key: header::SOURCE_TOPIC,
             value: Some(&record.topic),
         })
         .insert(Header {
-            key: "dlq.source.partition",
+            key: header::SOURCE_PARTITION,
             value: Some(&partition),
         })
         .insert(Header {
-            key: "dlq.source.offset",
+            key: header::SOURCE_OFFSET,
             value: Some(&offset),
         })
         .insert(Header {
-            key: "dlq.error",
+            key: header::ERROR,
             value: Some(reason),
         })
 }
@@ -192,5 +228,13 @@ mod tests {
         // 'é' is two bytes: a cut inside it moves back before it.
         assert_eq!(bounded("aé", 2), "a");
         assert_eq!(bounded(&"x".repeat(5000), MAX_ERROR_BYTES).len(), 1024);
+    }
+
+    #[test]
+    fn the_kind_header_names_how_a_record_was_sent_and_reads_back() {
+        for sent in [Sent::Whole, Sent::Reference] {
+            assert_eq!(Sent::from_header_value(sent.header_value()), Some(sent));
+        }
+        assert_eq!(Sent::from_header_value("whole"), None);
     }
 }

@@ -2,7 +2,7 @@
 //! ([`producer`]), the consumers ([`consumer`]: the settings every reader
 //! shares and the projector's group consumer with its rebalance hook), topic
 //! creation and metadata ([`admin`]), the dead-letter topic
-//! ([`dead_letters`]), the partitions' end offsets ([`ends`]), the readiness probe ([`readiness`]), the tools' log
+//! ([`dead_letters`]) and its reader for operators ([`dead_letter_reader`]), the partitions' end offsets ([`ends`]), the readiness probe ([`readiness`]), the tools' log
 //! reader ([`reader`]), the archiver's raw follower ([`tail`]), the raw
 //! head-and-tail sample that tries a candidate schema ([`sample`]) and the
 //! partitioner every writer shares
@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod consumer;
+pub mod dead_letter_reader;
 pub mod dead_letters;
 pub mod ends;
 pub mod partitioner;

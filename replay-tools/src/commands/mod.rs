@@ -7,6 +7,7 @@ use likes_infra::settings::StackSettings;
 
 pub mod accept_loss;
 pub mod count;
+pub mod dlq;
 pub mod explain;
 pub mod history;
 pub mod rebuild;
@@ -49,6 +50,8 @@ pub enum Command {
     Archive(crate::archive::Args),
     /// Try a candidate event schema against the registry and the log.
     Schema(schema::Args),
+    /// Inspect the dead-letter topic (`<topic>.dlq`): list its records, show one.
+    Dlq(dlq::Args),
 }
 
 impl Command {
@@ -65,6 +68,7 @@ impl Command {
             Command::AcceptLoss(args) => accept_loss::command(stack, args).await,
             Command::Archive(args) => crate::archive::command(stack, args).await,
             Command::Schema(args) => schema::command(stack, args).await,
+            Command::Dlq(args) => dlq::command(stack, args).await,
         }
     }
 }
