@@ -3,12 +3,11 @@
 //! on a free port of its own.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use tokio::process::Child;
 
+use crate::TestEnv;
 use crate::cli::likes_replay_command;
-use crate::{TestEnv, eventually};
 
 pub struct ArchiverProcess {
     child: Child,
@@ -30,15 +29,7 @@ impl ArchiverProcess {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()?;
-        let http = reqwest::Client::new();
-        eventually(Duration::from_secs(30), || async {
-            Ok(http
-                .get(format!("http://{metrics_addr}/healthz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success()))
-        })
-        .await?;
+        crate::process::answers_healthz(metrics_addr).await?;
         Ok(Self {
             child,
             metrics_addr,

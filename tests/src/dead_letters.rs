@@ -1,6 +1,7 @@
-//! The dead-letter side of a test: limiting the size a test's dead-letter topic
-//! accepts, reading back what reached it, and registering a schema of another
-//! type (JSON) under a throwaway subject of the real registry.
+//! The dead-letter side of a test: making poison records and writing them raw
+//! to the test's topic, limiting the size a test's dead-letter topic accepts,
+//! reading back what reached it, and registering a schema of another type
+//! (JSON) under a throwaway subject of the real registry.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,6 +26,41 @@ impl DeadLetter {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
     }
+}
+
+/// `datum` in the Confluent framing: magic byte 0, then `schema_id`.
+pub fn frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0];
+    bytes.extend_from_slice(&schema_id.to_be_bytes());
+    bytes.extend_from_slice(datum);
+    bytes
+}
+
+/// Bytes that do not compress (random), and are not in the Confluent framing.
+pub fn garbage(len: usize) -> Vec<u8> {
+    let mut bytes = b"garbage:".to_vec();
+    while bytes.len() < len {
+        bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+/// Writes `payload` under `key` to the test's topic as it is, past the
+/// project's producer (which only writes framed events), and waits for the ack.
+pub async fn send_raw(env: &TestEnv, key: &str, payload: &[u8]) -> anyhow::Result<(i32, i64)> {
+    let producer: rdkafka::producer::FutureProducer =
+        likes_infra::kafka::producer(&env.stack.kafka_bootstrap, Duration::from_secs(10))?;
+    let delivered = producer
+        .send(
+            rdkafka::producer::FutureRecord::to(&env.stack.topic)
+                .key(key)
+                .payload(payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok((delivered.partition, delivered.offset))
 }
 
 /// Sets the dead-letter topic's `max.message.bytes`: records larger than this

@@ -61,6 +61,19 @@ pub fn service_env(command: &mut Command, env: &TestEnv) {
         .env("ARCHIVE_URL", &s.archive_url);
 }
 
+/// Waits (up to 30 s) until a service answers `GET /healthz` on `addr` with success.
+pub async fn answers_healthz(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    crate::eventually(Duration::from_secs(30), || async {
+        Ok(http
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success()))
+    })
+    .await
+}
+
 /// An ingest service running as its own OS process, on a port of its own.
 pub struct IngestProcess {
     child: Child,
@@ -85,16 +98,20 @@ impl IngestProcess {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()?;
-        let http = reqwest::Client::new();
-        crate::eventually(Duration::from_secs(30), || async {
-            Ok(http
-                .get(format!("http://{addr}/healthz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success()))
-        })
-        .await?;
+        answers_healthz(addr).await?;
         Ok(Self { child, addr })
+    }
+
+    /// `user` likes item (type 1, `item`); anything but 202 is an error.
+    pub async fn like(&self, user: i64, item: i64) -> anyhow::Result<()> {
+        let status = reqwest::Client::new()
+            .post(format!("http://{}/v1/likes", self.addr))
+            .json(&serde_json::json!({"user_id": user, "item_id": item, "item_type": 1}))
+            .send()
+            .await?
+            .status();
+        anyhow::ensure!(status == 202, "like of {item} by {user}: {status}");
+        Ok(())
     }
 
     /// Sends SIGTERM and returns the exit status.

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use likes_infra::kafka::partitioner::partition_for_item;
+use likes_tests::dead_letters::garbage;
 use likes_tests::dead_letters::{
     DeadLetter, JsonSchema, limit_dead_letter_size, read_dead_letters,
 };
@@ -22,16 +23,6 @@ const PARTITIONS: i32 = 4;
 const HUGE: usize = 999_900;
 /// What the test's dead-letter topic accepts: less than the huge record.
 const DLQ_MAX_BYTES: usize = 256 * 1024;
-
-/// Bytes that do not compress (random), and are not in the Confluent framing.
-fn garbage(len: usize) -> Vec<u8> {
-    let mut bytes = b"garbage:".to_vec();
-    while bytes.len() < len {
-        bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    }
-    bytes.truncate(len);
-    bytes
-}
 
 async fn counted(env: &TestEnv, items: &[i64], expected: i64) -> anyhow::Result<bool> {
     for item in items {

@@ -15,8 +15,6 @@ use likes_tests::process::{IngestProcess, ProjectorProcess, repo_root};
 use likes_tests::prometheus::{Prometheus, TargetFile, metric_names};
 use likes_tests::scrape::Scrape;
 use likes_tests::{TestEnv, eventually};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::json;
 use yaml_rust2::{Yaml, YamlLoader};
 
 const ALERTS: &str = "ops/prometheus/alerts.yml";
@@ -90,17 +88,6 @@ fn expressions() -> Vec<(String, String)> {
     all
 }
 
-async fn like(ingest: &IngestProcess, user: i64) -> anyhow::Result<()> {
-    let status = reqwest::Client::new()
-        .post(format!("http://{}/v1/likes", ingest.addr))
-        .json(&json!({"user_id": user, "item_id": ITEM, "item_type": 1}))
-        .send()
-        .await?
-        .status();
-    anyhow::ensure!(status == 202, "like by {user}: {status}");
-    Ok(())
-}
-
 /// The three services on the test's slice, with a few likes projected,
 /// counted and archived, the ingest's watch reporting no lag and the
 /// archiver its lag.
@@ -116,7 +103,7 @@ impl Services {
         let projector = ProjectorProcess::start_with_metrics(env)?;
         let archiver = ArchiverProcess::start(env).await?;
         for user in 1..=5 {
-            like(&ingest, user).await?;
+            ingest.like(user, ITEM).await?;
         }
         let services = Self {
             ingest,
@@ -340,17 +327,7 @@ async fn a_poison_record_raises_the_dead_letter_alert_in_prometheus_with_its_rea
     );
 
     // A record no producer of ours wrote: not framed for the registry.
-    let producer: FutureProducer =
-        likes_infra::kafka::producer(&env.stack.kafka_bootstrap, Duration::from_secs(10))?;
-    producer
-        .send(
-            FutureRecord::to(&env.stack.topic)
-                .key("1")
-                .payload(&b"hello, world"[..]),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)?;
+    likes_tests::dead_letters::send_raw(&env, "1", b"hello, world").await?;
 
     let raised = eventually(Duration::from_secs(90), || async {
         Ok(!prometheus.query(&firing).await?.is_empty())

@@ -12,21 +12,9 @@ use likes_infra::kafka::partitioner::partition_for_item;
 use likes_tests::process::{IngestProcess, ProjectorProcess};
 use likes_tests::scrape::Scrape;
 use likes_tests::{TestEnv, eventually};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const ITEM: i64 = 4242;
-
-async fn like(ingest: &IngestProcess, user: i64) -> anyhow::Result<()> {
-    let status = reqwest::Client::new()
-        .post(format!("http://{}/v1/likes", ingest.addr))
-        .json(&json!({"user_id": user, "item_id": ITEM, "item_type": 1}))
-        .send()
-        .await?
-        .status();
-    anyhow::ensure!(status == 202, "like by {user}: {status}");
-    Ok(())
-}
 
 /// The item's count, and the time its partition is projected through (from
 /// the body, checked against the header).
@@ -86,7 +74,7 @@ async fn lag_grows_while_no_projector_runs_falls_once_one_does_and_counts_say_ho
     // before the likes (the partition was empty, so fully projected, until then).
     let before_likes = Utc::now();
     for user in 1..=10 {
-        like(&ingest, user).await?;
+        ingest.like(user, ITEM).await?;
     }
     lag_reaches(&ingest, 10.0).await?;
     let scrape = ingest_metrics(&ingest).await?;
@@ -157,7 +145,7 @@ async fn lag_grows_while_no_projector_runs_falls_once_one_does_and_counts_say_ho
     projector.terminate().await?;
     let before_new_likes = Utc::now();
     for user in 11..=15 {
-        like(&ingest, user).await?;
+        ingest.like(user, ITEM).await?;
     }
     lag_reaches(&ingest, 5.0).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -208,17 +196,7 @@ async fn dead_letters_are_counted_by_reason_from_the_start() -> anyhow::Result<(
     })
     .await?;
 
-    let producer: FutureProducer =
-        likes_infra::kafka::producer(&env.stack.kafka_bootstrap, Duration::from_secs(10))?;
-    producer
-        .send(
-            FutureRecord::to(&env.stack.topic)
-                .key("1")
-                .payload(&b"hello, world"[..]),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)?;
+    likes_tests::dead_letters::send_raw(&env, "1", b"hello, world").await?;
     eventually(Duration::from_secs(60), || async {
         Ok(projector_metrics(&projector).await?.value(
             "likes_projector_poison_records_total",

@@ -6,19 +6,13 @@ use std::time::Duration;
 
 use apache_avro::types::Value;
 use likes_infra::codec::{EventCodec, SCHEMA};
+use likes_tests::dead_letters::frame;
 use likes_tests::{TestEnv, eventually};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
-
-fn frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![0];
-    bytes.extend_from_slice(&schema_id.to_be_bytes());
-    bytes.extend_from_slice(datum);
-    bytes
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_go_to_the_dead_letter_topic_and_counting_goes_on() -> anyhow::Result<()> {

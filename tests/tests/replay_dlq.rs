@@ -17,6 +17,7 @@ use likes_infra::kafka::consumer::Record;
 use likes_infra::kafka::dead_letters::{DeadLetters, Sent, header};
 use likes_infra::kafka::partitioner::partition_for_item;
 use likes_tests::cli::{likes_replay, likes_replay_command, output};
+use likes_tests::dead_letters::{frame, garbage};
 use likes_tests::dead_letters::{limit_dead_letter_size, read_dead_letters};
 use likes_tests::{TestEnv, eventually};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -30,23 +31,6 @@ const HUGE: usize = 999_900;
 const DLQ_MAX_BYTES: usize = 256 * 1024;
 /// A schema id no registry of this stack hands out.
 const UNKNOWN_ID: u32 = 2_000_000_000;
-
-fn frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![0];
-    bytes.extend_from_slice(&schema_id.to_be_bytes());
-    bytes.extend_from_slice(datum);
-    bytes
-}
-
-/// Bytes that do not compress (random), and are not in the Confluent framing.
-fn garbage(len: usize) -> Vec<u8> {
-    let mut bytes = b"garbage:".to_vec();
-    while bytes.len() < len {
-        bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    }
-    bytes.truncate(len);
-    bytes
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -39,3 +39,29 @@ fn base_config(bootstrap: &str) -> ClientConfig {
         .set("log_level", "4");
     config
 }
+
+/// How many partitions `topic` has by the cluster's `metadata`; a topic the
+/// metadata does not hold, or holds with an error or no partitions, is
+/// [`crate::Error::TopicMissing`] (`hint` is added to the broker's error).
+fn partitions_in(
+    metadata: &rdkafka::metadata::Metadata,
+    topic: &str,
+    hint: &str,
+) -> Result<i32, crate::Error> {
+    let missing = |reason: String| crate::Error::TopicMissing {
+        topic: topic.to_string(),
+        reason,
+    };
+    let found = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| missing("not in the metadata".into()))?;
+    if let Some(e) = found.error() {
+        return Err(missing(format!("{e:?}{hint}")));
+    }
+    match i32::try_from(found.partitions().len()) {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(missing("no partitions".into())),
+    }
+}

@@ -87,22 +87,7 @@ impl TopicHandle {
         let metadata = self
             .consumer
             .fetch_metadata(Some(&self.topic), BROKER_TIMEOUT)?;
-        let missing = |reason: String| Error::TopicMissing {
-            topic: self.topic.clone(),
-            reason,
-        };
-        let topic = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == self.topic)
-            .ok_or_else(|| missing("not in the metadata".into()))?;
-        if let Some(e) = topic.error() {
-            return Err(missing(format!("{e:?}")));
-        }
-        match i32::try_from(topic.partitions().len()) {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(missing("no partitions".into())),
-        }
+        super::partitions_in(&metadata, &self.topic, "")
     }
 
     /// The first retained offset and the next offset to be written.
