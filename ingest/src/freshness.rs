@@ -91,9 +91,11 @@ async fn watch_forever(
     let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut partitions: Option<i32> = None;
+    let mut failing = Failing::default();
     let mut through: Vec<Option<i64>> = Vec::new();
     while !publish.is_closed() {
         tick.tick().await;
+        failing.round_started();
         let read_at_ms = Utc::now().timestamp_millis();
         let count = match partitions {
             Some(n) => n,
@@ -101,8 +103,7 @@ async fn watch_forever(
             {
                 Ok(n) => *partitions.insert(n),
                 Err(e) => {
-                    observability::watch_failed();
-                    tracing::debug!(error = %e, "projection watch: topic metadata unavailable");
+                    failing.failed("topic metadata", &e);
                     continue;
                 }
             },
@@ -110,8 +111,7 @@ async fn watch_forever(
         let log_ends = match ends.read(count).await {
             Ok(log_ends) => log_ends,
             Err(e) => {
-                observability::watch_failed();
-                tracing::warn!(error = %e, "projection watch: log end offsets unavailable");
+                failing.failed("log end offsets", &e);
                 continue;
             }
         };
@@ -126,8 +126,7 @@ async fn watch_forever(
                     rows
                 }
                 Err(e) => {
-                    observability::watch_failed();
-                    tracing::warn!(error = %e, shard = e.shard(), "projection watch: projector progress unavailable");
+                    failing.failed("projector progress", &e);
                     continue;
                 }
             };
@@ -169,8 +168,43 @@ async fn watch_forever(
                 observability::projection_staleness(partition, (now_ms - ms).max(0));
             }
         }
+        failing.round_ended();
         if publish.send(Arc::new(through.clone())).is_err() {
             break;
+        }
+    }
+}
+
+/// Whether the watch's readings fail: each failure is counted, but logged
+/// as a warning only when the watch starts failing (then at debug level), and
+/// once when a whole round succeeds again, so an outage logs two lines, not
+/// one a second.
+#[derive(Default)]
+struct Failing {
+    now: bool,
+    this_round: bool,
+}
+
+impl Failing {
+    fn round_started(&mut self) {
+        self.this_round = false;
+    }
+
+    fn failed(&mut self, what: &str, error: &dyn std::fmt::Display) {
+        observability::watch_failed();
+        if self.now {
+            tracing::debug!(error = %error, what, "projection watch: reading failed");
+        } else {
+            tracing::warn!(error = %error, what, "projection watch: reading failed; lag and projected_through keep their last values");
+        }
+        self.now = true;
+        self.this_round = true;
+    }
+
+    fn round_ended(&mut self) {
+        if self.now && !self.this_round {
+            tracing::info!("projection watch: readings succeed again");
+            self.now = false;
         }
     }
 }
