@@ -173,7 +173,8 @@ impl Peer {
     pub fn counts(&self) -> anyhow::Result<BTreeMap<String, i64>> {
         let consumer: BaseConsumer =
             likes_infra::kafka::consumer_config(&self.bootstrap, "peer-counts-reader").create()?;
-        let metadata = consumer.fetch_metadata(Some(&self.output_topic), Duration::from_secs(10))?;
+        let metadata =
+            consumer.fetch_metadata(Some(&self.output_topic), Duration::from_secs(10))?;
         let partitions = metadata
             .topics()
             .first()
@@ -261,11 +262,8 @@ impl Peer {
     pub async fn clean_up(mut self) -> anyhow::Result<()> {
         let _ = self.child.kill().await;
         remove_dir(&self.state_dir)?;
-        let admin: AdminClient<DefaultClientContext> = likes_infra::kafka::consumer_config(
-            &self.bootstrap,
-            &self.application_id,
-        )
-        .create()?;
+        let admin: AdminClient<DefaultClientContext> =
+            likes_infra::kafka::consumer_config(&self.bootstrap, &self.application_id).create()?;
         let metadata = admin
             .inner()
             .fetch_metadata(None, Duration::from_secs(10))?;

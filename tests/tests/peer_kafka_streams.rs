@@ -147,12 +147,10 @@ impl Workload {
 /// Two records no one can decode, on the partition of item 3: not Avro at
 /// all, and a framed body whose user id is not positive.
 async fn publish_poison(env: &TestEnv) -> anyhow::Result<()> {
-    let schema_id = likes_infra::codec::EventCodec::new(
-        &env.stack.schema_registry_url,
-        &env.stack.topic,
-    )?
-    .register()
-    .await?;
+    let schema_id =
+        likes_infra::codec::EventCodec::new(&env.stack.schema_registry_url, &env.stack.topic)?
+            .register()
+            .await?;
     let schema = apache_avro::Schema::parse_str(likes_infra::codec::SCHEMA)?;
     use apache_avro::types::Value;
     let invalid = Value::Record(vec![
@@ -175,7 +173,9 @@ async fn publish_poison(env: &TestEnv) -> anyhow::Result<()> {
     for payload in [b"hello, world".to_vec(), framed] {
         producer
             .send(
-                FutureRecord::to(&env.stack.topic).key("3").payload(&payload),
+                FutureRecord::to(&env.stack.topic)
+                    .key("3")
+                    .payload(&payload),
                 Duration::from_secs(10),
             )
             .await
@@ -289,9 +289,16 @@ async fn the_kafka_streams_peer_counts_every_item_as_the_projector_and_the_refer
         peer_counts.keys().all(|k| reference.contains_key(k)),
         "the peer counted only items of the workload"
     );
-    assert!(stopped.success(), "the peer exits cleanly on SIGTERM: {stopped}\n{log}");
+    assert!(
+        stopped.success(),
+        "the peer exits cleanly on SIGTERM: {stopped}\n{log}"
+    );
     let totals = totals.unwrap_or_default();
-    assert_eq!(totals.get("poison"), Some(&2), "both poison records skipped and counted\n{log}");
+    assert_eq!(
+        totals.get("poison"),
+        Some(&2),
+        "both poison records skipped and counted\n{log}"
+    );
     assert_eq!(
         totals.get("events"),
         Some(&(published as i64)),
