@@ -16,6 +16,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::process::{Child, Command};
 
+use likes_infra::settings::StackSettings;
+
 use crate::TestEnv;
 use crate::process::repo_root;
 
@@ -92,17 +94,23 @@ impl Peer {
     /// Starts the peer on `env`'s topic (heap 256 MB, one stream thread, the
     /// projector's one-second commit interval) and waits until it runs.
     pub async fn start(env: &TestEnv) -> anyhow::Result<Self> {
+        Self::start_on(&env.stack, &env.suffix).await
+    }
+
+    /// Starts the peer on `stack`'s topic, named after `suffix` (its
+    /// application id, state directory and log), and waits until it runs.
+    pub async fn start_on(stack: &StackSettings, suffix: &str) -> anyhow::Result<Self> {
         let jar = jar().await?;
-        let application_id = format!("likes-peer-{}", env.suffix);
-        let state_dir = std::env::temp_dir().join(format!("likes-peer-state-{}", env.suffix));
-        let log = std::env::temp_dir().join(format!("likes-peer-{}.log", env.suffix));
+        let application_id = format!("likes-peer-{suffix}");
+        let state_dir = std::env::temp_dir().join(format!("likes-peer-state-{suffix}"));
+        let log = std::env::temp_dir().join(format!("likes-peer-{suffix}.log"));
         let out = std::fs::File::create(&log)?;
         let child = Command::new("java")
             .args(["-Xmx256m", "-XX:+UseSerialGC", "-jar"])
             .arg(&jar)
-            .env("KAFKA_BOOTSTRAP_SERVERS", &env.stack.kafka_bootstrap)
-            .env("KAFKA_TOPIC", &env.stack.topic)
-            .env("SCHEMA_REGISTRY_URL", &env.stack.schema_registry_url)
+            .env("KAFKA_BOOTSTRAP_SERVERS", &stack.kafka_bootstrap)
+            .env("KAFKA_TOPIC", &stack.topic)
+            .env("SCHEMA_REGISTRY_URL", &stack.schema_registry_url)
             .env("PEER_APPLICATION_ID", &application_id)
             .env("PEER_STATE_DIR", &state_dir)
             .env("PEER_THREADS", "1")
@@ -117,9 +125,9 @@ impl Peer {
             application_id,
             state_dir,
             log,
-            bootstrap: env.stack.kafka_bootstrap.clone(),
-            input: env.stack.topic.clone(),
-            output_topic: format!("{}.peer-counts", env.stack.topic),
+            bootstrap: stack.kafka_bootstrap.clone(),
+            input: stack.topic.clone(),
+            output_topic: format!("{}.peer-counts", stack.topic),
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
         while !peer.log_text().contains("peer running") {
@@ -143,6 +151,13 @@ impl Peer {
 
     /// Whether the peer's committed input offsets reached the input topic's end.
     pub fn caught_up(&self) -> anyhow::Result<bool> {
+        let (committed, end) = self.progress()?;
+        Ok(committed >= end)
+    }
+
+    /// The peer's committed input offsets and the input's end offsets, each
+    /// summed over the partitions: how far it has read of what was appended.
+    pub fn progress(&self) -> anyhow::Result<(i64, i64)> {
         let consumer: BaseConsumer =
             likes_infra::kafka::consumer_config(&self.bootstrap, &self.application_id).create()?;
         let metadata = consumer.fetch_metadata(Some(&self.input), Duration::from_secs(10))?;
@@ -155,17 +170,22 @@ impl Peer {
             tpl.add_partition(&self.input, p);
         }
         let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        let (mut read, mut end) = (0, 0);
         for p in 0..partitions {
             let (_, high) = consumer.fetch_watermarks(&self.input, p, Duration::from_secs(10))?;
-            let at = match committed.find_partition(&self.input, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => o,
-                _ => 0,
-            };
-            if at < high {
-                return Ok(false);
+            if let Some(Offset::Offset(o)) =
+                committed.find_partition(&self.input, p).map(|e| e.offset())
+            {
+                read += o;
             }
+            end += high;
         }
-        Ok(true)
+        Ok((read, end))
+    }
+
+    /// The peer's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Every item's latest count in the output topic (committed records only),
