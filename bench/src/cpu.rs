@@ -226,6 +226,13 @@ pub fn snapshot() -> CpuUse {
     cpu
 }
 
+/// CPU seconds process `pid` has used so far (`None` once it ended): for a
+/// child the bench runs, like the Kafka Streams peer.
+pub fn process_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_seconds(&stat).map(|(_, s)| s)
+}
+
 /// A process's command line (NUL-separated words; empty when it just ended).
 fn cmdline(proc_dir: &std::path::Path) -> String {
     let bytes = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();

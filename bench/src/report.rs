@@ -71,6 +71,17 @@ pub struct Report {
     pub notes: Vec<String>,
     /// The PNG plots written next to the results (file names).
     pub plots: Vec<String>,
+    /// Scenario 3's cross-check of every item's count against the Kafka
+    /// Streams peer, when it ran.
+    pub peer_oracle: Option<Oracle>,
+}
+
+/// The peer oracle's verdict: how many items were compared and every one
+/// whose counts differ (peer, `counters`, Redis), empty when all agree.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Oracle {
+    pub items_compared: usize,
+    pub differing: Vec<String>,
 }
 
 impl Report {
@@ -131,6 +142,16 @@ impl Report {
             s.push_str("\n## Failed scenarios\n\n");
             for (name, error) in &self.failures {
                 s.push_str(&format!("- {name}: {error}\n"));
+            }
+        }
+        if let Some(oracle) = &self.peer_oracle {
+            s.push_str(&format!(
+                "\n## Peer oracle\n\n{} items compared (Kafka Streams peer, `counters`, Redis): {} differ\n",
+                oracle.items_compared,
+                oracle.differing.len()
+            ));
+            for d in &oracle.differing {
+                s.push_str(&format!("- {d}\n"));
             }
         }
         if !self.plots.is_empty() {

@@ -25,6 +25,7 @@ pub mod figures;
 pub mod likers_sets;
 pub mod load;
 pub mod log_surgery;
+pub mod peer;
 pub mod pg_proxy;
 pub mod probes;
 pub mod process;

@@ -6,6 +6,8 @@
 //!
 //! Every like comes from a fresh user, so each one changes its item's count
 //! and moves the item's stamp (a like that changes nothing stamps nothing).
+//! A last round runs the Kafka Streams peer instead of our projector at the
+//! same rate ([`super::peer_convergence`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -89,13 +91,73 @@ pub async fn convergence(cfg: &Config, report: &mut Report, rate: f64) -> anyhow
         tokio::time::timeout(Duration::from_secs(30), projector).await???;
         runs.push((window, run, watched));
     }
+    // The Kafka Streams peer on the same topic and ingest, at the same rate,
+    // once our projector stopped (so neither takes the other's cores).
+    let peer = crate::scenarios::peer_convergence::peer_round(
+        &env,
+        ingest.addr,
+        &load,
+        &mut keys,
+        rate,
+        cfg.step,
+        &mut produced,
+    )
+    .await;
     let read = floor.stop().await?;
     ingest.stop().await?;
-    for (window, run, watched) in runs {
-        rows(report, window, &run, &watched, &read)?;
-        report.runs(NAME, &format!("ours (202s, window {window} ms)"), &[run]);
+    for (window, run, watched) in &runs {
+        rows(report, *window, run, watched, &read)?;
+        report.runs(
+            NAME,
+            &format!("ours (202s, window {window} ms)"),
+            std::slice::from_ref(run),
+        );
+    }
+    let peer = match peer {
+        Ok(peer) => peer,
+        Err(e) => {
+            env.clean().await?;
+            return Err(e.context("the Kafka Streams peer's round"));
+        }
+    };
+    if let Some((_, _, watched)) = runs.iter().find(|(window, _, _)| *window == 1000) {
+        peer_rows(report, &watched.visible, &peer);
     }
     env.clean().await
+}
+
+/// Ours (window 1 s, the peer's commit interval) next to the peer's append
+/// to output, and the goal: our P99 no worse than the peer's.
+fn peer_rows(
+    report: &mut Report,
+    ours: &Histogram<u64>,
+    peer: &crate::scenarios::peer_convergence::PeerRound,
+) {
+    for (label, q) in [("P50", 0.5), ("P99", 0.99)] {
+        report.rows.push(Row::new(
+            NAME,
+            &format!(
+                "{label} ms to visible, window 1000 ms, vs the Kafka Streams peer at {:.0} likes/s",
+                peer.rate
+            ),
+            ms_at(ours, q),
+            ms_at(&peer.latency, q),
+            false,
+            "Kafka Streams peer: append → output record readable (commit and output every 1 s)",
+        ));
+    }
+    let met = ms_at(ours, 0.99) <= ms_at(&peer.latency, 0.99);
+    println!(
+        "[{NAME}] goal our convergence P99 <= the peer's: {}",
+        if met { "met" } else { "missed" }
+    );
+    report.notes.push(format!(
+        "4: goal our convergence P99 (202 → Redis, window 1 s) ≤ the Kafka Streams peer's (append → output, commit 1 s): {} ({:.0} ms vs {:.0} ms; {} peer output records, each its batch's oldest like)",
+        if met { "met" } else { "missed" },
+        ms_at(ours, 0.99),
+        ms_at(&peer.latency, 0.99),
+        peer.latency.len()
+    ));
 }
 
 /// Waits (60 s at most) until the projector's stored offsets cover `events`.

@@ -2,7 +2,8 @@
 //! `INSERT … SELECT FROM UNNEST … ON CONFLICT DO UPDATE` of the same net rows
 //! into the same (fresh) tables, arrays built in advance. Filling the topic is
 //! itself a raw rdkafka producer loop with the product's producer settings,
-//! its rate is reported as a side figure.
+//! its rate is reported as a side figure. The Kafka Streams peer then drains
+//! the same topic and cross-checks every count ([`super::peer_drain`]).
 
 use std::time::Duration;
 
@@ -59,7 +60,11 @@ pub async fn drain(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
         true,
         "raw UNNEST upserts of the same net rows",
     ));
+    let peer =
+        crate::scenarios::peer_drain::peer_drain(NAME, &env, events.len() as i64, ours, report)
+            .await;
     env.clean().await?;
+    peer?;
     sharded(&events, ours, report).await
 }
 

@@ -6,6 +6,8 @@ pub mod convergence;
 pub mod drain;
 pub mod events;
 pub mod naive;
+pub mod peer_convergence;
+pub mod peer_drain;
 
 use std::time::Duration;
 
