@@ -91,15 +91,21 @@ impl Ingest {
 
     /// `user` likes item (type 1, `item`); anything but 202 is an error.
     pub async fn like(&self, user: i64, item: i64) -> anyhow::Result<()> {
-        let status = reqwest::Client::new()
-            .post(self.url("/v1/likes"))
-            .json(&serde_json::json!({"user_id": user, "item_id": item, "item_type": 1}))
-            .send()
-            .await?
-            .status();
-        anyhow::ensure!(status == 202, "like of {item} by {user}: {status}");
-        Ok(())
+        like_at(self.addr, user, item).await
     }
+}
+
+/// `user` likes item (type 1, `item`) through the ingest at `addr`; anything
+/// but 202 is an error.
+pub async fn like_at(addr: SocketAddr, user: i64, item: i64) -> anyhow::Result<()> {
+    let status = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/likes"))
+        .json(&serde_json::json!({"user_id": user, "item_id": item, "item_type": 1}))
+        .send()
+        .await?
+        .status();
+    anyhow::ensure!(status == 202, "like of {item} by {user}: {status}");
+    Ok(())
 }
 
 /// A fresh database with the migrations applied, for tests of the store alone.
@@ -244,6 +250,18 @@ impl TestEnv {
             partitions,
             suffix,
         })
+    }
+
+    /// The project's producer on this test's topic, its schema registered.
+    pub async fn publisher(&self) -> anyhow::Result<likes_infra::kafka::Publisher> {
+        let publisher = likes_infra::kafka::Publisher::new(
+            &self.stack.kafka_bootstrap,
+            &self.stack.topic,
+            &self.stack.schema_registry_url,
+            Duration::from_secs(30),
+        )?;
+        publisher.codec().register().await?;
+        Ok(publisher)
     }
 
     /// Ingest settings pointing at this test's slice, on a free port.

@@ -104,14 +104,7 @@ impl IngestProcess {
 
     /// `user` likes item (type 1, `item`); anything but 202 is an error.
     pub async fn like(&self, user: i64, item: i64) -> anyhow::Result<()> {
-        let status = reqwest::Client::new()
-            .post(format!("http://{}/v1/likes", self.addr))
-            .json(&serde_json::json!({"user_id": user, "item_id": item, "item_type": 1}))
-            .send()
-            .await?
-            .status();
-        anyhow::ensure!(status == 202, "like of {item} by {user}: {status}");
-        Ok(())
+        crate::like_at(self.addr, user, item).await
     }
 
     /// Sends SIGTERM and returns the exit status.

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use futures::future::try_join_all;
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, Projection, UserId};
-use likes_infra::kafka::Publisher;
 use likes_infra::kafka::reader::TopicHandle;
 use tokio::process::{Child, Command};
 
@@ -25,13 +24,7 @@ const CHUNK: usize = 1000;
 /// then delivered again (same event id) many chunks later: counted twice only
 /// by a rebuild that forgets ids within the dedup horizon.
 pub async fn fill(env: &TestEnv, events: usize, items: i64, users: i64) -> anyhow::Result<()> {
-    let publisher = Publisher::new(
-        &env.stack.kafka_bootstrap,
-        &env.stack.topic,
-        &env.stack.schema_registry_url,
-        Duration::from_secs(30),
-    )?;
-    publisher.codec().register().await?;
+    let publisher = env.publisher().await?;
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     let mut next = move || {
         seed ^= seed << 13;

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use likes_domain::{DedupHorizon, LikeEvent, LoggedEvent, Position};
-use likes_infra::kafka::Publisher;
 use likes_infra::kafka::reader::{Span, TopicHandle};
 use likes_infra::postgres::offsets;
 use likes_infra::postgres::writer::{BatchRules, OffsetCommit, apply_batch};
@@ -17,13 +16,7 @@ use crate::TestEnv;
 
 /// Publishes `events` in this order (each awaited: the log keeps the order).
 pub async fn publish(env: &TestEnv, events: &[LikeEvent]) -> anyhow::Result<()> {
-    let publisher = Publisher::new(
-        &env.stack.kafka_bootstrap,
-        &env.stack.topic,
-        &env.stack.schema_registry_url,
-        Duration::from_secs(30),
-    )?;
-    publisher.codec().register().await?;
+    let publisher = env.publisher().await?;
     for event in events {
         publisher
             .publish(event)

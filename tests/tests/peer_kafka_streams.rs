@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, Projection, UserId};
-use likes_infra::kafka::Publisher;
 use likes_tests::peer::Peer;
 use likes_tests::{TestEnv, eventually};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -205,13 +204,7 @@ async fn the_kafka_streams_peer_counts_every_item_as_the_projector_and_the_refer
         "the workload leaves many items counted"
     );
 
-    let publisher = Publisher::new(
-        &env.stack.kafka_bootstrap,
-        &env.stack.topic,
-        &env.stack.schema_registry_url,
-        Duration::from_secs(30),
-    )?;
-    publisher.codec().register().await?;
+    let publisher = env.publisher().await?;
     let mut peer = Peer::start(&env).await?;
     let projector = env.start_projector();
 
