@@ -19,6 +19,12 @@ pub struct Row {
     /// "higher is better" or "lower is better".
     pub better: &'static str,
     pub baseline_name: String,
+    /// The goal this row is held to, in words (`None`: a figure, no goal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Whether the goal holds in this run (`None` when the row has no goal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub met: Option<bool>,
 }
 
 impl Row {
@@ -38,6 +44,8 @@ impl Row {
             ratio: if baseline > 0.0 { ours / baseline } else { 0.0 },
             better: if higher_is_better { "higher" } else { "lower" },
             baseline_name: baseline_name.into(),
+            target: None,
+            met: None,
         };
         println!(
             "[{}] {}: ours {:.2}, baseline {:.2} ({}), ratio {:.3} ({} is better)",
@@ -50,6 +58,36 @@ impl Row {
             row.better
         );
         row
+    }
+
+    /// Holds the row to a goal: the ratio (ours ÷ baseline) at least
+    /// `ratio` when higher is better, at most when lower is better.
+    pub fn goal_ratio(self, ratio: f64) -> Self {
+        let met = if self.better == "higher" {
+            self.ratio >= ratio
+        } else {
+            self.ratio <= ratio && self.baseline > 0.0
+        };
+        let sign = if self.better == "higher" {
+            "≥"
+        } else {
+            "≤"
+        };
+        self.goal(format!("ours ÷ baseline {sign} {ratio}"), met)
+    }
+
+    /// Holds the row to a goal stated in words, met or not.
+    pub fn goal(mut self, target: String, met: bool) -> Self {
+        println!(
+            "[{}] goal {}: {} ({})",
+            self.scenario,
+            self.metric,
+            if met { "met" } else { "missed" },
+            target
+        );
+        self.target = Some(target);
+        self.met = Some(met);
+        self
     }
 }
 
@@ -112,11 +150,23 @@ impl Report {
                 .unwrap_or_default(),
             self.command
         );
-        s.push_str("| scenario | metric | ours | baseline | ratio | better | baseline is |\n|---|---|---:|---:|---:|---|---|\n");
+        s.push_str("| scenario | metric | ours | baseline | ratio | better | baseline is | goal | met |\n|---|---|---:|---:|---:|---|---|---|---|\n");
         for r in &self.rows {
             s.push_str(&format!(
-                "| {} | {} | {:.2} | {:.2} | {:.3} | {} | {} |\n",
-                r.scenario, r.metric, r.ours, r.baseline, r.ratio, r.better, r.baseline_name
+                "| {} | {} | {:.2} | {:.2} | {:.3} | {} | {} | {} | {} |\n",
+                r.scenario,
+                r.metric,
+                r.ours,
+                r.baseline,
+                r.ratio,
+                r.better,
+                r.baseline_name,
+                r.target.as_deref().unwrap_or(""),
+                match r.met {
+                    Some(true) => "met",
+                    Some(false) => "**missed**",
+                    None => "",
+                }
             ));
         }
         s.push_str("\n## Fixed-rate runs\n\n| scenario | side | target/s | achieved/s | ok | errors | P50 ms | P99 ms | P99.9 ms | max ms | service CPU µs/req | Kafka CPU µs/req | stack CPU µs/req | machine busy % | steal % |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");

@@ -134,7 +134,7 @@ fn peer_rows(
     peer: &crate::scenarios::peer_convergence::PeerRound,
 ) {
     for (label, q) in [("P50", 0.5), ("P99", 0.99)] {
-        report.rows.push(Row::new(
+        let row = Row::new(
             NAME,
             &format!(
                 "{label} ms to visible, window 1000 ms, vs the Kafka Streams peer at {:.0} likes/s",
@@ -144,18 +144,14 @@ fn peer_rows(
             ms_at(&peer.latency, q),
             false,
             "Kafka Streams peer: append → output record readable (commit and output every 1 s)",
-        ));
+        );
+        // The goal is on the P99; the P50 is shown beside it.
+        report
+            .rows
+            .push(if q == 0.99 { row.goal_ratio(1.0) } else { row });
     }
-    let met = ms_at(ours, 0.99) <= ms_at(&peer.latency, 0.99);
-    println!(
-        "[{NAME}] goal our convergence P99 <= the peer's: {}",
-        if met { "met" } else { "missed" }
-    );
     report.notes.push(format!(
-        "4: goal our convergence P99 (202 → Redis, window 1 s) ≤ the Kafka Streams peer's (append → output, commit 1 s): {} ({:.0} ms vs {:.0} ms; {} peer output records, each its batch's oldest like)",
-        if met { "met" } else { "missed" },
-        ms_at(ours, 0.99),
-        ms_at(&peer.latency, 0.99),
+        "4: ours is 202 → Redis with a 1 s window; the Kafka Streams peer's is append → output with a 1 s commit ({} peer output records, each its batch's oldest like)",
         peer.latency.len()
     ));
 }

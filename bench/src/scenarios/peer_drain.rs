@@ -22,6 +22,11 @@ use crate::report::{Oracle, Report, Row};
 /// interval and a commit interval, a second each, with room).
 const OUTPUT_SETTLES: Duration = Duration::from_secs(20);
 
+/// The peer fails when its committed input stops moving this long: a slow
+/// peer is a figure to report, a stuck one is a failure. (A fixed bound on
+/// the whole drain cut a 5M-event run short at 4.6M.)
+const STALLED: Duration = Duration::from_secs(120);
+
 /// Runs the peer over `env`'s topic (`total` events, already drained by our
 /// projector at `ours` events/s from its first commit) and checks its counts.
 pub async fn peer_drain(
@@ -55,8 +60,8 @@ async fn drain_and_check(
     before: cpu::CpuUse,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let deadline = started + Duration::from_secs(600);
     let mut first: Option<(Instant, i64)> = None;
+    let mut moved = (started, 0);
     loop {
         let (read, _) = peer.progress()?;
         if read > 0 && first.is_none() {
@@ -65,11 +70,17 @@ async fn drain_and_check(
         if read >= total {
             break;
         }
+        if read > moved.1 {
+            moved = (Instant::now(), read);
+        }
         anyhow::ensure!(
-            Instant::now() < deadline,
-            "the peer drained {read} of {total} in 600 s"
+            moved.0.elapsed() < STALLED,
+            "the peer drained {read} of {total} and then nothing for {STALLED:?}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Each look is a consumer and a ListOffsets per partition on the
+        // broker the peer is using: twice a second keeps that off its CPU
+        // and the end within half a second (under 0.2 % of a full drain).
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let end = Instant::now();
     let used = cpu::snapshot().since(&before);
@@ -85,23 +96,16 @@ async fn drain_and_check(
         per(jvm_s, events),
         per(used.kafka_s, events),
     ));
-    report.rows.push(Row::new(
-        scenario,
-        "events/s vs the Kafka Streams peer (from first commit)",
-        ours,
-        steady,
-        true,
-        "Kafka Streams peer on the same events (writes Kafka only; ours PostgreSQL + Redis)",
-    ));
-    let met = ours >= steady;
-    report.notes.push(format!(
-        "3: goal our drain ≥ 1.0 × the peer's events/s: {} ({:.3})",
-        if met { "met" } else { "missed" },
-        if steady > 0.0 { ours / steady } else { 0.0 }
-    ));
-    println!(
-        "[{scenario}] goal our drain >= 1.0 x the peer: {}",
-        if met { "met" } else { "missed" }
+    report.rows.push(
+        Row::new(
+            scenario,
+            "events/s vs the Kafka Streams peer (from first commit)",
+            ours,
+            steady,
+            true,
+            "Kafka Streams peer on the same events (writes Kafka only; ours PostgreSQL + Redis)",
+        )
+        .goal_ratio(1.0),
     );
     check(env, peer, report).await
 }
