@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 pub mod api;
 pub mod archive;
 pub mod archiver_process;
+pub mod cleanup;
 pub mod cli;
 pub mod cluster;
 pub mod commit_gaps;
@@ -55,6 +56,9 @@ pub struct TestEnv {
     pub redis: likes_infra::redis::Connection,
     pub partitions: i32,
     pub suffix: String,
+    /// Its databases, topics, keys and archive, removed when the last
+    /// `TestEnv` of the slice goes (see [`rewire::rewired`]).
+    pub(crate) leftovers: std::sync::Arc<cleanup::Leftovers>,
 }
 
 /// A running in-process service and the means to stop it.
@@ -112,15 +116,22 @@ pub async fn like_at(addr: SocketAddr, user: i64, item: i64) -> anyhow::Result<(
 pub struct TestDb {
     pub pool: PgPool,
     pub url: String,
+    /// Drops the database when the test ends.
+    _leftovers: cleanup::Leftovers,
 }
 
 impl TestDb {
     pub async fn new() -> anyhow::Result<Self> {
         likes_infra::telemetry::init("warn");
         let url = fresh_database().await?;
+        let leftovers = cleanup::Leftovers::databases(vec![url.clone()]);
         let pool = postgres::connect_lazy(&url, 5)?;
         postgres::migrate(&pool).await?;
-        Ok(Self { pool, url })
+        Ok(Self {
+            pool,
+            url,
+            _leftovers: leftovers,
+        })
     }
 
     /// The count of item (type 1, `item_id`) in `counters`, 0 when absent.
@@ -147,6 +158,24 @@ fn stack_databases() -> Vec<String> {
     } else {
         listed
     }
+}
+
+/// The stack's own database on its first server (where test databases are
+/// created from).
+pub fn stack_database_url() -> String {
+    stack_databases()[0].clone()
+}
+
+/// The stack's database on the server `url` points at (the first server's
+/// when none matches): where a test database is dropped from.
+pub(crate) fn stack_database_on_server_of(url: &str) -> String {
+    let server = |u: &str| u.rsplit_once('/').map(|(s, _)| s.to_string());
+    let databases = stack_databases();
+    databases
+        .iter()
+        .find(|d| server(d) == server(url))
+        .unwrap_or(&databases[0])
+        .clone()
 }
 
 /// Creates an empty database named after a fresh id on the stack's first
@@ -202,6 +231,8 @@ impl TestEnv {
         likes_infra::telemetry::init("warn,likes_projector=info");
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let database_urls = fresh_shards(shards).await?;
+        // From here on, whatever happens, the databases go with the test.
+        let mut leftovers = cleanup::Leftovers::databases(database_urls.clone());
         let stack = StackSettings {
             kafka_bootstrap: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
             topic: format!("like-events-test-{suffix}"),
@@ -223,6 +254,7 @@ impl TestEnv {
                 .display()
                 .to_string(),
         };
+        leftovers = leftovers.with_slice(stack.clone(), suffix.clone());
         // Replicated as `setup` would on this stack: 1 on the single node, 3
         // (min.insync.replicas 2) on the cluster.
         let replication = kafka::default_replication(&stack.kafka_bootstrap).await?;
@@ -249,6 +281,7 @@ impl TestEnv {
             redis,
             partitions,
             suffix,
+            leftovers: std::sync::Arc::new(leftovers),
         })
     }
 

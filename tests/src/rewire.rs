@@ -18,5 +18,6 @@ pub fn rewired(env: &TestEnv, change: impl FnOnce(&mut StackSettings)) -> TestEn
         redis: env.redis.clone(),
         partitions: env.partitions,
         suffix: env.suffix.clone(),
+        leftovers: env.leftovers.clone(),
     }
 }
