@@ -1,11 +1,18 @@
 //! The baseline servers: the best a bare warp handler can do on this machine
-//! (POST answering 204 after parsing the same body, GET answering a count), and
-//! the naive design a user would write instead (one synchronous PostgreSQL
+//! (POST answering 204 after parsing the same body, GET answering a count),
+//! the least any durable like API must do (parse, produce the same Avro
+//! record with the same producer, answer once the broker acked), and the
+//! naive design a user would write instead (one synchronous PostgreSQL
 //! transaction per like: the user_likes row, then `count = count + 1`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use likes_domain::{Action, EventId, ItemKey, LikeEvent, UserId};
+use likes_infra::kafka::Publisher;
 use likes_infra::postgres::PgPool;
+use likes_infra::settings::StackSettings;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -51,6 +58,50 @@ pub async fn bare_post() -> anyhow::Result<Service> {
         .map(|like: Like| {
             std::hint::black_box(like);
             StatusCode::NO_CONTENT
+        });
+    serve(route).await
+}
+
+/// `POST /v1/likes`, the minimal durable write: parses the same body, builds
+/// the same event (a UUIDv7 id, the time) and produces it through the
+/// product's own publisher (same codec, same producer settings, `acks=all`)
+/// to `stack`'s topic, answering 202 once the broker acked (400 on a bad id,
+/// 503 when the produce fails). No validation beyond the ids, no protection,
+/// no read-your-writes token, no optimistic count: the gap between it and the
+/// ingest is what the ingest adds.
+pub async fn durable_post(stack: &StackSettings, timeout: Duration) -> anyhow::Result<Service> {
+    let publisher = Publisher::new(
+        &stack.kafka_bootstrap,
+        &stack.topic,
+        &stack.schema_registry_url,
+        timeout,
+    )?;
+    publisher.codec().register().await?;
+    let publisher = Arc::new(publisher);
+    let route = warp::post()
+        .and(warp::path!("v1" / "likes"))
+        .and(warp::body::json())
+        .then(move |like: Like| {
+            let publisher = publisher.clone();
+            async move {
+                let (Ok(user_id), Ok(item)) = (
+                    UserId::parse(like.user_id),
+                    ItemKey::parse(like.item_type.into(), like.item_id),
+                ) else {
+                    return StatusCode::BAD_REQUEST;
+                };
+                let event = LikeEvent {
+                    event_id: EventId::generate(),
+                    user_id,
+                    item,
+                    action: Action::Like,
+                    timestamp: chrono::Utc::now(),
+                };
+                match publisher.publish(&event).await {
+                    Ok(_) => StatusCode::ACCEPTED,
+                    Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+                }
+            }
         });
     serve(route).await
 }

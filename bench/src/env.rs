@@ -13,6 +13,10 @@ use likes_infra::settings::StackSettings;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// How long the ingest (and the minimal durable write baseline) waits for a
+/// broker's ack before answering 503.
+pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// One scenario's slice of the stack.
 pub struct BenchEnv {
     pub stack: StackSettings,
@@ -218,7 +222,7 @@ impl BenchEnv {
         let settings = likes_ingest::Settings {
             stack: self.stack.clone(),
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            produce_timeout: Duration::from_secs(5),
+            produce_timeout: PRODUCE_TIMEOUT,
             max_body_bytes: 64 * 1024,
         };
         let app = likes_ingest::Application::build(

@@ -123,6 +123,13 @@ pub struct Oracle {
 }
 
 impl Report {
+    /// Holds the row at `at` to a goal (see [`Row::goal`]).
+    pub fn hold(&mut self, at: usize, goal: impl FnOnce(Row) -> Row) {
+        if let Some(row) = self.rows.get(at).cloned() {
+            self.rows[at] = goal(row);
+        }
+    }
+
     pub fn runs(&mut self, scenario: &str, side: &str, summaries: &[Summary]) {
         for s in summaries {
             self.runs.push((scenario.into(), side.into(), s.clone()));

@@ -17,28 +17,56 @@ pub const READ_P99_MS: f64 = 2.0;
 /// Items per bulk count request.
 const BULK_ITEMS: usize = 100;
 
+/// What the seed and issue 18 hold a single like to.
+mod goals {
+    /// P50 at every fixed rate up to [`UP_TO_PEAK`] of our peak.
+    pub const P50_MS: f64 = 3.0;
+    /// P99 at the same rates (the seed's bound).
+    pub const P99_MS: f64 = 20.0;
+    pub const UP_TO_PEAK: f64 = 0.7;
+    /// Service CPU per like at the highest fixed rate, ÷ the bare POST's.
+    pub const CPU_VS_BARE: f64 = 1.5;
+    /// The same ÷ the minimal durable write's.
+    pub const CPU_VS_DURABLE: f64 = 1.15;
+    /// Our peak ÷ the minimal durable write's.
+    pub const PEAK_VS_DURABLE: f64 = 0.85;
+    /// Cached reads: service CPU per read ÷ the bare GET's, and peak ÷ its peak.
+    pub const READ_CPU_VS_BARE: f64 = 1.3;
+    pub const READ_PEAK_VS_BARE: f64 = 0.8;
+}
+
+const BARE_POST: &str = "bare warp POST 204";
+const DURABLE: &str = "minimal durable write (same Avro record and producer, 202 after the ack)";
+
 /// Runs scenario 1; answers our rate search (for scenario 6).
 pub async fn single_like(cfg: &Config, report: &mut Report) -> anyhow::Result<Search> {
     const NAME: &str = "1 single-like";
     let env = BenchEnv::new(8).await?;
     let ingest = env.start_ingest().await?;
     let bare = baselines::bare_post().await?;
+    let durable = baselines::durable_post(&env.stack, crate::env::PRODUCE_TIMEOUT).await?;
     let load = Http {
         connections: cfg.connections,
     };
     let mut keys = Keys::new(cfg.items, cfg.zipf_exponent, cfg.users, 1)?;
-    let (ours_at, bare_at) = (ingest.addr, bare.addr);
-    // Warm both: connections, schema, producer metadata.
-    load.post_likes(ours_at, &mut keys, 500.0, cfg.step / 4)
-        .await?;
-    load.post_likes(bare_at, &mut keys, 500.0, cfg.step / 4)
-        .await?;
+    let (ours_at, bare_at, durable_at) = (ingest.addr, bare.addr, durable.addr);
+    // Warm all three: connections, schema, producer metadata.
+    for at in [ours_at, bare_at, durable_at] {
+        load.post_likes(at, &mut keys, 500.0, cfg.step / 4).await?;
+    }
+    let mut fixed = Vec::new();
     for &rate in &cfg.fixed_rates {
         let ours = load.post_likes(ours_at, &mut keys, rate, cfg.step).await?;
         let base = load.post_likes(bare_at, &mut keys, rate, cfg.step).await?;
-        latency_rows(report, NAME, rate, &ours, &base, "bare warp POST 204");
+        let least = load
+            .post_likes(durable_at, &mut keys, rate, cfg.step)
+            .await?;
+        let vs_bare = latency_rows(report, NAME, rate, &ours, &base, BARE_POST);
+        let vs_durable = latency_rows(report, NAME, rate, &ours, &least, DURABLE);
+        fixed.push((rate, vs_bare, vs_durable));
         report.runs(NAME, "ours", &[ours]);
         report.runs(NAME, "bare warp POST", &[base]);
+        report.runs(NAME, "minimal durable write", &[least]);
     }
     let ours = max_sustainable(cfg.plan(WRITE_P99_MS), async |rate| {
         load.post_likes(ours_at, &mut keys, rate, cfg.step).await
@@ -48,16 +76,34 @@ pub async fn single_like(cfg: &Config, report: &mut Report) -> anyhow::Result<Se
         load.post_likes(bare_at, &mut keys, rate, cfg.step).await
     })
     .await?;
-    search_rows(
-        report,
-        NAME,
-        "likes/s",
-        "20 ms",
-        &ours,
-        &base,
-        "bare warp POST 204",
-    );
+    let least = max_sustainable(cfg.plan(WRITE_P99_MS), async |rate| {
+        load.post_likes(durable_at, &mut keys, rate, cfg.step).await
+    })
+    .await?;
+    search_rows(report, NAME, "likes/s", "20 ms", &ours, &base, BARE_POST);
+    let peak = search_rows(report, NAME, "likes/s", "20 ms", &ours, &least, DURABLE);
+    report.hold(peak, |r| r.goal_ratio(goals::PEAK_VS_DURABLE));
+    // Latency goals at every fixed rate up to 70 % of our peak (on the rows
+    // beside the minimal durable write); CPU goals at the highest fixed rate.
+    for (rate, _, vs_durable) in &fixed {
+        if *rate > goals::UP_TO_PEAK * ours.peak {
+            continue;
+        }
+        report.hold(vs_durable.p50, |r| {
+            let met = r.ours <= goals::P50_MS;
+            r.goal(format!("≤ {} ms", goals::P50_MS), met)
+        });
+        report.hold(vs_durable.p99, |r| {
+            let met = r.ours < goals::P99_MS;
+            r.goal(format!("< {} ms", goals::P99_MS), met)
+        });
+    }
+    if let Some((_, vs_bare, vs_durable)) = fixed.last() {
+        report.hold(vs_bare.cpu, |r| r.goal_ratio(goals::CPU_VS_BARE));
+        report.hold(vs_durable.cpu, |r| r.goal_ratio(goals::CPU_VS_DURABLE));
+    }
     stop(ingest, bare).await?;
+    durable.stop().await?;
     env.clean().await?;
     Ok(ours)
 }
@@ -74,12 +120,16 @@ pub async fn cached_read(cfg: &Config, report: &mut Report) -> anyhow::Result<()
     };
     let mut keys = Keys::new(cfg.items.min(20_000), cfg.zipf_exponent, cfg.users, 5)?;
     let (ours_at, bare_at) = (ingest.addr, bare.addr);
+    let mut cpu_row = None;
     for &rate in &cfg.fixed_rates {
         let ours = load.get_counts(ours_at, &mut keys, rate, cfg.step).await?;
         let base = load.get_counts(bare_at, &mut keys, rate, cfg.step).await?;
-        latency_rows(report, NAME, rate, &ours, &base, "bare warp GET");
+        cpu_row = Some(latency_rows(report, NAME, rate, &ours, &base, "bare warp GET").cpu);
         report.runs(NAME, "ours", &[ours]);
         report.runs(NAME, "bare warp GET", &[base]);
+    }
+    if let Some(row) = cpu_row {
+        report.hold(row, |r| r.goal_ratio(goals::READ_CPU_VS_BARE));
     }
     let ours = max_sustainable(cfg.plan(READ_P99_MS), async |rate| {
         load.get_counts(ours_at, &mut keys, rate, cfg.step).await
@@ -89,7 +139,7 @@ pub async fn cached_read(cfg: &Config, report: &mut Report) -> anyhow::Result<()
         load.get_counts(bare_at, &mut keys, rate, cfg.step).await
     })
     .await?;
-    search_rows(
+    let peak = search_rows(
         report,
         NAME,
         "reads/s",
@@ -98,6 +148,7 @@ pub async fn cached_read(cfg: &Config, report: &mut Report) -> anyhow::Result<()
         &base,
         "bare warp GET",
     );
+    report.hold(peak, |r| r.goal_ratio(goals::READ_PEAK_VS_BARE));
     // Bulk reads: BULK_ITEMS counts per request, at a tenth of the first rate.
     let rate = cfg.fixed_rates[0] / 10.0;
     let side = |s| format!("{s} (bulk, {BULK_ITEMS} items)");
@@ -134,6 +185,13 @@ async fn warm_cache(client: &reqwest::Client, ingest: &Service, items: u64) -> a
     Ok(())
 }
 
+/// Where a fixed-rate run's rows went, to hold them to goals afterwards.
+struct LatencyRows {
+    p50: usize,
+    p99: usize,
+    cpu: usize,
+}
+
 fn latency_rows(
     report: &mut Report,
     name: &str,
@@ -141,7 +199,8 @@ fn latency_rows(
     ours: &crate::load::Summary,
     base: &crate::load::Summary,
     baseline: &str,
-) {
+) -> LatencyRows {
+    let first = report.rows.len();
     for (label, o, b) in [
         ("P50", ours.p50_ms, base.p50_ms),
         ("P99", ours.p99_ms, base.p99_ms),
@@ -154,6 +213,7 @@ fn latency_rows(
     }
     let metric = format!("service CPU µs per request at {rate:.0}/s");
     let (o, b) = (ours.service_us_per_request(), base.service_us_per_request());
+    let cpu = report.rows.len();
     report
         .rows
         .push(Row::new(name, &metric, o, b, false, baseline));
@@ -180,10 +240,15 @@ fn latency_rows(
     report
         .rows
         .push(Row::new(name, &metric, o, b, false, baseline));
+    LatencyRows {
+        p50: first,
+        p99: first + 1,
+        cpu,
+    }
 }
 
 /// The two rows of a rate search (sustainable under the P99 bound, and peak)
-/// and its runs.
+/// and its runs; answers where the peak row went.
 pub fn search_rows(
     report: &mut Report,
     name: &str,
@@ -192,7 +257,7 @@ pub fn search_rows(
     ours: &Search,
     base: &Search,
     baseline: &str,
-) {
+) -> usize {
     let sustainable = format!("max sustainable {unit} (P99 < {bound})");
     let row = Row::new(
         name,
@@ -204,11 +269,20 @@ pub fn search_rows(
     );
     report.rows.push(row);
     let peak = format!("peak {unit} (saturation)");
+    let at = report.rows.len();
     report
         .rows
         .push(Row::new(name, &peak, ours.peak, base.peak, true, baseline));
-    report.runs(name, "ours (search)", &ours.runs);
+    // Ours is searched once and may stand beside two baselines.
+    if !report
+        .runs
+        .iter()
+        .any(|(scenario, side, _)| scenario == name && side == "ours (search)")
+    {
+        report.runs(name, "ours (search)", &ours.runs);
+    }
     report.runs(name, &format!("{baseline} (search)"), &base.runs);
+    at
 }
 
 async fn stop(ingest: Service, bare: Service) -> anyhow::Result<()> {
