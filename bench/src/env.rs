@@ -13,6 +13,13 @@ use likes_infra::settings::StackSettings;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// The bench's scratch folder (under the system's temporary directory): the
+/// runs' archive directories and the Kafka Streams peer's state, each named
+/// after its run and removed by it.
+pub fn scratch() -> std::path::PathBuf {
+    std::env::temp_dir().join("likes-bench")
+}
+
 /// How long the ingest (and the minimal durable write baseline) waits for a
 /// broker's ack before answering 503.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -164,7 +171,10 @@ impl BenchEnv {
         admin
             .delete_topics(&topics, &rdkafka::admin::AdminOptions::new())
             .await?;
-        Ok(())
+        match std::fs::remove_dir_all(&self.stack.archive_url) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 
     /// A fresh topic with `partitions`, its DLQ, a migrated database and a prefix.
@@ -188,8 +198,8 @@ impl BenchEnv {
             redis_url: redis_url(),
             redis_cluster_nodes: redis_cluster_nodes()?,
             redis_key_prefix: format!("bench:{suffix}:"),
-            archive_url: std::env::temp_dir()
-                .join(format!("likes-bench-archive-{suffix}"))
+            archive_url: scratch()
+                .join(format!("archive-{suffix}"))
                 .display()
                 .to_string(),
         };

@@ -100,10 +100,20 @@ impl Peer {
     /// Starts the peer on `stack`'s topic, named after `suffix` (its
     /// application id, state directory and log), and waits until it runs.
     pub async fn start_on(stack: &StackSettings, suffix: &str) -> anyhow::Result<Self> {
+        Self::start_in(stack, suffix, &std::env::temp_dir()).await
+    }
+
+    /// As [`Peer::start_on`], its state directory and log under `scratch`.
+    pub async fn start_in(
+        stack: &StackSettings,
+        suffix: &str,
+        scratch: &std::path::Path,
+    ) -> anyhow::Result<Self> {
         let jar = jar().await?;
         let application_id = format!("likes-peer-{suffix}");
-        let state_dir = std::env::temp_dir().join(format!("likes-peer-state-{suffix}"));
-        let log = std::env::temp_dir().join(format!("likes-peer-{suffix}.log"));
+        std::fs::create_dir_all(scratch)?;
+        let state_dir = scratch.join(format!("likes-peer-state-{suffix}"));
+        let log = scratch.join(format!("likes-peer-{suffix}.log"));
         let out = std::fs::File::create(&log)?;
         let child = Command::new("java")
             .args(["-Xmx256m", "-XX:+UseSerialGC", "-jar"])

@@ -51,7 +51,7 @@ pub async fn peer_round(
     produced: &mut u64,
 ) -> anyhow::Result<PeerRound> {
     likes_tests::peer::jar().await?;
-    let mut peer = Peer::start_on(&env.stack, &env.suffix).await?;
+    let mut peer = Peer::start_in(&env.stack, &env.suffix, &crate::env::scratch()).await?;
     let outcome = measure(env, &peer, ingest, load, keys, rate, step, produced).await;
     let stopped = peer.stop().await;
     peer.clean_up().await?;

@@ -40,7 +40,7 @@ pub async fn peer_drain(
     likes_tests::peer::jar().await?;
     let before = cpu::snapshot();
     let started = Instant::now();
-    let mut peer = Peer::start_on(&env.stack, &env.suffix).await?;
+    let mut peer = Peer::start_in(&env.stack, &env.suffix, &crate::env::scratch()).await?;
     let outcome = drain_and_check(scenario, env, &peer, total, ours, started, before, report).await;
     let stopped = peer.stop().await;
     peer.clean_up().await?;
