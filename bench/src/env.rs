@@ -163,18 +163,9 @@ impl BenchEnv {
         for url in &self.stack.database_urls {
             drop_database(url).await?;
         }
-        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-            rdkafka::ClientConfig::new()
-                .set("bootstrap.servers", &self.stack.kafka_bootstrap)
-                .create()?;
-        let topics = [self.stack.topic.as_str(), &self.stack.dlq_topic()];
-        admin
-            .delete_topics(&topics, &rdkafka::admin::AdminOptions::new())
-            .await?;
-        match std::fs::remove_dir_all(&self.stack.archive_url) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
-        }
+        let topics = [self.stack.topic.clone(), self.stack.dlq_topic()];
+        likes_tests::cleanup::delete_topics(&self.stack.kafka_bootstrap, &topics).await?;
+        likes_tests::cleanup::remove_dir(&self.stack.archive_url)
     }
 
     /// A fresh topic with `partitions`, its DLQ, a migrated database and a prefix.

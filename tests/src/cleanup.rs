@@ -15,6 +15,7 @@ use anyhow::Context;
 use likes_infra::settings::StackSettings;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 /// Removes what its slice of the stack holds when the last holder drops it.
 /// `TestEnv`s made by [`crate::rewire::rewired`] share one.
@@ -82,7 +83,7 @@ pub async fn remove(
         // Everything below is found by the suffix: an empty one would match
         // every topic and key of the stack.
         anyhow::ensure!(suffix.len() >= 8, "a test suffix is 12 hex digits");
-        if let Err(e) = delete_topics(&stack.kafka_bootstrap, suffix).await {
+        if let Err(e) = delete_topics_named_after(&stack.kafka_bootstrap, suffix).await {
             failures.push(format!("{e:#}"));
         }
         if stack.redis_key_prefix.contains(suffix.as_str())
@@ -91,10 +92,9 @@ pub async fn remove(
             failures.push(format!("{e:#}"));
         }
         if stack.archive_url.contains(suffix.as_str())
-            && let Err(e) = std::fs::remove_dir_all(&stack.archive_url)
-            && e.kind() != std::io::ErrorKind::NotFound
+            && let Err(e) = remove_dir(&stack.archive_url)
         {
-            failures.push(format!("remove {}: {e}", stack.archive_url));
+            failures.push(format!("{e:#}"));
         }
     }
     anyhow::ensure!(failures.is_empty(), "{}", failures.join("; "));
@@ -130,27 +130,47 @@ async fn drop_database(url: &str) -> anyhow::Result<()> {
 }
 
 /// Deletes every topic whose name holds `suffix`.
-async fn delete_topics(bootstrap: &str, suffix: &str) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
+async fn delete_topics_named_after(bootstrap: &str, suffix: &str) -> anyhow::Result<()> {
+    let topics = topics_where(bootstrap, |name| name.contains(suffix))?;
+    delete_topics(bootstrap, &topics).await
+}
+
+/// The broker's topics whose names `keep` accepts.
+pub fn topics_where(bootstrap: &str, keep: impl Fn(&str) -> bool) -> anyhow::Result<Vec<String>> {
+    let consumer: BaseConsumer =
         likes_infra::kafka::consumer_config(bootstrap, "test-clean-up").create()?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(10))?;
-    let topics: Vec<String> = metadata
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+    Ok(metadata
         .topics()
         .iter()
         .map(|t| t.name().to_string())
-        .filter(|name| name.contains(suffix))
-        .collect();
+        .filter(|name| keep(name))
+        .collect())
+}
+
+/// Deletes `topics` (none: nothing to ask the broker).
+pub async fn delete_topics(bootstrap: &str, topics: &[String]) -> anyhow::Result<()> {
     if topics.is_empty() {
         return Ok(());
     }
+    let admin: AdminClient<DefaultClientContext> =
+        likes_infra::kafka::consumer_config(bootstrap, "test-clean-up").create()?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.delete_topics(&names, &options).await? {
         result.map_err(|(topic, e)| anyhow::anyhow!("delete topic {topic}: {e}"))?;
     }
     Ok(())
+}
+
+/// Removes `dir` and everything in it; one that is not there is fine.
+pub fn remove_dir(dir: impl AsRef<std::path::Path>) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir.as_ref()) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(anyhow::anyhow!("remove {}: {e}", dir.as_ref().display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn delete_keys(stack: &StackSettings) -> anyhow::Result<()> {

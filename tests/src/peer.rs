@@ -5,7 +5,7 @@
 //! (state directory, output and internal topics, consumer group).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
@@ -19,6 +19,7 @@ use tokio::process::{Child, Command};
 use likes_infra::settings::StackSettings;
 
 use crate::TestEnv;
+use crate::cleanup::{delete_topics, remove_dir, topics_where};
 use crate::process::repo_root;
 
 /// The peer's Maven project.
@@ -304,23 +305,14 @@ impl Peer {
     pub async fn clean_up(mut self) -> anyhow::Result<()> {
         let _ = self.child.kill().await;
         remove_dir(&self.state_dir)?;
+        let internal_prefix = format!("{}-", self.application_id);
+        let topics = topics_where(&self.bootstrap, |name| {
+            name.starts_with(&internal_prefix) || name == self.output_topic
+        })?;
+        delete_topics(&self.bootstrap, &topics).await?;
         let admin: AdminClient<DefaultClientContext> =
             likes_infra::kafka::consumer_config(&self.bootstrap, &self.application_id).create()?;
-        let metadata = admin
-            .inner()
-            .fetch_metadata(None, Duration::from_secs(10))?;
-        let internal_prefix = format!("{}-", self.application_id);
-        let topics: Vec<String> = metadata
-            .topics()
-            .iter()
-            .map(|t| t.name().to_string())
-            .filter(|name| name.starts_with(&internal_prefix) || *name == self.output_topic)
-            .collect();
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        for result in admin.delete_topics(&names, &options).await? {
-            result.map_err(|(topic, e)| anyhow::anyhow!("delete topic {topic}: {e}"))?;
-        }
         // Best effort: a peer that did not leave its group (killed, or closed
         // while the broker still counts it a member) holds it until its session
         // times out; the group then expires with its offsets like any test's.
@@ -337,12 +329,5 @@ impl Peer {
         }
         let _ = std::fs::remove_file(&self.log);
         Ok(())
-    }
-}
-
-fn remove_dir(dir: &Path) -> anyhow::Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-        _ => Ok(()),
     }
 }

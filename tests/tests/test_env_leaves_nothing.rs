@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use likes_tests::{TestDb, TestEnv, eventually};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 
 /// The names of the databases that exist on the stack's first server.
 async fn databases(admin: &sqlx::PgPool) -> anyhow::Result<Vec<String>> {
@@ -21,15 +20,7 @@ fn database_name(url: &str) -> String {
 
 /// The broker's topics whose name holds `suffix`.
 fn topics_named_after(bootstrap: &str, suffix: &str) -> anyhow::Result<Vec<String>> {
-    let consumer: BaseConsumer =
-        likes_infra::kafka::consumer_config(bootstrap, "leftovers").create()?;
-    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
-    Ok(metadata
-        .topics()
-        .iter()
-        .map(|t| t.name().to_string())
-        .filter(|name| name.contains(suffix))
-        .collect())
+    likes_tests::cleanup::topics_where(bootstrap, |name| name.contains(suffix))
 }
 
 async fn keys_with_prefix(
