@@ -262,17 +262,23 @@ impl Writer {
             changes = tracing::field::Empty,
             elapsed_ms = tracing::field::Empty,
         );
+        // Instrumented, never entered with a guard: a guard held across an
+        // await leaves the span on the worker thread's stack for whatever
+        // task runs there next (wrong parents, and tracing-subscriber's
+        // "tried to clone a span that already closed" panic).
+        self.write(batch, &span).instrument(span.clone()).await
+    }
+
+    /// [`Self::commit`] inside the batch's span.
+    async fn write(&mut self, batch: Batch, span: &tracing::Span) {
         let started = batch.started;
         let generation = batch.generation;
         let events = batch.events();
         let oldest = batch.oldest_record_times();
         let parts = batch.split(self.writers);
         let writing = std::time::Instant::now();
-        let results = join_all(parts.iter().map(|part| self.apply_part(part)))
-            .instrument(span.clone())
-            .await;
+        let results = join_all(parts.iter().map(|part| self.apply_part(part))).await;
         let write_seconds = writing.elapsed().as_secs_f64();
-        let _enter = span.enter();
         // Parts commit on their own: whatever committed is projected to Redis
         // even when another part failed.
         let mut applied = Applied::default();
@@ -300,9 +306,7 @@ impl Writer {
                 vec![(part, Some(Err(e)))]
             } else {
                 let singles = part.per_partition();
-                let results = join_all(singles.iter().map(|single| self.apply_part(single)))
-                    .instrument(span.clone())
-                    .await;
+                let results = join_all(singles.iter().map(|single| self.apply_part(single))).await;
                 singles.into_iter().zip(results).collect()
             };
             for (single, result) in singles {
