@@ -149,7 +149,10 @@ async fn a_redis_rebuild_restores_every_likers_set_the_projector_built() -> anyh
 async fn likers_rebuilt_while_likes_and_unlikes_keep_coming_end_as_postgres_says()
 -> anyhow::Result<()> {
     const USERS: i64 = 12;
-    const OPS: usize = 240;
+    // Traffic runs until the rebuild is done and then AFTER more ops: a
+    // fixed count could end before a slow rebuild does (a busy machine).
+    const AFTER: usize = 20;
+    const MAX_OPS: usize = 5_000;
     let env = TestEnv::new(2).await?;
     let ingest = env.start_ingest().await?;
     let projector = env.start_projector();
@@ -168,10 +171,18 @@ async fn likers_rebuilt_while_likes_and_unlikes_keep_coming_end_as_postgres_says
     // after every other pair (seconds later), so no batch holds two of its
     // events and user_likes.liked_at is the like's own time.
     let url = ingest.url("");
+    let (rebuilt, rebuild_done) = tokio::sync::watch::channel(false);
     let traffic = tokio::spawn(async move {
-        let mut sent_at = Vec::with_capacity(OPS);
+        let mut sent_at = Vec::new();
+        let mut left_after: Option<usize> = None;
         let client = reqwest::Client::new();
-        for i in 0..OPS {
+        for i in 0..MAX_OPS {
+            match left_after {
+                None if *rebuild_done.borrow() => left_after = Some(AFTER),
+                Some(0) => break,
+                Some(ref mut n) => *n -= 1,
+                None => {}
+            }
             let pair = i as i64 % (USERS * 5);
             let (user, item) = (pair % USERS + 1, pair / USERS + 1);
             let like = !liked.contains(&(user, item));
@@ -200,8 +211,10 @@ async fn likers_rebuilt_while_likes_and_unlikes_keep_coming_end_as_postgres_says
         records_per_pass: 40,
         ..LikersOptions::default()
     };
-    let done = rebuild::redis::run_with(&env.stack, options).await?;
+    let done = rebuild::redis::run_with(&env.stack, options).await;
     let finished = Instant::now();
+    rebuilt.send_replace(true);
+    let done = done?;
     let (liked, sent_at) = traffic.await??;
     env.projected_everything(Duration::from_secs(60)).await?;
 
@@ -212,11 +225,12 @@ async fn likers_rebuilt_while_likes_and_unlikes_keep_coming_end_as_postgres_says
     let after = sent_at.iter().filter(|t| **t > finished).count();
     eprintln!(
         "likers rebuild: {} sets written, {} caught up, {} left to the projector, {} passes; \
-         {during} of {OPS} live ops sent during it, {after} after",
+         {during} of {} live ops sent during it, {after} after",
         done.likers.sets_written,
         done.likers.caught_up,
         done.likers.left_to_projector,
-        done.likers.partitions.iter().map(|p| p.passes).sum::<u64>()
+        done.likers.partitions.iter().map(|p| p.passes).sum::<u64>(),
+        sent_at.len()
     );
     assert!(during > 0, "the rebuild ran beside live traffic");
     assert!(after > 0, "live traffic went on after the rebuild");
