@@ -96,6 +96,7 @@ async fn fill(stack: &StackSettings, events: u64) -> anyhow::Result<i64> {
         &stack.topic,
         &stack.schema_registry_url,
         Duration::from_secs(30),
+        Duration::from_millis(likes_infra::settings::DEFAULT_PRODUCER_LINGER_MS),
     )?;
     publisher.codec().register().await?;
     let filled = Instant::now();

@@ -70,11 +70,13 @@ pub async fn bare_post() -> anyhow::Result<Service> {
 /// no read-your-writes token, no optimistic count: the gap between it and the
 /// ingest is what the ingest adds.
 pub async fn durable_post(stack: &StackSettings, timeout: Duration) -> anyhow::Result<Service> {
+    // Lingers as the ingest's producer does (`KAFKA_PRODUCER_LINGER_MS`).
     let publisher = Publisher::new(
         &stack.kafka_bootstrap,
         &stack.topic,
         &stack.schema_registry_url,
         timeout,
+        likes_infra::settings::producer_linger()?,
     )?;
     publisher.codec().register().await?;
     let publisher = Arc::new(publisher);

@@ -224,6 +224,7 @@ impl BenchEnv {
             stack: self.stack.clone(),
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             produce_timeout: PRODUCE_TIMEOUT,
+            producer_linger: likes_infra::settings::producer_linger()?,
             max_body_bytes: 64 * 1024,
         };
         let app = likes_ingest::Application::build(

@@ -93,6 +93,38 @@ pub fn unknown_schema_retry() -> Result<std::time::Duration, Error> {
     Ok(std::time::Duration::from_secs(seconds))
 }
 
+/// `KAFKA_PRODUCER_LINGER_MS` by default: how long the producer of accepted
+/// events waits to fill a partition's batch before sending it. 5 ms packs
+/// each partition's records into one request, which cuts the broker's CPU
+/// per like (`docs/capacity.md` sizes the brokers on it) for 5 ms of the 20 ms
+/// budget; 1 ms halves the single like's P50 and costs the brokers more
+/// (`bench/results/`, the linger rows of the README's Performance section).
+pub const DEFAULT_PRODUCER_LINGER_MS: u64 = 5;
+
+/// The longest `KAFKA_PRODUCER_LINGER_MS` accepted: a like waits for its
+/// batch before it can be acked, and the seed's P99 bound is 20 ms.
+pub const MAX_PRODUCER_LINGER_MS: u64 = 20;
+
+/// The `KAFKA_PRODUCER_LINGER_MS` setting, read by every producer of accepted
+/// events (the ingest, the benchmark's durable-write baseline).
+pub fn producer_linger() -> Result<std::time::Duration, Error> {
+    linger(parse(PRODUCER_LINGER, DEFAULT_PRODUCER_LINGER_MS)?)
+}
+
+const PRODUCER_LINGER: &str = "KAFKA_PRODUCER_LINGER_MS";
+
+fn linger(ms: u64) -> Result<std::time::Duration, Error> {
+    if ms > MAX_PRODUCER_LINGER_MS {
+        return Err(Error::Setting {
+            name: PRODUCER_LINGER,
+            message: format!(
+                "must be at most {MAX_PRODUCER_LINGER_MS} (a like waits for its batch within the 20 ms budget), got {ms}"
+            ),
+        });
+    }
+    Ok(std::time::Duration::from_millis(ms))
+}
+
 /// `CACHE_REFILL_TTL_SECONDS` by default: how long Redis keeps the count of an
 /// item PostgreSQL has never counted, refilled by a read. Reads of random ids
 /// must not grow Redis without bound: such a refill expires, while counts the
@@ -193,6 +225,17 @@ fn is_secret_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_linger_beyond_the_latency_budget_is_refused_naming_the_variable() {
+        let message = linger(MAX_PRODUCER_LINGER_MS + 1).unwrap_err().to_string();
+        assert!(message.contains("KAFKA_PRODUCER_LINGER_MS"), "{message}");
+        assert_eq!(linger(0).unwrap(), std::time::Duration::ZERO);
+        assert_eq!(
+            linger(MAX_PRODUCER_LINGER_MS).unwrap(),
+            std::time::Duration::from_millis(MAX_PRODUCER_LINGER_MS)
+        );
+    }
 
     #[test]
     fn redact_hides_every_secret_a_url_can_carry_and_nothing_else() {

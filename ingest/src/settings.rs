@@ -16,6 +16,9 @@ pub struct Settings {
     /// `PRODUCE_TIMEOUT_MS`: how long a like may wait for the broker's ack
     /// before the client gets a 503 (and should retry with the same event id).
     pub produce_timeout: Duration,
+    /// `KAFKA_PRODUCER_LINGER_MS`: how long the producer waits to fill a
+    /// batch ([`settings::producer_linger`]).
+    pub producer_linger: Duration,
     /// `MAX_BODY_BYTES`: the largest request body accepted.
     pub max_body_bytes: u64,
 }
@@ -27,6 +30,7 @@ impl Settings {
             stack: StackSettings::from_env()?,
             listen_addr: settings::parse("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)))?,
             produce_timeout: produce_timeout(settings::parse("PRODUCE_TIMEOUT_MS", 5000)?)?,
+            producer_linger: settings::producer_linger()?,
             max_body_bytes: settings::parse("MAX_BODY_BYTES", 64 * 1024)?,
         })
     }
@@ -37,6 +41,7 @@ impl Settings {
         tracing::info!(
             listen_addr = %self.listen_addr,
             produce_timeout_ms = self.produce_timeout.as_millis() as u64,
+            producer_linger_ms = self.producer_linger.as_millis() as u64,
             max_body_bytes = self.max_body_bytes,
             "ingest settings"
         );

@@ -66,6 +66,7 @@ impl Application {
             &stack.topic,
             &stack.schema_registry_url,
             settings.produce_timeout,
+            settings.producer_linger,
         )?;
         let schema_id = publisher.codec().register().await?;
         tracing::info!(schema_id, "schema registered");

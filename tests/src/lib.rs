@@ -292,6 +292,7 @@ impl TestEnv {
             &self.stack.topic,
             &self.stack.schema_registry_url,
             Duration::from_secs(30),
+            Duration::from_millis(likes_infra::settings::DEFAULT_PRODUCER_LINGER_MS),
         )?;
         publisher.codec().register().await?;
         Ok(publisher)
@@ -303,6 +304,9 @@ impl TestEnv {
             stack: self.stack.clone(),
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             produce_timeout: Duration::from_secs(5),
+            producer_linger: Duration::from_millis(
+                likes_infra::settings::DEFAULT_PRODUCER_LINGER_MS,
+            ),
             max_body_bytes: 64 * 1024,
         }
     }

@@ -26,7 +26,7 @@ pub use admin::{
     RETENTION_MS, TopicOutcome, TopicSpec, default_replication, ensure_topics, partition_count,
 };
 pub use consumer::consumer_config;
-pub use producer::{PublishError, Publisher, item_key, producer};
+pub use producer::{PublishError, Publisher, item_key, lingering_producer, producer};
 
 /// Settings common to every client of the cluster.
 fn base_config(bootstrap: &str) -> ClientConfig {

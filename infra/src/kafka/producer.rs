@@ -23,16 +23,31 @@ pub fn item_key(item_id: i64) -> String {
 /// A producer for accepted events: idempotent with `acks=all`, so an ack means the
 /// event is durable and a retry inside the client can never write it twice; the
 /// murmur2 partitioner matches the Java clients, so every producer maps an item to
-/// the same partition. A 5 ms linger packs each partition's records into one
-/// request: the broker's cost per like falls several-fold (measured by
-/// `likes-bench`, see `docs/capacity.md`) for 5 ms of the 20 ms latency budget.
+/// the same partition. It lingers the default
+/// [`crate::settings::DEFAULT_PRODUCER_LINGER_MS`]: see [`lingering_producer`].
 pub fn producer(bootstrap: &str, delivery_timeout: Duration) -> Result<FutureProducer, Error> {
+    lingering_producer(
+        bootstrap,
+        delivery_timeout,
+        Duration::from_millis(crate::settings::DEFAULT_PRODUCER_LINGER_MS),
+    )
+}
+
+/// [`producer`] waiting up to `linger` to fill a partition's batch: a longer
+/// linger packs more records into each request (less broker CPU per like)
+/// and adds up to `linger` to every like's latency
+/// ([`crate::settings::producer_linger`]).
+pub fn lingering_producer(
+    bootstrap: &str,
+    delivery_timeout: Duration,
+    linger: Duration,
+) -> Result<FutureProducer, Error> {
     let mut config = base_config(bootstrap);
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("partitioner", super::partitioner::PRODUCER_PARTITIONER)
-        .set("linger.ms", "5")
+        .set("linger.ms", linger.as_millis().to_string())
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "200000")
         .set(
@@ -77,15 +92,17 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// A publisher for `topic` with its own idempotent producer.
+    /// A publisher for `topic` with its own idempotent producer, lingering
+    /// `linger` ([`lingering_producer`]).
     pub fn new(
         bootstrap: &str,
         topic: &str,
         registry_url: &str,
         delivery_timeout: Duration,
+        linger: Duration,
     ) -> Result<Self, Error> {
         Ok(Self {
-            producer: producer(bootstrap, delivery_timeout)?,
+            producer: lingering_producer(bootstrap, delivery_timeout, linger)?,
             codec: EventCodec::new(registry_url, topic)?,
             topic: topic.to_string(),
         })
