@@ -125,6 +125,21 @@ fn linger(ms: u64) -> Result<std::time::Duration, Error> {
     Ok(std::time::Duration::from_millis(ms))
 }
 
+/// `REDIS_CLIENT_CACHE_ENTRIES` by default: 0, single counts are read from
+/// Redis on every GET (see [`redis_client_cache`]).
+pub const DEFAULT_REDIS_CLIENT_CACHE_ENTRIES: usize = 0;
+
+/// The `REDIS_CLIENT_CACHE_ENTRIES` setting: how many counts the ingest keeps
+/// in process, exact through Redis's invalidation pushes
+/// (`crate::redis::Redis::connect_client_cached`); `None` (0) reads Redis on
+/// every GET. Single node only: on a cluster it is ignored.
+pub fn redis_client_cache() -> Result<Option<std::num::NonZeroUsize>, Error> {
+    Ok(std::num::NonZeroUsize::new(parse(
+        "REDIS_CLIENT_CACHE_ENTRIES",
+        DEFAULT_REDIS_CLIENT_CACHE_ENTRIES,
+    )?))
+}
+
 /// `CACHE_REFILL_TTL_SECONDS` by default: how long Redis keeps the count of an
 /// item PostgreSQL has never counted, refilled by a read. Reads of random ids
 /// must not grow Redis without bound: such a refill expires, while counts the

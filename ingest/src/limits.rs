@@ -1,6 +1,6 @@
 //! The protection and size limits of the API (`RATE_LIMIT_*`, `DEDUP_WINDOW_MS`,
 //! `MAX_BATCH_*`, `MAX_IN_FLIGHT`, `READ_YOUR_WRITES_*`,
-//! `CACHE_REFILL_TTL_SECONDS`), read once
+//! `CACHE_REFILL_TTL_SECONDS`, `REDIS_CLIENT_CACHE_ENTRIES`), read once
 //! from the environment beside [`crate::Settings`].
 
 use std::time::Duration;
@@ -34,6 +34,9 @@ pub struct Limits {
     /// `CACHE_REFILL_TTL_SECONDS`: how long a read's refill of a count
     /// PostgreSQL never held stays in Redis; `None` (0) does not store it.
     pub cache_refill_ttl: Option<Duration>,
+    /// `REDIS_CLIENT_CACHE_ENTRIES`: counts kept in process, exact through
+    /// Redis's invalidation pushes; `None` (0) reads Redis on every GET.
+    pub redis_client_cache: Option<std::num::NonZeroUsize>,
 }
 
 impl Default for Limits {
@@ -53,6 +56,9 @@ impl Default for Limits {
             cache_refill_ttl: Some(Duration::from_secs(
                 settings::DEFAULT_CACHE_REFILL_TTL_SECONDS,
             )),
+            redis_client_cache: std::num::NonZeroUsize::new(
+                settings::DEFAULT_REDIS_CLIENT_CACHE_ENTRIES,
+            ),
         }
     }
 }
@@ -103,6 +109,7 @@ impl Limits {
                 n => n,
             },
             cache_refill_ttl: settings::cache_refill_ttl()?,
+            redis_client_cache: settings::redis_client_cache()?,
         })
     }
 
@@ -129,6 +136,7 @@ impl Limits {
             read_your_writes_timeout_ms = millis(self.read_your_writes_timeout),
             read_your_writes_max_waiters = self.read_your_writes_max_waiters,
             cache_refill_ttl_seconds = self.cache_refill_ttl.map_or(0, |t| t.as_secs()),
+            redis_client_cache_entries = self.redis_client_cache.map_or(0, |n| n.get()),
             "ingest limits"
         );
     }

@@ -51,6 +51,28 @@ pub struct Application {
     max_body_bytes: u64,
 }
 
+/// The count cache: single counts read through a client-side cache when
+/// `REDIS_CLIENT_CACHE_ENTRIES` is set and Redis is one node.
+async fn count_cache(
+    stack: &likes_infra::settings::StackSettings,
+    redis: &Redis,
+    limits: &Limits,
+) -> anyhow::Result<CountCache> {
+    let Some(entries) = limits.redis_client_cache else {
+        return Ok(CountCache::new(redis));
+    };
+    let reads =
+        Redis::connect_client_cached(&stack.redis_address(), &stack.redis_key_prefix, entries)
+            .await?;
+    Ok(match reads {
+        Some(reads) => CountCache::reading_through(redis, &reads),
+        None => {
+            tracing::warn!("redis client cache ignored: on a cluster counts are read from redis");
+            CountCache::new(redis)
+        }
+    })
+}
+
 impl Application {
     /// Connects to Kafka, the registry (registering the schema), PostgreSQL and
     /// Redis, and binds the listen address; `limits` come from
@@ -85,7 +107,7 @@ impl Application {
                 publisher,
                 likers: RecentLikers::new(&redis, likers::DEFAULT_KEEP),
                 protection: Protection::new(&redis, &limits, settings.produce_timeout),
-                cache: CountCache::new(&redis),
+                cache: count_cache(stack, &redis, &limits).await?,
                 redis,
                 lookups: Lookups::spawn(projection.clone()),
                 progress: Progress::spawn(projection.clone(), limits.read_your_writes_max_waiters),

@@ -46,14 +46,24 @@ const NEVER_COUNTED: i64 = -1;
 #[derive(Clone)]
 pub struct CountCache {
     redis: Redis,
+    /// Where [`Self::count`] reads: `redis`, or a client-cached handle on it
+    /// ([`Redis::connect_client_cached`]).
+    reads: Redis,
     script: redis::Script,
 }
 
 impl CountCache {
     /// The counts kept in `redis`.
     pub fn new(redis: &Redis) -> Self {
+        Self::reading_through(redis, redis)
+    }
+
+    /// The counts kept in `redis`, single counts read through `reads` (the
+    /// same Redis, e.g. with a client-side cache).
+    pub fn reading_through(redis: &Redis, reads: &Redis) -> Self {
         Self {
             redis: redis.clone(),
+            reads: reads.clone(),
             script: redis::Script::new(SET_IF_NEWER),
         }
     }
@@ -62,8 +72,8 @@ impl CountCache {
     #[instrument(skip_all, fields(item = %item))]
     pub async fn count(&self, item: ItemKey) -> Result<Option<i64>, Error> {
         let value: Option<String> = redis::cmd("GET")
-            .arg(self.redis.keys().count(item))
-            .query_async(&mut self.redis.connection())
+            .arg(self.reads.keys().count(item))
+            .query_async(&mut self.reads.connection())
             .await?;
         Ok(value.as_deref().and_then(parse_count))
     }

@@ -148,6 +148,46 @@ impl Redis {
         })
     }
 
+    /// A handle on one node whose reads are answered from an in-process cache
+    /// of up to `entries` keys, kept exact by the server: the connection
+    /// speaks RESP3 with client tracking, so Redis pushes an invalidation for
+    /// every cached key that changes or expires, and a reconnect drops the
+    /// whole cache (an invalidation may have been missed meanwhile). A read
+    /// may see the old value for as long as the push takes to arrive, the
+    /// same as any asynchronous cache. `None` on a cluster: its client does
+    /// not track keys across slot moves here, so reads stay on the server.
+    pub async fn connect_client_cached(
+        address: &RedisAddress,
+        prefix: &str,
+        entries: std::num::NonZeroUsize,
+    ) -> Result<Option<Self>, Error> {
+        let RedisAddress::Node(url) = address else {
+            return Ok(None);
+        };
+        let setting = |e: redis::RedisError| Error::Setting {
+            name: "REDIS_URL",
+            message: e.to_string(),
+        };
+        let info =
+            redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(setting)?;
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(resp3)).map_err(setting)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_cache_config(redis::caching::CacheConfig::new().set_size(entries));
+        Ok(Some(Self {
+            conn: Connection::Node(
+                redis::aio::ConnectionManager::new_with_config(client, config).await?,
+            ),
+            keys: Keys::new(prefix),
+        }))
+    }
+
     /// The key names of this deployment.
     pub fn keys(&self) -> &Keys {
         &self.keys
