@@ -220,6 +220,14 @@ impl BenchEnv {
     /// warms its items once and measures cached reads, which the default
     /// minute-long refill TTL would turn into database reads mid-run.
     pub async fn start_ingest(&self) -> anyhow::Result<Service> {
+        self.start_ingest_with(|_| {}).await
+    }
+
+    /// As [`Self::start_ingest`], its limits changed by `change` first.
+    pub async fn start_ingest_with(
+        &self,
+        change: impl FnOnce(&mut likes_ingest::Limits),
+    ) -> anyhow::Result<Service> {
         let settings = likes_ingest::Settings {
             stack: self.stack.clone(),
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -227,14 +235,13 @@ impl BenchEnv {
             producer_linger: likes_infra::settings::producer_linger()?,
             max_body_bytes: 64 * 1024,
         };
-        let app = likes_ingest::Application::build(
-            &settings,
-            likes_ingest::Limits {
-                cache_refill_ttl: Some(Duration::from_secs(3600)),
-                ..likes_ingest::Limits::unprotected()
-            },
-        )
-        .await?;
+        let mut limits = likes_ingest::Limits {
+            cache_refill_ttl: Some(Duration::from_secs(3600)),
+            redis_client_cache: likes_infra::settings::redis_client_cache()?,
+            ..likes_ingest::Limits::unprotected()
+        };
+        change(&mut limits);
+        let app = likes_ingest::Application::build(&settings, limits).await?;
         let addr = app.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(app.run_until_stopped(async {

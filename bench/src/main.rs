@@ -77,6 +77,10 @@ async fn main() -> anyhow::Result<()> {
         "{} items (Zipf s = {}), {} uniform users; fixed-rate runs of {:?}; open loop, latency from the intended send time",
         cfg.items, cfg.zipf_exponent, cfg.users, cfg.step
     ));
+    report.notes.push(format!(
+        "producer linger {} ms (KAFKA_PRODUCER_LINGER_MS), the ingest's and the durable-write baseline's",
+        likes_infra::settings::producer_linger()?.as_millis()
+    ));
     let wants = |n: u32| args.only.is_empty() || args.only.contains(&n);
     let mut ours_max = None;
     if wants(1) || wants(6) {

@@ -2,6 +2,8 @@
 //! body) and scenario 5 (cached `GET` count vs a bare warp GET), both against
 //! an in-process ingest on port 0 with its own topic, database and prefix.
 
+use std::num::NonZeroUsize;
+
 use crate::baselines;
 use crate::env::{BenchEnv, Service};
 use crate::http::{self, Http, Search, max_sustainable};
@@ -111,34 +113,81 @@ pub async fn single_like(cfg: &Config, report: &mut Report) -> anyhow::Result<Se
 /// Runs scenario 5: reads of counts cached in Redis (warmed first).
 pub async fn cached_read(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
     const NAME: &str = "5 cached read";
+    // The same reads through an ingest that keeps counts in process, exact
+    // through Redis's invalidation pushes (REDIS_CLIENT_CACHE_ENTRIES).
+    const CLIENT_CACHED: &str = "5 cached read, client-side cache";
+    const ENTRIES: usize = 100_000;
     let env = BenchEnv::new(1).await?;
     let ingest = env.start_ingest().await?;
+    let cached = env
+        .start_ingest_with(|limits| limits.redis_client_cache = NonZeroUsize::new(ENTRIES))
+        .await?;
     let bare = baselines::bare_get().await?;
     warm_cache(&http::client()?, &ingest, cfg.items.min(20_000)).await?;
     let load = Http {
         connections: cfg.connections,
     };
     let mut keys = Keys::new(cfg.items.min(20_000), cfg.zipf_exponent, cfg.users, 5)?;
-    let (ours_at, bare_at) = (ingest.addr, bare.addr);
-    let mut cpu_row = None;
+    let (ours_at, cached_at, bare_at) = (ingest.addr, cached.addr, bare.addr);
+    // Fill the process cache the way traffic would.
+    load.get_counts(cached_at, &mut keys, 2000.0, cfg.step / 2)
+        .await?;
+    let mut cpu_rows = None;
     for &rate in &cfg.fixed_rates {
         let ours = load.get_counts(ours_at, &mut keys, rate, cfg.step).await?;
+        let in_process = load
+            .get_counts(cached_at, &mut keys, rate, cfg.step)
+            .await?;
         let base = load.get_counts(bare_at, &mut keys, rate, cfg.step).await?;
-        cpu_row = Some(latency_rows(report, NAME, rate, &ours, &base, "bare warp GET").cpu);
+        let plain = latency_rows(report, NAME, rate, &ours, &base, "bare warp GET").cpu;
+        let client = latency_rows(
+            report,
+            CLIENT_CACHED,
+            rate,
+            &in_process,
+            &base,
+            "bare warp GET",
+        )
+        .cpu;
+        report.rows.push(Row::new(
+            CLIENT_CACHED,
+            &format!("service CPU µs per read at {rate:.0}/s, vs a Redis GET per read"),
+            in_process.service_us_per_request(),
+            ours.service_us_per_request(),
+            false,
+            "ours, a Redis GET per read",
+        ));
+        cpu_rows = Some((plain, client));
         report.runs(NAME, "ours", &[ours]);
+        report.runs(CLIENT_CACHED, "ours, client-side cache", &[in_process]);
         report.runs(NAME, "bare warp GET", &[base]);
     }
-    if let Some(row) = cpu_row {
-        report.hold(row, |r| r.goal_ratio(goals::READ_CPU_VS_BARE));
+    if let Some((plain, client)) = cpu_rows {
+        report.hold(plain, |r| r.goal_ratio(goals::READ_CPU_VS_BARE));
+        report.hold(client, |r| r.goal_ratio(goals::READ_CPU_VS_BARE));
     }
     let ours = max_sustainable(cfg.plan(READ_P99_MS), async |rate| {
         load.get_counts(ours_at, &mut keys, rate, cfg.step).await
+    })
+    .await?;
+    let in_process = max_sustainable(cfg.plan(READ_P99_MS), async |rate| {
+        load.get_counts(cached_at, &mut keys, rate, cfg.step).await
     })
     .await?;
     let base = max_sustainable(cfg.plan(READ_P99_MS), async |rate| {
         load.get_counts(bare_at, &mut keys, rate, cfg.step).await
     })
     .await?;
+    let client_peak = search_rows(
+        report,
+        CLIENT_CACHED,
+        "reads/s",
+        "2 ms",
+        &in_process,
+        &base,
+        "bare warp GET",
+    );
+    report.hold(client_peak, |r| r.goal_ratio(goals::READ_PEAK_VS_BARE));
     let peak = search_rows(
         report,
         NAME,
@@ -169,6 +218,7 @@ pub async fn cached_read(cfg: &Config, report: &mut Report) -> anyhow::Result<()
     }
     report.runs(NAME, &side("ours"), &[ours]);
     report.runs(NAME, &side("bare warp GET"), &[base]);
+    cached.stop().await?;
     stop(ingest, bare).await?;
     env.clean().await
 }
