@@ -113,6 +113,31 @@ async fn fresh_database_on(base: &str) -> anyhow::Result<String> {
     }
 }
 
+/// A copy of the database at `url` (every connection to it closed) under a
+/// fresh name on the same server, file by file: much faster than filling a
+/// second database the same way, and both start from the same pages.
+pub async fn copy_database(url: &str) -> anyhow::Result<String> {
+    let source = url.rsplit('/').next().unwrap_or_default();
+    anyhow::ensure!(
+        source.starts_with("likes_bench_") && source[12..].chars().all(|c| c.is_ascii_hexdigit()),
+        "not a bench database: {source}"
+    );
+    let admin = sqlx::PgPool::connect(&admin_url(url)).await?;
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let name = format!("likes_bench_{}", &suffix[..12]);
+    // Both names are ours: a fixed prefix and hex digits.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} TEMPLATE {source} STRATEGY FILE_COPY"
+    )))
+    .execute(&admin)
+    .await?;
+    admin.close().await;
+    match url.rfind('/') {
+        Some(i) => Ok(format!("{}/{name}", &url[..i])),
+        None => anyhow::bail!("database URL has no database name"),
+    }
+}
+
 /// Drops a database made by [`fresh_database`] (its pool must be closed).
 pub async fn drop_database(url: &str) -> anyhow::Result<()> {
     let base = admin_url(url);

@@ -4,6 +4,8 @@
 //! itself a raw rdkafka producer loop with the product's producer settings,
 //! its rate is reported as a side figure. The Kafka Streams peer then drains
 //! the same topic and cross-checks every count ([`super::peer_drain`]).
+//! Last, the same comparison with tables already holding rows, at three
+//! sizes ([`super::drain_sizes`]).
 
 use std::time::Duration;
 
@@ -23,19 +25,19 @@ use crate::report::{Report, Row};
 use crate::scenarios::Config;
 use crate::scenarios::events::{self, NetBatch};
 
-const NAME: &str = "3 projector drain";
+pub(super) const NAME: &str = "3 projector drain";
 
 /// Goals (issue 18): our drain rate ÷ the baseline's, and our PostgreSQL CPU
 /// per event ÷ the baseline's.
-const DRAIN_VS_BASELINE: f64 = 0.75;
+pub(super) const DRAIN_VS_BASELINE: f64 = 0.75;
 const POSTGRES_CPU_VS_BASELINE: f64 = 1.2;
 
-const UNNEST: &str = "raw UNNEST upserts of the same net rows";
+pub(super) const UNNEST: &str = "raw UNNEST upserts of the same net rows";
 const COPY: &str = "binary COPY into temp tables + set-based upserts of the same net rows";
 
 /// How a baseline hands the net rows to PostgreSQL.
 #[derive(Debug, Clone, Copy)]
-enum Load {
+pub(super) enum Load {
     /// Arrays bound as parameters, `UNNEST`ed by each statement.
     Unnest,
     /// Binary `COPY` into temporary staging tables (no WAL), then the same
@@ -110,7 +112,8 @@ pub async fn drain(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
             .await;
     env.clean().await?;
     peer?;
-    sharded(&events, ours, report).await
+    sharded(&events, ours, report).await?;
+    crate::scenarios::drain_sizes::by_table_size(cfg, report).await
 }
 
 /// The same events drained from a fresh topic into 2 shards by 2 projector
@@ -191,7 +194,7 @@ pub async fn fill(
 /// events; answers events/s from the first commit and from the start, and the
 /// CPU used meanwhile (read before the projectors stop: their PostgreSQL
 /// backends' CPU is gone once they exit).
-async fn project(
+pub(super) async fn project(
     env: &BenchEnv,
     settings: likes_projector::Settings,
     instances: usize,
@@ -247,6 +250,20 @@ async fn baseline(nets: &[NetBatch], events: usize, load: Load) -> anyhow::Resul
     let url = fresh_database().await?;
     let db = postgres::connect_lazy(&url, 2)?;
     postgres::migrate(&db).await?;
+    let measured = baseline_into(&db, nets, events, load).await;
+    db.close().await;
+    drop_database(&url).await?;
+    measured
+}
+
+/// As [`baseline`], into the migrated database of `db` as it stands (empty
+/// or pre-filled).
+pub(super) async fn baseline_into(
+    db: &sqlx::PgPool,
+    nets: &[NetBatch],
+    events: usize,
+    load: Load,
+) -> anyhow::Result<(f64, CpuUse)> {
     // One connection: the COPY way's staging tables are per session.
     let mut conn = db.acquire().await?;
     if let Load::Copy = load {
@@ -268,8 +285,6 @@ async fn baseline(nets: &[NetBatch], events: usize, load: Load) -> anyhow::Resul
     // Read before the pool closes: an exited backend's CPU is no longer seen.
     let used = cpu::snapshot().since(&before);
     drop(conn);
-    db.close().await;
-    drop_database(&url).await?;
     Ok((rate, used))
 }
 

@@ -4,6 +4,7 @@ pub mod api;
 pub mod batch;
 pub mod convergence;
 pub mod drain;
+pub mod drain_sizes;
 pub mod events;
 pub mod naive;
 pub mod peer_convergence;
