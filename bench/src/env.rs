@@ -220,26 +220,33 @@ impl BenchEnv {
     /// warms its items once and measures cached reads, which the default
     /// minute-long refill TTL would turn into database reads mid-run.
     pub async fn start_ingest(&self) -> anyhow::Result<Service> {
-        let settings = likes_ingest::Settings {
-            stack: self.stack.clone(),
-            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            produce_timeout: PRODUCE_TIMEOUT,
-            max_body_bytes: 64 * 1024,
-        };
-        let app = likes_ingest::Application::build(
-            &settings,
-            likes_ingest::Limits {
-                cache_refill_ttl: Some(Duration::from_secs(3600)),
-                ..likes_ingest::Limits::unprotected()
-            },
-        )
-        .await?;
+        let settings = self.ingest_settings(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let app = likes_ingest::Application::build(&settings, Self::ingest_limits()).await?;
         let addr = app.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
         Ok(Service { addr, stop, handle })
+    }
+
+    /// Ingest settings for this slice, listening on `listen_addr`.
+    pub fn ingest_settings(&self, listen_addr: SocketAddr) -> likes_ingest::Settings {
+        likes_ingest::Settings {
+            stack: self.stack.clone(),
+            listen_addr,
+            produce_timeout: PRODUCE_TIMEOUT,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+
+    /// The ingest's limits in the bench: protections off, refills kept for
+    /// the whole run (see [`BenchEnv::start_ingest`]).
+    pub fn ingest_limits() -> likes_ingest::Limits {
+        likes_ingest::Limits {
+            cache_refill_ttl: Some(Duration::from_secs(3600)),
+            ..likes_ingest::Limits::unprotected()
+        }
     }
 
     /// Projector settings for this slice with a fresh consumer group.

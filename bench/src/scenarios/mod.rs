@@ -5,6 +5,7 @@ pub mod batch;
 pub mod convergence;
 pub mod drain;
 pub mod events;
+pub mod memory;
 pub mod naive;
 pub mod peer_convergence;
 pub mod peer_drain;
