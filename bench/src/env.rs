@@ -253,18 +253,8 @@ impl BenchEnv {
         &self,
         change: impl FnOnce(&mut likes_ingest::Limits),
     ) -> anyhow::Result<Service> {
-        let settings = likes_ingest::Settings {
-            stack: self.stack.clone(),
-            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            produce_timeout: PRODUCE_TIMEOUT,
-            producer_linger: likes_infra::settings::producer_linger()?,
-            max_body_bytes: 64 * 1024,
-        };
-        let mut limits = likes_ingest::Limits {
-            cache_refill_ttl: Some(Duration::from_secs(3600)),
-            redis_client_cache: likes_infra::settings::redis_client_cache()?,
-            ..likes_ingest::Limits::unprotected()
-        };
+        let settings = self.ingest_settings(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let mut limits = Self::ingest_limits()?;
         change(&mut limits);
         let app = likes_ingest::Application::build(&settings, limits).await?;
         let addr = app.local_addr()?;
@@ -273,6 +263,30 @@ impl BenchEnv {
             let _ = stopped.await;
         }));
         Ok(Service { addr, stop, handle })
+    }
+
+    /// Ingest settings for this slice, listening on `listen_addr`.
+    pub fn ingest_settings(
+        &self,
+        listen_addr: SocketAddr,
+    ) -> anyhow::Result<likes_ingest::Settings> {
+        Ok(likes_ingest::Settings {
+            stack: self.stack.clone(),
+            listen_addr,
+            produce_timeout: PRODUCE_TIMEOUT,
+            producer_linger: likes_infra::settings::producer_linger()?,
+            max_body_bytes: 64 * 1024,
+        })
+    }
+
+    /// The ingest's limits in the bench: protections off, refills kept for
+    /// the whole run (see [`BenchEnv::start_ingest`]).
+    pub fn ingest_limits() -> anyhow::Result<likes_ingest::Limits> {
+        Ok(likes_ingest::Limits {
+            cache_refill_ttl: Some(Duration::from_secs(3600)),
+            redis_client_cache: likes_infra::settings::redis_client_cache()?,
+            ..likes_ingest::Limits::unprotected()
+        })
     }
 
     /// Projector settings for this slice with a fresh consumer group.

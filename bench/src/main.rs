@@ -31,7 +31,7 @@ struct Args {
     /// Where the results files go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
-    /// Run only these scenarios (numbers 1 to 6); all when empty.
+    /// Run only these scenarios (numbers 1 to 7); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u32>,
     /// The results files' name without extension (default: the UTC start time).
@@ -133,6 +133,11 @@ async fn main() -> anyhow::Result<()> {
         && let Err(e) = scenarios::naive::naive(&cfg, &mut report, ours).await
     {
         report.failures.push(("6 naive".into(), format!("{e:#}")));
+    }
+    if wants(7)
+        && let Err(e) = scenarios::memory::memory(&cfg, &mut report).await
+    {
+        report.failures.push(("7 memory".into(), format!("{e:#}")));
     }
     std::fs::create_dir_all(&args.out)?;
     match plots::write(&report, &args.out, &stamp) {

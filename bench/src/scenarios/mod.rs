@@ -6,6 +6,7 @@ pub mod convergence;
 pub mod drain;
 pub mod drain_sizes;
 pub mod events;
+pub mod memory;
 pub mod naive;
 pub mod peer_convergence;
 pub mod peer_drain;
