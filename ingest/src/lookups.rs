@@ -23,10 +23,21 @@ const MAX_BATCH: usize = 1_024;
 /// Queries in flight at once; while all are busy, asks pile up into the next
 /// batch, which is what keeps the statement rate low under load.
 const IN_FLIGHT: usize = 2;
-/// How long a batch waits for company after its first ask. The publish the
-/// lookup runs beside takes longer than this (the producer's own linger is
-/// 5 ms plus the broker's ack), so the wait costs the answer nothing.
-const LINGER: Duration = Duration::from_millis(3);
+/// The share of the producer's linger a batch waits for company after its
+/// first ask ([`batch_wait`]).
+const SHARE_OF_PRODUCER_LINGER: f64 = 0.6;
+
+/// How long a batch waits for company after its first ask, given the
+/// producer's linger (`KAFKA_PRODUCER_LINGER_MS`). The answer waits for both
+/// the publish and the lookup, and the publish lingers this long before it
+/// even leaves: a wait well inside it (3 ms of the default 5) costs the answer
+/// nothing and leaves the query's round trip room. A fixed 3 ms wait became
+/// the single like's latency floor once the producer lingered 1 ms
+/// (`bench/results/2026-12-01T02-00-22.md`: P50 4.7 ms vs the durable
+/// write's 2.4).
+pub fn batch_wait(producer_linger: Duration) -> Duration {
+    producer_linger.mul_f64(SHARE_OF_PRODUCER_LINGER)
+}
 
 struct Ask {
     user: UserId,
@@ -43,9 +54,10 @@ pub struct Lookups {
 impl Lookups {
     /// Starts the batcher on the current runtime; it stops when the last
     /// handle is dropped.
-    pub fn spawn(projection: Arc<Projection>) -> Self {
+    /// Batches wait up to `wait` for company ([`batch_wait`]).
+    pub fn spawn(projection: Arc<Projection>, wait: Duration) -> Self {
         let (asks, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(serve(projection, queue));
+        tokio::spawn(serve(projection, queue, wait));
         Self { asks }
     }
 
@@ -58,14 +70,14 @@ impl Lookups {
     }
 }
 
-async fn serve(projection: Arc<Projection>, mut queue: mpsc::Receiver<Ask>) {
+async fn serve(projection: Arc<Projection>, mut queue: mpsc::Receiver<Ask>, wait: Duration) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = queue.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + LINGER;
+        let deadline = tokio::time::Instant::now() + wait;
         while batch.len() < MAX_BATCH {
             match tokio::time::timeout_at(deadline, queue.recv()).await {
                 Ok(Some(ask)) => batch.push(ask),
@@ -84,5 +96,23 @@ async fn serve(projection: Arc<Projection>, mut queue: mpsc::Receiver<Ask>) {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_waits_well_inside_the_producers_linger() {
+        assert_eq!(
+            batch_wait(Duration::from_millis(5)),
+            Duration::from_millis(3)
+        );
+        assert_eq!(
+            batch_wait(Duration::from_millis(1)),
+            Duration::from_micros(600)
+        );
+        assert_eq!(batch_wait(Duration::ZERO), Duration::ZERO);
     }
 }

@@ -109,7 +109,10 @@ impl Application {
                 protection: Protection::new(&redis, &limits, settings.produce_timeout),
                 cache: count_cache(stack, &redis, &limits).await?,
                 redis,
-                lookups: Lookups::spawn(projection.clone()),
+                lookups: Lookups::spawn(
+                    projection.clone(),
+                    crate::lookups::batch_wait(settings.producer_linger),
+                ),
                 progress: Progress::spawn(projection.clone(), limits.read_your_writes_max_waiters),
                 freshness: Freshness::spawn(
                     projection.clone(),
