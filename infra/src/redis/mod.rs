@@ -111,6 +111,15 @@ pub struct Redis {
     keys: Keys,
 }
 
+/// How a connection to one node gives up and retries: the same for every
+/// handle on it.
+fn node_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(2)
+}
+
 impl Redis {
     /// Connects to `address`; every key this handle touches starts with `prefix`.
     pub async fn connect(address: &RedisAddress, prefix: &str) -> Result<Self, Error> {
@@ -120,12 +129,8 @@ impl Redis {
                     name: "REDIS_URL",
                     message: e.to_string(),
                 })?;
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                    .set_number_of_retries(2);
                 Connection::Node(
-                    redis::aio::ConnectionManager::new_with_config(client, config).await?,
+                    redis::aio::ConnectionManager::new_with_config(client, node_config()).await?,
                 )
             }
             RedisAddress::Cluster(nodes) => {
@@ -175,11 +180,8 @@ impl Redis {
             .clone()
             .set_protocol(redis::ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(resp3)).map_err(setting)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_cache_config(redis::caching::CacheConfig::new().set_size(entries));
+        let config =
+            node_config().set_cache_config(redis::caching::CacheConfig::new().set_size(entries));
         Ok(Some(Self {
             conn: Connection::Node(
                 redis::aio::ConnectionManager::new_with_config(client, config).await?,
