@@ -117,6 +117,53 @@ async fn a_retry_past_the_horizon_counts_as_new_and_memories_go_once_the_log_pas
 }
 
 #[tokio::test]
+async fn a_memory_renewed_past_the_horizon_judges_the_next_retry_from_its_renewal()
+-> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let epoch = offsets::claim(&db.pool, "t", &[0]).await?[0].epoch;
+    let t0 = 1_000_000;
+    let (like, unlike) = (like_event(1, 10, true)?, like_event(1, 10, false)?);
+    // In one batch: the like, its unlike, and a retry of the like past the
+    // horizon (a new like, whose application renews the memory).
+    let duplicates = batch(
+        &db,
+        epoch,
+        0,
+        vec![
+            (t0, like.clone()),
+            (t0 + 100, unlike.clone()),
+            (t0 + 4200, like.clone()),
+        ],
+    )
+    .await?;
+    assert_eq!((duplicates, db.count(10).await?), (0, 1));
+    // Then the unlike's retry past its own horizon (applied: the count drops)
+    // and a retry of the like 3 s after its renewal: a duplicate, since the
+    // memory is the renewal's, not the first sight's.
+    let duplicates = batch(
+        &db,
+        epoch,
+        3,
+        vec![(t0 + 4300, unlike), (t0 + 7200, like.clone())],
+    )
+    .await?;
+    assert_eq!(
+        duplicates, 1,
+        "the like 3 s after its renewal is a duplicate"
+    );
+    assert_eq!(db.count(10).await?, 0);
+    // Across batches too: the like renewed in a batch of its own past the horizon.
+    let duplicates = batch(&db, epoch, 5, vec![(t0 + 11_300, like.clone())]).await?;
+    assert_eq!((duplicates, db.count(10).await?), (0, 1));
+    let duplicates = batch(&db, epoch, 6, vec![(t0 + 14_300, like)]).await?;
+    assert_eq!(
+        duplicates, 1,
+        "the like 3 s after its renewal in its own batch is a duplicate"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn the_same_event_id_on_two_items_in_one_batch_counts_on_both() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     let epoch = offsets::claim(&db.pool, "t", &[0]).await?[0].epoch;
