@@ -265,9 +265,7 @@ async fn remembered(
     .await?;
     rows.into_iter()
         .map(|(item_id, item_type, event_id, at)| {
-            let event_id = likes_domain::EventId::from_uuid(event_id)
-                .map_err(|e| Error::Poison(format!("stored row: {e}")))?;
-            Ok(((item_key(item_id, item_type)?, event_id), at))
+            Ok((stored_dedup_key(item_id, item_type, event_id)?, at))
         })
         .collect()
 }
@@ -299,11 +297,7 @@ async fn record_new(
     .fetch_all(&mut *tx)
     .await?;
     rows.into_iter()
-        .map(|(item_id, item_type, event_id)| {
-            let event_id = likes_domain::EventId::from_uuid(event_id)
-                .map_err(|e| Error::Poison(format!("stored row: {e}")))?;
-            Ok((item_key(item_id, item_type)?, event_id))
-        })
+        .map(|(item_id, item_type, event_id)| stored_dedup_key(item_id, item_type, event_id))
         .collect()
 }
 
@@ -337,6 +331,13 @@ async fn remember_applied(
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// Rebuilds a dedup key from `applied_events` columns (see [`item_key`]).
+fn stored_dedup_key(item_id: i64, item_type: i16, event_id: Uuid) -> Result<DedupKey, Error> {
+    let event_id = likes_domain::EventId::from_uuid(event_id)
+        .map_err(|e| Error::Poison(format!("stored row: {e}")))?;
+    Ok((item_key(item_id, item_type)?, event_id))
 }
 
 fn key_columns<'a>(keys: impl Iterator<Item = &'a DedupKey>) -> (Vec<i64>, Vec<i16>, Vec<Uuid>) {
