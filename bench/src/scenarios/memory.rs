@@ -167,7 +167,7 @@ async fn under_load(
         projector_idle.hwm_mib(),
     ));
     report.notes.push(format!(
-        "7: what bounds memory: ingest MAX_IN_FLIGHT = {} (events queued in the producer before new writes are shed), MAX_BATCH_EVENTS = {}, MAX_BODY_BYTES = {}, DATABASE_MAX_CONNECTIONS = {}; projector PROJECTOR_MAX_BATCH_EVENTS = {} (the bench's value; a batch closes at this many events or after AGGREGATION_WINDOW_SECONDS = {}), PROJECTOR_WRITERS = {}; the projector's Kafka consumer prefetch is librdkafka's default (queued.min.messages, queued.max.messages.kbytes per partition, not set by infra/src/kafka/consumer.rs)",
+        "7: what bounds memory: ingest MAX_IN_FLIGHT = {} (events queued in the producer before new writes are shed), MAX_BATCH_EVENTS = {}, MAX_BODY_BYTES = {}, DATABASE_MAX_CONNECTIONS = {}; projector PROJECTOR_MAX_BATCH_EVENTS = {} (the bench's value; a batch closes at this many events or after AGGREGATION_WINDOW_SECONDS = {}), PROJECTOR_WRITERS = {}; the projector's Kafka consumer prefetches at most {} KiB (queued.max.messages.kbytes, infra/src/kafka/consumer.rs)",
         limits.max_in_flight,
         limits.max_batch_events,
         settings.max_body_bytes,
@@ -175,6 +175,7 @@ async fn under_load(
         projector_settings.max_batch_events,
         projector_settings.window.as_secs_f64(),
         projector_settings.writers,
+        likes_infra::kafka::consumer::PREFETCH_KBYTES,
     ));
 
     let rate = cfg.fixed_rates[cfg.fixed_rates.len() / 2];

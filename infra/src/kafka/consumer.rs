@@ -42,7 +42,7 @@ pub fn consumer_config(bootstrap: &str, group_id: &str) -> ClientConfig {
 /// backlog up to that bound (`bench` scenario 7: 126 MiB draining 0.5 M events,
 /// 155 MiB for 1 M). 16 MiB is seconds of events at any drain rate measured
 /// here (a record is about 80 bytes).
-const PREFETCH_KBYTES: &str = "16384";
+pub const PREFETCH_KBYTES: &str = "16384";
 
 /// How long a seek may wait for the consumer.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
