@@ -2,6 +2,7 @@
 //! filtered by `RUST_LOG`, and one Prometheus recorder per process.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
@@ -18,19 +19,42 @@ const BUCKETS: [f64; 17] = [
 /// Size buckets for every `*_events` histogram (events per batch): 1 to a million.
 const EVENT_BUCKETS: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
 
+/// How often the recorder folds recorded histogram samples into its buckets
+/// (the exporter's own default for the recorder it runs itself).
+pub const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// The process's Prometheus recorder, installed on first call. Ingest and
 /// projector share it when they run in one process (the tests); `None` only if
 /// some other recorder was installed first.
+///
+/// A histogram keeps every recorded sample until upkeep folds them into its
+/// buckets, and a recorder installed this way gets no upkeep of its own: done
+/// only by a scrape, an ingest nobody scrapes grew by a sample per request and
+/// a projector by one per event. A thread runs it every
+/// [`METRICS_UPKEEP_EVERY`] for the life of the process, as the recorder lives.
 pub fn prometheus() -> Option<PrometheusHandle> {
     PROMETHEUS
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
                 .ok()?
                 .set_buckets_for_metric(Matcher::Suffix("_events".into()), &EVENT_BUCKETS)
                 .ok()?
                 .install_recorder()
-                .ok()
+                .ok()?;
+            let upkept = handle.clone();
+            let started = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(METRICS_UPKEEP_EVERY);
+                        upkept.run_upkeep();
+                    }
+                });
+            if let Err(e) = started {
+                tracing::warn!(error = %e, "cannot start the metrics upkeep; histograms are folded only when scraped");
+            }
+            Some(handle)
         })
         .clone()
 }
