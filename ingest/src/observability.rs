@@ -6,7 +6,10 @@
 
 use std::sync::OnceLock;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Counter, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
+};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 static DESCRIBED: OnceLock<()> = OnceLock::new();
@@ -34,11 +37,11 @@ pub fn install(queue_capacity: usize) -> Option<PrometheusHandle> {
 
 fn describe() {
     describe_counter!(
-        "likes_ingest_requests_total",
+        REQUESTS,
         "HTTP requests answered, by route template, method and status"
     );
     describe_histogram!(
-        "likes_ingest_request_duration_seconds",
+        REQUEST_SECONDS,
         metrics::Unit::Seconds,
         "time from request to response, by route template, method and status"
     );
@@ -102,15 +105,67 @@ pub fn watch_failed() {
     counter!(WATCH_FAILURES).increment(1);
 }
 
+const REQUESTS: &str = "likes_ingest_requests_total";
+const REQUEST_SECONDS: &str = "likes_ingest_request_duration_seconds";
+
+/// The methods a request is labelled with; anything else is "other".
+const METHODS: [&str; 8] = [
+    "GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS", "other",
+];
+/// The statuses the API answers with. A request's handles are kept per
+/// (route, method, status) among these, so labelling a response is an index,
+/// not a key built and looked up in the registry; any other status takes
+/// that slower way.
+const STATUSES: [u16; 17] = [
+    200, 202, 204, 400, 404, 405, 406, 408, 409, 413, 415, 422, 429, 500, 502, 503, 504,
+];
+
+/// One (route, method, status)'s request counter and latency histogram.
+struct RequestHandles {
+    requests: Counter,
+    seconds: Histogram,
+}
+
+impl RequestHandles {
+    fn new(route: &'static str, method: &'static str, status: String) -> Self {
+        Self {
+            requests: counter!(REQUESTS, "route" => route, "method" => method, "status" => status.clone()),
+            seconds: histogram!(REQUEST_SECONDS, "route" => route, "method" => method, "status" => status),
+        }
+    }
+}
+
 /// Records one answered request (called by the server for every response).
 pub fn observe(info: warp::log::Info<'_>) {
-    let route = route_label(info.path());
-    let method = method_label(info.method());
-    let status = info.status().as_u16().to_string();
-    counter!("likes_ingest_requests_total", "route" => route, "method" => method, "status" => status.clone())
-        .increment(1);
-    histogram!("likes_ingest_request_duration_seconds", "route" => route, "method" => method, "status" => status)
-        .record(info.elapsed().as_secs_f64());
+    static KNOWN: OnceLock<Vec<OnceLock<RequestHandles>>> = OnceLock::new();
+    let route = crate::routes::index_of(info.path());
+    let method = method_index(info.method());
+    let status = info.status().as_u16();
+    let routes = crate::routes::ALL.len() + 1;
+    let slot = STATUSES.iter().position(|s| *s == status).map(|s| {
+        let route = route.unwrap_or(routes - 1);
+        (route * METHODS.len() + method) * STATUSES.len() + s
+    });
+    let seconds = info.elapsed().as_secs_f64();
+    let label = || label_of(route);
+    match slot {
+        Some(slot) => {
+            let known = KNOWN.get_or_init(|| {
+                (0..routes * METHODS.len() * STATUSES.len())
+                    .map(|_| OnceLock::new())
+                    .collect()
+            });
+            let handles = known[slot]
+                .get_or_init(|| RequestHandles::new(label(), METHODS[method], status.to_string()));
+            handles.requests.increment(1);
+            handles.seconds.record(seconds);
+        }
+        None => {
+            let handles = RequestHandles::new(label(), METHODS[method], status.to_string());
+            handles.requests.increment(1);
+            handles.seconds.record(seconds);
+        }
+    }
 }
 
 /// Counts a refused request or batch event.
@@ -128,9 +183,19 @@ pub fn protection_unavailable(which: &'static str) {
     counter!(PROTECTION_UNAVAILABLE, "protection" => which).increment(1);
 }
 
-/// Counts acked events.
+/// Counts acked events (a handle per action, looked up once).
 pub fn accepted(action: likes_domain::Action, n: u64) {
-    counter!("likes_ingest_events_accepted_total", "action" => action.name()).increment(n);
+    use likes_domain::Action;
+    static ACCEPTED: OnceLock<[Counter; 2]> = OnceLock::new();
+    let [likes, unlikes] = ACCEPTED.get_or_init(|| {
+        [Action::Like, Action::Unlike]
+            .map(|a| counter!("likes_ingest_events_accepted_total", "action" => a.name()))
+    });
+    match action {
+        Action::Like => likes,
+        Action::Unlike => unlikes,
+    }
+    .increment(n);
 }
 
 /// Sets the producer queue depth gauge.
@@ -138,23 +203,27 @@ pub fn queue_depth(in_flight: i32) {
     gauge!("likes_ingest_producer_queue_depth").set(f64::from(in_flight));
 }
 
-/// The route template of a path (from [`crate::routes`]): a fixed, small set
-/// of label values, never an id.
-pub fn route_label(path: &str) -> &'static str {
-    crate::routes::template_of(path).unwrap_or("unmatched")
+/// The route label of a path no route serves.
+const UNMATCHED: &str = "unmatched";
+
+/// The label of the route at `index` in [`crate::routes::ALL`], if any: a
+/// route template, a fixed, small set of values, never an id.
+fn label_of(index: Option<usize>) -> &'static str {
+    index.map_or(UNMATCHED, |i| crate::routes::ALL[i].template)
 }
 
-fn method_label(method: &warp::http::Method) -> &'static str {
+/// The position of `method`'s label in [`METHODS`].
+fn method_index(method: &warp::http::Method) -> usize {
     use warp::http::Method;
     match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::DELETE => "DELETE",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::DELETE => 2,
+        Method::PUT => 3,
+        Method::PATCH => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 
@@ -163,6 +232,10 @@ mod tests {
     use super::*;
 
     use crate::routes;
+
+    fn route_label(path: &str) -> &'static str {
+        label_of(routes::index_of(path))
+    }
 
     #[test]
     fn ids_never_become_label_values() {

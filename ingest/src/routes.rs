@@ -55,17 +55,29 @@ impl Route {
     /// The values of the template's `{name}` segments in `path`, in order, or
     /// `None` when `path` does not match the template.
     pub fn matches(&self, path: &str) -> Option<Vec<String>> {
+        let mut params = Vec::new();
+        self.walk(path, |segment| params.push(segment.to_string()))
+            .then_some(params)
+    }
+
+    /// Whether `path` matches the template, extracting nothing: the metrics
+    /// label every response with its route, and allocating the segments
+    /// there would be waste.
+    pub fn matches_path(&self, path: &str) -> bool {
+        self.walk(path, |_| {})
+    }
+
+    /// Walks `path` against the template, handing each `{name}` segment's
+    /// value to `param`; whether the whole path matched.
+    fn walk<'p>(&self, path: &'p str, mut param: impl FnMut(&'p str)) -> bool {
         let mut wanted = self.template.trim_start_matches('/').split('/');
         let mut given = path.trim_start_matches('/').split('/');
-        let mut params = Vec::new();
         loop {
             match (wanted.next(), given.next()) {
-                (None, None) => return Some(params),
-                (Some(w), Some(g)) if w.starts_with('{') && !g.is_empty() => {
-                    params.push(g.to_string())
-                }
+                (None, None) => return true,
+                (Some(w), Some(g)) if w.starts_with('{') && !g.is_empty() => param(g),
                 (Some(w), Some(g)) if w == g => {}
-                _ => return None,
+                _ => return false,
             }
         }
     }
@@ -74,9 +86,13 @@ impl Route {
 /// The template of the route `path` belongs to, whatever the method: the
 /// metrics label (a fixed, small set of values, never an id).
 pub fn template_of(path: &str) -> Option<&'static str> {
-    ALL.iter()
-        .find(|r| r.matches(path).is_some())
-        .map(|r| r.template)
+    index_of(path).map(|i| ALL[i].template)
+}
+
+/// The position in [`ALL`] of the first route whose template `path` matches,
+/// whatever the method.
+pub fn index_of(path: &str) -> Option<usize> {
+    ALL.iter().position(|r| r.matches_path(path))
 }
 
 /// Matches `route`'s path and method and extracts its `{name}` segments.
@@ -106,10 +122,10 @@ pub fn unserved() -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::method())
         .and_then(|path: warp::path::FullPath, method: Method| async move {
             let path = path.as_str();
-            let known = ALL.iter().any(|r| r.matches(path).is_some());
+            let known = ALL.iter().any(|r| r.matches_path(path));
             let served = ALL
                 .iter()
-                .any(|r| r.method == method.as_str() && r.matches(path).is_some());
+                .any(|r| r.method == method.as_str() && r.matches_path(path));
             Err::<warp::reply::Response, _>(if known && !served {
                 warp::reject::custom(ApiError::MethodNotAllowed)
             } else {
