@@ -86,11 +86,20 @@ pub fn write(report: &Report, out: &Path, stamp: &str) -> anyhow::Result<Vec<Str
         if by_scenario.contains_key(row.scenario.as_str()) {
             continue;
         }
-        let path = out.join(format!("{stamp}-{}-throughput.png", slug(&row.scenario)));
+        let path = out.join(bar_file(stamp, row));
         bars(&path, &format!("{}: {}", row.scenario, row.metric), row)?;
         files.push(file_name(&path));
     }
     Ok(files)
+}
+
+/// The file of one row's bar chart: named by its scenario and its metric, as
+/// a scenario has several such rows (the drain: events/s, at three table
+/// sizes, with two shards, against the peer), and named by the scenario alone
+/// each overwrote the one before, leaving the last row's chart under the
+/// drain's name and listed once per row.
+fn bar_file(stamp: &str, row: &crate::report::Row) -> String {
+    format!("{stamp}-{}-{}.png", slug(&row.scenario), slug(&row.metric))
 }
 
 fn file_name(path: &Path) -> String {
@@ -223,4 +232,41 @@ fn bars(path: &Path, title: &str, row: &crate::report::Row) -> anyhow::Result<()
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Row;
+
+    fn row(scenario: &str, metric: &str) -> Row {
+        Row {
+            scenario: scenario.into(),
+            metric: metric.into(),
+            ours: 1.0,
+            baseline: 1.0,
+            ratio: 1.0,
+            better: "higher",
+            baseline_name: "baseline".into(),
+            target: None,
+            met: None,
+        }
+    }
+
+    #[test]
+    fn each_row_of_a_scenario_gets_a_bar_chart_of_its_own() {
+        let drain = bar_file(
+            "t",
+            &row("3 projector drain", "events/s (from first commit)"),
+        );
+        let at_size = bar_file(
+            "t",
+            &row(
+                "3 projector drain",
+                "events/s at 5000000 rows already present (200000 new events)",
+            ),
+        );
+        assert_ne!(drain, at_size);
+        assert_eq!(drain, "t-3-projector-drain-events-s-from-first-commit.png");
+    }
 }
