@@ -133,38 +133,34 @@ impl RequestHandles {
             seconds: histogram!(REQUEST_SECONDS, "route" => route, "method" => method, "status" => status),
         }
     }
+
+    fn record(&self, seconds: f64) {
+        self.requests.increment(1);
+        self.seconds.record(seconds);
+    }
 }
 
 /// Records one answered request (called by the server for every response).
 pub fn observe(info: warp::log::Info<'_>) {
+    /// Routes, "unmatched" last.
+    const ROUTES: usize = crate::routes::ALL.len() + 1;
     static KNOWN: OnceLock<Vec<OnceLock<RequestHandles>>> = OnceLock::new();
     let route = crate::routes::index_of(info.path());
     let method = method_index(info.method());
     let status = info.status().as_u16();
-    let routes = crate::routes::ALL.len() + 1;
-    let slot = STATUSES.iter().position(|s| *s == status).map(|s| {
-        let route = route.unwrap_or(routes - 1);
-        (route * METHODS.len() + method) * STATUSES.len() + s
-    });
     let seconds = info.elapsed().as_secs_f64();
-    let label = || label_of(route);
-    match slot {
-        Some(slot) => {
+    let handles = || RequestHandles::new(label_of(route), METHODS[method], status.to_string());
+    match STATUSES.iter().position(|s| *s == status) {
+        Some(s) => {
+            let slot = (route.unwrap_or(ROUTES - 1) * METHODS.len() + method) * STATUSES.len() + s;
             let known = KNOWN.get_or_init(|| {
-                (0..routes * METHODS.len() * STATUSES.len())
+                (0..ROUTES * METHODS.len() * STATUSES.len())
                     .map(|_| OnceLock::new())
                     .collect()
             });
-            let handles = known[slot]
-                .get_or_init(|| RequestHandles::new(label(), METHODS[method], status.to_string()));
-            handles.requests.increment(1);
-            handles.seconds.record(seconds);
+            known[slot].get_or_init(handles).record(seconds);
         }
-        None => {
-            let handles = RequestHandles::new(label(), METHODS[method], status.to_string());
-            handles.requests.increment(1);
-            handles.seconds.record(seconds);
-        }
+        None => handles().record(seconds),
     }
 }
 

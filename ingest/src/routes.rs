@@ -1,6 +1,6 @@
 //! The one table of the API's routes: (method, path template). The router
 //! builds each route's matcher from its entry ([`on`]), the metrics label a
-//! request with its entry's template ([`template_of`]), and the OpenAPI test
+//! request with its entry's template ([`index_of`]), and the OpenAPI test
 //! compares the spec with [`ALL`]: a route cannot be served without being
 //! listed here, so a new route without a spec entry fails that test.
 
@@ -83,14 +83,9 @@ impl Route {
     }
 }
 
-/// The template of the route `path` belongs to, whatever the method: the
-/// metrics label (a fixed, small set of values, never an id).
-pub fn template_of(path: &str) -> Option<&'static str> {
-    index_of(path).map(|i| ALL[i].template)
-}
-
 /// The position in [`ALL`] of the first route whose template `path` matches,
-/// whatever the method.
+/// whatever the method: the metrics label a request with that route's
+/// template (a fixed, small set of values, never an id).
 pub fn index_of(path: &str) -> Option<usize> {
     ALL.iter().position(|r| r.matches_path(path))
 }
@@ -160,14 +155,9 @@ mod tests {
 
     #[test]
     fn ids_never_become_label_values() {
-        assert_eq!(
-            template_of("/v1/users/42/likes/1/7"),
-            Some(USER_LIKES.template)
-        );
-        assert_eq!(
-            template_of("/v1/users/42/likes"),
-            Some(USER_LIKED_ITEMS.template)
-        );
-        assert_eq!(template_of("/v1/whatever/99"), None);
+        let route_of = |path: &str| index_of(path).map(|i| ALL[i]);
+        assert_eq!(route_of("/v1/users/42/likes/1/7"), Some(USER_LIKES));
+        assert_eq!(route_of("/v1/users/42/likes"), Some(USER_LIKED_ITEMS));
+        assert_eq!(route_of("/v1/whatever/99"), None);
     }
 }
