@@ -16,10 +16,29 @@ use crate::ApiError;
 pub struct Route {
     pub method: &'static str,
     pub template: &'static str,
+    /// The template's leading `/`s, skipped as the path's are.
+    slashes: usize,
+    /// Where the template's first `{name}` segment starts (its length when
+    /// it has none): everything before it must equal the path's start.
+    literal_end: usize,
 }
 
 const fn route(method: &'static str, template: &'static str) -> Route {
-    Route { method, template }
+    let bytes = template.as_bytes();
+    let mut slashes = 0;
+    while slashes < bytes.len() && bytes[slashes] == b'/' {
+        slashes += 1;
+    }
+    let mut literal_end = slashes;
+    while literal_end < bytes.len() && bytes[literal_end] != b'{' {
+        literal_end += 1;
+    }
+    Route {
+        method,
+        template,
+        slashes,
+        literal_end,
+    }
 }
 
 pub const LIKE: Route = route("POST", "/v1/likes");
@@ -69,9 +88,22 @@ impl Route {
 
     /// Walks `path` against the template, handing each `{name}` segment's
     /// value to `param`; whether the whole path matched.
+    ///
+    /// Every request is matched against routes until one fits (and once more
+    /// for its metrics label), so most calls are mismatches: the template's
+    /// literal start is compared as one slice first, which decides them, and
+    /// only a path that passes it is split into segments.
     fn walk<'p>(&self, path: &'p str, mut param: impl FnMut(&'p str)) -> bool {
-        let mut wanted = self.template.trim_start_matches('/').split('/');
-        let mut given = path.trim_start_matches('/').split('/');
+        let literal = &self.template[self.slashes..self.literal_end];
+        let Some(rest) = path.trim_start_matches('/').strip_prefix(literal) else {
+            return false;
+        };
+        let template_rest = &self.template[self.literal_end..];
+        if template_rest.is_empty() {
+            return rest.is_empty();
+        }
+        let mut wanted = template_rest.split('/');
+        let mut given = rest.split('/');
         loop {
             match (wanted.next(), given.next()) {
                 (None, None) => return true,
@@ -95,18 +127,18 @@ pub fn index_of(path: &str) -> Option<usize> {
 /// too, so a route that did match (a body too large, an invalid field) keeps
 /// its own answer when the routes are combined; [`unserved`], last in the
 /// chain, turns a known path with an unknown method into 405.
-pub fn on(route: Route) -> BoxedFilter<(Vec<String>,)> {
-    warp::path::full()
-        .and(warp::method())
-        .and_then(
-            move |path: warp::path::FullPath, method: Method| async move {
-                match route.matches(path.as_str()) {
-                    Some(params) if method.as_str() == route.method => Ok(params),
-                    _ => Err(warp::reject::not_found()),
-                }
-            },
-        )
-        .boxed()
+///
+/// Not boxed: every request passes through the routes before its own, and a
+/// boxed filter allocates its future on every pass.
+pub fn on(route: Route) -> impl Filter<Extract = (Vec<String>,), Error = warp::Rejection> + Copy {
+    warp::path::full().and(warp::method()).and_then(
+        move |path: warp::path::FullPath, method: Method| {
+            std::future::ready(match route.matches(path.as_str()) {
+                Some(params) if method.as_str() == route.method => Ok(params),
+                _ => Err(warp::reject::not_found()),
+            })
+        },
+    )
 }
 
 /// The last route of the chain: a path some route serves, asked with a method
@@ -131,8 +163,8 @@ pub fn unserved() -> BoxedFilter<(warp::reply::Response,)> {
 }
 
 /// [`on`] for a route without `{name}` segments.
-pub fn at(route: Route) -> BoxedFilter<()> {
-    on(route).map(|_: Vec<String>| ()).untuple_one().boxed()
+pub fn at(route: Route) -> impl Filter<Extract = (), Error = warp::Rejection> + Copy {
+    on(route).map(|_: Vec<String>| ()).untuple_one()
 }
 
 #[cfg(test)]
@@ -151,6 +183,77 @@ mod tests {
         assert_eq!(LIKE.matches("/v1/likes:batch"), None);
         assert_eq!(LIKE_BATCH.matches("/v1/likes:batch"), Some(vec![]));
         assert_eq!(HEALTHZ.matches("/healthz/"), None);
+    }
+
+    /// The segment-by-segment match, kept as the reference the literal-first
+    /// [`Route::walk`] must agree with.
+    fn by_segments(route: &Route, path: &str) -> Option<Vec<String>> {
+        let mut wanted = route.template.trim_start_matches('/').split('/');
+        let mut given = path.trim_start_matches('/').split('/');
+        let mut params = Vec::new();
+        loop {
+            match (wanted.next(), given.next()) {
+                (None, None) => return Some(params),
+                (Some(w), Some(g)) if w.starts_with('{') && !g.is_empty() => {
+                    params.push(g.to_string())
+                }
+                (Some(w), Some(g)) if w == g => {}
+                _ => return None,
+            }
+        }
+    }
+
+    #[test]
+    fn the_literal_first_match_agrees_with_matching_segment_by_segment() {
+        let segments = [
+            "",
+            "v1",
+            "likes",
+            "likes:batch",
+            "unlikes",
+            "items",
+            "users",
+            "1",
+            "42",
+            "count",
+            "counts",
+            "likers",
+            "healthz",
+            "metrics",
+            "x",
+        ];
+        let mut paths = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..4 {
+            last = last
+                .iter()
+                .flat_map(|p| segments.iter().map(move |s| format!("{p}/{s}")))
+                .collect();
+            paths.extend(last.iter().cloned());
+        }
+        // Every route's own path (its `{name}`s filled), and near misses.
+        for route in ALL {
+            let filled = route.template.replace("{item_type}", "1");
+            let filled = filled.replace("{item_id}", "42").replace("{user_id}", "7");
+            paths.extend([
+                filled.clone(),
+                format!("/{filled}"),
+                format!("{filled}/"),
+                filled.trim_start_matches('/').to_string(),
+                filled.replace("/42", "/"),
+            ]);
+        }
+        let mut matched = [0; ALL.len()];
+        for path in &paths {
+            for (route, matched) in ALL.iter().zip(&mut matched) {
+                let expected = by_segments(route, path);
+                *matched += usize::from(expected.is_some());
+                assert_eq!(route.matches(path), expected, "{route:?} on {path:?}");
+                assert_eq!(route.matches_path(path), expected.is_some());
+            }
+        }
+        // Every route matched some path, so the agreement is not only on misses.
+        assert!(matched.iter().all(|&n| n > 0), "{matched:?}");
     }
 
     #[test]
