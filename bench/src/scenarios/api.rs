@@ -118,7 +118,10 @@ pub async fn cached_read(cfg: &Config, report: &mut Report) -> anyhow::Result<()
     const CLIENT_CACHED: &str = "5 cached read, client-side cache";
     const ENTRIES: usize = 100_000;
     let env = BenchEnv::new(1).await?;
-    let ingest = env.start_ingest().await?;
+    // The plain ingest reads Redis on every GET whatever the default is.
+    let ingest = env
+        .start_ingest_with(|limits| limits.redis_client_cache = None)
+        .await?;
     let cached = env
         .start_ingest_with(|limits| limits.redis_client_cache = NonZeroUsize::new(ENTRIES))
         .await?;
