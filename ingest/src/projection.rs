@@ -16,12 +16,18 @@
 //! Every read of a shard is bounded by [`READ_TIMEOUT`]: a shard that is cut
 //! off without closing its connections answers 503 instead of holding the
 //! request.
+//!
+//! The optimistic lookups ([`Projection::states`]) run on a few connections
+//! per shard held outside its pool (`likes_infra::postgres::held`): they are
+//! the one read of every like, and the pool's pings on taking and returning
+//! a connection cost more client CPU than the statement's own round trip.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use futures::future::join_all;
 use likes_domain::{ItemKey, ItemType, UserId};
+use likes_infra::postgres::held::HeldConnections;
 use likes_infra::postgres::reads::{self, LikedItem};
 use likes_infra::postgres::shards::Shards;
 use likes_infra::postgres::{PgPool, offsets};
@@ -77,7 +83,13 @@ pub struct Projection {
     shards: Shards,
     topic: String,
     maps: Vec<MapCheck>,
+    /// Per shard, the connections of the optimistic lookups.
+    lookups: Vec<HeldConnections>,
 }
+
+/// Idle connections kept per shard for the optimistic lookups: as many as
+/// the lookup batcher runs queries at once.
+const LOOKUP_CONNECTIONS: usize = crate::lookups::IN_FLIGHT;
 
 impl Projection {
     /// Pools to `stack`'s shards (asking Kafka for the partition count when
@@ -100,10 +112,15 @@ impl Projection {
                 checking: tokio::sync::Mutex::new(()),
             })
             .collect();
+        let lookups = shards
+            .iter()
+            .map(|(_, pool)| HeldConnections::like(pool, LOOKUP_CONNECTIONS))
+            .collect();
         Self {
             shards,
             topic: topic.to_string(),
             maps,
+            lookups,
         }
     }
 
@@ -193,9 +210,20 @@ impl Projection {
         F: FnOnce(&'a PgPool) -> Fut,
         Fut: std::future::Future<Output = Result<T, likes_infra::Error>> + 'a,
     {
+        self.bounded(shard, async { read(self.shards.pool(shard)).await })
+            .await
+    }
+
+    /// Runs `read` once `shard`'s map is known to agree, both within
+    /// [`READ_TIMEOUT`].
+    async fn bounded<T>(
+        &self,
+        shard: usize,
+        read: impl Future<Output = Result<T, likes_infra::Error>>,
+    ) -> Result<T, ShardError> {
         let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
         self.ensure(shard, READ_TIMEOUT).await?;
-        match tokio::time::timeout_at(deadline, read(self.shards.pool(shard))).await {
+        match tokio::time::timeout_at(deadline, read).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(source)) => Err(ShardError::Store { shard, source }),
             Err(_) => Err(ShardError::TimedOut { shard }),
@@ -278,12 +306,12 @@ impl Projection {
                 .filter(|(_, group)| !group.is_empty())
                 .map(|(shard, group)| async move {
                     let asked: Vec<(UserId, ItemKey)> = group.iter().map(|(_, p)| *p).collect();
-                    let states = self
-                        .read(
-                            shard,
-                            |pool| async move { reads::states(pool, &asked).await },
-                        )
-                        .await;
+                    let held = &self.lookups[shard];
+                    let read = held.read(|conn| {
+                        let asked = asked.clone();
+                        Box::pin(async move { reads::states(conn, &asked).await })
+                    });
+                    let states = self.bounded(shard, read).await;
                     (group, states)
                 }),
         )

@@ -16,7 +16,7 @@ use likes_domain::Position;
 use likes_tests::api::{Answer, quiet_limits, send, start_with};
 use likes_tests::pg_proxy::proxied;
 use likes_tests::projected_rows::{event, items_per_shard, project, project_at};
-use likes_tests::{TestEnv, eventually};
+use likes_tests::{Ingest, TestEnv, eventually};
 
 const PARTITIONS: i32 = 4;
 const SHARDS: usize = 2;
@@ -236,6 +236,74 @@ async fn with_one_shard_cut_off_the_other_shards_items_and_cached_items_are_stil
         Ok(answer.status == 200 && answer.body["counts"][0]["count"] == count_of(b1))
     })
     .await?;
+    ingest.running.stop().await?;
+    Ok(())
+}
+
+/// POSTs a like by `user` of item `item` (type 1).
+async fn like(
+    http: &reqwest::Client,
+    ingest: &Ingest,
+    user: i64,
+    item: i64,
+) -> anyhow::Result<Answer> {
+    let body = serde_json::json!({"user_id": user, "item_id": item, "item_type": 1});
+    send(http.post(ingest.url("/v1/likes")).json(&body)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_like_on_a_cut_off_shard_is_answered_without_its_count_in_time_and_the_next_after_the_cut_has_it()
+-> anyhow::Result<()> {
+    let env = TestEnv::sharded(PARTITIONS, SHARDS).await?;
+    let item = items_per_shard(&env, 3000, 1)[1][0];
+    project(&env, &likes_of(&[item], 100)?).await?;
+    let (proxy, shard1) = proxied(&env.stack.database_urls[1]).await?;
+    let mut settings = env.ingest_settings();
+    settings.stack.database_urls[1] = shard1;
+    let ingest = start_with(settings, quiet_limits()).await?;
+    let http = reqwest::Client::new();
+    // Each like is a new user's: one projected like + theirs.
+    let optimistic = 2;
+
+    let first = like(&http, &ingest, 500, item).await?;
+    assert_eq!(first.status, 202, "{}", first.body);
+    assert_eq!(first.body["count"], optimistic, "{}", first.body);
+
+    // Cut and back with no like in between: the lookup's idle connection
+    // died meanwhile, and the next like still gets its count.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.restore();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_a_blip = like(&http, &ingest, 501, item).await?;
+    assert_eq!(after_a_blip.status, 202, "{}", after_a_blip.body);
+    assert_eq!(
+        after_a_blip.body["count"], optimistic,
+        "{}",
+        after_a_blip.body
+    );
+
+    // Cut off: the like is accepted and answered without the count, well
+    // before the shard's 3 s read timeout (the lookup's budget is 250 ms).
+    proxy.cut();
+    let started = std::time::Instant::now();
+    let cut_off = like(&http, &ingest, 502, item).await?;
+    let took = started.elapsed();
+    assert_eq!(cut_off.status, 202, "{}", cut_off.body);
+    assert_eq!(
+        cut_off.body["count"],
+        serde_json::Value::Null,
+        "{}",
+        cut_off.body
+    );
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+
+    // Back: the hung connection was dropped with its lookup, so the next like
+    // connects anew and has its count.
+    proxy.restore();
+    let back = like(&http, &ingest, 503, item).await?;
+    assert_eq!(back.status, 202, "{}", back.body);
+    assert_eq!(back.body["count"], optimistic, "{}", back.body);
     ingest.running.stop().await?;
     Ok(())
 }

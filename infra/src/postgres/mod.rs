@@ -8,12 +8,14 @@
 //!   keeps a swap and a snapshot apart ([`swap_lock`]);
 //! - snapshots of the projection ([`snapshots`]);
 //! - the shards: which database owns which partitions, and a pool per shard
-//!   ([`shards`]).
+//!   ([`shards`]); connections held outside a pool for the hottest read
+//!   ([`held`]).
 //!
 //! Callers hold connections and transactions ([`PgPool`], [`PgConnection`],
 //! [`PgTransaction`]) but never write SQL: every statement lives here.
 
 mod changes;
+pub mod held;
 pub mod losses;
 pub mod offsets;
 pub mod reads;

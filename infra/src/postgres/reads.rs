@@ -86,7 +86,10 @@ pub async fn applied_until(
 /// path asks this for many concurrent requests at once (see the ingest's
 /// lookup batcher), so PostgreSQL sees one statement per batch, not two per like.
 #[instrument(skip_all, fields(pairs = pairs.len()))]
-pub async fn states(pool: &PgPool, pairs: &[(UserId, ItemKey)]) -> Result<Vec<(i64, bool)>, Error> {
+pub async fn states(
+    db: impl sqlx::PgExecutor<'_>,
+    pairs: &[(UserId, ItemKey)],
+) -> Result<Vec<(i64, bool)>, Error> {
     if pairs.is_empty() {
         return Ok(Vec::new());
     }
@@ -109,7 +112,7 @@ pub async fn states(pool: &PgPool, pairs: &[(UserId, ItemKey)]) -> Result<Vec<(i
     .bind(&ids)
     .bind(&types)
     .bind(&users)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     let mut out = vec![(0, false); pairs.len()];
     for (ord, count, liked) in rows {

@@ -2,7 +2,6 @@
 //! broker acked, with a read-your-writes token and the optimistic count.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, UserId};
@@ -16,9 +15,6 @@ use crate::protection::{Memo, Recalled, outcome, publish_error};
 use crate::query::Token;
 use crate::request::{parse_like, require_json};
 use crate::{ApiError, State, observability};
-
-/// How long the optimistic count may take before the answer goes without it.
-const OPTIMISTIC_BUDGET: Duration = Duration::from_millis(250);
 
 /// POST/DELETE a like.
 #[tracing::instrument(skip_all, fields(action = ?action))]
@@ -144,12 +140,10 @@ async fn write(
 /// The projection's view before this write: the item's count and whether the
 /// user likes it, from PostgreSQL (never older than Redis, which is written
 /// after PostgreSQL commits) through the lookup batcher. Best effort and
-/// bounded; `None` leaves `count` out.
+/// bounded by the batcher's budget (`lookups::BUDGET`); `None` leaves
+/// `count` out.
 async fn projected(state: &State, user: UserId, item: ItemKey) -> Option<(i64, bool)> {
-    tokio::time::timeout(OPTIMISTIC_BUDGET, state.lookups.state(user, item))
-        .await
-        .ok()
-        .flatten()
+    state.lookups.state(user, item).await
 }
 
 /// The count the user should see now: the projected count with their own
