@@ -9,6 +9,7 @@ use std::time::Duration;
 use likes_domain::{Action, ItemKey, Position, UserId};
 use likes_infra::kafka::PublishError;
 use likes_infra::redis::Redis;
+use likes_infra::redis::admission::{Admission, Admitted};
 use likes_infra::redis::dedup::{DedupMemos, Outcome, Recall, Settle};
 use likes_infra::redis::ratelimit::RateLimiter;
 
@@ -36,17 +37,26 @@ pub enum Recalled {
 pub struct Protection {
     limiter: Option<RateLimiter>,
     memos: Option<DedupMemos>,
+    /// Both of the above in one script, when both are on.
+    both: Option<Admission>,
     max_in_flight: usize,
 }
 
 impl Protection {
     /// `produce_timeout` bounds how long a publish may stay unsettled.
     pub fn new(redis: &Redis, limits: &Limits, produce_timeout: Duration) -> Self {
+        let limiter = limits.rate.map(|rate| RateLimiter::new(redis, rate));
+        let memos = limits.dedup_window.map(|window| {
+            DedupMemos::new(redis, window, window + produce_timeout + UNSETTLED_SLACK)
+        });
+        let both = limiter
+            .as_ref()
+            .zip(memos.as_ref())
+            .map(|(limiter, memos)| Admission::new(limiter, memos));
         Self {
-            limiter: limits.rate.map(|rate| RateLimiter::new(redis, rate)),
-            memos: limits.dedup_window.map(|window| {
-                DedupMemos::new(redis, window, window + produce_timeout + UNSETTLED_SLACK)
-            }),
+            limiter,
+            memos,
+            both,
             max_in_flight: limits.max_in_flight,
         }
     }
@@ -66,6 +76,55 @@ impl Protection {
         Ok(())
     }
 
+    /// A single like's protections: its token, then the memo's answer or the
+    /// mark of the publish about to start. One Redis call when both are on;
+    /// a refused like is not marked (or its mark is released).
+    pub async fn guard(
+        &self,
+        user: UserId,
+        item: ItemKey,
+        action: Action,
+    ) -> Result<Recalled, ApiError> {
+        let Some(both) = &self.both else {
+            return self.guard_apart(user, item, action).await;
+        };
+        match both.admit(user, item, action).await {
+            Ok(Admitted::Refused { retry_after_ms }) => Err(refused(retry_after_ms)),
+            Ok(Admitted::Answer(memo)) => Ok(Recalled::Answer(memo)),
+            Ok(Admitted::Marked) => Ok(Recalled::Produce { marked: true }),
+            Err(e) => {
+                tracing::warn!(error = %e, "rate limiter and dedup memo unavailable; producing");
+                observability::protection_unavailable(observability::RATE_LIMIT);
+                observability::protection_unavailable(observability::DEDUP);
+                Ok(Recalled::Produce { marked: false })
+            }
+        }
+    }
+
+    /// [`Self::guard`] with at most one protection on: each asked on its own.
+    async fn guard_apart(
+        &self,
+        user: UserId,
+        item: ItemKey,
+        action: Action,
+    ) -> Result<Recalled, ApiError> {
+        let ((granted, limited), recalled) =
+            tokio::join!(self.admit(user, 1), self.recall(user, item, action));
+        let (0, Some(e)) = (granted, limited) else {
+            return Ok(recalled);
+        };
+        if let Recalled::Produce { marked: true } = recalled {
+            let released = Settle {
+                user,
+                item,
+                outcome: Outcome::Released,
+                marked: true,
+            };
+            self.settle(&[released]).await;
+        }
+        Err(e)
+    }
+
     /// How many of `cost` events `user` may send now; when fewer than asked,
     /// also the error the refused ones get.
     pub async fn admit(&self, user: UserId, cost: u32) -> (u32, Option<ApiError>) {
@@ -74,12 +133,7 @@ impl Protection {
         };
         match limiter.acquire(user, cost).await {
             Ok(grant) if grant.granted >= cost => (cost, None),
-            Ok(grant) => (
-                grant.granted,
-                Some(ApiError::RateLimited {
-                    retry_after_secs: grant.retry_after_ms.div_ceil(1000).max(1),
-                }),
-            ),
+            Ok(grant) => (grant.granted, Some(refused(grant.retry_after_ms))),
             Err(e) => {
                 tracing::warn!(error = %e, "rate limiter unavailable; admitting");
                 observability::protection_unavailable(observability::RATE_LIMIT);
@@ -143,6 +197,14 @@ impl Protection {
             tracing::warn!(error = %e, "dedup memo not settled");
             observability::protection_unavailable(observability::DEDUP);
         }
+    }
+}
+
+/// The answer to a request the rate limit refused, `retry_after_ms` before
+/// the user's next token.
+fn refused(retry_after_ms: u64) -> ApiError {
+    ApiError::RateLimited {
+        retry_after_secs: retry_after_ms.div_ceil(1000).max(1),
     }
 }
 

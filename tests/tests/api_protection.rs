@@ -1,14 +1,169 @@
 //! Protections on the real stack: a per-user rate limit shared by two ingest
-//! instances through Redis, and fast 503s with Retry-After when the producer
+//! instances through Redis, the rate limit and the dedup memo asked in one
+//! call when both are on, and fast 503s with Retry-After when the producer
 //! is saturated or the broker cannot be reached.
 
 use std::time::Duration;
 
+use likes_domain::{ItemKey, UserId};
+use likes_infra::redis::Keys;
 use likes_infra::redis::ratelimit::Rate;
 use likes_ingest::Limits;
-use likes_tests::TestEnv;
-use likes_tests::api::{quiet_limits, send, start_ingest, start_with};
+use likes_tests::api::{Answer, quiet_limits, send, start_ingest, start_with};
+use likes_tests::redis_server::{PrivateRedis, ingest_settings_on};
+use likes_tests::{Ingest, TestEnv};
 use serde_json::json;
+
+/// The rate limit and the dedup memo both on: one token per 100 s after the
+/// burst, and a memo that answers for a minute.
+fn both_protections(burst: u32) -> Limits {
+    Limits {
+        rate: Some(Rate {
+            per_second: 0.01,
+            burst,
+        }),
+        dedup_window: Some(Duration::from_secs(60)),
+        ..quiet_limits()
+    }
+}
+
+async fn like(
+    http: &reqwest::Client,
+    ingest: &Ingest,
+    user: i64,
+    item: i64,
+) -> anyhow::Result<Answer> {
+    send(
+        http.post(ingest.url("/v1/likes"))
+            .json(&json!({"user_id": user, "item_id": item, "item_type": 1})),
+    )
+    .await
+}
+
+/// The value of `likes_ingest_protection_unavailable_total` for `which` in
+/// the ingest's metrics (0 when absent).
+async fn unavailable(http: &reqwest::Client, ingest: &Ingest, which: &str) -> anyhow::Result<f64> {
+    let text = http
+        .get(ingest.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let series = format!(r#"likes_ingest_protection_unavailable_total{{protection="{which}"}} "#);
+    Ok(text
+        .lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_both_protections_on_a_refused_like_is_neither_answered_from_the_memo_nor_marked()
+-> anyhow::Result<()> {
+    let env = TestEnv::new(2).await?;
+    let ingest = start_ingest(&env, both_protections(2)).await?;
+    let http = reqwest::Client::new();
+    let before = env.end_offsets()?;
+
+    let first = like(&http, &ingest, 9, 300).await?;
+    let again = like(&http, &ingest, 9, 300).await?;
+    // The bucket is empty now: the memo could answer this one, the limit refuses it.
+    let third = like(&http, &ingest, 9, 300).await?;
+    let other = like(&http, &ingest, 9, 301).await?;
+    assert_eq!(
+        [first.status, again.status, third.status, other.status],
+        [202, 202, 429, 429],
+        "{:?} {:?}",
+        third.body,
+        other.body
+    );
+    assert_eq!(first.body["deduplicated"], false);
+    assert_eq!(again.body["deduplicated"], true, "{}", again.body);
+    assert_eq!(
+        again.body["event_id"], first.body["event_id"],
+        "the memo answers with the logged event"
+    );
+    assert_eq!(third.body["error"]["code"], "rate_limited");
+    assert_eq!(
+        env.end_offsets()? - before,
+        1,
+        "only the first like is produced"
+    );
+
+    let keys = Keys::new(&env.stack.redis_key_prefix);
+    let user = UserId::parse(9)?;
+    let mut redis = redis::Client::open(env.stack.redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let in_flight: Option<i64> = redis::cmd("HGET")
+        .arg(keys.dedup(user, ItemKey::parse(1, 300)?))
+        .arg("n")
+        .query_async(&mut redis)
+        .await?;
+    assert_eq!(in_flight, Some(0), "the produced like's mark was settled");
+    let marked: bool = redis::cmd("EXISTS")
+        .arg(keys.dedup(user, ItemKey::parse(1, 301)?))
+        .query_async(&mut redis)
+        .await?;
+    assert!(!marked, "a refused like leaves no mark on its pair");
+    ingest.running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_both_protections_on_likes_go_through_while_redis_refuses_and_are_guarded_again_after()
+-> anyhow::Result<()> {
+    let env = TestEnv::new(2).await?;
+    let redis = PrivateRedis::start(&[]).await?;
+    let ingest = start_with(ingest_settings_on(&env, &redis), both_protections(1)).await?;
+    let http = reqwest::Client::new();
+    let (limit_before, dedup_before) = (
+        unavailable(&http, &ingest, "rate_limit").await?,
+        unavailable(&http, &ingest, "dedup").await?,
+    );
+
+    redis.refuse_writes(true).await?;
+    let before = env.end_offsets()?;
+    for _ in 0..3 {
+        // A bucket of one and a repeat of the same like: each protection
+        // would stop all but the first if it could be asked.
+        let answer = like(&http, &ingest, 9, 400).await?;
+        assert_eq!(answer.status, 202, "{}", answer.body);
+        assert_eq!(answer.body["deduplicated"], false);
+    }
+    assert_eq!(
+        env.end_offsets()? - before,
+        3,
+        "every like is produced while the protections cannot be asked"
+    );
+    assert_eq!(
+        unavailable(&http, &ingest, "rate_limit").await? - limit_before,
+        3.0
+    );
+    // The memo is asked twice per like: the recall before the produce, the
+    // settle after it.
+    assert_eq!(
+        unavailable(&http, &ingest, "dedup").await? - dedup_before,
+        6.0
+    );
+
+    redis.refuse_writes(false).await?;
+    let guarded = like(&http, &ingest, 9, 401).await?;
+    let refused = like(&http, &ingest, 9, 402).await?;
+    assert_eq!(
+        [guarded.status, refused.status],
+        [202, 429],
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        env.end_offsets()? - before,
+        4,
+        "the limit holds again once Redis takes writes"
+    );
+    ingest.running.stop().await?;
+    Ok(())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_limit_holds_across_two_instances_sharing_redis() -> anyhow::Result<()> {

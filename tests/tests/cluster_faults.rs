@@ -2,6 +2,8 @@
 //! replicated 3 times with `min.insync.replicas` 2, and a Redis Cluster of 3
 //! primaries + 3 replicas): nothing acknowledged is lost, nothing is counted
 //! twice, and Redis comes back to PostgreSQL's counts without an operator.
+//! Also what only a Redis Cluster can break: the protections' one script per
+//! like, whose two keys must share a slot.
 //!
 //! Run by `dev/stack test --cluster` only (declared `test = false`): the tests
 //! kill and restart the cluster's nodes, one test at a time. Each prints a
@@ -559,4 +561,58 @@ async fn a_shard_stopped_for_20_s_holds_back_only_its_own_items_and_loses_and_do
         &load.items,
     )
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_protections_hold_on_the_redis_cluster_in_one_call_per_like() -> anyhow::Result<()> {
+    use likes_infra::redis::ratelimit::Rate;
+    let _serial = SERIAL.lock().await;
+    let run = Run::start(0).await?;
+    // The token and the memo are asked in one script, which Redis Cluster
+    // runs only when both keys hash to one slot; a script refused would fail
+    // open, so the memo's answer and the refusal below are what show it ran.
+    let limits = likes_ingest::Limits {
+        rate: Some(Rate {
+            per_second: 0.01,
+            burst: 2,
+        }),
+        dedup_window: Some(Duration::from_secs(60)),
+        ..likes_ingest::Limits::unprotected()
+    };
+    let ingest = likes_tests::api::start_with(run.env.ingest_settings(), limits).await?;
+    let http = reqwest::Client::new();
+    let like = |user: i64, item: i64| {
+        likes_tests::api::send(
+            http.post(ingest.url("/v1/likes"))
+                .json(&json!({"user_id": user, "item_id": item, "item_type": ITEM_TYPE})),
+        )
+    };
+    let before = run.env.end_offsets()?;
+    // Users whose keys land on every primary.
+    let users: Vec<i64> = (1..=9).collect();
+    for &user in &users {
+        let first = like(user, 7).await?;
+        let again = like(user, 7).await?;
+        let refused = like(user, 8).await?;
+        assert_eq!(
+            [first.status, again.status, refused.status],
+            [202, 202, 429],
+            "user {user}: {} {}",
+            again.body,
+            refused.body
+        );
+        assert_eq!(first.body["deduplicated"], false, "user {user}");
+        assert_eq!(
+            again.body["deduplicated"], true,
+            "user {user}: the memo answers the repeat"
+        );
+    }
+    assert_eq!(
+        run.env.end_offsets()? - before,
+        users.len() as i64,
+        "one like produced per user"
+    );
+    ingest.running.stop().await?;
+    run.ingest.running.stop().await?;
+    Ok(())
 }

@@ -36,23 +36,33 @@ use tracing::instrument;
 use super::{Redis, millis};
 use crate::Error;
 
-/// Answers with the memo when it may answer; otherwise marks a publish.
+/// Answers with the memo when it may answer; otherwise marks a publish (a
+/// Lua function, so [`super::admission`] can run it after the rate limit's
+/// in one script). `key` the pair's hash, `symbol` the action's, `window` ms
+/// a number, `hold` ms as given. Returns {action, partition, offset, event
+/// id}, or false when it marked.
+pub(super) const RECALL_FN: &str = r#"
+local function recall(key, symbol, window, hold)
+  local m = redis.call('HMGET', key, 'a', 'p', 'o', 'e', 't', 'n', 'u')
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  if m[1] == symbol and m[2] and m[3] and m[4] and m[5]
+    and (not m[6] or tonumber(m[6]) == 0) and not m[7]
+    and now - tonumber(m[5]) < window then
+    return {m[1], m[2], m[3], m[4]}
+  end
+  redis.call('HINCRBY', key, 'n', 1)
+  if redis.call('PTTL', key) < tonumber(hold) then
+    redis.call('PEXPIRE', key, hold)
+  end
+  return false
+end
+"#;
+
 /// KEYS[1] the pair's hash; ARGV: action symbol, window ms, hold ms.
 /// Returns {action, partition, offset, event id} or nil (marked).
 const RECALL: &str = r#"
-local m = redis.call('HMGET', KEYS[1], 'a', 'p', 'o', 'e', 't', 'n', 'u')
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-if m[1] == ARGV[1] and m[2] and m[3] and m[4] and m[5]
-  and (not m[6] or tonumber(m[6]) == 0) and not m[7]
-  and now - tonumber(m[5]) < tonumber(ARGV[2]) then
-  return {m[1], m[2], m[3], m[4]}
-end
-redis.call('HINCRBY', KEYS[1], 'n', 1)
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-end
-return false
+return recall(KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3])
 "#;
 
 /// Marks a publish without asking for an answer (the batch path).
@@ -161,7 +171,7 @@ impl DedupMemos {
             redis: redis.clone(),
             window,
             hold: hold.max(window),
-            recall: redis::Script::new(RECALL),
+            recall: redis::Script::new(&format!("{RECALL_FN}{RECALL}")),
             mark: redis::Script::new(MARK),
             settle: redis::Script::new(SETTLE),
         }
@@ -185,9 +195,21 @@ impl DedupMemos {
             .arg(millis(self.hold))
             .invoke_async(&mut conn)
             .await?;
-        let Some((symbol, partition, offset, event_id)) = found else {
+        let Some(found) = found else {
             return Ok(Recall::Marked);
         };
+        self.read(user, item, found).map(Recall::Answer)
+    }
+
+    /// The memo a recall answered with, from its fields as Redis sent them.
+    /// Only this module writes the hash, so a field that does not read back
+    /// is damage: an error, and the caller produces (not marked).
+    pub(super) fn read(
+        &self,
+        user: UserId,
+        item: ItemKey,
+        (symbol, partition, offset, event_id): (String, i32, i64, String),
+    ) -> Result<Memo, Error> {
         let memo = Action::from_symbol(&symbol)
             .ok()
             .zip(EventId::parse(&event_id).ok())
@@ -196,15 +218,26 @@ impl DedupMemos {
                 event_id,
                 ack: Position { partition, offset },
             });
-        // Only this module writes the hash, so a field that does not read back
-        // is damage: an error, and the caller produces (not marked).
-        memo.map(Recall::Answer).ok_or_else(|| {
-            Error::Redis(redis::RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "unreadable dedup memo",
-                self.redis.keys().dedup(user, item),
-            )))
-        })
+        memo.ok_or_else(|| self.unreadable(user, item))
+    }
+
+    /// The error of a memo that does not read back.
+    pub(super) fn unreadable(&self, user: UserId, item: ItemKey) -> Error {
+        Error::Redis(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "unreadable dedup memo",
+            self.redis.keys().dedup(user, item),
+        )))
+    }
+
+    /// The window a memo answers within, and how long a mark holds its pair.
+    pub(super) fn window_and_hold(&self) -> (Duration, Duration) {
+        (self.window, self.hold)
+    }
+
+    /// The Redis these memos live in.
+    pub(super) fn redis(&self) -> &Redis {
+        &self.redis
     }
 
     /// Marks one publish per pair listed (a pair listed twice is marked twice).

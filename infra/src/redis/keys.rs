@@ -12,7 +12,9 @@
 //!
 //! The `{<user_id>}` hash tags keep one user's keys in one Redis Cluster slot.
 //! The likers stamp's tag is its likers key, so both sit in the likers key's
-//! slot and one script may touch the pair. Every other script touches one key.
+//! slot and one script may touch the pair; a user's bucket and memos share a
+//! slot the same way (one script takes the token and recalls the memo). Every
+//! other script touches one key.
 
 use likes_domain::{ItemKey, UserId};
 
@@ -136,6 +138,19 @@ mod tests {
             assert_eq!(
                 Slot::for_key(keys.likers(item())),
                 Slot::for_key(keys.likers_stamp(item())),
+                "prefix {prefix:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_user_s_bucket_and_memos_share_a_cluster_slot() {
+        use redis::cluster_routing::Slot;
+        for prefix in ["likes:", "t-{abc}:", ""] {
+            let keys = Keys::new(prefix);
+            assert_eq!(
+                Slot::for_key(keys.rate(user())),
+                Slot::for_key(keys.dedup(user(), item())),
                 "prefix {prefix:?}"
             );
         }

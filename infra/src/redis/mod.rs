@@ -19,9 +19,12 @@
 //! - [`ratelimit`]: the per-user token bucket the API checks.
 //! - [`dedup`]: the API's quick-dedup memo (answers a repeated identical
 //!   action without producing it again).
+//! - [`admission`]: a single like's rate limit and dedup recall in one
+//!   script, one round trip.
 //! - [`repair`]: the operator tools' writes over the counts (verify's repair,
 //!   the rebuilds).
 
+pub mod admission;
 pub mod counts;
 pub mod dedup;
 pub mod keys;

@@ -19,31 +19,38 @@ use tracing::instrument;
 use super::Redis;
 use crate::Error;
 
+/// Takes up to `cost` tokens from the bucket at `key` (a Lua function, so
+/// [`super::admission`] can run it in the same script as the dedup recall).
+/// `rate` per second, `burst`, `cost` are numbers. Returns granted, wait_ms.
+pub(super) const TAKE: &str = r#"
+local function take(key, rate, burst, cost)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local state = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(state[1])
+  local ts = tonumber(state[2])
+  if tokens == nil or ts == nil then
+    tokens = burst
+    ts = now
+  end
+  local elapsed = now - ts
+  if elapsed < 0 then elapsed = 0 end
+  tokens = math.min(burst, tokens + elapsed * rate / 1000)
+  local granted = math.min(math.floor(tokens), cost)
+  tokens = tokens - granted
+  local wait = 0
+  if granted < cost then
+    wait = math.ceil((1 - tokens) * 1000 / rate)
+  end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', key, math.ceil(burst * 1000 / rate) + 1000)
+  return granted, wait
+end
+"#;
+
 /// KEYS[1]: the bucket. ARGV: rate per second, burst, cost. Returns {granted, wait_ms}.
 const TOKEN_BUCKET: &str = r#"
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil or ts == nil then
-  tokens = burst
-  ts = now
-end
-local elapsed = now - ts
-if elapsed < 0 then elapsed = 0 end
-tokens = math.min(burst, tokens + elapsed * rate / 1000)
-local granted = math.min(math.floor(tokens), cost)
-tokens = tokens - granted
-local wait = 0
-if granted < cost then
-  wait = math.ceil((1 - tokens) * 1000 / rate)
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+local granted, wait = take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
 return {granted, wait}
 "#;
 
@@ -77,8 +84,13 @@ impl RateLimiter {
         Self {
             redis: redis.clone(),
             rate,
-            script: redis::Script::new(TOKEN_BUCKET),
+            script: redis::Script::new(&format!("{TAKE}{TOKEN_BUCKET}")),
         }
+    }
+
+    /// The allowance this limiter grants.
+    pub fn rate(&self) -> Rate {
+        self.rate
     }
 
     /// Takes up to `cost` tokens from `user`'s bucket.

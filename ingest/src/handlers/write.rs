@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use likes_domain::{Action, EventId, ItemKey, LikeEvent, UserId};
-use likes_infra::redis::dedup::{Outcome, Settle};
+use likes_infra::redis::dedup::Settle;
 use serde::Serialize;
 use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
@@ -31,22 +31,7 @@ pub async fn publish(
     state
         .protection
         .backpressure(state.publisher.in_flight(), 1)?;
-    let ((granted, limited), recalled) = tokio::join!(
-        state.protection.admit(user, 1),
-        state.protection.recall(user, item, action)
-    );
-    if let (0, Some(e)) = (granted, limited) {
-        if let Recalled::Produce { marked: true } = recalled {
-            let released = Settle {
-                user,
-                item,
-                outcome: Outcome::Released,
-                marked: true,
-            };
-            state.protection.settle(&[released]).await;
-        }
-        return Err(e.into());
-    }
+    let recalled = state.protection.guard(user, item, action).await?;
     let event_id = request.event_id.unwrap_or_else(EventId::generate);
     let (written, seen) = tokio::join!(
         write(&state, action, user, item, event_id, recalled),

@@ -1,0 +1,123 @@
+//! A single like's two protections in one round trip: the rate limit's token
+//! ([`super::ratelimit`]) and the dedup memo's recall ([`super::dedup`]), run
+//! by one script.
+//!
+//! Asked separately they are two calls before the produce (and a third, the
+//! release of the recall's mark, when the token is refused). Both keys carry
+//! the user's hash tag ([`super::Keys::rate`], [`super::Keys::dedup`]), so
+//! they sit in one Redis Cluster slot and one script may touch both. The
+//! script takes the token first and recalls only when it got one: a refused
+//! like neither answers from the memo nor marks its pair, as the separate
+//! calls ended (the handler released the mark). The Lua of each part exists
+//! once, in its own module; this one only puts them in order.
+
+use std::time::Duration;
+
+use likes_domain::{Action, ItemKey, UserId};
+use tracing::instrument;
+
+use super::dedup::{DedupMemos, Memo, RECALL_FN};
+use super::ratelimit::{Rate, RateLimiter, TAKE};
+use super::{Redis, millis};
+use crate::Error;
+
+/// KEYS[1] the user's bucket, KEYS[2] the pair's memo. ARGV: rate per
+/// second, burst, action symbol, window ms, hold ms. Returns {granted,
+/// wait_ms, action, partition, offset, event id}, the last four false unless
+/// the memo answered.
+const ADMIT: &str = r#"
+local granted, wait = take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), 1)
+if granted < 1 then
+  return {0, wait, false, false, false, false}
+end
+local memo = recall(KEYS[2], ARGV[3], tonumber(ARGV[4]), ARGV[5])
+if memo then
+  return {1, 0, memo[1], memo[2], memo[3], memo[4]}
+end
+return {1, 0, false, false, false, false}
+"#;
+
+/// What one admission decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// No token: refuse; the pair was not marked.
+    Refused { retry_after_ms: u64 },
+    /// A token was taken and the same action is the latest logged one:
+    /// answer with it, do not produce.
+    Answer(Memo),
+    /// A token was taken and a publish of the pair is now marked; it must be
+    /// settled ([`DedupMemos::settle`]).
+    Marked,
+}
+
+/// The rate limit and the dedup memo of one deployment, asked together;
+/// cheap to clone.
+#[derive(Clone)]
+pub struct Admission {
+    redis: Redis,
+    rate: Rate,
+    window: Duration,
+    hold: Duration,
+    memos: DedupMemos,
+    script: redis::Script,
+}
+
+impl Admission {
+    /// Both protections as `limiter` and `memos` keep them.
+    pub fn new(limiter: &RateLimiter, memos: &DedupMemos) -> Self {
+        let (window, hold) = memos.window_and_hold();
+        Self {
+            redis: memos.redis().clone(),
+            rate: limiter.rate(),
+            window,
+            hold,
+            memos: memos.clone(),
+            script: redis::Script::new(&format!("{TAKE}{RECALL_FN}{ADMIT}")),
+        }
+    }
+
+    /// Takes one token from `user`'s bucket and, if it got one, recalls (or
+    /// marks) the user's `action` on `item`.
+    #[instrument(skip_all, fields(item = %item))]
+    pub async fn admit(
+        &self,
+        user: UserId,
+        item: ItemKey,
+        action: Action,
+    ) -> Result<Admitted, Error> {
+        type Reply = (
+            i64,
+            i64,
+            Option<String>,
+            Option<i32>,
+            Option<i64>,
+            Option<String>,
+        );
+        let keys = self.redis.keys();
+        let (granted, wait, symbol, partition, offset, event_id): Reply = self
+            .script
+            .key(keys.rate(user))
+            .key(keys.dedup(user, item))
+            .arg(self.rate.per_second)
+            .arg(self.rate.burst)
+            .arg(action.symbol())
+            .arg(millis(self.window))
+            .arg(millis(self.hold))
+            .invoke_async(&mut self.redis.connection())
+            .await?;
+        if granted < 1 {
+            return Ok(Admitted::Refused {
+                retry_after_ms: u64::try_from(wait.max(0)).unwrap_or(0),
+            });
+        }
+        match (symbol, partition, offset, event_id) {
+            (None, None, None, None) => Ok(Admitted::Marked),
+            (Some(symbol), Some(partition), Some(offset), Some(event_id)) => self
+                .memos
+                .read(user, item, (symbol, partition, offset, event_id))
+                .map(Admitted::Answer),
+            // The recall answers with all four fields or none.
+            _ => Err(self.memos.unreadable(user, item)),
+        }
+    }
+}
