@@ -38,6 +38,9 @@ mod goals {
 }
 
 const BARE_POST: &str = "bare warp POST 204";
+/// Scenario 1's other rows: the same ingest with its protections on.
+const PROTECTED: &str = "1 single-like, protections on";
+const UNPROTECTED: &str = "ours with protections off (the rows above)";
 const DURABLE: &str = "minimal durable write (same Avro record and producer, 202 after the ack)";
 
 /// Runs scenario 1; answers our rate search (for scenario 6).
@@ -45,6 +48,17 @@ pub async fn single_like(cfg: &Config, report: &mut Report) -> anyhow::Result<Se
     const NAME: &str = "1 single-like";
     let env = BenchEnv::new(8).await?;
     let ingest = env.start_ingest().await?;
+    // The production path: the per-user rate limit and the quick dedup at
+    // their defaults (every like a Redis call before the produce and one
+    // after). The load's users are many and uniform, so neither refuses or
+    // answers: what is measured is their cost.
+    let protected = env
+        .start_ingest_with(|limits| {
+            let on = likes_ingest::Limits::default();
+            limits.rate = on.rate;
+            limits.dedup_window = on.dedup_window;
+        })
+        .await?;
     let bare = baselines::bare_post().await?;
     let durable = baselines::durable_post(&env.stack, crate::env::PRODUCE_TIMEOUT).await?;
     let load = Http {
@@ -52,8 +66,8 @@ pub async fn single_like(cfg: &Config, report: &mut Report) -> anyhow::Result<Se
     };
     let mut keys = Keys::new(cfg.items, cfg.zipf_exponent, cfg.users, 1)?;
     let (ours_at, bare_at, durable_at) = (ingest.addr, bare.addr, durable.addr);
-    // Warm all three: connections, schema, producer metadata.
-    for at in [ours_at, bare_at, durable_at] {
+    // Warm all four: connections, schema, producer metadata.
+    for at in [ours_at, bare_at, durable_at, protected.addr] {
         load.post_likes(at, &mut keys, 500.0, cfg.step / 4).await?;
     }
     let mut fixed = Vec::new();
@@ -63,12 +77,17 @@ pub async fn single_like(cfg: &Config, report: &mut Report) -> anyhow::Result<Se
         let least = load
             .post_likes(durable_at, &mut keys, rate, cfg.step)
             .await?;
+        let guarded = load
+            .post_likes(protected.addr, &mut keys, rate, cfg.step)
+            .await?;
         let vs_bare = latency_rows(report, NAME, rate, &ours, &base, BARE_POST);
         let vs_durable = latency_rows(report, NAME, rate, &ours, &least, DURABLE);
+        protection_rows(report, rate, &guarded, &ours);
         fixed.push((rate, vs_bare, vs_durable));
         report.runs(NAME, "ours", &[ours]);
         report.runs(NAME, "bare warp POST", &[base]);
         report.runs(NAME, "minimal durable write", &[least]);
+        report.runs(NAME, "ours with protections on", &[guarded]);
     }
     let ours = max_sustainable(cfg.plan(WRITE_P99_MS), async |rate| {
         load.post_likes(ours_at, &mut keys, rate, cfg.step).await
@@ -105,6 +124,7 @@ pub async fn single_like(cfg: &Config, report: &mut Report) -> anyhow::Result<Se
         report.hold(vs_durable.cpu, |r| r.goal_ratio(goals::CPU_VS_DURABLE));
     }
     stop(ingest, bare).await?;
+    protected.stop().await?;
     durable.stop().await?;
     env.clean().await?;
     Ok(ours)
@@ -297,6 +317,42 @@ fn latency_rows(
         p50: first,
         p99: first + 1,
         cpu,
+    }
+}
+
+/// What the protections cost at one rate: the protected ingest beside the
+/// unprotected one of the same run, with Redis's CPU apart (the protections'
+/// only store).
+fn protection_rows(
+    report: &mut Report,
+    rate: f64,
+    protected: &crate::load::Summary,
+    plain: &crate::load::Summary,
+) {
+    let figures = [
+        ("P50 ms", protected.p50_ms, plain.p50_ms),
+        ("P99 ms", protected.p99_ms, plain.p99_ms),
+        (
+            "service CPU µs per request",
+            protected.service_us_per_request(),
+            plain.service_us_per_request(),
+        ),
+        (
+            "Redis CPU µs per request",
+            per(protected.cpu.redis_s, protected.ok),
+            per(plain.cpu.redis_s, plain.ok),
+        ),
+        (
+            "stack CPU µs per request (service+PG+Kafka+Redis)",
+            protected.stack_us_per_request(),
+            plain.stack_us_per_request(),
+        ),
+    ];
+    for (figure, o, b) in figures {
+        let metric = format!("{figure} at {rate:.0}/s");
+        report
+            .rows
+            .push(Row::new(PROTECTED, &metric, o, b, false, UNPROTECTED));
     }
 }
 
