@@ -5,18 +5,21 @@
 #      ROWS realistic rows (Zipf-ish items, many uniform users, inserted in random key order as the
 #      projector would), counters with the matching per-item counts, applied_events with APPLIED
 #      rows; VACUUM ANALYZE; bytes per row of the heap and of each index.
-#      Then the projector's write path (the statements of infra/src/store/{writer,changes}.rs, one
+#      Then the projector's write path (the statements of infra/src/postgres/{writer,changes}.rs, one
 #      transaction per batch) on top of that: backend CPU µs and WAL bytes per event, by statement;
 #      and the ingest's optimistic lookup (reads::states) per pair at a few batch sizes.
 #      Then REINDEX and the sizes again (freshly built = densest indexes). The database is dropped.
 #   2. Redis: memory per cached count key, per recent-likers sorted-set entry, per dedup memo and
 #      per rate-limit bucket, written with the real key shapes and the real Lua scripts (read from
-#      infra/src/cache.rs and infra/src/ratelimit.rs), and Redis CPU per command.
+#      infra/src/redis/{counts,ratelimit,dedup,admission}.rs), and Redis CPU per command: a single
+#      like's protections both as two scripts (token bucket, recall) and as the one the ingest
+#      sends when both are on (admission), then the settle after the ack.
 #   3. Kafka: the Avro value and record size computed from schemas/like_event.avsc, and, when the
 #      broker's log directory is readable, bytes per record actually on disk by batch size.
 #
 # Usage: docs/capacity-rows.sh            (from anywhere; about 2-4 minutes on the 2-core dev box)
 # Environment (defaults in brackets):
+#   PARTS [postgres,redis,kafka]  which of the three parts to run (PARTS=redis: Redis alone)
 #   DATABASE_URL [postgres://likes:likes@127.0.0.1:5432/likes]  any database on the server; the
 #                script creates and drops its own scratch database next to it (needs CREATEDB).
 #                Backend CPU per statement is read from /proc/self/stat through pg_read_file,
@@ -42,6 +45,7 @@ APPLIED=${APPLIED:-1000000}
 BATCHES=${BATCHES:-20}
 BATCH=${BATCH:-10000}
 REDIS_KEYS=${REDIS_KEYS:-100000}
+PARTS=${PARTS:-postgres,redis,kafka}
 REDIS_PRIVATE_PORT=${REDIS_PRIVATE_PORT:-6399}
 KAFKA_LOG_DIR=${KAFKA_LOG_DIR:-$here/.stack/data/kafka}
 if [[ -z ${REDIS_MODE:-} ]]; then
@@ -68,9 +72,11 @@ trap cleanup EXIT
 
 section() { printf '\n## %s\n\n' "$*"; }
 pg() { psql -X -q -v ON_ERROR_STOP=1 -P pager=off "$@"; }
+want() { [[ ,$PARTS, == *,$1,* ]]; }
 
 echo "# capacity-rows.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -n)"
-echo "ROWS=$ROWS ITEMS=$ITEMS USERS=$USERS APPLIED=$APPLIED BATCHES=$BATCHES BATCH=$BATCH REDIS_MODE=$REDIS_MODE REDIS_KEYS=$REDIS_KEYS"
+echo "PARTS=$PARTS ROWS=$ROWS ITEMS=$ITEMS USERS=$USERS APPLIED=$APPLIED BATCHES=$BATCHES BATCH=$BATCH REDIS_MODE=$REDIS_MODE REDIS_KEYS=$REDIS_KEYS"
+if want postgres; then
 pg "$DATABASE_URL" -Atc "SELECT version()"
 
 # The scratch data (~0.6 GB at the defaults) and its WAL (~1.5 GB before checkpoints recycle it)
@@ -340,8 +346,10 @@ pg "$SCRATCH_URL" -c "REINDEX TABLE user_likes" -c "REINDEX TABLE counters" -c "
 pg "$SCRATCH_URL" -f "$tmp/sizes.sql"
 pg "$DATABASE_URL" -c "DROP DATABASE ${scratch_db} WITH (FORCE)"
 echo "scratch database dropped"
+fi # want postgres
 
 # ---------------------------------------------------------------- Redis
+if want redis; then
 section "Redis: memory and CPU per key of the real shapes"
 if [[ $REDIS_MODE == private ]]; then
   if redis-cli -h 127.0.0.1 -p "$REDIS_PRIVATE_PORT" PING >/dev/null 2>&1; then
@@ -365,13 +373,29 @@ for k in zset-max-listpack-entries zset-max-listpack-value hash-max-listpack-ent
 done
 mem() { rc INFO memory | awk -F: '/^used_memory:/ { gsub("\r", ""); print $2 }'; }
 cpu() { rc INFO cpu | awk -F: '/^used_cpu_(sys|user):/ { gsub("\r", ""); s += $2 } END { printf "%.6f", s }'; }
-# Lua bodies straight from the source, so the measured scripts are the deployed ones.
+# Lua bodies straight from the source, so the measured scripts are the deployed ones (a script
+# built of parts is loaded as the ingest builds it: the parts' texts one after the other).
 lua() { awk -v name="$2" '$0 ~ "const " name ": &str = r#\"" { on = 1; next } on && /^"#;/ { exit } on { print }' "$here/$1"; }
-set_if_newer=$(lua infra/src/cache.rs SET_IF_NEWER)
-token_bucket=$(lua infra/src/ratelimit.rs TOKEN_BUCKET)
-[[ -n $set_if_newer && -n $token_bucket ]] || { echo "Lua scripts not found in infra/src" >&2; exit 1; }
+r=infra/src/redis
+set_if_newer=$(lua $r/counts.rs SET_IF_NEWER)
+take=$(lua $r/ratelimit.rs TAKE)
+token_bucket="$take
+$(lua $r/ratelimit.rs TOKEN_BUCKET)"
+recall_fn=$(lua $r/dedup.rs RECALL_FN)
+recall="$recall_fn
+$(lua $r/dedup.rs RECALL)"
+settle=$(lua $r/dedup.rs SETTLE)
+admission="$take
+$recall_fn
+$(lua $r/admission.rs ADMIT)"
+for body in "$set_if_newer" "$take" "$recall_fn" "$settle" "$(lua $r/admission.rs ADMIT)"; do
+  [[ -n $body ]] || { echo "Lua scripts not found in $r" >&2; exit 1; }
+done
 sha_count=$(rc SCRIPT LOAD "$set_if_newer")
 sha_rate=$(rc SCRIPT LOAD "$token_bucket")
+sha_recall=$(rc SCRIPT LOAD "$recall")
+sha_settle=$(rc SCRIPT LOAD "$settle")
+sha_admit=$(rc SCRIPT LOAD "$admission")
 # RESP for redis-cli --pipe: each input line is one command, arguments separated by spaces.
 # (The generators print integers with %.0f: mawk's %d stops at 2^31.)
 resp() { awk '{ printf "*%d\r\n", NF; for (i = 1; i <= NF; i++) printf "$%d\r\n%s\r\n", length($i), $i }'; }
@@ -401,30 +425,47 @@ gen_likers() { # sets members base: ZADD + ZREMRANGEBYRANK per liker, as likers.
     printf "ZADD %s %.0f %.0f\n", key, 1764400000000 + int(rand() * 1e9), 100000000 + int(rand() * 900000000);
     printf "ZREMRANGEBYRANK %s 0 -101\n", key } }'
 }
-gen_dedup() { # cache.rs dedup_put: capac:dedup:{user}:type:item = "LIKE:<partition>:<offset>:<uuid>" PX
-  awk -v n="$REDIS_KEYS" 'BEGIN { srand(13); for (i = 1; i <= n; i++) {
-    printf "SET capac:dedup:{%.0f}:1:%.0f LIKE:%.0f:%.0f:%08x-%04x-7%03x-%04x-%04x%08x PX 600000\n",
-      100000000 + int(rand() * 900000000), 1000000000 + int(rand() * 8999999999), int(rand() * 64),
-      1000000000 + int(rand() * 9e9), int(rand() * 4294967295), int(rand() * 65535), int(rand() * 4095),
-      32768 + int(rand() * 16383), int(rand() * 65535), int(rand() * 4294967295) } }'
-}
 gen_rate() { # ratelimit.rs token bucket (rate 0.01/s so the buckets outlive the measurement)
   awk -v n="$REDIS_KEYS" -v sha="$sha_rate" 'BEGIN { for (i = 1; i <= n; i++)
     printf "EVALSHA %s 1 capac:rate:{%.0f} 0.01 40 1\n", sha, 100000000 + i * 7 }'
 }
+# A like's memo: capac:dedup:{user}:1:item for REDIS_KEYS users (base) on item 1000000000 + user,
+# window 2 s and hold 32 s as the defaults give (DEDUP_WINDOW_MS, PRODUCE_TIMEOUT_MS + 30 s).
+gen_recall() { # dedup.rs recall of a pair never seen: marks it
+  awk -v n="$REDIS_KEYS" -v sha="$sha_recall" -v base="$1" 'BEGIN { for (i = 1; i <= n; i++) { u = base + i * 7;
+    printf "EVALSHA %s 1 capac:dedup:{%.0f}:1:%.0f LIKE 2000 32000\n", sha, u, 1000000000 + u } }'
+}
+gen_admit() { # admission.rs: the token, then the recall, in one script
+  awk -v n="$REDIS_KEYS" -v sha="$sha_admit" -v base="$1" 'BEGIN { for (i = 1; i <= n; i++) { u = base + i * 7;
+    printf "EVALSHA %s 2 capac:rate:{%.0f} capac:dedup:{%.0f}:1:%.0f 0.01 40 LIKE 2000 32000\n", sha, u, u, 1000000000 + u } }'
+}
+gen_settle() { # dedup.rs settle of the marked publish's ack (as the ingest sends it after the ack)
+  awk -v n="$REDIS_KEYS" -v sha="$sha_settle" -v base="$1" 'BEGIN { srand(13); for (i = 1; i <= n; i++) { u = base + i * 7;
+    printf "EVALSHA %s 1 capac:dedup:{%.0f}:1:%.0f ack 1 2000 32000 LIKE %.0f %.0f %08x-%04x-7%03x-%04x-%04x%08x\n",
+      sha, u, 1000000000 + u, int(rand() * 64), 1000000000 + int(rand() * 9e9), int(rand() * 4294967295),
+      int(rand() * 65535), int(rand() * 4095), 32768 + int(rand() * 16383), int(rand() * 65535), int(rand() * 4294967295) } }'
+}
 measure "count key (EVALSHA set-if-newer)" "$REDIS_KEYS" 0 gen_counts
 measure "likers set, 100 members (the kept maximum)" $(( REDIS_KEYS / 100 )) "$REDIS_KEYS" gen_likers $(( REDIS_KEYS / 100 )) 100 2000000000
 measure "likers set, 10 members (seed average: 10 likes/item)" $(( REDIS_KEYS / 10 )) "$REDIS_KEYS" gen_likers $(( REDIS_KEYS / 10 )) 10 3000000000
-measure "dedup memo (SET PX)" "$REDIS_KEYS" 0 gen_dedup
 measure "rate-limit bucket (EVALSHA token bucket)" "$REDIS_KEYS" 0 gen_rate
+measure "dedup recall, marking (EVALSHA recall)" "$REDIS_KEYS" 0 gen_recall 200000000
+measure "token + recall in one (EVALSHA admission)" "$REDIS_KEYS" 0 gen_admit 300000000
+measure "dedup settle of an ack (EVALSHA settle)" "$REDIS_KEYS" 0 gen_settle 200000000
+measure "dedup settle after the admission (EVALSHA settle)" "$REDIS_KEYS" 0 gen_settle 300000000
+printf '(a protected like: token bucket + recall + settle as three scripts, or admission + settle as two;\n'
+printf ' bytes/key: the recall row a mark alone, the admission row a bucket and a mark; not the settle\n'
+printf ' rows, whose memos expire 2 s after their settle, some before the reading)\n'
 printf '(likers: the 10-member row is written over fresh keys; the cpu column is per ZADD or ZREMRANGEBYRANK)\n'
 rc OBJECT ENCODING "capac:likers:1:$(( 2000000000 + 7919 ))" | sed 's/^/likers set encoding: /'
 if [[ $REDIS_MODE == shared ]]; then
   rc --scan --pattern 'capac:*' | xargs -r -n 1000 redis-cli -h "$RH" -p "$RP" UNLINK >/dev/null
   echo "scratch keys deleted"
 fi
+fi # want redis
 
 # ---------------------------------------------------------------- Kafka
+if want kafka; then
 section "Kafka: the event on the wire, from schemas/like_event.avsc"
 varint() { local z=$1 n=1; while (( z >= 128 )); do z=$(( z >> 7 )); n=$(( n + 1 )); done; echo $n; }
 zz() { varint $(( $1 * 2 )); } # Avro long/int and Kafka record varints are zigzag: 2n for n >= 0
@@ -486,5 +527,6 @@ PY
 else
   echo "(no readable Kafka log directory at $KAFKA_LOG_DIR or no python3: on-disk sizes skipped)"
 fi
+fi # want kafka
 echo
 echo "done"
