@@ -67,6 +67,17 @@ pub async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Answer> {
     })
 }
 
+/// POSTs a like by `user` of item `item` (type 1) and reads the answer, whatever it is.
+pub async fn post_like(
+    http: &reqwest::Client,
+    ingest: &Ingest,
+    user: i64,
+    item: i64,
+) -> anyhow::Result<Answer> {
+    let body = serde_json::json!({"user_id": user, "item_id": item, "item_type": 1});
+    send(http.post(ingest.url("/v1/likes")).json(&body)).await
+}
+
 /// One operation of the spec: path template, method and documented statuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {

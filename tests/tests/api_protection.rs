@@ -9,7 +9,7 @@ use likes_domain::{ItemKey, UserId};
 use likes_infra::redis::Keys;
 use likes_infra::redis::ratelimit::Rate;
 use likes_ingest::Limits;
-use likes_tests::api::{Answer, quiet_limits, send, start_ingest, start_with};
+use likes_tests::api::{post_like as like, quiet_limits, send, start_ingest, start_with};
 use likes_tests::redis_server::{PrivateRedis, ingest_settings_on};
 use likes_tests::{Ingest, TestEnv};
 use serde_json::json;
@@ -25,19 +25,6 @@ fn both_protections(burst: u32) -> Limits {
         dedup_window: Some(Duration::from_secs(60)),
         ..quiet_limits()
     }
-}
-
-async fn like(
-    http: &reqwest::Client,
-    ingest: &Ingest,
-    user: i64,
-    item: i64,
-) -> anyhow::Result<Answer> {
-    send(
-        http.post(ingest.url("/v1/likes"))
-            .json(&json!({"user_id": user, "item_id": item, "item_type": 1})),
-    )
-    .await
 }
 
 /// The value of `likes_ingest_protection_unavailable_total` for `which` in

@@ -13,10 +13,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use likes_domain::Position;
-use likes_tests::api::{Answer, quiet_limits, send, start_with};
+use likes_tests::api::{Answer, post_like as like, quiet_limits, send, start_with};
 use likes_tests::pg_proxy::proxied;
 use likes_tests::projected_rows::{event, items_per_shard, project, project_at};
-use likes_tests::{Ingest, TestEnv, eventually};
+use likes_tests::{TestEnv, eventually};
 
 const PARTITIONS: i32 = 4;
 const SHARDS: usize = 2;
@@ -238,17 +238,6 @@ async fn with_one_shard_cut_off_the_other_shards_items_and_cached_items_are_stil
     .await?;
     ingest.running.stop().await?;
     Ok(())
-}
-
-/// POSTs a like by `user` of item `item` (type 1).
-async fn like(
-    http: &reqwest::Client,
-    ingest: &Ingest,
-    user: i64,
-    item: i64,
-) -> anyhow::Result<Answer> {
-    let body = serde_json::json!({"user_id": user, "item_id": item, "item_type": 1});
-    send(http.post(ingest.url("/v1/likes")).json(&body)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

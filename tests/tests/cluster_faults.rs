@@ -581,12 +581,7 @@ async fn both_protections_hold_on_the_redis_cluster_in_one_call_per_like() -> an
     };
     let ingest = likes_tests::api::start_with(run.env.ingest_settings(), limits).await?;
     let http = reqwest::Client::new();
-    let like = |user: i64, item: i64| {
-        likes_tests::api::send(
-            http.post(ingest.url("/v1/likes"))
-                .json(&json!({"user_id": user, "item_id": item, "item_type": ITEM_TYPE})),
-        )
-    };
+    let like = |user, item| likes_tests::api::post_like(&http, &ingest, user, item);
     let before = run.env.end_offsets()?;
     // Users whose keys land on every primary.
     let users: Vec<i64> = (1..=9).collect();
