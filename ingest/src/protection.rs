@@ -78,7 +78,7 @@ impl Protection {
 
     /// A single like's protections: its token, then the memo's answer or the
     /// mark of the publish about to start. One Redis call when both are on;
-    /// a refused like is not marked (or its mark is released).
+    /// a refused like is not marked.
     pub async fn guard(
         &self,
         user: UserId,
@@ -101,28 +101,20 @@ impl Protection {
         }
     }
 
-    /// [`Self::guard`] with at most one protection on: each asked on its own.
+    /// [`Self::guard`] with at most one protection on, so a refusal (rate
+    /// limit on) never meets a mark (dedup on) that would need releasing.
     async fn guard_apart(
         &self,
         user: UserId,
         item: ItemKey,
         action: Action,
     ) -> Result<Recalled, ApiError> {
-        let ((granted, limited), recalled) =
+        let ((_, limited), recalled) =
             tokio::join!(self.admit(user, 1), self.recall(user, item, action));
-        let (0, Some(e)) = (granted, limited) else {
-            return Ok(recalled);
-        };
-        if let Recalled::Produce { marked: true } = recalled {
-            let released = Settle {
-                user,
-                item,
-                outcome: Outcome::Released,
-                marked: true,
-            };
-            self.settle(&[released]).await;
+        match limited {
+            Some(e) => Err(e),
+            None => Ok(recalled),
         }
-        Err(e)
     }
 
     /// How many of `cost` events `user` may send now; when fewer than asked,

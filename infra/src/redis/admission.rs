@@ -11,14 +11,12 @@
 //! calls ended (the handler released the mark). The Lua of each part exists
 //! once, in its own module; this one only puts them in order.
 
-use std::time::Duration;
-
 use likes_domain::{Action, ItemKey, UserId};
 use tracing::instrument;
 
 use super::dedup::{DedupMemos, Memo, RECALL_FN};
+use super::millis;
 use super::ratelimit::{Rate, RateLimiter, TAKE};
-use super::{Redis, millis};
 use crate::Error;
 
 /// KEYS[1] the user's bucket, KEYS[2] the pair's memo. ARGV: rate per
@@ -54,10 +52,8 @@ pub enum Admitted {
 /// cheap to clone.
 #[derive(Clone)]
 pub struct Admission {
-    redis: Redis,
     rate: Rate,
-    window: Duration,
-    hold: Duration,
+    /// Its Redis, window and hold are the admission's too.
     memos: DedupMemos,
     script: redis::Script,
 }
@@ -65,12 +61,8 @@ pub struct Admission {
 impl Admission {
     /// Both protections as `limiter` and `memos` keep them.
     pub fn new(limiter: &RateLimiter, memos: &DedupMemos) -> Self {
-        let (window, hold) = memos.window_and_hold();
         Self {
-            redis: memos.redis().clone(),
             rate: limiter.rate(),
-            window,
-            hold,
             memos: memos.clone(),
             script: redis::Script::new(&format!("{TAKE}{RECALL_FN}{ADMIT}")),
         }
@@ -93,7 +85,9 @@ impl Admission {
             Option<i64>,
             Option<String>,
         );
-        let keys = self.redis.keys();
+        let redis = self.memos.redis();
+        let (window, hold) = self.memos.window_and_hold();
+        let keys = redis.keys();
         let (granted, wait, symbol, partition, offset, event_id): Reply = self
             .script
             .key(keys.rate(user))
@@ -101,9 +95,9 @@ impl Admission {
             .arg(self.rate.per_second)
             .arg(self.rate.burst)
             .arg(action.symbol())
-            .arg(millis(self.window))
-            .arg(millis(self.hold))
-            .invoke_async(&mut self.redis.connection())
+            .arg(millis(window))
+            .arg(millis(hold))
+            .invoke_async(&mut redis.connection())
             .await?;
         if granted < 1 {
             return Ok(Admitted::Refused {
