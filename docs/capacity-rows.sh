@@ -10,7 +10,7 @@
 #      and the ingest's optimistic lookup (reads::states) per pair at a few batch sizes.
 #      Then REINDEX and the sizes again (freshly built = densest indexes). The database is dropped.
 #   2. Redis: memory per cached count key, per recent-likers sorted-set entry, per dedup memo and
-#      per rate-limit bucket, written with the real key shapes and the real Lua scripts (read from
+#      per rate-limit bucket (GCRA), written with the real key shapes and the real Lua scripts (read from
 #      infra/src/redis/{counts,ratelimit,dedup,admission}.rs), and Redis CPU per command: a single
 #      like's protections both as two scripts (token bucket, recall) and as the one the ingest
 #      sends when both are on (admission), then the settle after the ack.
@@ -427,7 +427,7 @@ gen_likers() { # sets members base: ZADD + ZREMRANGEBYRANK per liker, as likers.
 }
 gen_rate() { # ratelimit.rs token bucket (rate 0.01/s so the buckets outlive the measurement)
   awk -v n="$REDIS_KEYS" -v sha="$sha_rate" 'BEGIN { for (i = 1; i <= n; i++)
-    printf "EVALSHA %s 1 capac:rate:{%.0f} 0.01 40 1\n", sha, 100000000 + i * 7 }'
+    printf "EVALSHA %s 1 capac:bucket:{%.0f} 0.01 40 1\n", sha, 100000000 + i * 7 }'
 }
 # A like's memo: capac:dedup:{user}:1:item for REDIS_KEYS users (base) on item 1000000000 + user,
 # window 2 s and hold 32 s as the defaults give (DEDUP_WINDOW_MS, PRODUCE_TIMEOUT_MS + 30 s).
@@ -437,7 +437,7 @@ gen_recall() { # dedup.rs recall of a pair never seen: marks it
 }
 gen_admit() { # admission.rs: the token, then the recall, in one script
   awk -v n="$REDIS_KEYS" -v sha="$sha_admit" -v base="$1" 'BEGIN { for (i = 1; i <= n; i++) { u = base + i * 7;
-    printf "EVALSHA %s 2 capac:rate:{%.0f} capac:dedup:{%.0f}:1:%.0f 0.01 40 LIKE 2000 32000\n", sha, u, u, 1000000000 + u } }'
+    printf "EVALSHA %s 2 capac:bucket:{%.0f} capac:dedup:{%.0f}:1:%.0f 0.01 40 LIKE 2000 32000\n", sha, u, u, 1000000000 + u } }'
 }
 gen_settle() { # dedup.rs settle of the marked publish's ack (as the ingest sends it after the ack)
   awk -v n="$REDIS_KEYS" -v sha="$sha_settle" -v base="$1" 'BEGIN { srand(13); for (i = 1; i <= n; i++) { u = base + i * 7;

@@ -7,7 +7,7 @@
 //! | `<prefix>count:<type>:<id>` | `"<count>:<stamp>"` | [`super::counts`], [`super::repair`] |
 //! | `<prefix>likers:<type>:<id>` | sorted set of user ids by like time | [`super::likers`] |
 //! | `<prefix>likers_stamp:{<likers key>}` | the log offset the likers set reflects | [`super::likers`] |
-//! | `<prefix>rate:{<user_id>}` | token bucket hash | [`super::ratelimit`] |
+//! | `<prefix>bucket:{<user_id>}` | the token bucket as GCRA's `tat`, µs | [`super::ratelimit`] |
 //! | `<prefix>dedup:{<user_id>}:<type>:<id>` | quick-dedup memo hash | [`super::dedup`] |
 //!
 //! The `{<user_id>}` hash tags keep one user's keys in one Redis Cluster slot.
@@ -76,9 +76,12 @@ impl Keys {
         format!("{}likers_stamp:{{{}}}", self.prefix, self.likers(item))
     }
 
-    /// A user's rate-limit bucket.
+    /// A user's rate-limit bucket: a string (GCRA's `tat`), under a name no
+    /// hash form of the bucket ever had, so instances of both forms in one
+    /// rollout never read each other's key as the wrong type (`WRONGTYPE`);
+    /// while both run, a user may get each form's allowance.
     pub fn rate(&self, user: UserId) -> String {
-        format!("{}rate:{{{}}}", self.prefix, user.get())
+        format!("{}bucket:{{{}}}", self.prefix, user.get())
     }
 
     /// The quick-dedup memo of one user on one item.
@@ -126,7 +129,7 @@ mod tests {
             keys.likers_stamp(item()),
             "likes:likers_stamp:{likes:likers:3:42}"
         );
-        assert_eq!(keys.rate(user()), "likes:rate:{7}");
+        assert_eq!(keys.rate(user()), "likes:bucket:{7}");
         assert_eq!(keys.dedup(user(), item()), "likes:dedup:{7}:3:42");
     }
 

@@ -1,15 +1,23 @@
 //! Per-user rate limiting in Redis, shared by every ingest instance.
 //!
-//! The algorithm is a token bucket kept in one Redis hash per user
-//! ([`super::Keys::rate`], with fields `tokens` and `ts`). A Lua script,
-//! atomic on the server and timed by the server's own clock (`TIME`, so the
-//! instances' clocks do not matter):
-//! 1. refills the bucket by `elapsed × rate` tokens, capped at `burst`
-//!    (a user never seen starts with a full bucket);
-//! 2. grants `min(⌊tokens⌋, cost)` tokens and takes them away;
+//! The algorithm is a token bucket (`burst` tokens, refilled at `rate` per
+//! second, a user never seen starts full) kept as GCRA, the generic cell rate
+//! algorithm: instead of a token count and a timestamp, one Redis string per
+//! user ([`super::Keys::rate`]) holds the theoretical arrival time, `tat`,
+//! the instant at which the bucket is full again, in microseconds of the
+//! server's clock (`TIME`, so the instances' clocks do not matter). The
+//! tokens at `now` are `burst − (tat − now) × rate`, so the two forms grant
+//! and refuse the same requests; GCRA's state is one integer, read with one
+//! `GET` and written with one `SET … PX`, where the pair of fields took a
+//! hash read, a hash write and an expiry, each with float-to-text work. A Lua
+//! script, atomic on the server:
+//! 1. takes `tat = max(stored tat, now)` (a missing key is a full bucket);
+//! 2. grants `min(⌊tokens⌋, cost)` tokens and moves `tat` on by
+//!    `granted / rate` seconds;
 //! 3. when it granted less than asked, answers how long until one more token
 //!    is there (the `Retry-After` of the refused part);
-//! 4. lets an idle bucket expire once it would be full again anyway.
+//! 4. lets the key expire at `tat`, when it would read as full anyway; a
+//!    request granted nothing writes nothing.
 //!
 //! A batch asks for one token per event of the user; it may be granted part.
 
@@ -22,28 +30,27 @@ use crate::Error;
 /// Takes up to `cost` tokens from the bucket at `key` (a Lua function, so
 /// [`super::admission`] can run it in the same script as the dedup recall).
 /// `rate` per second, `burst`, `cost` are numbers. Returns granted, wait_ms.
+/// Times are microseconds: at 1.7e15 they are exact in Lua's doubles (up to
+/// 2^53), and `%d` writes them whole where `tostring` would round to 14 digits.
 pub(super) const TAKE: &str = r#"
 local function take(key, rate, burst, cost)
   local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local state = redis.call('HMGET', key, 'tokens', 'ts')
-  local tokens = tonumber(state[1])
-  local ts = tonumber(state[2])
-  if tokens == nil or ts == nil then
-    tokens = burst
-    ts = now
-  end
-  local elapsed = now - ts
-  if elapsed < 0 then elapsed = 0 end
-  tokens = math.min(burst, tokens + elapsed * rate / 1000)
-  local granted = math.min(math.floor(tokens), cost)
-  tokens = tokens - granted
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local interval = 1000000 / rate
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  local granted = math.min(math.floor(burst - (tat - now) / interval), cost)
+  if granted < 0 then granted = 0 end
+  tat = tat + granted * interval
   local wait = 0
   if granted < cost then
-    wait = math.ceil((1 - tokens) * 1000 / rate)
+    wait = math.ceil((tat - now - (burst - 1) * interval) / 1000)
+    if wait < 1 then wait = 1 end
   end
-  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
-  redis.call('PEXPIRE', key, math.ceil(burst * 1000 / rate) + 1000)
+  if granted > 0 then
+    redis.call('SET', key, string.format('%d', math.ceil(tat)),
+      'PX', math.ceil((tat - now) / 1000) + 1)
+  end
   return granted, wait
 end
 "#;
