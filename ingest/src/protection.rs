@@ -33,6 +33,18 @@ pub enum Recalled {
     Produce { marked: bool },
 }
 
+/// What the protections decided for one user's events in a batch.
+#[derive(Debug)]
+pub struct BatchAdmit {
+    /// The first this many of the user's events go; the rest are refused.
+    pub granted: u32,
+    /// The refused events' error (set when fewer were granted than asked).
+    pub refused: Option<ApiError>,
+    /// Whether the publishes of the events that go are marked (settle them
+    /// with the same flag).
+    pub marked: bool,
+}
+
 /// The protections of one instance.
 pub struct Protection {
     limiter: Option<RateLimiter>,
@@ -114,6 +126,45 @@ impl Protection {
         match limited {
             Some(e) => Err(e),
             None => Ok(recalled),
+        }
+    }
+
+    /// A batch's protections for `user`'s events, their `items` in request
+    /// order: a token each, and the marks of the publishes of those that go.
+    /// One Redis call when both are on; a refused event is not marked.
+    pub async fn admit_batch(&self, user: UserId, items: &[ItemKey]) -> BatchAdmit {
+        let cost = u32::try_from(items.len()).unwrap_or(u32::MAX);
+        let Some(both) = &self.both else {
+            // At most one is on: the limit grants all or dedup marks none.
+            let (granted, refused) = self.admit(user, cost).await;
+            let marked = self.dedups() && {
+                let go = usize::try_from(granted).unwrap_or(items.len());
+                let pairs: Vec<(UserId, ItemKey)> =
+                    items.iter().take(go).map(|item| (user, *item)).collect();
+                self.mark(&pairs).await
+            };
+            return BatchAdmit {
+                granted,
+                refused,
+                marked,
+            };
+        };
+        match both.admit_batch(user, items).await {
+            Ok(grant) => BatchAdmit {
+                granted: grant.granted.min(cost),
+                refused: (grant.granted < cost).then(|| refused(grant.retry_after_ms)),
+                marked: true,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "rate limiter and dedup memo unavailable; producing");
+                observability::protection_unavailable(observability::RATE_LIMIT);
+                observability::protection_unavailable(observability::DEDUP);
+                BatchAdmit {
+                    granted: cost,
+                    refused: None,
+                    marked: false,
+                }
+            }
         }
     }
 

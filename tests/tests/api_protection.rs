@@ -1,6 +1,6 @@
 //! Protections on the real stack: a per-user rate limit shared by two ingest
 //! instances through Redis, the rate limit and the dedup memo asked in one
-//! call when both are on, and fast 503s with Retry-After when the producer
+//! call when both are on (per like, and per user of a batch), and fast 503s with Retry-After when the producer
 //! is saturated or the broker cannot be reached.
 
 use std::time::Duration;
@@ -93,6 +93,116 @@ async fn with_both_protections_on_a_refused_like_is_neither_answered_from_the_me
         .query_async(&mut redis)
         .await?;
     assert!(!marked, "a refused like leaves no mark on its pair");
+    ingest.running.stop().await?;
+    Ok(())
+}
+
+/// Posts one batch of likes, `(user, item)` each; answers the batch's body.
+async fn post_batch(
+    http: &reqwest::Client,
+    ingest: &Ingest,
+    likes: &[(i64, i64)],
+) -> anyhow::Result<serde_json::Value> {
+    let events: Vec<_> = likes
+        .iter()
+        .map(|(user, item)| json!({"action": "like", "user_id": user, "item_id": item, "item_type": 1}))
+        .collect();
+    let answer = send(
+        http.post(ingest.url("/v1/likes:batch"))
+            .json(&json!({ "events": events })),
+    )
+    .await?;
+    anyhow::ensure!(answer.status == 200, "batch answered {}", answer.status);
+    Ok(answer.body)
+}
+
+/// Each result's status, in request order.
+fn statuses(batch: &serde_json::Value) -> Vec<i64> {
+    batch["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["status"].as_i64())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_both_protections_on_a_batch_asks_redis_once_per_user_and_marks_only_the_events_that_go()
+-> anyhow::Result<()> {
+    let env = TestEnv::new(2).await?;
+    let redis = PrivateRedis::start(&[]).await?;
+    let ingest = start_with(ingest_settings_on(&env, &redis), both_protections(3)).await?;
+    let http = reqwest::Client::new();
+    // Redis learns the scripts on their first use; count only the batch's own calls.
+    let warm = post_batch(&http, &ingest, &[(20, 1)]).await?;
+    assert_eq!(statuses(&warm), [202]);
+    let mut conn = redis.connection().await?;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await?;
+    let before = env.end_offsets()?;
+
+    // User 11's fourth event is past the burst of 3; item 400 comes twice.
+    let batch = post_batch(
+        &http,
+        &ingest,
+        &[(11, 400), (11, 401), (11, 400), (11, 402), (12, 500)],
+    )
+    .await?;
+    assert_eq!(statuses(&batch), [202, 202, 202, 429, 202], "{batch}");
+    assert_eq!(batch["results"][3]["error"]["code"], "rate_limited");
+    assert_eq!(
+        env.end_offsets()? - before,
+        4,
+        "the refused event is not produced"
+    );
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await?;
+    let evalsha = stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map(str::parse::<u64>)
+        .transpose()?;
+    assert_eq!(
+        evalsha,
+        Some(2 + 4),
+        "one script per user before the produce, one settle per produced event: {stats}"
+    );
+
+    let keys = Keys::new(&env.stack.redis_key_prefix);
+    let memo = |user: i64, item: i64| -> anyhow::Result<String> {
+        Ok(keys.dedup(UserId::parse(user)?, ItemKey::parse(1, item)?))
+    };
+    let (in_flight, action, offset): (Option<i64>, Option<String>, Option<i64>) =
+        redis::cmd("HMGET")
+            .arg(memo(11, 400)?)
+            .arg("n")
+            .arg("a")
+            .arg("o")
+            .query_async(&mut conn)
+            .await?;
+    assert_eq!(in_flight, Some(0), "both marks of the pair were settled");
+    assert_eq!(action.as_deref(), Some("LIKE"));
+    assert_eq!(
+        offset,
+        batch["results"][2]["offset"].as_i64(),
+        "the memo holds the pair's later offset"
+    );
+    let refused: bool = redis::cmd("EXISTS")
+        .arg(memo(11, 402)?)
+        .query_async(&mut conn)
+        .await?;
+    assert!(!refused, "a refused event leaves no mark on its pair");
+
+    // The batch kept the memo true: a single repeat is answered from it.
+    let again = like(&http, &ingest, 12, 500).await?;
+    assert_eq!(again.status, 202, "{}", again.body);
+    assert_eq!(again.body["deduplicated"], true, "{}", again.body);
+    assert_eq!(again.body["event_id"], batch["results"][4]["event_id"]);
     ingest.running.stop().await?;
     Ok(())
 }

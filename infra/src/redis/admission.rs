@@ -10,13 +10,20 @@
 //! like neither answers from the memo nor marks its pair, as the separate
 //! calls ended (the handler released the mark). The Lua of each part exists
 //! once, in its own module; this one only puts them in order.
+//!
+//! A batch's events of one user go the same way, one call per user: the
+//! script takes a token per event and marks the publishes of the first
+//! events, as many as it granted (batch events are marked, never answered
+//! from the memo). Asked apart that is a bucket call per user and a mark per
+//! event; a batch's users are mostly distinct, so the one script halves the
+//! calls a protected batch event makes before its produce.
 
 use likes_domain::{Action, ItemKey, UserId};
 use tracing::instrument;
 
-use super::dedup::{DedupMemos, Memo, RECALL_FN};
+use super::dedup::{DedupMemos, MARK_FN, Memo, RECALL_FN};
 use super::millis;
-use super::ratelimit::{Rate, RateLimiter, TAKE};
+use super::ratelimit::{Grant, Rate, RateLimiter, TAKE};
 use crate::Error;
 
 /// KEYS[1] the user's bucket, KEYS[2] the pair's memo. ARGV: rate per
@@ -33,6 +40,18 @@ if memo then
   return {1, 0, memo[1], memo[2], memo[3], memo[4]}
 end
 return {1, 0, false, false, false, false}
+"#;
+
+/// KEYS[1] the user's bucket, KEYS[2..] the memos of the user's events in
+/// request order (a pair listed twice is marked twice). ARGV: rate per
+/// second, burst, hold ms. Takes a token per event, marks the first events'
+/// publishes, as many as granted. Returns {granted, wait_ms}.
+const ADMIT_MARKS: &str = r#"
+local granted, wait = take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), #KEYS - 1)
+for i = 2, granted + 1 do
+  mark(KEYS[i], ARGV[3])
+end
+return {granted, wait}
 "#;
 
 /// What one admission decided.
@@ -56,6 +75,7 @@ pub struct Admission {
     /// Its Redis, window and hold are the admission's too.
     memos: DedupMemos,
     script: redis::Script,
+    batch: redis::Script,
 }
 
 impl Admission {
@@ -64,7 +84,8 @@ impl Admission {
         Self {
             rate: limiter.rate(),
             memos: memos.clone(),
-            script: redis::Script::new(&format!("{TAKE}{RECALL_FN}{ADMIT}")),
+            script: redis::Script::new(&format!("{TAKE}{MARK_FN}{RECALL_FN}{ADMIT}")),
+            batch: redis::Script::new(&format!("{TAKE}{MARK_FN}{ADMIT_MARKS}")),
         }
     }
 
@@ -113,5 +134,26 @@ impl Admission {
             // The recall answers with all four fields or none.
             _ => Err(self.memos.unreadable(user, item)),
         }
+    }
+
+    /// Takes one token per item from `user`'s bucket and marks the publishes
+    /// of the first items (`items` in request order), as many as granted:
+    /// those, and only those, go to the producer and must be settled.
+    #[instrument(skip_all, fields(events = items.len()))]
+    pub async fn admit_batch(&self, user: UserId, items: &[ItemKey]) -> Result<Grant, Error> {
+        let redis = self.memos.redis();
+        let (_, hold) = self.memos.window_and_hold();
+        let keys = redis.keys();
+        let mut call = self.batch.key(keys.rate(user));
+        for item in items {
+            call.key(keys.dedup(user, *item));
+        }
+        let (granted, wait): (i64, i64) = call
+            .arg(self.rate.per_second)
+            .arg(self.rate.burst)
+            .arg(millis(hold))
+            .invoke_async(&mut redis.connection())
+            .await?;
+        Ok(Grant::from_reply(granted, wait))
     }
 }

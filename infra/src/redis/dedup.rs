@@ -36,11 +36,23 @@ use tracing::instrument;
 use super::{Redis, millis};
 use crate::Error;
 
+/// Marks one publish of the pair at `key`, which then stays unanswerable at
+/// least `hold` ms (given as text) unless settled (a Lua function: the
+/// recall, the batch's mark and [`super::admission`] run it).
+pub(super) const MARK_FN: &str = r#"
+local function mark(key, hold)
+  redis.call('HINCRBY', key, 'n', 1)
+  if redis.call('PTTL', key) < tonumber(hold) then
+    redis.call('PEXPIRE', key, hold)
+  end
+end
+"#;
+
 /// Answers with the memo when it may answer; otherwise marks a publish (a
 /// Lua function, so [`super::admission`] can run it after the rate limit's
-/// in one script). `key` the pair's hash, `symbol` the action's, `window` ms
-/// a number, `hold` ms as given. Returns {action, partition, offset, event
-/// id}, or false when it marked.
+/// in one script; it needs [`MARK_FN`] before it). `key` the pair's hash,
+/// `symbol` the action's, `window` ms a number, `hold` ms as given. Returns
+/// {action, partition, offset, event id}, or false when it marked.
 pub(super) const RECALL_FN: &str = r#"
 local function recall(key, symbol, window, hold)
   local m = redis.call('HMGET', key, 'a', 'p', 'o', 'e', 't', 'n', 'u')
@@ -51,10 +63,7 @@ local function recall(key, symbol, window, hold)
     and now - tonumber(m[5]) < window then
     return {m[1], m[2], m[3], m[4]}
   end
-  redis.call('HINCRBY', key, 'n', 1)
-  if redis.call('PTTL', key) < tonumber(hold) then
-    redis.call('PEXPIRE', key, hold)
-  end
+  mark(key, hold)
   return false
 end
 "#;
@@ -68,10 +77,7 @@ return recall(KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3])
 /// Marks a publish without asking for an answer (the batch path).
 /// KEYS[1] the pair's hash; ARGV: hold ms.
 const MARK: &str = r#"
-redis.call('HINCRBY', KEYS[1], 'n', 1)
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-end
+mark(KEYS[1], ARGV[1])
 return 1
 "#;
 
@@ -171,8 +177,8 @@ impl DedupMemos {
             redis: redis.clone(),
             window,
             hold: hold.max(window),
-            recall: redis::Script::new(&format!("{RECALL_FN}{RECALL}")),
-            mark: redis::Script::new(MARK),
+            recall: redis::Script::new(&format!("{MARK_FN}{RECALL_FN}{RECALL}")),
+            mark: redis::Script::new(&format!("{MARK_FN}{MARK}")),
             settle: redis::Script::new(SETTLE),
         }
     }

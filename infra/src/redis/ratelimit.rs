@@ -111,9 +111,16 @@ impl RateLimiter {
             .arg(cost)
             .invoke_async(&mut self.redis.connection())
             .await?;
-        Ok(Grant {
+        Ok(Grant::from_reply(granted, wait))
+    }
+}
+
+impl Grant {
+    /// A take's reply, `{granted, wait_ms}` as the Lua `take` returns them.
+    pub(super) fn from_reply(granted: i64, wait_ms: i64) -> Self {
+        Self {
             granted: u32::try_from(granted.max(0)).unwrap_or(0),
-            retry_after_ms: u64::try_from(wait.max(0)).unwrap_or(0),
-        })
+            retry_after_ms: u64::try_from(wait_ms.max(0)).unwrap_or(0),
+        }
     }
 }

@@ -22,7 +22,7 @@ use warp::reply::Response;
 use super::json;
 
 use crate::batch_body::{BatchEvent, parse_batch};
-use crate::protection::{outcome, publish_error};
+use crate::protection::{BatchAdmit, outcome, publish_error};
 use crate::query::Token;
 use crate::request::require_json;
 use crate::{ApiError, State, observability};
@@ -44,9 +44,11 @@ pub async fn publish_batch(
     // Every admitted event goes to the producer in one pass; the rest keep
     // their error. `slots` remembers which result answers which index.
     let mut events = Vec::new();
+    let mut marks = Vec::new();
     let mut slots: Vec<Result<usize, ApiError>> = Vec::with_capacity(admitted.len());
     for event in admitted {
-        slots.push(event.map(|event| {
+        slots.push(event.map(|(event, marked)| {
+            marks.push(marked);
             events.push(LikeEvent {
                 event_id: event.request.event_id.unwrap_or_else(EventId::generate),
                 user_id: event.request.user_id,
@@ -57,24 +59,18 @@ pub async fn publish_batch(
             events.len() - 1
         }));
     }
-    // Without quick dedup there is no memo to keep true (and nothing to build).
-    let dedups = state.protection.dedups();
-    let marked = if dedups {
-        let pairs: Vec<(UserId, ItemKey)> = events.iter().map(|e| (e.user_id, e.item)).collect();
-        state.protection.mark(&pairs).await
-    } else {
-        false
-    };
     let acks = state.publisher.publish_many(&events).await;
-    if dedups {
+    // Without quick dedup there is no memo to keep true (and nothing to build).
+    if state.protection.dedups() {
         let settles: Vec<Settle> = events
             .iter()
             .zip(&acks)
-            .map(|(event, result)| Settle {
+            .zip(&marks)
+            .map(|((event, result), marked)| Settle {
                 user: event.user_id,
                 item: event.item,
                 outcome: outcome(event.action, event.event_id, result),
-                marked,
+                marked: *marked,
             })
             .collect();
         state.protection.settle(&settles).await;
@@ -157,41 +153,56 @@ enum Outcome {
     },
 }
 
-/// Applies the per-user rate limit: one token per event, asked once per user;
-/// a user's first events take the tokens granted, the rest are refused.
+/// Applies the protections per user: one token per event, asked once per
+/// user; a user's first events take the tokens granted, the rest are
+/// refused. Each event that goes comes with whether its publish is marked
+/// (quick dedup keeps the memo true across batches too).
 async fn admit(
     state: &State,
     parsed: Vec<Result<BatchEvent, ApiError>>,
-) -> Vec<Result<BatchEvent, ApiError>> {
-    // Without a limiter every event is admitted, so skip counting users and
-    // building a future per user: on a large batch that work is not small.
-    if !state.protection.limits_rate() {
-        return parsed;
+) -> Vec<Result<(BatchEvent, bool), ApiError>> {
+    let protection = &state.protection;
+    // With neither protection on every event goes unmarked, so skip grouping
+    // users and building a future per user: on a large batch that work is
+    // not small.
+    if !protection.limits_rate() && !protection.dedups() {
+        return parsed
+            .into_iter()
+            .map(|event| event.map(|event| (event, false)))
+            .collect();
     }
-    let mut cost: HashMap<UserId, u32> = HashMap::new();
+    let mut items: HashMap<UserId, Vec<ItemKey>> = HashMap::new();
     for event in parsed.iter().flatten() {
-        *cost.entry(event.request.user_id).or_default() += 1;
+        items
+            .entry(event.request.user_id)
+            .or_default()
+            .push(event.request.item);
     }
-    let grants: HashMap<UserId, (u32, Option<ApiError>)> = join_all(
-        cost.into_iter()
-            .map(|(user, cost)| async move { (user, state.protection.admit(user, cost).await) }),
-    )
-    .await
-    .into_iter()
-    .collect();
-    let mut used: HashMap<UserId, u32> = HashMap::new();
+    let verdicts: HashMap<UserId, BatchAdmit> =
+        join_all(items.iter().map(|(user, items)| async move {
+            (*user, protection.admit_batch(*user, items).await)
+        }))
+        .await
+        .into_iter()
+        .collect();
+    let mut seen: HashMap<UserId, u32> = HashMap::new();
     parsed
         .into_iter()
         .map(|event| {
             let event = event?;
             let user = event.request.user_id;
-            let n = used.entry(user).or_default();
+            let n = seen.entry(user).or_default();
             *n += 1;
-            match grants.get(&user) {
-                Some((granted, Some(e))) if *n > *granted => Err(ApiError::RateLimited {
-                    retry_after_secs: e.retry_after().unwrap_or(1),
+            match verdicts.get(&user) {
+                Some(verdict) if *n > verdict.granted => Err(ApiError::RateLimited {
+                    retry_after_secs: verdict
+                        .refused
+                        .as_ref()
+                        .and_then(ApiError::retry_after)
+                        .unwrap_or(1),
                 }),
-                _ => Ok(event),
+                Some(verdict) => Ok((event, verdict.marked)),
+                None => Ok((event, false)),
             }
         })
         .collect()
