@@ -13,7 +13,8 @@
 #      per rate-limit bucket (GCRA), written with the real key shapes and the real Lua scripts (read from
 #      infra/src/redis/{counts,ratelimit,dedup,admission}.rs), and Redis CPU per command: a single
 #      like's protections both as two scripts (token bucket, recall) and as the one the ingest
-#      sends when both are on (admission), then the settle after the ack.
+#      sends when both are on (admission), a batch event's the same way (token bucket and mark, or
+#      admit_marks), then the settle after the ack.
 #   3. Kafka: the Avro value and record size computed from schemas/like_event.avsc, and, when the
 #      broker's log directory is readable, bytes per record actually on disk by batch size.
 #
@@ -381,14 +382,23 @@ set_if_newer=$(lua $r/counts.rs SET_IF_NEWER)
 take=$(lua $r/ratelimit.rs TAKE)
 token_bucket="$take
 $(lua $r/ratelimit.rs TOKEN_BUCKET)"
+mark_fn=$(lua $r/dedup.rs MARK_FN)
 recall_fn=$(lua $r/dedup.rs RECALL_FN)
-recall="$recall_fn
+recall="$mark_fn
+$recall_fn
 $(lua $r/dedup.rs RECALL)"
+mark="$mark_fn
+$(lua $r/dedup.rs MARK)"
 settle=$(lua $r/dedup.rs SETTLE)
 admission="$take
+$mark_fn
 $recall_fn
 $(lua $r/admission.rs ADMIT)"
-for body in "$set_if_newer" "$take" "$recall_fn" "$settle" "$(lua $r/admission.rs ADMIT)"; do
+admit_marks="$take
+$mark_fn
+$(lua $r/admission.rs ADMIT_MARKS)"
+for body in "$set_if_newer" "$take" "$mark_fn" "$recall_fn" "$settle" "$(lua $r/admission.rs ADMIT)" \
+  "$(lua $r/dedup.rs MARK)" "$(lua $r/admission.rs ADMIT_MARKS)"; do
   [[ -n $body ]] || { echo "Lua scripts not found in $r" >&2; exit 1; }
 done
 sha_count=$(rc SCRIPT LOAD "$set_if_newer")
@@ -396,6 +406,8 @@ sha_rate=$(rc SCRIPT LOAD "$token_bucket")
 sha_recall=$(rc SCRIPT LOAD "$recall")
 sha_settle=$(rc SCRIPT LOAD "$settle")
 sha_admit=$(rc SCRIPT LOAD "$admission")
+sha_mark=$(rc SCRIPT LOAD "$mark")
+sha_admit_marks=$(rc SCRIPT LOAD "$admit_marks")
 # RESP for redis-cli --pipe: each input line is one command, arguments separated by spaces.
 # (The generators print integers with %.0f: mawk's %d stops at 2^31.)
 resp() { awk '{ printf "*%d\r\n", NF; for (i = 1; i <= NF; i++) printf "$%d\r\n%s\r\n", length($i), $i }'; }
@@ -439,6 +451,14 @@ gen_admit() { # admission.rs: the token, then the recall, in one script
   awk -v n="$REDIS_KEYS" -v sha="$sha_admit" -v base="$1" 'BEGIN { for (i = 1; i <= n; i++) { u = base + i * 7;
     printf "EVALSHA %s 2 capac:bucket:{%.0f} capac:dedup:{%.0f}:1:%.0f 0.01 40 LIKE 2000 32000\n", sha, u, u, 1000000000 + u } }'
 }
+gen_mark() { # dedup.rs mark of a batch event's publish (dedup alone on)
+  awk -v n="$REDIS_KEYS" -v sha="$sha_mark" -v base="$1" 'BEGIN { for (i = 1; i <= n; i++) { u = base + i * 7;
+    printf "EVALSHA %s 1 capac:dedup:{%.0f}:1:%.0f 32000\n", sha, u, 1000000000 + u } }'
+}
+gen_admit_marks() { # admission.rs for a batch: one user's token and mark, one event of the user (as most are)
+  awk -v n="$REDIS_KEYS" -v sha="$sha_admit_marks" -v base="$1" 'BEGIN { for (i = 1; i <= n; i++) { u = base + i * 7;
+    printf "EVALSHA %s 2 capac:bucket:{%.0f} capac:dedup:{%.0f}:1:%.0f 0.01 40 32000\n", sha, u, u, 1000000000 + u } }'
+}
 gen_settle() { # dedup.rs settle of the marked publish's ack (as the ingest sends it after the ack)
   awk -v n="$REDIS_KEYS" -v sha="$sha_settle" -v base="$1" 'BEGIN { srand(13); for (i = 1; i <= n; i++) { u = base + i * 7;
     printf "EVALSHA %s 1 capac:dedup:{%.0f}:1:%.0f ack 1 2000 32000 LIKE %.0f %.0f %08x-%04x-7%03x-%04x-%04x%08x\n",
@@ -451,9 +471,12 @@ measure "likers set, 10 members (seed average: 10 likes/item)" $(( REDIS_KEYS / 
 measure "rate-limit bucket (EVALSHA token bucket)" "$REDIS_KEYS" 0 gen_rate
 measure "dedup recall, marking (EVALSHA recall)" "$REDIS_KEYS" 0 gen_recall 200000000
 measure "token + recall in one (EVALSHA admission)" "$REDIS_KEYS" 0 gen_admit 300000000
+measure "batch event's mark (EVALSHA mark)" "$REDIS_KEYS" 0 gen_mark 400000000
+measure "batch user's token + mark in one (EVALSHA admit_marks)" "$REDIS_KEYS" 0 gen_admit_marks 500000000
 measure "dedup settle of an ack (EVALSHA settle)" "$REDIS_KEYS" 0 gen_settle 200000000
 measure "dedup settle after the admission (EVALSHA settle)" "$REDIS_KEYS" 0 gen_settle 300000000
 printf '(a protected like: token bucket + recall + settle as three scripts, or admission + settle as two;\n'
+printf ' a protected batch event of its own user: token bucket + mark + settle, or admit_marks + settle;\n'
 printf ' bytes/key: the recall row a mark alone, the admission row a bucket and a mark; not the settle\n'
 printf ' rows, whose memos expire 2 s after their settle, some before the reading)\n'
 printf '(likers: the 10-member row is written over fresh keys; the cpu column is per ZADD or ZREMRANGEBYRANK)\n'
