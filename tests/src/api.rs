@@ -78,6 +78,33 @@ pub async fn post_like(
     send(http.post(ingest.url("/v1/likes")).json(&body)).await
 }
 
+/// POSTs one batch of likes, `(user, item)` each (type 1), and reads the
+/// answer, whatever it is.
+pub async fn post_batch(
+    http: &reqwest::Client,
+    ingest: &Ingest,
+    likes: &[(i64, i64)],
+) -> anyhow::Result<Answer> {
+    let events: Vec<_> = likes
+        .iter()
+        .map(|(user, item)| {
+            serde_json::json!({"action": "like", "user_id": user, "item_id": item, "item_type": 1})
+        })
+        .collect();
+    let body = serde_json::json!({ "events": events });
+    send(http.post(ingest.url("/v1/likes:batch")).json(&body)).await
+}
+
+/// Each result's status in a batch's answer, in request order.
+pub fn batch_statuses(answer: &Answer) -> Vec<i64> {
+    answer.body["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["status"].as_i64())
+        .collect()
+}
+
 /// One operation of the spec: path template, method and documented statuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {

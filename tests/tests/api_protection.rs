@@ -9,7 +9,9 @@ use likes_domain::{ItemKey, UserId};
 use likes_infra::redis::Keys;
 use likes_infra::redis::ratelimit::Rate;
 use likes_ingest::Limits;
-use likes_tests::api::{post_like as like, quiet_limits, send, start_ingest, start_with};
+use likes_tests::api::{
+    batch_statuses, post_batch, post_like as like, quiet_limits, send, start_ingest, start_with,
+};
 use likes_tests::redis_server::{PrivateRedis, ingest_settings_on};
 use likes_tests::{Ingest, TestEnv};
 use serde_json::json;
@@ -97,35 +99,6 @@ async fn with_both_protections_on_a_refused_like_is_neither_answered_from_the_me
     Ok(())
 }
 
-/// Posts one batch of likes, `(user, item)` each; answers the batch's body.
-async fn post_batch(
-    http: &reqwest::Client,
-    ingest: &Ingest,
-    likes: &[(i64, i64)],
-) -> anyhow::Result<serde_json::Value> {
-    let events: Vec<_> = likes
-        .iter()
-        .map(|(user, item)| json!({"action": "like", "user_id": user, "item_id": item, "item_type": 1}))
-        .collect();
-    let answer = send(
-        http.post(ingest.url("/v1/likes:batch"))
-            .json(&json!({ "events": events })),
-    )
-    .await?;
-    anyhow::ensure!(answer.status == 200, "batch answered {}", answer.status);
-    Ok(answer.body)
-}
-
-/// Each result's status, in request order.
-fn statuses(batch: &serde_json::Value) -> Vec<i64> {
-    batch["results"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["status"].as_i64())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_both_protections_on_a_batch_asks_redis_once_per_user_and_marks_only_the_events_that_go()
 -> anyhow::Result<()> {
@@ -135,7 +108,7 @@ async fn with_both_protections_on_a_batch_asks_redis_once_per_user_and_marks_onl
     let http = reqwest::Client::new();
     // Redis learns the scripts on their first use; count only the batch's own calls.
     let warm = post_batch(&http, &ingest, &[(20, 1)]).await?;
-    assert_eq!(statuses(&warm), [202]);
+    assert_eq!(batch_statuses(&warm), [202], "{}", warm.body);
     let mut conn = redis.connection().await?;
     let _: () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
@@ -144,13 +117,18 @@ async fn with_both_protections_on_a_batch_asks_redis_once_per_user_and_marks_onl
     let before = env.end_offsets()?;
 
     // User 11's fourth event is past the burst of 3; item 400 comes twice.
-    let batch = post_batch(
+    let answer = post_batch(
         &http,
         &ingest,
         &[(11, 400), (11, 401), (11, 400), (11, 402), (12, 500)],
     )
     .await?;
-    assert_eq!(statuses(&batch), [202, 202, 202, 429, 202], "{batch}");
+    let batch = &answer.body;
+    assert_eq!(
+        batch_statuses(&answer),
+        [202, 202, 202, 429, 202],
+        "{batch}"
+    );
     assert_eq!(batch["results"][3]["error"]["code"], "rate_limited");
     assert_eq!(
         env.end_offsets()? - before,
@@ -300,21 +278,14 @@ async fn the_rate_limit_holds_across_two_instances_sharing_redis() -> anyhow::Re
     );
 
     // Another user has a bucket of their own; a batch takes one token per event.
-    let events: Vec<_> = (0..5)
-        .map(|i| json!({"action": "like", "user_id": 10, "item_id": 200 + i, "item_type": 1}))
-        .collect();
-    let batch = send(
-        http.post(b.url("/v1/likes:batch"))
-            .json(&json!({ "events": events })),
-    )
-    .await?;
-    let statuses: Vec<i64> = batch.body["results"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["status"].as_i64())
-        .collect();
-    assert_eq!(statuses, vec![202, 202, 202, 429, 429], "{}", batch.body);
+    let likes: Vec<(i64, i64)> = (0..5).map(|i| (10, 200 + i)).collect();
+    let batch = post_batch(&http, &b, &likes).await?;
+    assert_eq!(
+        batch_statuses(&batch),
+        vec![202, 202, 202, 429, 429],
+        "{}",
+        batch.body
+    );
     a.running.stop().await?;
     b.running.stop().await?;
     Ok(())

@@ -564,7 +564,8 @@ async fn a_shard_stopped_for_20_s_holds_back_only_its_own_items_and_loses_and_do
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn both_protections_hold_on_the_redis_cluster_in_one_call_per_like_and_per_batch_user() -> anyhow::Result<()> {
+async fn both_protections_hold_on_the_redis_cluster_in_one_call_per_like_and_per_batch_user()
+-> anyhow::Result<()> {
     use likes_infra::redis::ratelimit::Rate;
     let _serial = SERIAL.lock().await;
     let run = Run::start(0).await?;
@@ -611,24 +612,11 @@ async fn both_protections_hold_on_the_redis_cluster_in_one_call_per_like_and_per
     // A batch asks the same way, one script per user over the user's bucket
     // and memos: three events of a user with a burst of two.
     let before = run.env.end_offsets()?;
-    let events: Vec<_> = (11..=19)
-        .flat_map(|user| {
-            (7..=9).map(move |item| {
-                serde_json::json!({"action": "like", "user_id": user, "item_id": item, "item_type": 1})
-            })
-        })
+    let likes: Vec<(i64, i64)> = (11..=19)
+        .flat_map(|user| (7..=9).map(move |item| (user, item)))
         .collect();
-    let batch = likes_tests::api::send(
-        http.post(ingest.url("/v1/likes:batch"))
-            .json(&serde_json::json!({ "events": events })),
-    )
-    .await?;
-    let statuses: Vec<i64> = batch.body["results"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["status"].as_i64())
-        .collect();
+    let batch = likes_tests::api::post_batch(&http, &ingest, &likes).await?;
+    let statuses = likes_tests::api::batch_statuses(&batch);
     assert_eq!(
         statuses,
         [202, 202, 429].repeat(9),
