@@ -248,6 +248,19 @@ impl BenchEnv {
         self.start_ingest_with(|_| {}).await
     }
 
+    /// As [`Self::start_ingest`], with the production path's protections on:
+    /// the per-user rate limit and the quick dedup at their defaults. The
+    /// load's users are many and uniform, so neither refuses or answers
+    /// (nearly) anything: what the scenarios measure with it is their cost.
+    pub async fn start_protected_ingest(&self) -> anyhow::Result<Service> {
+        self.start_ingest_with(|limits| {
+            let on = likes_ingest::Limits::default();
+            limits.rate = on.rate;
+            limits.dedup_window = on.dedup_window;
+        })
+        .await
+    }
+
     /// As [`Self::start_ingest`], its limits changed by `change` first.
     pub async fn start_ingest_with(
         &self,

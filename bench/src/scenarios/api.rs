@@ -48,17 +48,9 @@ pub async fn single_like(cfg: &Config, report: &mut Report) -> anyhow::Result<Se
     const NAME: &str = "1 single-like";
     let env = BenchEnv::new(8).await?;
     let ingest = env.start_ingest().await?;
-    // The production path: the per-user rate limit and the quick dedup at
-    // their defaults (every like a Redis call before the produce and one
-    // after). The load's users are many and uniform, so neither refuses or
-    // answers: what is measured is their cost.
-    let protected = env
-        .start_ingest_with(|limits| {
-            let on = likes_ingest::Limits::default();
-            limits.rate = on.rate;
-            limits.dedup_window = on.dedup_window;
-        })
-        .await?;
+    // The production path: every like a Redis call before the produce and
+    // one after.
+    let protected = env.start_protected_ingest().await?;
     let bare = baselines::bare_post().await?;
     let durable = baselines::durable_post(&env.stack, crate::env::PRODUCE_TIMEOUT).await?;
     let load = Http {

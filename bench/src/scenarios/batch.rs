@@ -50,17 +50,9 @@ pub async fn batch(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
     let ingest = env.start_ingest().await?;
     let plain = flow(&ingest.url("/v1/likes:batch"), &mut keys, duration).await?;
     ingest.stop().await?;
-    // The production path: the per-user rate limit and the quick dedup's
-    // marks and settles at their defaults. The load's users are many and
-    // uniform, so the limit refuses (almost) nothing: what is measured is
-    // the protections' cost per event.
-    let ingest = env
-        .start_ingest_with(|limits| {
-            let on = likes_ingest::Limits::default();
-            limits.rate = on.rate;
-            limits.dedup_window = on.dedup_window;
-        })
-        .await?;
+    // The production path: a call per user of a batch before the produce,
+    // a settle per event after it.
+    let ingest = env.start_protected_ingest().await?;
     let guarded = flow(&ingest.url("/v1/likes:batch"), &mut keys, duration).await?;
     ingest.stop().await?;
 
