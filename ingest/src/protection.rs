@@ -105,9 +105,7 @@ impl Protection {
             Ok(Admitted::Answer(memo)) => Ok(Recalled::Answer(memo)),
             Ok(Admitted::Marked) => Ok(Recalled::Produce { marked: true }),
             Err(e) => {
-                tracing::warn!(error = %e, "rate limiter and dedup memo unavailable; producing");
-                observability::protection_unavailable(observability::RATE_LIMIT);
-                observability::protection_unavailable(observability::DEDUP);
+                both_unavailable(&e);
                 Ok(Recalled::Produce { marked: false })
             }
         }
@@ -156,9 +154,7 @@ impl Protection {
                 marked: true,
             },
             Err(e) => {
-                tracing::warn!(error = %e, "rate limiter and dedup memo unavailable; producing");
-                observability::protection_unavailable(observability::RATE_LIMIT);
-                observability::protection_unavailable(observability::DEDUP);
+                both_unavailable(&e);
                 BatchAdmit {
                     granted: cost,
                     refused: None,
@@ -241,6 +237,14 @@ impl Protection {
             observability::protection_unavailable(observability::DEDUP);
         }
     }
+}
+
+/// Both protections asked in one call could not be: each is skipped (fail
+/// open) and counted.
+fn both_unavailable(e: &likes_infra::Error) {
+    tracing::warn!(error = %e, "rate limiter and dedup memo unavailable; producing");
+    observability::protection_unavailable(observability::RATE_LIMIT);
+    observability::protection_unavailable(observability::DEDUP);
 }
 
 /// The answer to a request the rate limit refused, `retry_after_ms` before

@@ -122,7 +122,7 @@ impl Admission {
             .await?;
         if granted < 1 {
             return Ok(Admitted::Refused {
-                retry_after_ms: u64::try_from(wait.max(0)).unwrap_or(0),
+                retry_after_ms: Grant::from_reply(granted, wait).retry_after_ms,
             });
         }
         match (symbol, partition, offset, event_id) {
