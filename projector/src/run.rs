@@ -44,6 +44,11 @@ use crate::{ProjectorError, Settings};
 /// they are cut off (their transactions roll back).
 const WRITER_STOP_BOUND: Duration = Duration::from_secs(10);
 
+/// The longest leaving the group and closing the consumer may take once the
+/// writers are done; past it the close is left behind (see
+/// [`likes_infra::kafka::consumer::GroupConsumer::close`]).
+const CONSUMER_CLOSE_BOUND: Duration = Duration::from_secs(5);
+
 /// Runs the projector until `shutdown` resolves. The batch being written when
 /// it does is finished first if PostgreSQL lets it within a short grace, else
 /// abandoned uncommitted; the batch being collected is dropped (it was not
@@ -203,7 +208,10 @@ pub async fn run(
     if let Some(server) = metrics_server {
         server.abort();
     }
-    consumer.leave();
+    // The collector's and the writers' clones are gone (the writers ended or
+    // were cut off above), so the close below is the consumer's last.
+    drop(collector);
+    consumer.close(CONSUMER_CLOSE_BOUND).await;
     shards.close().await;
     tracing::info!("projector stopped");
     Ok(())

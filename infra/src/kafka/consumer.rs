@@ -4,8 +4,19 @@
 //! tells a [`Rebalance`] hook about assignments, which answers where each
 //! assigned partition starts (the projector: its offset in PostgreSQL, never
 //! Kafka's committed one).
+//!
+//! A consumer is closed with [`GroupConsumer::close`], never by a bare drop:
+//! librdkafka 2.12 can wait forever inside a close that finds a revoke still
+//! to serve (confluentinc/librdkafka#4884: the group has terminated, and the
+//! callback's `rd_kafka_assign(NULL)` waits for an answer no one sends). The
+//! close serves that revoke while the group still answers, then drops the
+//! consumer on a thread of its own and waits for it a bounded time.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
 
 use likes_domain::Position;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -43,6 +54,18 @@ pub fn consumer_config(bootstrap: &str, group_id: &str) -> ClientConfig {
 /// 155 MiB for 1 M). 16 MiB is seconds of events at any drain rate measured
 /// here (a record is about 80 bytes).
 pub const PREFETCH_KBYTES: &str = "16384";
+
+/// How often a leaving consumer polls for the revoke to serve.
+const LEAVE_POLL: Duration = Duration::from_millis(10);
+
+/// How a [`GroupConsumer::close`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The consumer left the group and this clone was let go within the bound.
+    InTime,
+    /// The bound passed first: the close goes on (or hangs) on its own thread.
+    CutOff,
+}
 
 /// How long a seek may wait for the consumer.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -115,6 +138,9 @@ pub trait Rebalance: Send + Sync + 'static {
 struct Callbacks<R> {
     topic: String,
     hook: R,
+    /// The group's assignment was served and not yet revoked: leaving the
+    /// group queues a revoke, which the close must serve before it drops.
+    holds_assignment: AtomicBool,
 }
 
 impl<R: Rebalance> ClientContext for Callbacks<R> {}
@@ -128,6 +154,7 @@ impl<R: Rebalance> ConsumerContext for Callbacks<R> {
     ) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.holds_assignment.store(true, Ordering::SeqCst);
                 let partitions: Vec<i32> = tpl
                     .elements_for_topic(&self.topic)
                     .iter()
@@ -160,11 +187,13 @@ impl<R: Rebalance> ConsumerContext for Callbacks<R> {
                 self.hook.revoked();
                 tracing::info!(partitions = tpl.count(), "partitions revoked");
                 let _ = consumer.unassign();
+                self.holds_assignment.store(false, Ordering::SeqCst);
             }
             other => {
                 tracing::error!(error = ?other, "rebalance error");
                 self.hook.revoked();
                 let _ = consumer.unassign();
+                self.holds_assignment.store(false, Ordering::SeqCst);
             }
         }
     }
@@ -184,6 +213,7 @@ impl<R: Rebalance> GroupConsumer<R> {
         let callbacks = Callbacks {
             topic: topic.to_string(),
             hook,
+            holds_assignment: AtomicBool::new(false),
         };
         let inner: StreamConsumer<Callbacks<R>> =
             consumer_config(bootstrap, group_id).create_with_context(callbacks)?;
@@ -206,9 +236,54 @@ impl<R: Rebalance> GroupConsumer<R> {
         Ok(self.inner.subscribe(&[&self.topic])?)
     }
 
-    /// Leaves the group.
-    pub fn leave(&self) {
+    /// Leaves the group and closes the consumer, within `bound` whatever
+    /// librdkafka does. On a thread of its own: unsubscribes, serves the
+    /// revoke that queues (the hook is told, the assignment dropped) while
+    /// the group still answers, then lets go of `self`. Where `self` is the
+    /// last clone, that is the close, which then finds nothing to revoke.
+    /// A close that does not end within `bound` is left on its thread (a
+    /// stopping process ends it): the caller goes on, and is told.
+    pub async fn close(self: Arc<Self>, bound: Duration) -> Closed {
+        let deadline = Instant::now() + bound;
+        let (done, closed) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("consumer close".into())
+            .spawn(move || {
+                self.leave_before(deadline);
+                drop(self);
+                let _ = done.send(());
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the consumer's close; left open");
+            return Closed::CutOff;
+        }
+        match tokio::time::timeout(bound, closed).await {
+            Ok(_) => Closed::InTime,
+            Err(_) => {
+                tracing::error!(
+                    bound_ms = bound.as_millis() as u64,
+                    "the consumer's close did not end in time; left to its thread"
+                );
+                Closed::CutOff
+            }
+        }
+    }
+
+    /// Unsubscribes, then polls until the revoke that follows has been served
+    /// (nothing is held), or `deadline` passes. What the polls return is
+    /// dropped: nothing read now is processed.
+    fn leave_before(&self, deadline: Instant) {
         self.inner.unsubscribe();
+        let held = || self.inner.context().holds_assignment.load(Ordering::SeqCst);
+        while held() && Instant::now() < deadline {
+            // A poll that finds nothing returns at once: it serves the queued
+            // rebalance, if any, in the callbacks above.
+            let _ = self.inner.recv().now_or_never();
+            std::thread::sleep(LEAVE_POLL);
+        }
+        if held() {
+            tracing::warn!("the revoke after leaving the group was not served in time");
+        }
     }
 
     /// Stops fetching `partition` until it is resumed or assigned again.
