@@ -56,7 +56,12 @@ async fn main() -> anyhow::Result<()> {
         println!("wrote {}", md.display());
         return Ok(());
     }
-    likes_infra::telemetry::init("error,warp::server=off");
+    // The services in this process log as the binaries do, so their cost is
+    // what ships; warp's own lines at shutdown are noise.
+    likes_infra::telemetry::init(&format!(
+        "{},warp::server=off",
+        likes_infra::telemetry::SERVICE_FILTER
+    ));
     let cfg = Config::new(args.quick);
     let mut report = Report {
         started_at: started.to_rfc3339(),

@@ -59,6 +59,16 @@ pub fn prometheus() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// The log filter the services run under when `RUST_LOG` is unset: INFO and
+/// above. The spans opened per request or per event (the handlers', and the
+/// Redis, PostgreSQL and Kafka calls they make) are DEBUG, so this filter
+/// never builds them: enabled, they cost the cached read 0.4-11 µs of CPU and
+/// 5-30 % of its peak at 10,000 reads/s
+/// (`bench/results/2026-12-0{2,3}-spans-*.md`). To see a request's path, run
+/// with `RUST_LOG=info,likes=debug`. The benchmark runs the in-process
+/// services under this same filter, so it measures what ships.
+pub const SERVICE_FILTER: &str = "info";
+
 /// Installs the global subscriber once; later calls (tests) are no-ops.
 pub fn init(default_filter: &str) {
     let filter =

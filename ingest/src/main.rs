@@ -4,7 +4,7 @@ use likes_ingest::{Application, Limits, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    likes_infra::telemetry::init("info,likes=debug");
+    likes_infra::telemetry::init(likes_infra::telemetry::SERVICE_FILTER);
     let settings = Settings::from_env()?;
     let limits = Limits::from_env()?;
     settings.log();

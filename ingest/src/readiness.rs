@@ -49,7 +49,7 @@ impl Readiness {
     }
 
     /// Probes Kafka, the registry, Redis and the shards' maps concurrently.
-    #[instrument(skip_all)]
+    #[instrument(level = "debug", skip_all)]
     pub async fn check(&self, redis: &Redis, projection: &Projection) -> Vec<Check> {
         let (kafka, registry, redis, shard_map) = tokio::join!(
             self.kafka.probe(TIMEOUT),

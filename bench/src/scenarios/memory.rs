@@ -477,8 +477,6 @@ fn stack_vars(stack: &StackSettings) -> Vec<(&'static str, String)> {
         ("REDIS_CLUSTER_NODES", stack.redis_cluster_nodes.join(",")),
         ("REDIS_KEY_PREFIX", stack.redis_key_prefix.clone()),
         ("ARCHIVE_URL", stack.archive_url.clone()),
-        // The binaries' own default logs every request at debug.
-        ("RUST_LOG", "info".into()),
     ]
 }
 

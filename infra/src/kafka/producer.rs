@@ -142,7 +142,7 @@ impl Publisher {
 
     /// Appends `event` and waits for the broker's ack. Many calls may be in
     /// flight at once; each awaits only its own delivery.
-    #[instrument(skip_all, fields(event_id = %event.event_id))]
+    #[instrument(level = "debug", skip_all, fields(event_id = %event.event_id))]
     pub async fn publish(&self, event: &LikeEvent) -> Result<Position, PublishError> {
         let payload = self.codec.encode(event).await?;
         acked(self.enqueue(event, &payload)?).await
@@ -152,7 +152,7 @@ impl Publisher {
     /// one result per event, in order. The records are handed to the producer
     /// in one synchronous pass (no task per event), then the acks are awaited
     /// together: the batch API's path.
-    #[instrument(skip_all, fields(events = events.len()))]
+    #[instrument(level = "debug", skip_all, fields(events = events.len()))]
     pub async fn publish_many(&self, events: &[LikeEvent]) -> Vec<Result<Position, PublishError>> {
         let id = match self.codec.ready().await {
             Ok(id) => id,

@@ -8,7 +8,7 @@ use tracing::instrument;
 use crate::Error;
 
 /// An item's count and the log offset it reflects (`None` when never counted).
-#[instrument(skip_all, fields(item = %item))]
+#[instrument(level = "debug", skip_all, fields(item = %item))]
 pub async fn count(pool: &PgPool, item: ItemKey) -> Result<Option<(i64, i64)>, Error> {
     Ok(sqlx::query_as(
         "SELECT count, last_offset FROM counters WHERE item_id = $1 AND item_type = $2",
@@ -20,7 +20,7 @@ pub async fn count(pool: &PgPool, item: ItemKey) -> Result<Option<(i64, i64)>, E
 }
 
 /// Whether `user` likes `item` according to the projection.
-#[instrument(skip_all, fields(item = %item))]
+#[instrument(level = "debug", skip_all, fields(item = %item))]
 pub async fn likes(pool: &PgPool, user: UserId, item: ItemKey) -> Result<bool, Error> {
     let row: Option<(i32,)> = sqlx::query_as(
         "SELECT 1 FROM user_likes WHERE item_id = $1 AND item_type = $2 AND user_id = $3",
@@ -35,7 +35,7 @@ pub async fn likes(pool: &PgPool, user: UserId, item: ItemKey) -> Result<bool, E
 
 /// The counts of `items` that PostgreSQL holds, in one query; items never
 /// counted are absent from the answer.
-#[instrument(skip_all, fields(items = items.len()))]
+#[instrument(level = "debug", skip_all, fields(items = items.len()))]
 pub async fn counts<'e>(
     db: impl sqlx::PgExecutor<'e>,
     items: &[ItemKey],
@@ -65,7 +65,7 @@ pub async fn counts<'e>(
 
 /// The next offset the projection will apply in `partition` of `topic`: every
 /// event below it is committed (`None` when the partition was never claimed).
-#[instrument(skip_all, fields(topic, partition))]
+#[instrument(level = "debug", skip_all, fields(topic, partition))]
 pub async fn applied_until(
     pool: &PgPool,
     topic: &str,
@@ -85,7 +85,7 @@ pub async fn applied_until(
 /// and whether the user likes it, in input order, from one query. The write
 /// path asks this for many concurrent requests at once (see the ingest's
 /// lookup batcher), so PostgreSQL sees one statement per batch, not two per like.
-#[instrument(skip_all, fields(pairs = pairs.len()))]
+#[instrument(level = "debug", skip_all, fields(pairs = pairs.len()))]
 pub async fn states(
     db: impl sqlx::PgExecutor<'_>,
     pairs: &[(UserId, ItemKey)],
@@ -224,7 +224,7 @@ impl LikedItem {
 /// columns, so a deep page costs what the first does. (For a user with few
 /// likes the planner may instead fetch them all through the same index and
 /// sort them: as cheap, for so few.)
-#[instrument(skip_all, fields(limit))]
+#[instrument(level = "debug", skip_all, fields(limit))]
 pub async fn liked_items(
     pool: &PgPool,
     user: UserId,

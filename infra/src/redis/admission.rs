@@ -91,7 +91,7 @@ impl Admission {
 
     /// Takes one token from `user`'s bucket and, if it got one, recalls (or
     /// marks) the user's `action` on `item`.
-    #[instrument(skip_all, fields(item = %item))]
+    #[instrument(level = "debug", skip_all, fields(item = %item))]
     pub async fn admit(
         &self,
         user: UserId,
@@ -139,7 +139,7 @@ impl Admission {
     /// Takes one token per item from `user`'s bucket and marks the publishes
     /// of the first items (`items` in request order), as many as granted:
     /// those, and only those, go to the producer and must be settled.
-    #[instrument(skip_all, fields(events = items.len()))]
+    #[instrument(level = "debug", skip_all, fields(events = items.len()))]
     pub async fn admit_batch(&self, user: UserId, items: &[ItemKey]) -> Result<Grant, Error> {
         let redis = self.memos.redis();
         let (_, hold) = self.memos.window_and_hold();

@@ -69,7 +69,7 @@ impl CountCache {
     }
 
     /// The cached count of `item`, if Redis has it.
-    #[instrument(skip_all, fields(item = %item))]
+    #[instrument(level = "debug", skip_all, fields(item = %item))]
     pub async fn count(&self, item: ItemKey) -> Result<Option<i64>, Error> {
         let value: Option<String> = redis::cmd("GET")
             .arg(self.reads.keys().count(item))
@@ -79,7 +79,7 @@ impl CountCache {
     }
 
     /// The cached counts of `items` in one MGET, in the same order (`None` = miss).
-    #[instrument(skip_all, fields(items = items.len()))]
+    #[instrument(level = "debug", skip_all, fields(items = items.len()))]
     pub async fn counts(&self, items: &[ItemKey]) -> Result<Vec<Option<i64>>, Error> {
         let values = raw_counts(&self.redis, items).await?;
         Ok(values
@@ -103,7 +103,7 @@ impl CountCache {
     /// with its `(count, stamp)`, or `None` when PostgreSQL never counted it.
     /// Those are stored as 0 expiring after `absent_ttl`, or not at all when
     /// `absent_ttl` is `None`. Newer stamps already in Redis are kept.
-    #[instrument(skip_all, fields(items = found.len()))]
+    #[instrument(level = "debug", skip_all, fields(items = found.len()))]
     pub async fn refill_counts(
         &self,
         found: &[(ItemKey, Option<(i64, i64)>)],
@@ -142,7 +142,7 @@ impl CountCache {
 
 /// The raw stored values (`"<count>:<stamp>"`) of `items`, in order, in one
 /// MGET (on a cluster the client splits it by slot and sends the parts at once).
-#[instrument(skip_all, fields(items = items.len()))]
+#[instrument(level = "debug", skip_all, fields(items = items.len()))]
 pub async fn raw_counts(redis: &Redis, items: &[ItemKey]) -> Result<Vec<Option<String>>, Error> {
     if items.is_empty() {
         return Ok(Vec::new());

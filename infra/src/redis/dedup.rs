@@ -185,7 +185,7 @@ impl DedupMemos {
 
     /// The memo if `action` is the user's latest logged action on `item`
     /// within the window; otherwise marks a publish of the pair.
-    #[instrument(skip_all, fields(item = %item))]
+    #[instrument(level = "debug", skip_all, fields(item = %item))]
     pub async fn recall(
         &self,
         user: UserId,
@@ -247,7 +247,7 @@ impl DedupMemos {
     }
 
     /// Marks one publish per pair listed (a pair listed twice is marked twice).
-    #[instrument(skip_all, fields(pairs = pairs.len()))]
+    #[instrument(level = "debug", skip_all, fields(pairs = pairs.len()))]
     pub async fn mark(&self, pairs: &[(UserId, ItemKey)]) -> Result<(), Error> {
         let hold = millis(self.hold);
         let calls = pairs.iter().map(|(user, item)| {
@@ -273,7 +273,7 @@ impl DedupMemos {
     /// connection; each call is executed once even after a Redis restart
     /// dropped the scripts (the client loads it and sends it again only when
     /// Redis refused to run it).
-    #[instrument(skip_all, fields(settles = settles.len()))]
+    #[instrument(level = "debug", skip_all, fields(settles = settles.len()))]
     pub async fn settle(&self, settles: &[Settle]) -> Result<(), Error> {
         let (window, hold) = (millis(self.window), millis(self.hold));
         let calls = settles.iter().map(|s| {

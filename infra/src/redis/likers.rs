@@ -221,7 +221,7 @@ impl RecentLikers {
     }
 
     /// The newest `limit` likers of `item`, newest first.
-    #[instrument(skip_all, fields(item = %item, limit))]
+    #[instrument(level = "debug", skip_all, fields(item = %item, limit))]
     pub async fn recent(&self, item: ItemKey, limit: usize) -> Result<Vec<Liker>, Error> {
         if limit == 0 {
             return Ok(Vec::new());

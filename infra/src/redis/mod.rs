@@ -201,7 +201,7 @@ impl Redis {
     /// Whether Redis answers (readiness). On a cluster, any node answering is
     /// enough: a slot without a primary shows as failing reads, which fall
     /// back to PostgreSQL.
-    #[instrument(skip_all)]
+    #[instrument(level = "debug", skip_all)]
     pub async fn ping(&self) -> Result<(), Error> {
         redis::cmd("PING")
             .query_async::<String>(&mut self.connection())

@@ -101,7 +101,7 @@ impl RateLimiter {
     }
 
     /// Takes up to `cost` tokens from `user`'s bucket.
-    #[instrument(skip_all, fields(cost))]
+    #[instrument(level = "debug", skip_all, fields(cost))]
     pub async fn acquire(&self, user: UserId, cost: u32) -> Result<Grant, Error> {
         let (granted, wait): (i64, i64) = self
             .script

@@ -28,7 +28,7 @@ use crate::request::require_json;
 use crate::{ApiError, State, observability};
 
 /// The handler.
-#[tracing::instrument(skip_all, fields(bytes = body.len()))]
+#[tracing::instrument(level = "debug", skip_all, fields(bytes = body.len()))]
 pub async fn publish_batch(
     content_type: Option<String>,
     body: Bytes,

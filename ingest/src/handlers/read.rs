@@ -33,7 +33,7 @@ const UNAVAILABLE: &str = "unavailable";
 /// a never-counted item's refill expires, see `CACHE_REFILL_TTL_SECONDS`).
 /// With `after=<token>`, first waits (bounded) until the projector applied
 /// that offset and then reads PostgreSQL, the committed truth.
-#[tracing::instrument(skip_all, fields(%item_type, %item_id))]
+#[tracing::instrument(level = "debug", skip_all, fields(%item_type, %item_id))]
 pub async fn count(
     item_type: String,
     item_id: String,
@@ -133,7 +133,7 @@ async fn wait_applied(state: &State, token: Token) -> Result<bool, ApiError> {
 /// "unavailable"`, and `Retry-After` on the answer) while the others are
 /// answered; when no shard asked answers, the whole request is 503 (as with
 /// one shard down).
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn counts(
     params: HashMap<String, String>,
     state: Arc<State>,
@@ -211,7 +211,7 @@ pub async fn counts(
 }
 
 /// GET whether a user likes an item, from PostgreSQL.
-#[tracing::instrument(skip_all, fields(%item_type, %item_id))]
+#[tracing::instrument(level = "debug", skip_all, fields(%item_type, %item_id))]
 pub async fn user_likes(
     user_id: String,
     item_type: String,
@@ -238,7 +238,7 @@ pub async fn user_likes(
 /// is asked for its first `limit + 1` after the cursor (one indexed query
 /// each, all at once) and the answers are merged by time. A page needs every
 /// shard's part, so any shard not answering makes it a 503.
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn liked_items(
     user_id: String,
     params: HashMap<String, String>,
@@ -281,7 +281,7 @@ pub async fn liked_items(
 }
 
 /// GET an item's most recent likers, newest first, from Redis.
-#[tracing::instrument(skip_all, fields(%item_type, %item_id))]
+#[tracing::instrument(level = "debug", skip_all, fields(%item_type, %item_id))]
 pub async fn likers(
     item_type: String,
     item_id: String,

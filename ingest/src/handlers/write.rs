@@ -17,7 +17,7 @@ use crate::request::{parse_like, require_json};
 use crate::{ApiError, State, observability};
 
 /// POST/DELETE a like.
-#[tracing::instrument(skip_all, fields(action = ?action))]
+#[tracing::instrument(level = "debug", skip_all, fields(action = ?action))]
 pub async fn publish(
     action: Action,
     content_type: Option<String>,
