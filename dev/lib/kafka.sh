@@ -24,6 +24,11 @@ kafka_cmd() {
 
 kafka_java() { kafka_cmd; "${KAFKA_CMD[@]}" "$@"; }
 
+# A broker's GC pauses in .stack/logs/<name>-gc.log, stamped with the wall
+# clock, so a latency spike in a benchmark can be set against the broker's
+# collections (their length and time) instead of guessed at.
+kafka_gc_log() { echo "-Xlog:gc:file=$(log_file "$1-gc"):time,uptime:filecount=2,filesize=10m"; }
+
 # Ready once the broker says it started and its listener accepts connections.
 kafka_ready() {
   port_open 9092 && grep -q "Kafka Server started" "$(log_file kafka)"
@@ -44,7 +49,7 @@ kafka_start() {
   log "starting Kafka"
   : >"$(log_file kafka)"
   kafka_cmd
-  spawn kafka "${KAFKA_CMD[@]}" kafka.Kafka "$conf"
+  spawn kafka "${KAFKA_CMD[@]}" "$(kafka_gc_log kafka)" kafka.Kafka "$conf"
   wait_until kafka 120 "$(log_file kafka)" kafka_ready
   log "Kafka ready on 127.0.0.1:9092"
 }

@@ -60,7 +60,7 @@ kafka_node_spawn() {
   fi
   log "starting $name (127.0.0.1:$port, controller $cport)"
   : >"$(log_file "$name")"
-  spawn "$name" "${KAFKA_CMD[@]}" kafka.Kafka "$conf"
+  spawn "$name" "${KAFKA_CMD[@]}" "$(kafka_gc_log "$name")" kafka.Kafka "$conf"
 }
 
 kafka_node_wait() {
