@@ -8,7 +8,7 @@
 //! it costs the machine as little as a load generator can.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::cpu;
 use crate::keys::{ITEM_TYPE, Keys};
 use crate::load::{Sample, Summary, summarize};
+use crate::stalls::Meter;
 
 /// How long one request may take before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,11 +86,12 @@ impl Http {
                 let _ = done.send((run, cpu::this_thread() - started));
             })?;
         let (run, loadgen_s) = result.await?;
-        let mut summary = run?;
+        let (mut summary, meter_s) = run?;
         summary.cpu = cpu::snapshot().since(&before);
-        // The process total holds the generator's thread: count it apart.
-        summary.cpu.loadgen_s = loadgen_s;
-        summary.cpu.service_s -= loadgen_s;
+        // The process total holds the generator's and the stall meter's
+        // threads: count them apart.
+        summary.cpu.loadgen_s = loadgen_s + meter_s;
+        summary.cpu.service_s -= loadgen_s + meter_s;
         Ok(summary)
     }
 
@@ -171,13 +173,15 @@ async fn drive(
     rate: f64,
     connections: usize,
     observer: Option<(u64, UnboundedSender<Answer>)>,
-) -> anyhow::Result<Summary> {
+) -> anyhow::Result<(Summary, f64)> {
     let sent = calls.len() as u64;
     let mut lanes: Vec<Vec<(u64, Call)>> = vec![Vec::new(); connections];
     for (i, call) in calls.into_iter().enumerate() {
         lanes[i % connections].push((i as u64, call));
     }
     let start = Instant::now() + Duration::from_millis(50);
+    let started_unix_ms = unix_ms(SystemTime::now() + Duration::from_millis(50));
+    let meter = Meter::start(start.into_std())?;
     let tasks: Vec<_> = lanes
         .into_iter()
         .filter(|lane| !lane.is_empty())
@@ -187,7 +191,17 @@ async fn drive(
     for task in tasks {
         samples.extend(task.await?);
     }
-    summarize(rate, sent, &samples)
+    let stalls = meter.stop();
+    let mut summary = summarize(rate, sent, &samples)?;
+    summary.attach_stalls(&stalls);
+    summary.started_unix_ms = started_unix_ms;
+    Ok((summary, stalls.cpu_s))
+}
+
+/// Milliseconds since the Unix epoch (0 for a clock set before it).
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// One connection's share of the run, in order.
@@ -366,6 +380,7 @@ mod tests {
             max_ms: 70.0,
             cpu: CpuUse::default(),
             series: Vec::new(),
+            started_unix_ms: 0,
         }
     }
 

@@ -27,6 +27,9 @@ pub struct Second {
     pub errors: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// The longest host stall the meter saw in this second
+    /// ([`crate::stalls`]), milliseconds.
+    pub stall_ms: f64,
 }
 
 /// What one fixed-rate run measured.
@@ -45,8 +48,11 @@ pub struct Summary {
     pub max_ms: f64,
     /// CPU used during the run, by part of the stack.
     pub cpu: CpuUse,
-    /// Per second: answers and latency percentiles.
+    /// Per second: answers, latency percentiles and host stalls.
     pub series: Vec<Second>,
+    /// When second 0 began, milliseconds since the Unix epoch: to set the
+    /// series beside other logs (the broker's GC log has wall-clock stamps).
+    pub started_unix_ms: u64,
 }
 
 impl Summary {
@@ -67,6 +73,30 @@ impl Summary {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         let wall = self.sent as f64 / self.target_rate.max(1e-9);
         100.0 * self.cpu.machine_s / (wall * cores).max(1e-9)
+    }
+
+    /// The longest host stall of the run, milliseconds.
+    pub fn max_stall_ms(&self) -> f64 {
+        self.series.iter().map(|s| s.stall_ms).fold(0.0, f64::max)
+    }
+
+    /// Seconds whose P99 reached `p99_ms`, and how many of them the host
+    /// stalled for at least `stall_ms`.
+    pub fn slow_seconds(&self, p99_ms: f64, stall_ms: f64) -> (usize, usize) {
+        let slow: Vec<&Second> = self
+            .series
+            .iter()
+            .filter(|s| s.ok > 0 && s.p99_ms >= p99_ms)
+            .collect();
+        let stalled = slow.iter().filter(|s| s.stall_ms >= stall_ms).count();
+        (slow.len(), stalled)
+    }
+
+    /// Sets each second's host stall from what the meter saw over the run.
+    pub fn attach_stalls(&mut self, stalls: &crate::stalls::Stalls) {
+        for s in &mut self.series {
+            s.stall_ms = stalls.max_ms(s.t as usize);
+        }
     }
 
     /// CPU microseconds of service + PostgreSQL + Kafka + Redis per request.
@@ -125,6 +155,7 @@ pub fn summarize(rate: f64, sent: u64, samples: &[Sample]) -> anyhow::Result<Sum
             errors: *errors,
             p50_ms: ms_at(h, 0.50),
             p99_ms: ms_at(h, 0.99),
+            stall_ms: 0.0,
         })
         .collect();
     Ok(Summary {
@@ -139,6 +170,7 @@ pub fn summarize(rate: f64, sent: u64, samples: &[Sample]) -> anyhow::Result<Sum
         max_ms: all.max() as f64 / 1000.0,
         cpu: CpuUse::default(),
         series,
+        started_unix_ms: 0,
     })
 }
 
@@ -174,6 +206,27 @@ mod tests {
             (1, 1, 1)
         );
         assert!((s.max_ms - 3.0).abs() < 0.01);
+        Ok(())
+    }
+
+    #[test]
+    fn a_slow_second_counts_as_stalled_only_when_the_host_stalled_in_it() -> anyhow::Result<()> {
+        let samples: Vec<Sample> = [(100_000, 2_000), (1_100_000, 45_000), (2_100_000, 30_000)]
+            .into_iter()
+            .map(|(done_us, latency_us)| Sample {
+                done_us,
+                latency_us,
+                ok: true,
+            })
+            .collect();
+        let mut s = summarize(1.0, 3, &samples)?;
+        s.attach_stalls(&crate::stalls::Stalls {
+            max_late_us: vec![300, 41_000, 900],
+            cpu_s: 0.0,
+        });
+        assert_eq!(s.slow_seconds(20.0, 5.0), (2, 1));
+        assert!((s.max_stall_ms() - 41.0).abs() < 1e-9);
+        assert!((s.series[2].stall_ms - 0.9).abs() < 1e-9);
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ mod load;
 mod plots;
 mod report;
 mod scenarios;
+mod stalls;
 
 use std::path::PathBuf;
 

@@ -45,15 +45,16 @@ pub fn write(report: &Report, out: &Path, stamp: &str) -> anyhow::Result<Vec<Str
         anyhow::bail!("no font at {FONT_FILE}: plots skipped");
     }
     let mut files = Vec::new();
-    // scenario -> side -> (latency, throughput)
-    let mut by_scenario: BTreeMap<&str, BTreeMap<&str, (Series, Series)>> = BTreeMap::new();
+    // scenario -> side -> (latency, throughput, host stalls)
+    let mut by_scenario: BTreeMap<&str, BTreeMap<&str, (Series, Series, Series)>> = BTreeMap::new();
     for (scenario, side, summary) in &report.runs {
         let sides = by_scenario.entry(scenario).or_default();
-        let (latency, throughput) = sides.entry(side).or_default();
+        let (latency, throughput, stalls) = sides.entry(side).or_default();
         let offset = throughput.last().map_or(0.0, |(t, _)| t + 1.0);
         for s in &summary.series {
             let t = offset + f64::from(s.t);
             throughput.push((t, s.ok as f64));
+            stalls.push((t, s.stall_ms.max(0.01)));
             if s.ok > 0 {
                 latency.push((t, s.p99_ms.max(0.01)));
             }
@@ -62,7 +63,7 @@ pub fn write(report: &Report, out: &Path, stamp: &str) -> anyhow::Result<Vec<Str
     for (scenario, sides) in &by_scenario {
         let slug = slug(scenario);
         let path = out.join(format!("{stamp}-{slug}-latency.png"));
-        let lines: Vec<(&str, &Series)> = sides.iter().map(|(s, (l, _))| (*s, l)).collect();
+        let lines: Vec<(&str, &Series)> = sides.iter().map(|(s, (l, _, _))| (*s, l)).collect();
         lines_chart(
             &path,
             &format!("{scenario}: P99 latency per second"),
@@ -72,13 +73,25 @@ pub fn write(report: &Report, out: &Path, stamp: &str) -> anyhow::Result<Vec<Str
         )?;
         files.push(file_name(&path));
         let path = out.join(format!("{stamp}-{slug}-throughput.png"));
-        let lines: Vec<(&str, &Series)> = sides.iter().map(|(s, (_, t))| (*s, t)).collect();
+        let lines: Vec<(&str, &Series)> = sides.iter().map(|(s, (_, t, _))| (*s, t)).collect();
         lines_chart(
             &path,
             &format!("{scenario}: answers per second"),
             "requests/s",
             &lines,
             false,
+        )?;
+        files.push(file_name(&path));
+        // Beside the latency plot: how long the host held a thread that does
+        // nothing (`crate::stalls`) in the same seconds.
+        let path = out.join(format!("{stamp}-{slug}-host-stalls.png"));
+        let lines: Vec<(&str, &Series)> = sides.iter().map(|(s, (_, _, h))| (*s, h)).collect();
+        lines_chart(
+            &path,
+            &format!("{scenario}: longest host stall per second"),
+            "stall ms (log)",
+            &lines,
+            true,
         )?;
         files.push(file_name(&path));
     }

@@ -176,10 +176,17 @@ impl Report {
                 }
             ));
         }
-        s.push_str("\n## Fixed-rate runs\n\n| scenario | side | target/s | achieved/s | ok | errors | P50 ms | P99 ms | P99.9 ms | max ms | service CPU µs/req | Kafka CPU µs/req | stack CPU µs/req | machine busy % | steal % |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str(&format!("\n## Fixed-rate runs\n\n| scenario | side | target/s | achieved/s | ok | errors | P50 ms | P99 ms | P99.9 ms | max ms | service CPU µs/req | Kafka CPU µs/req | stack CPU µs/req | machine busy % | steal % | host stall max ms | seconds P99 ≥ {bound} ms (host stalled ≥ {stall} ms) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            bound = crate::scenarios::api::WRITE_P99_MS,
+            stall = crate::stalls::NOTABLE_MS,
+        ));
         for (scenario, side, r) in &self.runs {
+            let (slow, stalled) = r.slow_seconds(
+                crate::scenarios::api::WRITE_P99_MS,
+                crate::stalls::NOTABLE_MS,
+            );
             s.push_str(&format!(
-                "| {scenario} | {side} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |\n",
+                "| {scenario} | {side} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {slow} ({stalled}) |\n",
                 r.target_rate,
                 r.achieved_rate,
                 r.ok,
@@ -193,6 +200,7 @@ impl Report {
                 r.stack_us_per_request(),
                 r.machine_busy_percent(),
                 r.steal_percent(),
+                r.max_stall_ms(),
             ));
         }
         if !self.failures.is_empty() {
