@@ -2,7 +2,16 @@
 # broker's runtime classpath is copied by dev/maven/pom.xml (profile kafka) and
 # run with `java kafka.Kafka`, exactly what bin/kafka-server-start.sh does.
 
-KAFKA_HEAP=${KAFKA_HEAP:--Xms256m -Xmx768m}
+# Every broker's heap, the single node's and each cluster node's: fixed at 768 MB.
+# A broker holds about 166 MB live (200 MB on a cluster node, a replica of every
+# partition). In a heap that starts small (-Xms256m grew to 334 MB) or is 384 MB, that is
+# past G1's 45 % mark-start threshold, so a concurrent cycle ran every ~30 s: a young pause
+# of 10-14 ms, then a Remark of 8-23 ms within 60 ms, up to 60 ms paused in one second.
+# `likes-bench --only 1`, same build, minutes apart (bench/results/2026-12-03-s1-stall-meter*
+# vs -s1-broker-heap-768-fixed*): pauses 56 young + 24 Remark, 726 ms in 513 s, 13 windows
+# of 200 ms with >= 20 ms paused -> 17 young, 234 ms in 510 s, 1 such window (a 72.6 ms
+# young pause during a 27 ms host stall). The live set is 22 % of 768 MB: no cycles.
+KAFKA_HEAP=${KAFKA_HEAP:--Xms768m -Xmx768m}
 
 kafka_libs() { echo "$STACK_DIR/dist/kafka-$(pom_property kafka.version)/libs"; }
 

@@ -4,9 +4,9 @@
 # KAFKA_BOOTSTRAP_SERVERS list of dev/config/cluster.env (node N is its Nth entry).
 # State in $STACK_DIR/cluster/kafka-N, logs in $STACK_DIR/logs/kafka-N.log.
 
-# Small heaps: three brokers beside PostgreSQL, the registry, six Redis nodes and the
-# services on a 2-core / 24 GiB machine.
-KAFKA_CLUSTER_HEAP=${KAFKA_CLUSTER_HEAP:--Xms384m -Xmx384m}
+# The single node's heap (dev/lib/kafka.sh says why 768 MB): three such brokers beside
+# PostgreSQL, the registry, six Redis nodes and the services fit the 24 GiB machine.
+KAFKA_CLUSTER_HEAP=${KAFKA_CLUSTER_HEAP:-$KAFKA_HEAP}
 # Fixed, so a node's storage can be formatted (or re-formatted after `reset --cluster`)
 # without coordinating with the others.
 KAFKA_CLUSTER_ID=ZdL3P9VJSt2wM1K0r4yQmg

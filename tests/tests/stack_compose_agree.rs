@@ -199,7 +199,12 @@ fn each_cluster_kafka_node_has_dev_stacks_broker_settings_and_ports() {
     let voters = list(&props["controller.quorum.voters"]);
     assert_eq!(brokers.len(), 3, "three brokers");
     assert_eq!(voters.len(), brokers.len(), "every node is a voter");
-    let heap = shell_default("dev/lib/kafka_cluster.sh", "KAFKA_CLUSTER_HEAP");
+    // The cluster's nodes take the single node's heap, from its one home.
+    assert_eq!(
+        shell_default("dev/lib/kafka_cluster.sh", "KAFKA_CLUSTER_HEAP"),
+        "$KAFKA_HEAP"
+    );
+    let heap = shell_default("dev/lib/kafka.sh", "KAFKA_HEAP");
     let cluster_id = shell_constant("dev/lib/kafka_cluster.sh", "KAFKA_CLUSTER_ID");
     for (i, broker) in brokers.iter().enumerate() {
         let n = i + 1;
