@@ -39,17 +39,31 @@ fn font() -> bool {
 /// One series: (seconds since the side's first run, value) points.
 type Series = Vec<(f64, f64)>;
 
+/// The per-second charts of a scenario with fixed-rate runs: file suffix,
+/// title, y axis, log scale. Beside the P99, how long the host held a thread
+/// that does nothing (`crate::stalls`) in the same seconds.
+const CHARTS: [(&str, &str, &str, bool); 3] = [
+    ("latency", "P99 latency per second", "P99 ms (log)", true),
+    ("throughput", "answers per second", "requests/s", false),
+    (
+        "host-stalls",
+        "longest host stall per second",
+        "stall ms (log)",
+        true,
+    ),
+];
+
 /// Writes the plots of `report` next to its results; answers the files.
 pub fn write(report: &Report, out: &Path, stamp: &str) -> anyhow::Result<Vec<String>> {
     if !font() {
         anyhow::bail!("no font at {FONT_FILE}: plots skipped");
     }
     let mut files = Vec::new();
-    // scenario -> side -> (latency, throughput, host stalls)
-    let mut by_scenario: BTreeMap<&str, BTreeMap<&str, (Series, Series, Series)>> = BTreeMap::new();
+    // scenario -> side -> [latency, throughput, host stalls], as in `CHARTS`
+    let mut by_scenario: BTreeMap<&str, BTreeMap<&str, [Series; 3]>> = BTreeMap::new();
     for (scenario, side, summary) in &report.runs {
         let sides = by_scenario.entry(scenario).or_default();
-        let (latency, throughput, stalls) = sides.entry(side).or_default();
+        let [latency, throughput, stalls] = sides.entry(side).or_default();
         let offset = throughput.last().map_or(0.0, |(t, _)| t + 1.0);
         for s in &summary.series {
             let t = offset + f64::from(s.t);
@@ -62,38 +76,15 @@ pub fn write(report: &Report, out: &Path, stamp: &str) -> anyhow::Result<Vec<Str
     }
     for (scenario, sides) in &by_scenario {
         let slug = slug(scenario);
-        let path = out.join(format!("{stamp}-{slug}-latency.png"));
-        let lines: Vec<(&str, &Series)> = sides.iter().map(|(s, (l, _, _))| (*s, l)).collect();
-        lines_chart(
-            &path,
-            &format!("{scenario}: P99 latency per second"),
-            "P99 ms (log)",
-            &lines,
-            true,
-        )?;
-        files.push(file_name(&path));
-        let path = out.join(format!("{stamp}-{slug}-throughput.png"));
-        let lines: Vec<(&str, &Series)> = sides.iter().map(|(s, (_, t, _))| (*s, t)).collect();
-        lines_chart(
-            &path,
-            &format!("{scenario}: answers per second"),
-            "requests/s",
-            &lines,
-            false,
-        )?;
-        files.push(file_name(&path));
-        // Beside the latency plot: how long the host held a thread that does
-        // nothing (`crate::stalls`) in the same seconds.
-        let path = out.join(format!("{stamp}-{slug}-host-stalls.png"));
-        let lines: Vec<(&str, &Series)> = sides.iter().map(|(s, (_, _, h))| (*s, h)).collect();
-        lines_chart(
-            &path,
-            &format!("{scenario}: longest host stall per second"),
-            "stall ms (log)",
-            &lines,
-            true,
-        )?;
-        files.push(file_name(&path));
+        for (i, (suffix, what, y_label, log)) in CHARTS.iter().enumerate() {
+            let path = out.join(format!("{stamp}-{slug}-{suffix}.png"));
+            let lines: Vec<(&str, &Series)> = sides
+                .iter()
+                .map(|(side, series)| (*side, &series[i]))
+                .collect();
+            lines_chart(&path, &format!("{scenario}: {what}"), y_label, &lines, *log)?;
+            files.push(file_name(&path));
+        }
     }
     for row in report.rows.iter().filter(|r| r.better == "higher") {
         if by_scenario.contains_key(row.scenario.as_str()) {
