@@ -24,6 +24,9 @@ use crate::keys::{ITEM_TYPE, Keys};
 use crate::load::{Sample, Summary, summarize};
 use crate::stalls::Meter;
 
+/// How long after the lanes are ready a run's first request is due.
+const LEAD: Duration = Duration::from_millis(50);
+
 /// How long one request may take before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -185,8 +188,8 @@ async fn drive(
     // first second was the one most often over the P99 bound).
     let lanes: Vec<Vec<(u64, Call)>> = lanes.into_iter().filter(|l| !l.is_empty()).collect();
     let opened = futures::future::join_all(lanes.iter().map(|_| connect(addr))).await;
-    let start = Instant::now() + Duration::from_millis(50);
-    let started_unix_ms = unix_ms(SystemTime::now() + Duration::from_millis(50));
+    let start = Instant::now() + LEAD;
+    let started_unix_ms = unix_ms(SystemTime::now() + LEAD);
     let meter = Meter::start(start.into_std())?;
     let tasks: Vec<_> = lanes
         .into_iter()
